@@ -1,0 +1,77 @@
+// VM-exit accounting: a counter per reason and per port, register offset or MSR. Counting is a
+// few array increments, cheap enough to leave on for every run.
+
+export const enum ExitReason {
+  IoIn = 0,
+  IoOut = 1,
+  MmioRead = 2,
+  MmioWrite = 3,
+  MsrRead = 4,
+  MsrWrite = 5,
+  ExternalInterrupt = 6,
+  Count = 7,
+}
+
+/** Which MMIO region an exit hit, for the per-register tables. */
+export const enum MmioRegion {
+  LocalApic = 0,
+  IoApic = 1,
+  Other = 2,
+  Count = 3,
+}
+
+/** MSRs with a counter of their own; everything else counts as "other". */
+export const enum MsrSlot {
+  Tsc = 0,
+  ApicBase = 1,
+  TscDeadline = 2,
+  Other = 3,
+  Count = 4,
+}
+
+export class ExitCounters {
+  byReason: StaticArray<f64> = new StaticArray<f64>(ExitReason.Count);
+  /** [direction (0 in, 1 out) × 65536 ports] */
+  byPort: StaticArray<u32> = new StaticArray<u32>(2 * 65536);
+  /** [direction (0 read, 1 write) × region × 256 registers (offset >> 4)] */
+  byMmioRegister: StaticArray<u32> = new StaticArray<u32>(2 * MmioRegion.Count * 256);
+  /** [direction (0 read, 1 write) × MSR slot] */
+  byMsr: StaticArray<u32> = new StaticArray<u32>(2 * MsrSlot.Count);
+
+  clear(): void {
+    this.byReason.fill(0);
+    this.byPort.fill(0);
+    this.byMmioRegister.fill(0);
+    this.byMsr.fill(0);
+  }
+
+  @inline
+  io(port: u32, write: bool): void {
+    const reason = write ? ExitReason.IoOut : ExitReason.IoIn;
+    unchecked((this.byReason[reason] += 1));
+    const i = (write ? 65536 : 0) + <i32>(port & 0xffff);
+    unchecked((this.byPort[i] += 1));
+  }
+
+  @inline
+  mmio(region: MmioRegion, offset: u32, write: bool): void {
+    unchecked((this.byReason[write ? ExitReason.MmioWrite : ExitReason.MmioRead] += 1));
+    const i = ((write ? MmioRegion.Count : 0) + <i32>region) * 256 + <i32>((offset >>> 4) & 0xff);
+    unchecked((this.byMmioRegister[i] += 1));
+  }
+
+  @inline
+  msr(msr: u32, write: bool): void {
+    unchecked((this.byReason[write ? ExitReason.MsrWrite : ExitReason.MsrRead] += 1));
+    let slot = MsrSlot.Other;
+    if (msr == 0x10) slot = MsrSlot.Tsc;
+    else if (msr == 0x1b) slot = MsrSlot.ApicBase;
+    else if (msr == 0x6e0) slot = MsrSlot.TscDeadline;
+    unchecked((this.byMsr[(write ? MsrSlot.Count : 0) + <i32>slot] += 1));
+  }
+
+  @inline
+  externalInterrupt(): void {
+    unchecked((this.byReason[ExitReason.ExternalInterrupt] += 1));
+  }
+}

@@ -1,0 +1,208 @@
+// The thin hypervisor: it sits between every guest access and the hardware. An access it does
+// not intercept goes straight to the device; one it does is a VM exit — counted, performed,
+// and shown to the shadow of the device it touched. What it intercepts is its policy:
+//   none      bare metal: nothing, so hidden PIC/PIT state is lost and migration must refuse;
+//   full      a commodity VMM: every port, MMIO and MSR access and every external interrupt;
+//   blmvisor  the minimum that still captures every write-only state, as each shadow asks,
+//             plus temporary traps a reconstruction leaves behind (see fixup.ts).
+
+import { Board, IOAPIC_BASE, isPicPort, isPitPort } from "../board";
+import { NEVER } from "../clock";
+import { BoardBus } from "./board-bus";
+import { ExitCounters, MmioRegion } from "./exits";
+import { PendingFixup } from "./fixup";
+import { PicShadow } from "./pic-shadow";
+import { PitShadow } from "./pit-shadow";
+import { IoTraps, TRAP_READ, TRAP_WRITE } from "./traps";
+
+export const enum Policy {
+  None = 0,
+  Blmvisor = 1,
+  Full = 2,
+}
+
+const MSR_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_MASK: u64 = 0xfffff000;
+
+export class Hypervisor {
+  policy: Policy = Policy.Blmvisor;
+  traps: IoTraps = new IoTraps();
+  exits: ExitCounters = new ExitCounters();
+  picShadow: PicShadow = new PicShadow();
+  pitShadow: PitShadow = new PitShadow();
+  bus: BoardBus;
+  /** Work a reconstruction left for after the resume, or null. */
+  fixup: PendingFixup | null = null;
+  /** The local APIC page as this hypervisor knows it (from a trapped or its own MSR access). */
+  private lapicPage: u32 = 0xfee00000;
+
+  constructor(public board: Board) {
+    this.bus = new BoardBus(board);
+  }
+
+  /** Sets the policy on a freshly reset board: shadows start from power-on state. */
+  start(policy: Policy): void {
+    this.policy = policy;
+    this.fixup = null;
+    this.lapicPage = 0xfee00000;
+    this.picShadow.reset();
+    this.pitShadow.reset();
+    this.exits.clear();
+    this.armTraps();
+  }
+
+  /** Whether the shadows have seen every access that carries hidden state since reset. */
+  shadowsValid(): bool {
+    return this.policy != Policy.None;
+  }
+
+  armTraps(): void {
+    const t = this.traps;
+    t.clear();
+    if (this.policy == Policy.Full) {
+      for (let port: u32 = 0; port < 65536; port++) t.set(port, TRAP_READ | TRAP_WRITE, true);
+    } else if (this.policy == Policy.Blmvisor) {
+      const c = this.board.config;
+      if (c.pic) this.picShadow.armTraps(t);
+      if (c.pit) this.pitShadow.armTraps(t);
+    }
+  }
+
+  /** Installs what a reconstruction left to do after the resume. */
+  setFixup(fixup: PendingFixup | null): void {
+    this.fixup = fixup;
+    if (fixup) this.lapicPage = <u32>(this.bus.rdmsr(MSR_APIC_BASE) & APIC_BASE_MASK);
+  }
+
+  // ---- port I/O ---------------------------------------------------------------------------
+
+  portIn(port: u32, size: i32): u32 {
+    if (!this.intercepts(port, size, TRAP_READ)) return this.board.portRead(port, size);
+    this.exits.io(port, false);
+    let v: u32 = 0;
+    for (let i = 0; i < size; i++) {
+      const p = (port + <u32>i) & 0xffff;
+      const b = this.board.inByte(p);
+      this.observe(p, b, false);
+      v |= b << (<u32>i * 8);
+    }
+    return v;
+  }
+
+  portOut(port: u32, value: u32, size: i32): void {
+    if (!this.intercepts(port, size, TRAP_WRITE)) {
+      this.board.portWrite(port, value, size);
+      return;
+    }
+    this.exits.io(port, true);
+    for (let i = 0; i < size; i++) {
+      const p = (port + <u32>i) & 0xffff;
+      const b = (value >>> (<u32>i * 8)) & 0xff;
+      this.board.outByte(p, b);
+      this.observe(p, b, true);
+    }
+  }
+
+  /** Like the VMX I/O bitmap: an access exits if any port it covers is intercepted. */
+  @inline
+  private intercepts(port: u32, size: i32, mask: u8): bool {
+    if (size == 1) return this.traps.traps(port, mask);
+    for (let i = 0; i < size; i++) if (this.traps.traps(port + <u32>i, mask)) return true;
+    return false;
+  }
+
+  /** Shows a trapped access to the shadow of its device, which may re-arm its traps. */
+  private observe(port: u32, value: u32, write: bool): void {
+    const c = this.board.config;
+    if (c.pic && isPicPort(port)) {
+      if (write) this.picShadow.observeWrite(port, value);
+      else this.picShadow.observeRead(port, value);
+      if (this.policy == Policy.Blmvisor) this.picShadow.armTraps(this.traps);
+    } else if (c.pit && isPitPort(port)) {
+      if (write) this.pitShadow.observeWrite(port, value);
+      else this.pitShadow.observeRead(port, value);
+      if (this.policy == Policy.Blmvisor) this.pitShadow.armTraps(this.traps);
+    }
+  }
+
+  // ---- MMIO -------------------------------------------------------------------------------
+
+  @inline
+  private mmioIntercepted(addr: u32): bool {
+    return this.policy == Policy.Full || (this.fixup != null && (addr & 0xfffff000) == this.lapicPage);
+  }
+
+  private regionOf(addr: u32): MmioRegion {
+    if ((addr & 0xfffff000) == this.lapicPage) return MmioRegion.LocalApic;
+    if ((addr & 0xfffff000) == IOAPIC_BASE) return MmioRegion.IoApic;
+    return MmioRegion.Other;
+  }
+
+  readl(addr: u32): u32 {
+    if (!this.mmioIntercepted(addr)) return this.board.mmioRead(addr);
+    this.exits.mmio(this.regionOf(addr), addr & 0xfff, false);
+    const fixup = this.fixup;
+    if (fixup && (addr & 0xfffff000) == this.lapicPage) {
+      const emulated = fixup.emulateRead(addr & 0xfff);
+      if (emulated >= 0) return <u32>emulated;
+    }
+    return this.board.mmioRead(addr);
+  }
+
+  writel(addr: u32, value: u32): void {
+    if (!this.mmioIntercepted(addr)) {
+      this.board.mmioWrite(addr, value);
+      return;
+    }
+    this.exits.mmio(this.regionOf(addr), addr & 0xfff, true);
+    this.board.mmioWrite(addr, value);
+    const fixup = this.fixup;
+    if (fixup && (addr & 0xfffff000) == this.lapicPage) {
+      fixup.guestWrote(addr & 0xfff, value);
+      if (!fixup.active()) this.fixup = null;
+    }
+  }
+
+  // ---- MSRs -------------------------------------------------------------------------------
+
+  /** MSRs exit under `full`; IA32_APIC_BASE writes also while a fixup watches the APIC page. */
+  @inline
+  private msrIntercepted(msr: u32, write: bool): bool {
+    return this.policy == Policy.Full || (write && msr == MSR_APIC_BASE && this.fixup != null);
+  }
+
+  rdmsr(msr: u32): u64 {
+    if (this.msrIntercepted(msr, false)) this.exits.msr(msr, false);
+    return this.board.rdmsr(msr);
+  }
+
+  wrmsr(msr: u32, value: u64): void {
+    if (this.msrIntercepted(msr, true)) {
+      this.exits.msr(msr, true);
+      if (msr == MSR_APIC_BASE) this.lapicPage = <u32>(value & APIC_BASE_MASK);
+    }
+    this.board.wrmsr(msr, value);
+  }
+
+  // ---- interrupts and time ------------------------------------------------------------------
+
+  /** The CPU takes an interrupt; a commodity VMM exits on it to inject it itself. */
+  inta(): i32 {
+    if (this.policy == Policy.Full && this.board.interruptRequested()) this.exits.externalInterrupt();
+    return this.board.inta();
+  }
+
+  /** Runs the clock, stopping at the fixup's deadline (like a VMX preemption timer) to act. */
+  advanceTo(t: i64): void {
+    let fixup = this.fixup;
+    while (fixup) {
+      const due = fixup.deadline();
+      if (due == NEVER || due > t) break;
+      this.board.advanceTo(due);
+      fixup.fire(this.bus);
+      if (!fixup.active()) this.fixup = null;
+      fixup = this.fixup;
+    }
+    this.board.advanceTo(t);
+  }
+}

@@ -1,0 +1,199 @@
+// The core's WebAssembly interface. One instance is one machine: a board with its devices and
+// the hypervisor under the guest. Guest operations pass plain numbers and allocate nothing;
+// times cross the boundary as f64 nanoseconds (exact up to 2^53 ns, about 104 days).
+
+import { FieldIO, FieldMode } from "./fields";
+import { DeviceRecord, captureDevices, reconstructDevices } from "./hypervisor/device-state";
+import { RECONSTRUCT_WINDOW_NS } from "./hypervisor/bus";
+import { Policy } from "./hypervisor/hypervisor";
+import { board, hypervisor } from "./machine";
+
+export {
+  replayRecords, replayStatus, replayScratch, RECORD_SIZE, STOP_END, STOP_MISMATCH, STOP_MIGRATE, STOP_MARK,
+  OP_OUTB, OP_OUTW, OP_OUTL, OP_INB, OP_INW, OP_INL, OP_WRITEL, OP_READL, OP_WRMSR, OP_RDMSR, OP_IRQ, OP_GSI,
+  OP_INTA, OP_MARK, OP_MIGRATE,
+} from "./replay";
+
+const fields = new FieldIO();
+const record = new DeviceRecord();
+let msrHigh: u32 = 0;
+
+/** Power-on: builds the board, starts the clock at `start` ns under the hypervisor's `policy`. */
+export function init(
+  pic: bool, pit: bool, lapic: bool, ioapic: bool, pitIrq0: bool, compatQemu: bool,
+  apicBusHz: f64, tscHz: f64, policy: i32, start: f64,
+): void {
+  const c = board.config;
+  c.pic = pic;
+  c.pit = pit;
+  c.lapic = lapic;
+  c.ioapic = ioapic;
+  c.pitIrq0 = pitIrq0;
+  c.compatQemu = compatQemu;
+  c.apicBusHz = <i64>apicBusHz;
+  c.tscHz = <i64>tscHz;
+  board.reset(<i64>start);
+  hypervisor.start(<Policy>policy);
+}
+
+// ---- guest operations ---------------------------------------------------------------------
+
+export function outb(port: u32, value: u32): void {
+  hypervisor.portOut(port, value, 1);
+}
+export function outw(port: u32, value: u32): void {
+  hypervisor.portOut(port, value, 2);
+}
+export function outl(port: u32, value: u32): void {
+  hypervisor.portOut(port, value, 4);
+}
+export function inb(port: u32): u32 {
+  return hypervisor.portIn(port, 1);
+}
+export function inw(port: u32): u32 {
+  return hypervisor.portIn(port, 2);
+}
+export function inl(port: u32): u32 {
+  return hypervisor.portIn(port, 4);
+}
+export function readl(addr: u32): u32 {
+  return hypervisor.readl(addr);
+}
+export function writel(addr: u32, value: u32): void {
+  hypervisor.writel(addr, value);
+}
+/** Low half of the MSR; the high half is left for rdmsrHigh(). */
+export function rdmsr(msr: u32): u32 {
+  const v = hypervisor.rdmsr(msr);
+  msrHigh = <u32>(v >>> 32);
+  return <u32>v;
+}
+export function rdmsrHigh(): u32 {
+  return msrHigh;
+}
+export function wrmsr(msr: u32, low: u32, high: u32): void {
+  hypervisor.wrmsr(msr, (<u64>high << 32) | <u64>low);
+}
+export function setIrq(line: i32, level: i32): void {
+  board.setIsaLine(line & 15, level != 0);
+}
+export function setGsi(pin: i32, level: i32): void {
+  if (pin >= 0 && pin < 24) board.setGsiLine(pin, level != 0);
+}
+export function inta(): i32 {
+  return hypervisor.inta();
+}
+export function advanceTo(t: f64): void {
+  hypervisor.advanceTo(<i64>t);
+}
+export function now(): f64 {
+  return <f64>board.now;
+}
+export function nextTimerEvent(): f64 {
+  return <f64>board.nextTimerEvent();
+}
+
+// ---- records: capture, reconstruction, inspection ------------------------------------------
+
+/** The shared field buffer (u32 values) through which records cross the boundary. */
+export function fieldBuffer(): usize {
+  return changetype<usize>(fields.values);
+}
+export function fieldCount(): i32 {
+  return fields.count;
+}
+export function fieldError(): i32 {
+  return fields.error;
+}
+
+export const STATE_OK: i32 = 0;
+export const STATE_NO_SHADOWS: i32 = 1;
+export const STATE_BAD_RECORD: i32 = 2;
+export const STATE_CONFIG_MISMATCH: i32 = 3;
+
+/** Names of the device record's fields, comma-separated, in buffer order. */
+export function recordSchema(): string {
+  fields.start(FieldMode.Schema);
+  record.describe(fields);
+  return fields.names;
+}
+
+/** Captures all device state into the field buffer. */
+export function captureState(): i32 {
+  if (!hypervisor.shadowsValid()) return STATE_NO_SHADOWS;
+  captureDevices(hypervisor.bus, hypervisor.picShadow, hypervisor.pitShadow, record);
+  fields.start(FieldMode.Write);
+  record.describe(fields);
+  return STATE_OK;
+}
+
+/**
+ * Checks the `count` record fields in the buffer against what each register can hold and,
+ * only if all are legal and describe this board, rebuilds the devices from them.
+ */
+export function reconstructState(count: i32): i32 {
+  fields.start(FieldMode.Read, count);
+  record.describe(fields);
+  if (fields.error >= 0 || fields.count != count) return STATE_BAD_RECORD;
+  const c = board.config;
+  const r = record.config;
+  if (r.pic != c.pic || r.pit != c.pit || r.lapic != c.lapic || r.ioapic != c.ioapic) return STATE_CONFIG_MISMATCH;
+  if (r.compatQemu != c.compatQemu || r.apicBusHz != c.apicBusHz || r.tscHz != c.tscHz) return STATE_CONFIG_MISMATCH;
+  if (record.time < board.now) return STATE_BAD_RECORD;
+  const fixup = reconstructDevices(hypervisor.bus, record, hypervisor.picShadow, hypervisor.pitShadow);
+  hypervisor.setFixup(fixup);
+  hypervisor.armTraps();
+  return STATE_OK;
+}
+
+/** Every device's internal state (tests only). */
+export function inspectSchema(): string {
+  fields.start(FieldMode.Schema);
+  board.inspect(fields);
+  return fields.names;
+}
+export function inspectState(): void {
+  fields.start(FieldMode.Write);
+  board.inspect(fields);
+}
+
+/** The hypervisor's shadows (tests compare them with the hidden state they mirror). */
+export function shadowSchema(): string {
+  fields.start(FieldMode.Schema);
+  describeShadows();
+  return fields.names;
+}
+export function shadowState(): void {
+  fields.start(FieldMode.Write);
+  describeShadows();
+}
+function describeShadows(): void {
+  fields.begin("pic");
+  hypervisor.picShadow.describe(fields);
+  fields.end();
+  fields.begin("pit");
+  hypervisor.pitShadow.describe(fields);
+  fields.end();
+}
+
+// ---- exit accounting ---------------------------------------------------------------------
+
+export function exitsByReason(): usize {
+  return changetype<usize>(hypervisor.exits.byReason);
+}
+export function exitsByPort(): usize {
+  return changetype<usize>(hypervisor.exits.byPort);
+}
+export function exitsByMmioRegister(): usize {
+  return changetype<usize>(hypervisor.exits.byMmioRegister);
+}
+export function exitsByMsr(): usize {
+  return changetype<usize>(hypervisor.exits.byMsr);
+}
+/** How long before its resume time a destination must start reconstruction. */
+export function reconstructWindow(): f64 {
+  return <f64>RECONSTRUCT_WINDOW_NS;
+}
+export function fixupActive(): bool {
+  return hypervisor.fixup != null;
+}

@@ -1,0 +1,105 @@
+// `blmv replay <trace>`: run a trace against a fresh machine, check every expectation,
+// migrate where asked, and report what happened and what each policy cost in VM exits.
+
+import { open } from "node:fs/promises";
+import { POLICIES, type Policy } from "../core/machine.js";
+import { BTRACE_MAGIC } from "../trace/compiled.js";
+import { openTrace } from "../trace/reader.js";
+import { replayCompiled, replayEvents, type ReplayOptions, type ReplayReport } from "../trace/replay.js";
+import { EXIT_FAILED, EXIT_OK, UsageError, integerOption, parseOptions } from "./usage.js";
+
+export const REPLAY_USAGE = `usage: blmv replay <trace> [--policy blmvisor|full|none] [--migrate-at N|LABEL]... [--migrate-every N] [--json]
+
+  <trace>            a blmv-trace text file (.trace, .trace.gz) or a compiled .btrace
+  --policy P         what the hypervisor intercepts (default blmvisor)
+  --migrate-at N     migrate after event N; or at every 'mark LABEL' (repeatable)
+  --migrate-every N  migrate after every N events
+  --json             print the report as JSON`;
+
+export async function runReplay(argv: string[]): Promise<number> {
+  const { values, positionals } = parseOptions(
+    "replay",
+    argv,
+    {
+      policy: { type: "string", default: "blmvisor" },
+      "migrate-at": { type: "string", multiple: true, default: [] },
+      "migrate-every": { type: "string" },
+      json: { type: "boolean", default: false },
+    },
+    1,
+  );
+  const path = positionals[0];
+  if (!path) throw new UsageError(`replay: missing <trace>\n${REPLAY_USAGE}`);
+  const policy = values.policy as Policy;
+  if (!POLICIES.includes(policy)) throw new UsageError(`replay: --policy must be one of ${POLICIES.join(", ")}, got ${JSON.stringify(values.policy)}`);
+  const afterEvents: number[] = [];
+  const atLabels: string[] = [];
+  for (const point of values["migrate-at"] as string[]) {
+    if (/^\d+$/.test(point)) afterEvents.push(integerOption("replay", "migrate-at", point, 1)!);
+    else if (/^\S+$/.test(point)) atLabels.push(point);
+    else throw new UsageError(`replay: --migrate-at expects an event number or a mark label, got ${JSON.stringify(point)}`);
+  }
+  const every = integerOption("replay", "migrate-every", values["migrate-every"] as string | undefined, 1);
+  const options: ReplayOptions = { policy, afterEvents, atLabels, every };
+  const report = (await isCompiled(path)) ? await replayCompiled(path, options) : await replayText(path, options);
+  console.log(values.json ? JSON.stringify({ trace: path, ...report }, null, 2) : formatReport(path, report));
+  return report.mismatchCount === 0 ? EXIT_OK : EXIT_FAILED;
+}
+
+async function replayText(path: string, options: ReplayOptions): Promise<ReplayReport> {
+  const trace = await openTrace(path);
+  return replayEvents(trace.header, trace, options);
+}
+
+async function isCompiled(path: string): Promise<boolean> {
+  let file;
+  try {
+    file = await open(path, "r");
+  } catch (e) {
+    throw new UsageError(`replay: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    const head = Buffer.alloc(BTRACE_MAGIC.length);
+    await file.read(head, 0, head.length, 0);
+    return head.toString("latin1") === BTRACE_MAGIC;
+  } finally {
+    await file.close();
+  }
+}
+
+export function formatReport(path: string, r: ReplayReport): string {
+  const n = (x: number) => x.toLocaleString("en-US");
+  const lines = [
+    `trace          ${path}`,
+    `policy         ${r.policy}`,
+    `events         ${n(r.events)}`,
+    `reads          ${n(r.reads)} (${n(r.checked)} expectations checked)`,
+    `mismatches     ${n(r.mismatchCount)}`,
+    `interrupts     ${n(r.interrupts)} delivered`,
+    `virtual time   ${(r.virtualTimeNs / 1e6).toFixed(3)} ms`,
+    `wall time      ${r.wallMs.toFixed(1)} ms (${n(r.eventsPerSecond)} events/s)`,
+    `VM exits       ${n(r.exits.total)}` +
+      (r.exits.total ? ` — ${Object.entries(r.exits.byReason).filter(([, v]) => v).map(([k, v]) => `${k} ${n(v)}`).join(", ")}` : ""),
+  ];
+  const ports = [...r.exits.byPort].sort((a, b) => b.in + b.out - (a.in + a.out)).slice(0, 8);
+  if (ports.length) lines.push(`  by port      ${ports.map((p) => `0x${p.port.toString(16)}: ${n(p.in)} in / ${n(p.out)} out`).join("; ")}`);
+  const regs = [...r.exits.byRegister].sort((a, b) => b.read + b.write - (a.read + a.write)).slice(0, 8);
+  if (regs.length) lines.push(`  by register  ${regs.map((g) => `${g.region}+0x${g.offset.toString(16)}: ${n(g.read)} r / ${n(g.write)} w`).join("; ")}`);
+  if (r.migrations.length) {
+    const bytes = r.migrations.map((m) => m.recordBytes);
+    const us = r.migrations.map((m) => m.captureUs + m.reconstructUs);
+    lines.push(
+      `migrations     ${r.migrations.length}: record ${Math.min(...bytes)}–${Math.max(...bytes)} bytes, ` +
+        `capture + reconstruct median ${median(us)} µs (max ${Math.max(...us)} µs)`,
+    );
+  }
+  if (r.migrationsRefused) lines.push(`migrations     ${r.migrationsRefused} refused: policy "none" keeps no shadow of write-only PIC/PIT state`);
+  for (const m of r.mismatches) lines.push(`MISMATCH line ${m.line}: ${m.op} ${m.operand} expected ${m.expected}, got ${m.actual}`);
+  if (r.mismatchCount > r.mismatches.length) lines.push(`… and ${n(r.mismatchCount - r.mismatches.length)} more mismatches`);
+  return lines.join("\n");
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}

@@ -1,0 +1,39 @@
+// What every command shares: the usage error (exit code 2) and option parsing that turns
+// node:util's errors into messages naming the option.
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+export const EXIT_OK = 0;
+/** The run finished but failed what it checked (trace mismatches, a failed migration). */
+export const EXIT_FAILED = 1;
+/** Bad input or usage: nothing was run, or the input was rejected. */
+export const EXIT_BAD_INPUT = 2;
+
+/** A wrong option, a missing argument or unreadable input: exit code 2. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+export function parseOptions<T extends Options>(command: string, argv: string[], options: T, positionals = 0) {
+  try {
+    const parsed = parseArgs({ args: argv, options, allowPositionals: positionals > 0, strict: true });
+    if (parsed.positionals.length > positionals) {
+      throw new UsageError(`${command}: unexpected argument ${JSON.stringify(parsed.positionals[positionals])}`);
+    }
+    return parsed;
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(`${command}: ${(e as Error).message}`);
+  }
+}
+
+/** A non-negative integer option, or a usage error naming it. */
+export function integerOption(command: string, name: string, text: string | undefined, min = 0): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^(0x[0-9a-f]+|\d+)$/i.test(text)) throw new UsageError(`${command}: --${name} expects a whole number, got ${JSON.stringify(text)}`);
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`${command}: --${name} must be at least ${min}, got ${text}`);
+  return n;
+}

@@ -1,0 +1,79 @@
+// Loading the WebAssembly core. The module is compiled once per process; every machine is a
+// fresh instance of it (its own memory, its own devices).
+
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { instantiateSync, type ASUtil } from "@assemblyscript/loader";
+
+/** The core's exports (assembly/index.ts), as the host calls them. */
+export interface CoreExports extends ASUtil {
+  memory: WebAssembly.Memory;
+  init(
+    pic: number, pit: number, lapic: number, ioapic: number, pitIrq0: number, compatQemu: number,
+    apicBusHz: number, tscHz: number, policy: number, start: number,
+  ): void;
+  outb(port: number, value: number): void;
+  outw(port: number, value: number): void;
+  outl(port: number, value: number): void;
+  inb(port: number): number;
+  inw(port: number): number;
+  inl(port: number): number;
+  readl(addr: number): number;
+  writel(addr: number, value: number): void;
+  rdmsr(msr: number): number;
+  rdmsrHigh(): number;
+  wrmsr(msr: number, low: number, high: number): void;
+  setIrq(line: number, level: number): void;
+  setGsi(pin: number, level: number): void;
+  inta(): number;
+  advanceTo(t: number): void;
+  now(): number;
+  nextTimerEvent(): number;
+  fieldBuffer(): number;
+  fieldCount(): number;
+  fieldError(): number;
+  recordSchema(): number;
+  captureState(): number;
+  reconstructState(count: number): number;
+  inspectSchema(): number;
+  inspectState(): void;
+  shadowSchema(): number;
+  shadowState(): void;
+  exitsByReason(): number;
+  exitsByPort(): number;
+  exitsByMmioRegister(): number;
+  exitsByMsr(): number;
+  reconstructWindow(): number;
+  fixupActive(): number;
+  replayScratch(bytes: number): number;
+  replayRecords(from: number, to: number): number;
+  replayStatus(which: number): number;
+  RECORD_SIZE: WebAssembly.Global;
+  STOP_END: WebAssembly.Global;
+  STOP_MISMATCH: WebAssembly.Global;
+  STOP_MIGRATE: WebAssembly.Global;
+  STOP_MARK: WebAssembly.Global;
+  STATE_OK: WebAssembly.Global;
+  STATE_NO_SHADOWS: WebAssembly.Global;
+  STATE_BAD_RECORD: WebAssembly.Global;
+  STATE_CONFIG_MISMATCH: WebAssembly.Global;
+}
+
+let compiled: WebAssembly.Module | undefined;
+
+/** Finds build/core.wasm above this file (src/ in tests, dist/src/ once built). */
+function corePath(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const candidate = join(dir, "build", "core.wasm");
+    if (existsSync(candidate)) return candidate;
+    dir = dirname(dir);
+  }
+  throw new Error("build/core.wasm not found: run `npm run build` first");
+}
+
+export function instantiateCore(): CoreExports {
+  compiled ??= new WebAssembly.Module(readFileSync(corePath()));
+  return instantiateSync<Record<string, unknown>>(compiled, {}).exports as unknown as CoreExports;
+}

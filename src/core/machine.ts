@@ -1,0 +1,235 @@
+// The host API: a typed machine over one instance of the core. Guest operations are the
+// core's exports themselves, bound once, so a call costs one JS→WASM transition and no
+// allocation.
+
+import { instantiateCore, type CoreExports } from "./core.js";
+import { fieldsToObject, objectToFields, prepareSchema, type FieldObject, type Schema } from "./fields.js";
+import { readExits, type ExitReport } from "./exits.js";
+
+export type Policy = "none" | "blmvisor" | "full";
+export const POLICIES: readonly Policy[] = ["none", "blmvisor", "full"];
+/** The core's Policy enum values (assembly/hypervisor/hypervisor.ts), in POLICIES order. */
+const POLICY_CODE: Record<Policy, number> = { none: 0, blmvisor: 1, full: 2 };
+
+export interface MachineConfig {
+  pic: boolean;
+  pit: boolean;
+  lapic: boolean;
+  ioapic: boolean;
+  /** PIT OUT0 drives ISA line 0. */
+  pitIrq0: boolean;
+  /** Follow QEMU 7.2 where it departs from the datasheets. */
+  compatQemu: boolean;
+  apicBusHz: number;
+  tscHz: number;
+}
+
+export interface MachineOptions extends Partial<MachineConfig> {
+  policy?: Policy;
+  /** Virtual time of the reset, in ns. */
+  startTime?: number;
+}
+
+export const DEFAULT_CONFIG: Readonly<MachineConfig> = {
+  pic: true,
+  pit: true,
+  lapic: true,
+  ioapic: true,
+  pitIrq0: true,
+  compatQemu: false,
+  apicBusHz: 1_000_000_000,
+  tscHz: 1_000_000_000,
+};
+
+/** What a device-state record is, so a reader can tell one from any other msgpack. */
+export const RECORD_FORMAT = "blmv-devices";
+export const RECORD_VERSION = 1;
+
+export interface DeviceRecord {
+  format: typeof RECORD_FORMAT;
+  version: number;
+  [field: string]: unknown;
+}
+
+/** Capture refused, or a record that cannot be rebuilt: the message says why. */
+export class DeviceStateError extends Error {
+  override name = "DeviceStateError";
+}
+
+/** Schemas depend only on the core build, so one copy serves every machine. */
+const schemas = new Map<string, Schema>();
+let reconstructWindowNs: number | undefined;
+
+export class Machine {
+  readonly config: Readonly<MachineConfig>;
+  readonly policy: Policy;
+  readonly core: CoreExports;
+
+  readonly outb: (port: number, value: number) => void;
+  readonly outw: (port: number, value: number) => void;
+  readonly outl: (port: number, value: number) => void;
+  readonly inb: (port: number) => number;
+  readonly inw: (port: number) => number;
+  readonly inl: (port: number) => number;
+  readonly readl: (addr: number) => number;
+  readonly writel: (addr: number, value: number) => void;
+  /** ISA line 0–15 to level 0 or 1. */
+  readonly setIrq: (line: number, level: number) => void;
+  /** I/O APIC pin 0–23 to level 0 or 1, bypassing the PICs. */
+  readonly setGsi: (pin: number, level: number) => void;
+  /** The CPU takes the next interrupt: its vector, or -1 when none is deliverable. */
+  readonly inta: () => number;
+  /** Runs virtual time forward to `ns`; timers fire on the way. */
+  readonly advanceTo: (ns: number) => void;
+  readonly now: () => number;
+
+  private constructor(options: MachineOptions) {
+    this.config = { ...DEFAULT_CONFIG, ...stripUndefined(options) };
+    this.policy = options.policy ?? "blmvisor";
+    if (!(this.policy in POLICY_CODE)) throw new RangeError(`unknown policy ${JSON.stringify(this.policy)}`);
+    const core = (this.core = instantiateCore());
+    const c = this.config;
+    core.init(+c.pic, +c.pit, +c.lapic, +c.ioapic, +c.pitIrq0, +c.compatQemu, c.apicBusHz, c.tscHz, POLICY_CODE[this.policy], options.startTime ?? 0);
+    this.outb = core.outb;
+    this.outw = core.outw;
+    this.outl = core.outl;
+    this.inb = core.inb;
+    this.inw = core.inw;
+    this.inl = core.inl;
+    this.readl = core.readl;
+    this.writel = core.writel;
+    this.setIrq = core.setIrq;
+    this.setGsi = core.setGsi;
+    this.inta = core.inta;
+    this.advanceTo = core.advanceTo;
+    this.now = core.now;
+  }
+
+  static create(options: MachineOptions = {}): Machine {
+    return new Machine(options);
+  }
+
+  rdmsr(msr: number): bigint {
+    const low = this.core.rdmsr(msr) >>> 0;
+    return (BigInt(this.core.rdmsrHigh() >>> 0) << 32n) | BigInt(low);
+  }
+
+  wrmsr(msr: number, value: bigint): void {
+    this.core.wrmsr(msr, Number(value & 0xffffffffn), Number((value >> 32n) & 0xffffffffn));
+  }
+
+  /** The VM exits the hypervisor counted since reset. */
+  exits(): ExitReport {
+    return readExits(this.core);
+  }
+
+  /**
+   * Captures the device state through the hypervisor (guest paused, clock stopped): a plain,
+   * versioned object that msgpackr can carry. Throws if the policy kept no shadows.
+   */
+  capture(): DeviceRecord {
+    const status = this.core.captureState();
+    if (status === this.core.STATE_NO_SHADOWS.value) {
+      throw new DeviceStateError(
+        `capture refused: under policy "${this.policy}" the hypervisor did not trap the PIC and PIT writes that carry write-only state, so that state is unknown`,
+      );
+    }
+    const body = this.readFields("record", () => this.core.recordSchema());
+    return { format: RECORD_FORMAT, version: RECORD_VERSION, ...body };
+  }
+
+  /**
+   * Rebuilds `record` on a freshly reset machine of the record's configuration, using only the
+   * hardware interface; the machine resumes at the record's time. Rejects a malformed record
+   * before touching any device.
+   */
+  static reconstruct(record: unknown, options: { policy?: Policy } = {}): Machine {
+    const body = checkEnvelope(record);
+    const config = recordConfig(body);
+    const time = wideNumber(body.time, "record.time");
+    reconstructWindowNs ??= instantiateCore().reconstructWindow();
+    const startTime = Math.max(0, time - reconstructWindowNs);
+    const m = Machine.create({ ...config, policy: options.policy, startTime });
+    const schema = m.schema("record", () => m.core.recordSchema());
+    const count = objectToFields(schema, body, m.fieldView(schema.names.length), "record");
+    const status = m.core.reconstructState(count);
+    if (status === m.core.STATE_BAD_RECORD.value) {
+      const i = m.core.fieldError();
+      const where = i >= 0 && i < schema.names.length ? `record.${schema.names[i]}` : "record.time";
+      throw new DeviceStateError(`${where}: value out of range for the register it describes`);
+    }
+    if (status !== m.core.STATE_OK.value) throw new DeviceStateError(`record does not match the machine it describes (status ${status})`);
+    return m;
+  }
+
+  /** Every device's complete internal state, for tests only: capture never sees this. */
+  inspect(): FieldObject {
+    this.core.inspectState();
+    return this.readFields("inspect", () => this.core.inspectSchema());
+  }
+
+  /** The hypervisor's shadows of the PIC and PIT. */
+  shadows(): FieldObject {
+    this.core.shadowState();
+    return this.readFields("shadows", () => this.core.shadowSchema());
+  }
+
+  /** Whether a reconstruction left work for after the resume (temporary traps armed). */
+  fixupActive(): boolean {
+    return this.core.fixupActive() !== 0;
+  }
+
+  private readFields(kind: string, schemaOf: () => number): FieldObject {
+    // The values must be copied before the schema is fetched: building it reuses the buffer.
+    const values = this.fieldView(this.core.fieldCount()).slice();
+    const schema = this.schema(kind, schemaOf);
+    return fieldsToObject(schema.names, values);
+  }
+
+  private schema(kind: string, schemaOf: () => number): Schema {
+    let s = schemas.get(kind);
+    if (!s) schemas.set(kind, (s = prepareSchema(this.core.__getString(schemaOf()).split(","))));
+    return s;
+  }
+
+  private fieldView(count: number): Uint32Array {
+    return new Uint32Array(this.core.memory.buffer, this.core.fieldBuffer(), count);
+  }
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function checkEnvelope(record: unknown): FieldObject {
+  if (typeof record !== "object" || record === null || Array.isArray(record)) throw new DeviceStateError("record: expected an object");
+  const { format, version, ...body } = record as Record<string, unknown>;
+  if (format !== RECORD_FORMAT) throw new DeviceStateError(`record.format: expected "${RECORD_FORMAT}", got ${JSON.stringify(format)}`);
+  if (version !== RECORD_VERSION) throw new DeviceStateError(`record.version: this build reads version ${RECORD_VERSION}, got ${JSON.stringify(version)}`);
+  return body as FieldObject;
+}
+
+function recordConfig(body: FieldObject): MachineConfig {
+  const c = body.config;
+  if (typeof c !== "object" || c === null || Array.isArray(c)) throw new DeviceStateError("record.config: expected an object");
+  const flag = (k: keyof MachineConfig): boolean => {
+    const v = (c as FieldObject)[k];
+    if (v !== 0 && v !== 1) throw new DeviceStateError(`record.config.${k}: expected 0 or 1, got ${String(v)}`);
+    return v === 1;
+  };
+  return {
+    pic: flag("pic"),
+    pit: flag("pit"),
+    lapic: flag("lapic"),
+    ioapic: flag("ioapic"),
+    pitIrq0: flag("pitIrq0"),
+    compatQemu: flag("compatQemu"),
+    apicBusHz: wideNumber((c as FieldObject).apicBusHz, "record.config.apicBusHz"),
+    tscHz: wideNumber((c as FieldObject).tscHz, "record.config.tscHz"),
+  };
+}
+
+function wideNumber(v: unknown, where: string): number {
+  if (typeof v === "number" && Number.isSafeInteger(v) && v >= 0) return v;
+  throw new DeviceStateError(`${where}: expected a non-negative integer below 2^53, got ${String(v)}`);
+}

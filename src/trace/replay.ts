@@ -1,0 +1,369 @@
+// Replaying a trace: drive a fresh machine with every event, check every expectation, and
+// migrate the machine wherever asked — capture through the hypervisor, msgpack round trip,
+// reconstruction on a fresh machine that then continues the trace.
+
+import { performance } from "node:perf_hooks";
+import { Packr } from "msgpackr";
+import { Machine, type Policy } from "../core/machine.js";
+import { EXIT_REASONS, type ExitReport } from "../core/exits.js";
+import { Check, OP_NAMES, Op, type TraceEvent, type TraceHeader } from "./event.js";
+import { RECORD_SIZE, decodeRecord, readCompiledChunks } from "./compiled.js";
+
+export interface MigrationPoints {
+  /** Migrate after this many events (1-based event counts). */
+  afterEvents?: readonly number[];
+  /** Migrate at each `mark` with one of these labels. */
+  atLabels?: readonly string[];
+  /** Migrate after every N events. */
+  every?: number;
+}
+
+export interface ReplayOptions extends MigrationPoints {
+  policy?: Policy;
+  /** Keep at most this many mismatches in the report (all are counted). */
+  keepMismatches?: number;
+}
+
+export interface Mismatch {
+  line: number;
+  event: number;
+  op: string;
+  operand: string;
+  expected: string;
+  actual: string;
+}
+
+export interface MigrationStat {
+  event: number;
+  line: number;
+  timeNs: number;
+  recordBytes: number;
+  captureUs: number;
+  reconstructUs: number;
+}
+
+export interface ReplayReport {
+  policy: Policy;
+  events: number;
+  reads: number;
+  checked: number;
+  mismatchCount: number;
+  mismatches: Mismatch[];
+  interrupts: number;
+  exits: ExitReport;
+  virtualTimeNs: number;
+  wallMs: number;
+  eventsPerSecond: number;
+  migrations: MigrationStat[];
+  /** Migration points reached under a policy that keeps no shadows. */
+  migrationsRefused: number;
+}
+
+const packr = new Packr({ useRecords: false });
+
+/** Machine options a trace header asks for. */
+export function machineOptions(header: TraceHeader, policy: Policy) {
+  return {
+    ...header.machine,
+    pitIrq0: header.pitIrq0,
+    compatQemu: header.compatQemu,
+    apicBusHz: header.apicBusHz,
+    tscHz: header.tscHz,
+    policy,
+  };
+}
+
+export class Replayer {
+  readonly report: ReplayReport;
+  private machine: Machine;
+  private readonly keep: number;
+  private readonly labels: ReadonlySet<string>;
+  private readonly afterEvents: ReadonlySet<number>;
+  private readonly every: number;
+  private readonly finishedExits: ExitReport[] = [];
+  private readonly started = performance.now();
+
+  constructor(header: TraceHeader, private readonly options: ReplayOptions = {}) {
+    const policy = options.policy ?? "blmvisor";
+    this.machine = Machine.create(machineOptions(header, policy));
+    this.keep = options.keepMismatches ?? 100;
+    this.labels = new Set(options.atLabels ?? []);
+    this.afterEvents = new Set(options.afterEvents ?? []);
+    this.every = options.every ?? 0;
+    this.report = {
+      policy,
+      events: 0,
+      reads: 0,
+      checked: 0,
+      mismatchCount: 0,
+      mismatches: [],
+      interrupts: 0,
+      exits: this.machine.exits(),
+      virtualTimeNs: 0,
+      wallMs: 0,
+      eventsPerSecond: 0,
+      migrations: [],
+      migrationsRefused: 0,
+    };
+  }
+
+  /** The machine now running the trace (it changes at every migration). */
+  get current(): Machine {
+    return this.machine;
+  }
+
+  /**
+   * Runs a chunk of compiled records inside the core, one call per stretch between the points
+   * where the host must act: a mismatch to report, a mark or a migration point.
+   */
+  runRecords(chunk: Uint8Array, labels: readonly string[]): void {
+    const count = chunk.length / RECORD_SIZE;
+    const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    let loaded = this.load(chunk);
+    let i = 0;
+    while (i < count) {
+      const core = this.machine.core;
+      const to = Math.min(count, i + this.eventsToNextMigration());
+      const stoppedAt = core.replayRecords(i, to);
+      const r = this.report;
+      r.events += Math.min(stoppedAt + 1, to) - i;
+      i = Math.min(stoppedAt + 1, to);
+      let migrate = this.migrationDue();
+      if (stoppedAt < to) {
+        const reason = core.replayStatus(3);
+        const e = decodeRecord(view, stoppedAt * RECORD_SIZE, labels);
+        if (reason === core.STOP_MISMATCH.value) this.compiledMismatch(e, core.replayStatus(4), core.replayStatus(5));
+        else if (reason === core.STOP_MIGRATE.value) migrate = true;
+        else if (reason === core.STOP_MARK.value) migrate ||= this.labels.has(e.label);
+        if (migrate) this.migrate(e);
+      } else if (migrate && to > 0) {
+        this.migrate(decodeRecord(view, (to - 1) * RECORD_SIZE, labels));
+      }
+      if (this.machine.core !== loaded) loaded = this.load(chunk);
+    }
+  }
+
+  /** Copies records into the running machine's scratch buffer; returns that machine's core. */
+  private load(chunk: Uint8Array) {
+    const core = this.machine.core;
+    const ptr = core.replayScratch(chunk.length);
+    new Uint8Array(core.memory.buffer, ptr, chunk.length).set(chunk);
+    return core;
+  }
+
+  /** Events that may run before the next --migrate-at / --migrate-every point. */
+  private eventsToNextMigration(): number {
+    const done = this.report.events;
+    let next = this.every > 0 ? this.every - (done % this.every) : Infinity;
+    for (const n of this.afterEvents) if (n > done && n - done < next) next = n - done;
+    return next;
+  }
+
+  private migrationDue(): boolean {
+    const n = this.report.events;
+    return this.afterEvents.has(n) || (this.every > 0 && n % this.every === 0);
+  }
+
+  private compiledMismatch(e: TraceEvent, low: number, high: number): void {
+    if (e.op === Op.Inta) {
+      const vector = low > 0x7fffffff ? -1 : low;
+      this.mismatch(e, vectorText(e.check === Check.NoInterrupt ? -1 : e.value), vectorText(vector));
+    } else if (e.op === Op.Rdmsr) {
+      this.mismatch(e, `0x${((BigInt(e.valueHi) << 32n) | BigInt(e.value)).toString(16)}`, `0x${((BigInt(high) << 32n) | BigInt(low)).toString(16)}`);
+    } else {
+      this.mismatch(e, hex(e.value, e.mask), hex(low));
+    }
+  }
+
+  /** Folds the core's own replay counters of a machine that stops running the trace. */
+  private absorbCoreCounters(m: Machine): void {
+    const r = this.report;
+    r.reads += m.core.replayStatus(0);
+    r.checked += m.core.replayStatus(1);
+    r.interrupts += m.core.replayStatus(2);
+  }
+
+  /** Runs one event. */
+  step(e: TraceEvent): void {
+    const m = this.machine;
+    const r = this.report;
+    m.advanceTo(e.time);
+    r.events++;
+    let migrate = false;
+    switch (e.op) {
+      case Op.Outb:
+        m.outb(e.a, e.b);
+        break;
+      case Op.Outw:
+        m.outw(e.a, e.b);
+        break;
+      case Op.Outl:
+        m.outl(e.a, e.b);
+        break;
+      case Op.Writel:
+        m.writel(e.a, e.b);
+        break;
+      case Op.Wrmsr:
+        m.wrmsr(e.a, (BigInt(e.bHi) << 32n) | BigInt(e.b));
+        break;
+      case Op.Inb:
+        this.checkRead(e, m.inb(e.a));
+        break;
+      case Op.Inw:
+        this.checkRead(e, m.inw(e.a));
+        break;
+      case Op.Inl:
+        this.checkRead(e, m.inl(e.a) >>> 0);
+        break;
+      case Op.Readl:
+        this.checkRead(e, m.readl(e.a) >>> 0);
+        break;
+      case Op.Rdmsr:
+        this.checkMsr(e, m.rdmsr(e.a));
+        break;
+      case Op.Irq:
+        m.setIrq(e.a, e.b);
+        break;
+      case Op.Gsi:
+        m.setGsi(e.a, e.b);
+        break;
+      case Op.Inta:
+        this.checkInta(e, m.inta());
+        break;
+      case Op.Mark:
+        migrate = this.labels.has(e.label);
+        break;
+      case Op.Migrate:
+        migrate = true;
+        break;
+    }
+    if (migrate || this.migrationDue()) this.migrate(e);
+  }
+
+  /** Closes the report: totals, exits of every machine that ran the guest, rates. */
+  finish(): ReplayReport {
+    const r = this.report;
+    this.absorbCoreCounters(this.machine);
+    r.virtualTimeNs = this.machine.now();
+    r.exits = sumExits([...this.finishedExits, this.machine.exits()]);
+    r.wallMs = performance.now() - this.started;
+    r.eventsPerSecond = r.wallMs > 0 ? Math.round((r.events * 1000) / r.wallMs) : 0;
+    return r;
+  }
+
+  private migrate(e: TraceEvent): void {
+    const r = this.report;
+    if (this.machine.policy === "none") {
+      r.migrationsRefused++;
+      return;
+    }
+    const t0 = performance.now();
+    const record = this.machine.capture();
+    const bytes = packr.pack(record);
+    const t1 = performance.now();
+    const next = Machine.reconstruct(packr.unpack(bytes), { policy: this.machine.policy });
+    const t2 = performance.now();
+    this.finishedExits.push(this.machine.exits());
+    this.absorbCoreCounters(this.machine);
+    this.machine = next;
+    r.migrations.push({
+      event: r.events,
+      line: e.line,
+      timeNs: e.time,
+      recordBytes: bytes.length,
+      captureUs: Math.round((t1 - t0) * 1000),
+      reconstructUs: Math.round((t2 - t1) * 1000),
+    });
+  }
+
+  private checkRead(e: TraceEvent, actual: number): void {
+    this.report.reads++;
+    if (e.check !== Check.Value) return;
+    this.report.checked++;
+    if (((actual ^ e.value) & e.mask) >>> 0 !== 0) this.mismatch(e, hex(e.value, e.mask), hex(actual));
+  }
+
+  private checkMsr(e: TraceEvent, actual: bigint): void {
+    this.report.reads++;
+    if (e.check !== Check.Value) return;
+    this.report.checked++;
+    const value = (BigInt(e.valueHi) << 32n) | BigInt(e.value);
+    const mask = (BigInt(e.maskHi) << 32n) | BigInt(e.mask);
+    if (((actual ^ value) & mask) !== 0n) this.mismatch(e, `0x${value.toString(16)}`, `0x${actual.toString(16)}`);
+  }
+
+  private checkInta(e: TraceEvent, vector: number): void {
+    if (vector >= 0) this.report.interrupts++;
+    if (e.check === Check.None) return;
+    this.report.checked++;
+    const expected = e.check === Check.NoInterrupt ? -1 : e.value;
+    if (vector !== expected) this.mismatch(e, vectorText(expected), vectorText(vector));
+  }
+
+  private mismatch(e: TraceEvent, expected: string, actual: string): void {
+    const r = this.report;
+    r.mismatchCount++;
+    if (r.mismatches.length >= this.keep) return;
+    const operand = e.op === Op.Inta ? "" : `0x${e.a.toString(16)}`;
+    r.mismatches.push({ line: e.line, event: r.events, op: OP_NAMES[e.op], operand, expected, actual });
+  }
+}
+
+/** Replays a compiled (.btrace) trace inside the core. */
+export async function replayCompiled(path: string, options: ReplayOptions = {}): Promise<ReplayReport> {
+  const trace = await readCompiledChunks(path);
+  const replayer = new Replayer(trace.header, options);
+  for await (const chunk of trace.chunks) replayer.runRecords(chunk, trace.labels);
+  return replayer.finish();
+}
+
+/** Replays a whole event stream. */
+export async function replayEvents(header: TraceHeader, events: AsyncIterable<TraceEvent> | Iterable<TraceEvent>, options: ReplayOptions = {}): Promise<ReplayReport> {
+  const replayer = new Replayer(header, options);
+  for await (const e of events) replayer.step(e);
+  return replayer.finish();
+}
+
+function hex(v: number, mask = 0xffffffff): string {
+  const text = `0x${(v >>> 0).toString(16)}`;
+  return mask >>> 0 === 0xffffffff || mask === 0xff || mask === 0xffff ? text : `${text}/0x${(mask >>> 0).toString(16)}`;
+}
+
+function vectorText(v: number): string {
+  return v < 0 ? "none" : `0x${v.toString(16)}`;
+}
+
+export function sumExits(reports: readonly ExitReport[]): ExitReport {
+  const byReason = Object.fromEntries(EXIT_REASONS.map((k) => [k, reports.reduce((a, r) => a + r.byReason[k], 0)])) as ExitReport["byReason"];
+  const ports = new Map<number, { port: number; in: number; out: number }>();
+  const regs = new Map<string, ExitReport["byRegister"][number]>();
+  const msrs = new Map<string, ExitReport["byMsr"][number]>();
+  for (const r of reports) {
+    for (const p of r.byPort) {
+      const s = ports.get(p.port) ?? { port: p.port, in: 0, out: 0 };
+      s.in += p.in;
+      s.out += p.out;
+      ports.set(p.port, s);
+    }
+    for (const g of r.byRegister) {
+      const key = `${g.region}:${g.offset}`;
+      const s = regs.get(key) ?? { ...g, read: 0, write: 0 };
+      s.read += g.read;
+      s.write += g.write;
+      regs.set(key, s);
+    }
+    for (const m of r.byMsr) {
+      const s = msrs.get(m.msr) ?? { ...m, read: 0, write: 0 };
+      s.read += m.read;
+      s.write += m.write;
+      msrs.set(m.msr, s);
+    }
+  }
+  return {
+    total: reports.reduce((a, r) => a + r.total, 0),
+    byReason,
+    byPort: [...ports.values()].sort((a, b) => a.port - b.port),
+    byRegister: [...regs.values()],
+    byMsr: [...msrs.values()],
+  };
+}
