@@ -66,7 +66,8 @@ export class Board {
     this.gsiDriven = 0;
     this.pinLevels = 0;
     this.intr = false;
-    this.pitRouted = c.pitIrq0;
+    // Without a PIT nothing drives the wire, and line 0 is an ordinary external line.
+    this.pitRouted = c.pitIrq0 && c.pit;
     this.pic.reset();
     this.pic.compatQemu = c.compatQemu;
     this.pit.reset();
@@ -88,7 +89,7 @@ export class Board {
   advanceTo(t: i64): void {
     if (t < this.now) return;
     const c = this.config;
-    const pitTimed = c.pit && this.pitRouted;
+    const pitTimed = this.pitRouted;
     while (true) {
       const tp = pitTimed ? this.pit.nextOut0Change() : NEVER;
       const tl = c.lapic ? this.lapic.nextTimerEvent() : NEVER;
@@ -106,7 +107,7 @@ export class Board {
   /** The earliest pending device timer event (PIT OUT0 change or local APIC timer). */
   nextTimerEvent(): i64 {
     const c = this.config;
-    const tp = c.pit && this.pitRouted ? this.pit.nextOut0Change() : NEVER;
+    const tp = this.pitRouted ? this.pit.nextOut0Change() : NEVER;
     const tl = c.lapic ? this.lapic.nextTimerEvent() : NEVER;
     return tp < tl ? tp : tl;
   }
@@ -219,13 +220,13 @@ export class Board {
 
   /** Connects PIT OUT0 to ISA line 0, or hands the line back to its external driver. */
   setPitIrq0Route(connected: bool): void {
-    this.pitRouted = connected;
+    this.pitRouted = connected && this.config.pit;
     if (connected) this.followPitOut0();
     else this.applyIsaLine(0, (this.isaDriven & 1) != 0);
   }
 
   private followPitOut0(): void {
-    if (this.pitRouted && this.config.pit) this.applyIsaLine(0, this.pit.out0());
+    if (this.pitRouted) this.applyIsaLine(0, this.pit.out0());
   }
 
   private applyIsaLine(line: i32, level: bool): void {

@@ -1,0 +1,619 @@
+// The local APIC of the one CPU (xAPIC, MMIO page, APIC ID 0 at reset), after the Intel SDM
+// vol. 3 ch. 10. Where QEMU 7.2 (hw/intc/apic.c, apic_common.c) differs, `compatQemu`
+// selects its behaviour; each such place is marked "QEMU:".
+//
+// Model choices where the SDM leaves room, all deliberate:
+// - Delivery is instantaneous, so LVT and ICR delivery-status bits always read 0 (idle).
+// - SMI, NMI, INIT, start-up and ExtINT messages are counted, not executed (the CPU is not
+//   modelled); the board's only ExtINT path is LINT0 (extIntPending).
+// - A software-disabled APIC discards fixed and lowest-priority interrupts (SDM 10.4.7.2: it
+//   "responds normally" only to INIT, NMI, SMI and SIPI) and keeps what IRR and ISR hold.
+// - Clearing the global enable (IA32_APIC_BASE bit 11) returns the registers to their
+//   power-up state (SDM 10.4.3 allows it); setting it again re-enables the APIC, as on FSB
+//   processors.
+// - The version register has no EOI-broadcast suppression (bit 24 clear), so SVR bit 12 is
+//   reserved and every EOI of a vector whose TMR bit is set is broadcast.
+// - An ICR command with an illegal vector (< 16) is detected on send (ESR bit 5) and dropped.
+//   Of the shorthands "self" and "all including self", only fixed delivery is valid (SDM
+//   table 10-3); other combinations, and the reserved delivery modes, send nothing.
+
+import { FieldIO } from "../fields";
+import { NEVER } from "../clock";
+import {
+  APIC_BASE_ADDRESS, APIC_BASE_BSP, APIC_BASE_ENABLE, APIC_BASE_RESET, APIC_DEFAULT_PAGE,
+  APIC_VERSION, ESR_ILLEGAL_REGISTER, ESR_RECEIVE_ILLEGAL_VECTOR,
+  ESR_SEND_ILLEGAL_VECTOR, FIRST_LEGAL_VECTOR, ICR_ASSERT, ICR_LEVEL, ICR_LOGICAL,
+  ICR_SHORTHAND_SHIFT, LVT_ACTIVE_LOW, LVT_COUNT, LVT_ERROR, LVT_LEVEL, LVT_LINT0, LVT_LINT1,
+  LVT_MASKED, LVT_REMOTE_IRR, LVT_TIMER, MODE_SHIFT, MSR_APIC_BASE, MSR_TSC_DEADLINE,
+  SVR_ENABLE, Shorthand, VECTOR_MASK, timerModeOf,
+} from "../lapic-registers";
+import { DeliveryMode } from "./apic-message";
+import { ApicTimer } from "./lapic-timer";
+
+/** Writable bits of each LVT entry (timer, thermal, perf, LINT0, LINT1, error). */
+const LVT_WRITABLE: StaticArray<u32> = [0x0007_00ff, 0x0001_07ff, 0x0001_07ff, 0x0001_a7ff, 0x0001_a7ff, 0x0001_00ff];
+const ID_BITS: u32 = 0xff00_0000;
+const DFR_MODEL_BITS: u32 = 0xf000_0000;
+const DFR_FLAT: u32 = 0xf;
+/** SVR: vector, software enable, focus-processor checking. QEMU: no focus bit. */
+const SVR_WRITABLE: u32 = 0x3ff;
+const SVR_WRITABLE_QEMU: u32 = 0x1ff;
+/** ICR low: vector, mode, destination mode, level, trigger mode, shorthand. */
+const ICR_LOW_WRITABLE: u32 = 0x000c_cfff;
+const ICR_HIGH_WRITABLE: u32 = 0xff00_0000;
+const DIVIDE_WRITABLE: u32 = 0xb;
+/** QEMU: LINT0 of the BSP comes out of reset as ExtINT, unmasked. */
+const QEMU_LINT0_RESET: u32 = 0x700;
+const BROADCAST: u32 = 0xff;
+const APIC_BASE_WRITABLE: u64 = APIC_BASE_ADDRESS | APIC_BASE_ENABLE | APIC_BASE_BSP;
+
+export class LocalApic {
+  private timer: ApicTimer = new ApicTimer();
+  private qemu: bool = false;
+  /** The latest time the board has shown this APIC. */
+  private now: i64 = 0;
+  /**
+   * The timer's vector is waiting in IRR: further expiries would change nothing, so none is
+   * scheduled until that request is taken (this keeps a long-pending periodic timer O(1)).
+   */
+  private timerHeld: bool = false;
+
+  private apicBase: u64 = APIC_BASE_RESET;
+  private id: u32 = 0;
+  private tpr: u32 = 0;
+  private ldr: u32 = 0;
+  private dfr: u32 = 0xffff_ffff;
+  private svr: u32 = 0xff;
+  private isr: StaticArray<u32> = new StaticArray<u32>(8);
+  private tmr: StaticArray<u32> = new StaticArray<u32>(8);
+  private irr: StaticArray<u32> = new StaticArray<u32>(8);
+  /** ESR as software reads it, and the errors detected since the last ESR write. */
+  private esr: u32 = 0;
+  private esrPending: u32 = 0;
+  private icrLow: u32 = 0;
+  private icrHigh: u32 = 0;
+  private lvt: StaticArray<u32> = new StaticArray<u32>(LVT_COUNT);
+  /** Input levels of LINT0 (bit 0) and LINT1 (bit 1). */
+  private lintLevels: u32 = 0;
+  private eoiBroadcast: i32 = -1;
+  /** Events the CPU would act on, indexed by delivery mode (SMI 2, NMI 4, INIT 5, SIPI 6, ExtINT 7). */
+  private cpuEvents: StaticArray<u32> = new StaticArray<u32>(8);
+
+  /** Follow QEMU 7.2. A strap read at reset: setting it resets the APIC to that mode's power-on state. */
+  get compatQemu(): bool {
+    return this.qemu;
+  }
+  set compatQemu(on: bool) {
+    this.qemu = on;
+    this.timer.compatQemu = on;
+    this.reset();
+  }
+  get busHz(): i64 {
+    return this.timer.busHz;
+  }
+  set busHz(hz: i64) {
+    this.timer.busHz = hz;
+  }
+  get tscHz(): i64 {
+    return this.timer.tscHz;
+  }
+  set tscHz(hz: i64) {
+    this.timer.tscHz = hz;
+  }
+
+  reset(): void {
+    this.apicBase = APIC_BASE_RESET;
+    this.powerOnRegisters();
+    this.lintLevels = 0;
+    for (let i = 0; i < 8; i++) unchecked((this.cpuEvents[i] = 0));
+  }
+
+  /** SDM 10.4.7.1: the registers after power-up (and here after a global disable). */
+  private powerOnRegisters(): void {
+    this.id = 0;
+    this.tpr = 0;
+    this.ldr = 0;
+    this.dfr = 0xffff_ffff;
+    this.svr = 0xff;
+    for (let i = 0; i < 8; i++) {
+      unchecked((this.isr[i] = 0));
+      unchecked((this.tmr[i] = 0));
+      unchecked((this.irr[i] = 0));
+    }
+    this.esr = 0;
+    this.esrPending = 0;
+    this.icrLow = 0;
+    this.icrHigh = 0;
+    for (let i = 0; i < LVT_COUNT; i++) unchecked((this.lvt[i] = LVT_MASKED));
+    if (this.qemu) unchecked((this.lvt[LVT_LINT0] = QEMU_LINT0_RESET));
+    this.eoiBroadcast = -1;
+    this.timerHeld = false;
+    this.timer.reset();
+  }
+
+  /** Where the board decodes the register page. QEMU 7.2 (TCG) never moves it. */
+  base(): u32 {
+    return this.qemu ? APIC_DEFAULT_PAGE : <u32>(this.apicBase & APIC_BASE_ADDRESS);
+  }
+
+  enabled(): bool {
+    return (this.apicBase & APIC_BASE_ENABLE) != 0;
+  }
+
+  @inline
+  private softwareEnabled(): bool {
+    return (this.svr & SVR_ENABLE) != 0;
+  }
+
+  // ---- time ----------------------------------------------------------------------------
+
+  nextTimerEvent(): i64 {
+    return this.timerHeld ? NEVER : this.timer.nextEvent;
+  }
+
+  syncTo(now: i64): void {
+    if (now > this.now) this.now = now;
+    if (this.timerHeld || this.timer.nextEvent > now) return;
+    this.timer.expire(now);
+    this.localInterrupt(LVT_TIMER);
+    const entry = unchecked(this.lvt[LVT_TIMER]);
+    this.timerHeld = this.timer.nextEvent != NEVER && ((entry >>> MODE_SHIFT) & 7) == DeliveryMode.Fixed
+      && testBit(this.irr, entry & VECTOR_MASK);
+  }
+
+  /** The timer's request left IRR (or the timer is reprogrammed): expiries count again from now. */
+  private releaseTimer(): void {
+    if (!this.timerHeld) return;
+    this.timerHeld = false;
+    this.timer.skipPast(this.now);
+  }
+
+  // ---- register page -------------------------------------------------------------------
+
+  mmioRead(offset: u32, now: i64): u32 {
+    this.syncTo(now);
+    const index = (offset >>> 4) & 0xff;
+    if (index >= 0x10 && index < 0x28) return this.vectorRegister(index);
+    if (index >= 0x32 && index < 0x38) return unchecked(this.lvt[<i32>index - 0x32]);
+    switch (index) {
+      case 0x02: return this.id;
+      case 0x03: return APIC_VERSION;
+      case 0x08: return this.tpr;
+      case 0x09: return this.apr();
+      case 0x0a: return this.ppr();
+      case 0x0b: return 0; // EOI is write-only
+      case 0x0d: return this.ldr;
+      case 0x0e: return this.dfr;
+      case 0x0f: return this.svr;
+      case 0x28: return this.esr;
+      case 0x30: return this.icrLow;
+      case 0x31: return this.icrHigh;
+      case 0x38: return this.timer.initialCount;
+      case 0x39: return this.timer.currentCount(now);
+      case 0x3e: return this.timer.divideConfig;
+    }
+    this.signalError(ESR_ILLEGAL_REGISTER);
+    return 0;
+  }
+
+  mmioWrite(offset: u32, value: u32, now: i64): void {
+    this.syncTo(now);
+    const index = (offset >>> 4) & 0xff;
+    if (index >= 0x32 && index < 0x38) {
+      this.writeLvt(<i32>index - 0x32, value, now);
+      return;
+    }
+    // Read-only registers ignore writes without an error.
+    if ((index >= 0x10 && index < 0x28) || index == 0x03 || index == 0x09 || index == 0x0a || index == 0x39) return;
+    switch (index) {
+      case 0x00:
+        // QEMU: the page doubles as the MSI window; a write here is an interrupt message
+        // (destination 0, logical if address bit 2 is set). The SDM page has no register here.
+        if (!this.qemu) break;
+        this.accept(0, (offset & 4) != 0, (value >>> MODE_SHIFT) & 7, value & VECTOR_MASK, (value & ICR_LEVEL) != 0);
+        return;
+      case 0x02: this.id = value & ID_BITS; return;
+      case 0x08: this.tpr = value & 0xff; return;
+      case 0x0b: this.eoi(); return;
+      case 0x0d: this.ldr = value & ID_BITS; return;
+      case 0x0e: this.dfr = (value & DFR_MODEL_BITS) | ~DFR_MODEL_BITS; return;
+      case 0x0f: this.writeSvr(value, now); return;
+      case 0x28: this.writeEsr(); return;
+      case 0x30:
+        // QEMU: keeps every bit of the ICR as written, the delivery-status bit included.
+        this.icrLow = this.qemu ? value : value & ICR_LOW_WRITABLE;
+        this.sendIpi();
+        return;
+      case 0x31: this.icrHigh = this.qemu ? value : value & ICR_HIGH_WRITABLE; return;
+      case 0x38:
+        this.releaseTimer();
+        this.timer.writeInitialCount(value, now);
+        return;
+      case 0x3e:
+        this.releaseTimer();
+        this.timer.writeDivideConfig(value & DIVIDE_WRITABLE, now);
+        return;
+    }
+    this.signalError(ESR_ILLEGAL_REGISTER);
+  }
+
+  private vectorRegister(index: u32): u32 {
+    const i = <i32>(index & 7);
+    if (index < 0x18) return unchecked(this.isr[i]);
+    if (index < 0x20) return unchecked(this.tmr[i]);
+    return unchecked(this.irr[i]);
+  }
+
+  // ---- MSRs ----------------------------------------------------------------------------
+
+  rdmsr(msr: u32, now: i64): u64 {
+    this.syncTo(now);
+    if (msr == MSR_APIC_BASE) return this.apicBase;
+    if (msr == MSR_TSC_DEADLINE && this.enabled()) return this.timer.readDeadline(now);
+    return 0;
+  }
+
+  wrmsr(msr: u32, value: u64, now: i64): void {
+    this.syncTo(now);
+    if (msr == MSR_APIC_BASE) this.writeApicBase(value);
+    else if (msr == MSR_TSC_DEADLINE && this.enabled()) {
+      this.releaseTimer();
+      if (this.timer.writeDeadline(value, now)) this.localInterrupt(LVT_TIMER);
+    }
+  }
+
+  private writeApicBase(value: u64): void {
+    if (this.qemu) {
+      // QEMU: the BSP flag is not writable, and a cleared enable cannot be set again before
+      // a reset; disabling only clears the software enable, the registers keep their values.
+      const kept = this.apicBase & (APIC_BASE_BSP | APIC_BASE_ENABLE);
+      this.apicBase = (value & APIC_BASE_ADDRESS) | kept;
+      if ((value & APIC_BASE_ENABLE) == 0) {
+        this.apicBase &= ~APIC_BASE_ENABLE;
+        this.svr &= ~SVR_ENABLE;
+      }
+      return;
+    }
+    // Reserved bits (x2APIC enable, bits beyond the 32-bit page address) make WRMSR fault.
+    if ((value & ~APIC_BASE_WRITABLE) != 0) return;
+    const wasEnabled = this.enabled();
+    this.apicBase = value;
+    if (wasEnabled && !this.enabled()) this.powerOnRegisters();
+  }
+
+  // ---- priorities ----------------------------------------------------------------------
+
+  /** SDM 10.8.3.1: PPR is the TPR or the class of the highest in-service vector, whichever is higher. */
+  private ppr(): u32 {
+    const isrv = highestBit(this.isr);
+    const isrClass: u32 = isrv < 0 ? 0 : <u32>isrv & 0xf0;
+    return (this.tpr & 0xf0) >= isrClass ? this.tpr : isrClass;
+  }
+
+  /**
+   * SDM 10.6.2.4 arbitration priority: the TPR, unless an in-service or requested vector has
+   * a higher class. (The SDM's "TPR[7:4] AND ISRV[7:4]" reads as the maximum of the three.)
+   * QEMU: always 0.
+   */
+  private apr(): u32 {
+    if (this.qemu) return 0;
+    const isrv = highestBit(this.isr);
+    const irrv = highestBit(this.irr);
+    const tprClass = this.tpr & 0xf0;
+    const isrClass: u32 = isrv < 0 ? 0 : <u32>isrv & 0xf0;
+    const irrClass: u32 = irrv < 0 ? 0 : <u32>irrv & 0xf0;
+    if (tprClass >= irrClass && tprClass > isrClass) return this.tpr;
+    return max(tprClass, max(isrClass, irrClass));
+  }
+
+  // ---- interrupt acceptance -------------------------------------------------------------
+
+  /** A message from the I/O APIC or an MSI. Returns whether this APIC accepted it. */
+  accept(dest: u32, logical: bool, mode: u32, vector: u32, level: bool): bool {
+    if (!this.enabled() || !this.isDestination(dest & 0xff, logical)) return false;
+    if (this.qemu && mode == DeliveryMode.StartUp) return false; // QEMU: not sent on the bus path
+    return this.receive(mode, vector & VECTOR_MASK, level);
+  }
+
+  private isDestination(dest: u32, logical: bool): bool {
+    if (!logical) return dest == BROADCAST || dest == this.id >>> 24;
+    const ldr = this.ldr >>> 24;
+    const model = this.dfr >>> 28;
+    if (this.qemu) {
+      // QEMU: no logical broadcast; a DFR model other than flat or cluster matches nothing.
+      if (model == DFR_FLAT) return (dest & ldr) != 0;
+      return model == 0 && (dest & 0xf0) == (ldr & 0xf0) && (dest & ldr & 0xf) != 0;
+    }
+    if (dest == BROADCAST) return true;
+    if (model == DFR_FLAT) return (dest & ldr) != 0;
+    return dest >>> 4 == ldr >>> 4 && (dest & ldr & 0xf) != 0;
+  }
+
+  /** An interrupt of delivery `mode` reaches this APIC. */
+  private receive(mode: u32, vector: u32, level: bool): bool {
+    if (mode == DeliveryMode.Fixed || mode == DeliveryMode.LowestPriority) return this.requestVector(vector, level);
+    if (mode == DeliveryMode.ExtINT && this.qemu) return this.requestVector(vector, level); // QEMU: ExtINT sets IRR
+    if (mode == DeliveryMode.SMI || mode >= <u32>DeliveryMode.NMI) {
+      unchecked((this.cpuEvents[<i32>mode] += 1));
+      return true;
+    }
+    return false;
+  }
+
+  /** A fixed interrupt: into IRR (TMR records its trigger mode), unless it must be refused. */
+  private requestVector(vector: u32, level: bool): bool {
+    if (!this.qemu) {
+      if (vector < FIRST_LEGAL_VECTOR) {
+        this.signalError(ESR_RECEIVE_ILLEGAL_VECTOR);
+        return false;
+      }
+      // QEMU: a software-disabled APIC still collects requests in IRR.
+      if (!this.softwareEnabled()) return false;
+    }
+    setBit(this.irr, vector);
+    if (level) setBit(this.tmr, vector);
+    else clearBit(this.tmr, vector);
+    return true;
+  }
+
+  interruptPending(): bool {
+    return this.deliverableVector() >= 0;
+  }
+
+  /** The highest requested vector if its class beats the PPR, else -1. */
+  private deliverableVector(): i32 {
+    if (!this.softwareEnabled()) return -1;
+    const v = highestBit(this.irr);
+    if (v < 0) return -1;
+    const ppr = this.ppr();
+    // QEMU: a PPR of 0 lets any vector through, even one of class 0.
+    if (this.qemu && ppr == 0) return v;
+    return (<u32>v & 0xf0) > (ppr & 0xf0) ? v : -1;
+  }
+
+  /** The CPU's interrupt acknowledge: the vector moves from IRR to ISR, or the spurious vector. */
+  acknowledge(): i32 {
+    const v = this.deliverableVector();
+    if (v < 0) return <i32>(this.svr & VECTOR_MASK);
+    clearBit(this.irr, <u32>v);
+    setBit(this.isr, <u32>v);
+    if (<u32>v == (unchecked(this.lvt[LVT_TIMER]) & VECTOR_MASK)) this.releaseTimer();
+    return v;
+  }
+
+  takeEoiBroadcast(): i32 {
+    const v = this.eoiBroadcast;
+    this.eoiBroadcast = -1;
+    return v;
+  }
+
+  private eoi(): void {
+    const v = highestBit(this.isr);
+    if (v < 0) return;
+    clearBit(this.isr, <u32>v);
+    if (testBit(this.tmr, <u32>v)) this.eoiBroadcast = v;
+    if (this.qemu) return;
+    // A level-triggered LINT waits for the EOI of its vector, then may deliver again.
+    for (let i = LVT_LINT0; i <= LVT_LINT1; i++) {
+      const entry = unchecked(this.lvt[i]);
+      if ((entry & LVT_REMOTE_IRR) != 0 && (entry & VECTOR_MASK) == <u32>v) {
+        unchecked((this.lvt[i] = entry & ~LVT_REMOTE_IRR));
+        this.serviceLevelLint(i);
+      }
+    }
+  }
+
+  // ---- ICR -------------------------------------------------------------------------------
+
+  private sendIpi(): void {
+    const low = this.icrLow;
+    const mode = (low >>> MODE_SHIFT) & 7;
+    const vector = low & VECTOR_MASK;
+    const shorthand = (low >>> ICR_SHORTHAND_SHIFT) & 3;
+    const deassert = mode == DeliveryMode.INIT && (low & ICR_ASSERT) == 0 && (low & ICR_LEVEL) != 0;
+    if (this.qemu) {
+      // QEMU: any mode to any shorthand; the trigger-mode bit reaches TMR; no vector check.
+      if (deassert || !this.ipiReachesSelf(shorthand)) return;
+      if (mode == DeliveryMode.StartUp) unchecked((this.cpuEvents[<i32>mode] += 1));
+      else this.receive(mode, vector, (low & ICR_LEVEL) != 0);
+      return;
+    }
+    // INIT level de-assert does not exist on the xAPIC; 3 and 7 are reserved modes.
+    if (deassert || mode == 3 || mode == DeliveryMode.ExtINT) return;
+    const fixed = mode == DeliveryMode.Fixed || mode == DeliveryMode.LowestPriority;
+    if (fixed && vector < FIRST_LEGAL_VECTOR) {
+      this.signalError(ESR_SEND_ILLEGAL_VECTOR);
+      return;
+    }
+    const toSelfValid = shorthand == Shorthand.None || mode == DeliveryMode.Fixed;
+    if (toSelfValid && this.ipiReachesSelf(shorthand)) this.receive(mode, vector, false); // IPIs are edge
+  }
+
+  private ipiReachesSelf(shorthand: u32): bool {
+    if (shorthand == Shorthand.None) return this.isDestination(this.icrHigh >>> 24, (this.icrLow & ICR_LOGICAL) != 0);
+    return shorthand != Shorthand.AllExcludingSelf;
+  }
+
+  // ---- local vector table ----------------------------------------------------------------
+
+  private writeLvt(i: i32, value: u32, now: i64): void {
+    const old = unchecked(this.lvt[i]);
+    let entry: u32;
+    if (this.qemu) {
+      // QEMU: stores all 32 bits and does not force the mask while software-disabled.
+      entry = value;
+    } else {
+      entry = (value & unchecked(LVT_WRITABLE[i])) | (old & LVT_REMOTE_IRR);
+      // SDM 10.4.7.2: while software-disabled, the mask bits stay set.
+      if (!this.softwareEnabled()) entry |= LVT_MASKED;
+    }
+    unchecked((this.lvt[i] = entry));
+    if (i == LVT_TIMER) {
+      this.releaseTimer();
+      this.timer.writeLvt(timerModeOf(entry, this.qemu), (entry & LVT_MASKED) != 0, now);
+    } else if (i == LVT_LINT0 || i == LVT_LINT1) {
+      // QEMU: rewriting LINT0 while its input is high delivers again.
+      if (this.qemu) {
+        if (i == LVT_LINT0 && (this.lintLevels & 1) != 0) this.localInterrupt(i);
+      } else {
+        this.serviceLevelLint(i);
+      }
+    }
+  }
+
+  private writeSvr(value: u32, now: i64): void {
+    this.svr = value & (this.qemu ? SVR_WRITABLE_QEMU : SVR_WRITABLE);
+    if (this.qemu || this.softwareEnabled()) return;
+    for (let i = 0; i < LVT_COUNT; i++) unchecked((this.lvt[i] |= LVT_MASKED));
+    this.releaseTimer();
+    this.timer.writeLvt(this.timer.mode, true, now);
+  }
+
+  setLint0(level: bool): void {
+    this.setLint(LVT_LINT0, level);
+  }
+
+  setLint1(level: bool): void {
+    this.setLint(LVT_LINT1, level);
+  }
+
+  private setLint(i: i32, level: bool): void {
+    const bit: u32 = 1 << <u32>(i - LVT_LINT0);
+    const wasAsserted = this.lintAsserted(i);
+    this.lintLevels = level ? this.lintLevels | bit : this.lintLevels & ~bit;
+    const entry = unchecked(this.lvt[i]);
+    const mode = (entry >>> MODE_SHIFT) & 7;
+    if (this.qemu) {
+      // QEMU: every rise delivers; a fall withdraws a level-triggered fixed request.
+      if (level) this.localInterrupt(i);
+      else if (mode == DeliveryMode.Fixed && (entry & LVT_LEVEL) != 0) {
+        clearBit(this.irr, entry & VECTOR_MASK);
+        if ((entry & VECTOR_MASK) == (unchecked(this.lvt[LVT_TIMER]) & VECTOR_MASK)) this.releaseTimer();
+      }
+      return;
+    }
+    if (mode == DeliveryMode.Fixed && (entry & LVT_LEVEL) != 0) this.serviceLevelLint(i);
+    else if (!wasAsserted && this.lintAsserted(i)) this.localInterrupt(i);
+  }
+
+  /** A LINT pin is asserted when its level differs from the polarity (QEMU: ignores polarity). */
+  private lintAsserted(i: i32): bool {
+    const high = ((this.lintLevels >>> <u32>(i - LVT_LINT0)) & 1) != 0;
+    if (this.qemu) return high;
+    return high != ((unchecked(this.lvt[i]) & LVT_ACTIVE_LOW) != 0);
+  }
+
+  /** A level-triggered fixed LINT delivers while asserted, once per EOI (remote IRR). */
+  private serviceLevelLint(i: i32): void {
+    const entry = unchecked(this.lvt[i]);
+    if ((entry & (LVT_MASKED | LVT_REMOTE_IRR | LVT_LEVEL)) != LVT_LEVEL) return;
+    if (((entry >>> MODE_SHIFT) & 7) != DeliveryMode.Fixed || !this.lintAsserted(i)) return;
+    if (this.requestVector(entry & VECTOR_MASK, true)) unchecked((this.lvt[i] = entry | LVT_REMOTE_IRR));
+  }
+
+  /** One interrupt from LVT source `i` (timer expiry, LINT edge, error). */
+  private localInterrupt(i: i32): void {
+    const entry = unchecked(this.lvt[i]);
+    if ((entry & LVT_MASKED) != 0) return;
+    const mode = (entry >>> MODE_SHIFT) & 7;
+    // ExtINT reaches the CPU through extIntPending(), not IRR.
+    if (mode == DeliveryMode.Fixed) {
+      const level = (i == LVT_LINT0 || i == LVT_LINT1) && (entry & LVT_LEVEL) != 0;
+      this.requestVector(entry & VECTOR_MASK, level);
+    } else if (mode == DeliveryMode.SMI || mode == DeliveryMode.NMI || (mode == DeliveryMode.INIT && !this.qemu)) {
+      unchecked((this.cpuEvents[<i32>mode] += 1));
+    }
+  }
+
+  /** LINT0 programmed ExtINT, unmasked and asserted: the CPU should acknowledge the PIC. */
+  extIntPending(): bool {
+    const entry = unchecked(this.lvt[LVT_LINT0]);
+    return (entry & LVT_MASKED) == 0 && ((entry >>> MODE_SHIFT) & 7) == DeliveryMode.ExtINT && this.lintAsserted(LVT_LINT0);
+  }
+
+  // ---- errors ----------------------------------------------------------------------------
+
+  /** SDM 10.5.3: an error sets its ESR bit (visible after the next ESR write) and raises the error LVT. */
+  private signalError(bit: u32): void {
+    if (this.qemu) {
+      // QEMU: only illegal register addresses are detected, straight into the readable ESR.
+      if (bit == ESR_ILLEGAL_REGISTER) this.esr |= bit;
+      return;
+    }
+    this.esrPending |= bit;
+    const entry = unchecked(this.lvt[LVT_ERROR]);
+    if ((entry & LVT_MASKED) != 0) return;
+    // An error vector that is itself illegal is one more error, not another interrupt.
+    if ((entry & VECTOR_MASK) < FIRST_LEGAL_VECTOR) this.esrPending |= ESR_RECEIVE_ILLEGAL_VECTOR;
+    else this.requestVector(entry & VECTOR_MASK, false);
+  }
+
+  /** Write-then-read: the write latches the errors detected so far. QEMU: writes are ignored. */
+  private writeEsr(): void {
+    if (this.qemu) return;
+    this.esr = this.esrPending;
+    this.esrPending = 0;
+  }
+
+  // ---- test-only view --------------------------------------------------------------------
+
+  inspect(io: FieldIO): void {
+    io.wide("apicBase", this.apicBase);
+    io.field("id", this.id);
+    io.field("tpr", this.tpr);
+    io.field("ppr", this.ppr());
+    io.field("ldr", this.ldr);
+    io.field("dfr", this.dfr);
+    io.field("svr", this.svr);
+    describeWords(io, "isr", this.isr);
+    describeWords(io, "tmr", this.tmr);
+    describeWords(io, "irr", this.irr);
+    io.field("esr", this.esr);
+    io.field("esrPending", this.esrPending);
+    io.field("icrLow", this.icrLow);
+    io.field("icrHigh", this.icrHigh);
+    describeWords(io, "lvt", this.lvt);
+    io.field("lintLevels", this.lintLevels);
+    io.begin("timer");
+    this.timer.inspect(io);
+    io.end();
+    io.begin("cpuEvents");
+    io.field("smi", unchecked(this.cpuEvents[DeliveryMode.SMI]));
+    io.field("nmi", unchecked(this.cpuEvents[DeliveryMode.NMI]));
+    io.field("init", unchecked(this.cpuEvents[DeliveryMode.INIT]));
+    io.field("startup", unchecked(this.cpuEvents[DeliveryMode.StartUp]));
+    io.field("extint", unchecked(this.cpuEvents[DeliveryMode.ExtINT]));
+    io.end();
+  }
+}
+
+function describeWords(io: FieldIO, name: string, words: StaticArray<u32>): void {
+  io.begin(name);
+  for (let i = 0; i < words.length; i++) io.field(i.toString(), unchecked(words[i]));
+  io.end();
+}
+
+/** Highest set bit of a 256-bit register, or -1. */
+@inline
+function highestBit(words: StaticArray<u32>): i32 {
+  for (let i = 7; i >= 0; i--) {
+    const w = unchecked(words[i]);
+    if (w != 0) return (i << 5) + 31 - <i32>clz(w);
+  }
+  return -1;
+}
+
+@inline
+function testBit(words: StaticArray<u32>, bit: u32): bool {
+  return ((unchecked(words[<i32>(bit >>> 5)]) >>> (bit & 31)) & 1) != 0;
+}
+
+@inline
+function setBit(words: StaticArray<u32>, bit: u32): void {
+  unchecked((words[<i32>(bit >>> 5)] |= <u32>1 << (bit & 31)));
+}
+
+@inline
+function clearBit(words: StaticArray<u32>, bit: u32): void {
+  unchecked((words[<i32>(bit >>> 5)] &= ~(<u32>1 << (bit & 31))));
+}

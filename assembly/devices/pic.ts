@@ -1,0 +1,354 @@
+// The 8259A programmable interrupt controller, and the PC's cascaded pair of them with the
+// PIIX-style edge/level control registers (ELCR, ports 0x4d0/0x4d1).
+//
+// Request model. A rising edge on an IR input latches a request in IRR; in level-triggered
+// mode (ICW1 LTIM, or the line's ELCR bit) IRR simply follows the input. An edge request
+// stays latched when its input falls — the CPU may already have seen INT — until it is
+// acknowledged or an ICW1 resets the edge-sense logic. The datasheet requires the input to
+// be still high when the acknowledge comes; if it is not, the chip answers with the IR7
+// vector and sets no in-service bit (a "default IR7", the spurious interrupt). QEMU 7.2
+// honours the latched edge instead (compat).
+
+import { FieldIO } from "../fields";
+import { PicControl, ICW1_ADI, ICW1_INIT, OCW3_SELECT, Ocw2, InitStep } from "../pic-control";
+
+const SLAVE_INPUT: u32 = 2;
+/** The answer of a poll that finds no request. */
+const POLL_NONE: u32 = 0;
+const POLL_REQUEST: u32 = 0x80;
+/** What the CPU reads when no chip drives the data bus during an acknowledge. */
+const OPEN_BUS_VECTOR: i32 = 0xff;
+
+export class Pic8259 {
+  ctl: PicControl = new PicControl();
+  irr: u32 = 0;
+  isr: u32 = 0;
+  imr: u32 = 0;
+  /** Levels of the IR input pins. */
+  inputs: u32 = 0;
+  elcr: u32 = 0;
+
+  /**
+   * @param isMaster wired as the cascade master (SP/EN high); the pair never changes it.
+   * @param elcrMask ELCR bits that exist: the timer, keyboard, cascade, RTC and FPU lines
+   *                 (IRQ 0, 1, 2, 8, 13) are always edge-triggered.
+   */
+  constructor(
+    public isMaster: bool,
+    private elcrMask: u32,
+  ) {}
+
+  reset(): void {
+    this.ctl.reset();
+    this.irr = 0;
+    this.isr = 0;
+    this.imr = 0;
+    this.inputs = 0;
+    this.elcr = 0;
+  }
+
+  /** Inputs whose IRR bit follows the level. QEMU 7.2 ignores ICW1 LTIM (compat). */
+  @inline
+  private levelInputs(): u32 {
+    const c = this.ctl;
+    return c.levelTriggered() && !c.compatQemu ? 0xff : this.elcr;
+  }
+
+  setInput(level: i32, high: bool): void {
+    const bit: u32 = 1 << <u32>level;
+    if (((this.inputs & bit) != 0) == high) return;
+    if (high) {
+      this.inputs |= bit;
+      this.irr |= bit;
+    } else {
+      this.inputs &= ~bit;
+      if ((this.levelInputs() & bit) != 0) this.irr &= ~bit;
+    }
+  }
+
+  // ---- registers ----------------------------------------------------------------------------
+
+  writeCommand(value: u32): void {
+    const c = this.ctl;
+    if ((value & ICW1_INIT) != 0) {
+      c.initialise(value);
+      this.isr = 0;
+      this.imr = 0;
+      // Resetting the edge-sense logic drops every edge request; level requests follow their
+      // inputs. QEMU 7.2 keeps IRR bits of ELCR lines as they are (compat).
+      this.irr = c.compatQemu ? this.irr & this.elcr : this.inputs & this.levelInputs();
+    } else if ((value & OCW3_SELECT) != 0) {
+      c.ocw3(value);
+    } else {
+      const cmd = value >>> 5;
+      let level: i32 = -1;
+      if (cmd == Ocw2.NonSpecificEoi || cmd == Ocw2.RotateOnNonSpecificEoi) {
+        level = c.eoiTarget(this.isr, this.imr);
+      } else if (cmd == Ocw2.SpecificEoi || cmd == Ocw2.RotateOnSpecificEoi) {
+        level = <i32>(value & 7);
+      }
+      if (level >= 0) this.isr &= ~(<u32>1 << <u32>level);
+      c.ocw2(value, level);
+    }
+  }
+
+  writeData(value: u32): void {
+    if (this.ctl.initStep != InitStep.Ready) this.ctl.initWord(value);
+    else this.imr = value;
+  }
+
+  /** A read of the command port (`data` false) or data port; a pending poll takes either. */
+  read(data: bool): u32 {
+    if (this.ctl.pollPending) return this.poll();
+    if (data) return this.imr;
+    return this.ctl.readIsr ? this.isr : this.irr;
+  }
+
+  /**
+   * ELCR write. The datasheet chip's level inputs take their IRR bit from the pin at once;
+   * QEMU 7.2 leaves IRR alone until the line next changes (compat).
+   */
+  writeElcr(value: u32): void {
+    this.elcr = value & this.elcrMask;
+    if (this.ctl.compatQemu) return;
+    const level = this.levelInputs();
+    this.irr = (this.irr & ~level) | (this.inputs & level);
+  }
+
+  // ---- priority resolution ------------------------------------------------------------------
+
+  /** IR inputs that are cascade inputs in special fully nested mode. */
+  @inline
+  private nestedSlaveInputs(): u32 {
+    const c = this.ctl;
+    if (!this.isMaster || !c.specialFullyNested() || c.single()) return 0;
+    return c.icw3;
+  }
+
+  /** The request this chip would signal on INT now, or -1. */
+  resolve(): i32 {
+    const c = this.ctl;
+    const requests = this.irr & ~this.imr & 0xff;
+    if (requests == 0) return -1;
+    if (c.compatQemu) return this.resolveQemu(requests);
+    if (c.specialMask) {
+      // Special mask mode: every unmasked level not itself in service may interrupt, lower
+      // as well as higher. (An in-service slave input stays open under SFNM.)
+      return c.highest(requests & ~(this.isr & ~this.nestedSlaveInputs()));
+    }
+    const top = c.highest(requests);
+    const current = c.highest(this.isr);
+    if (current < 0 || c.rank(top) < c.rank(current)) return top;
+    // SFNM: a slave whose request is in service may still interrupt through the same input.
+    if (top == current && ((this.nestedSlaveInputs() >>> <u32>top) & 1) != 0) return top;
+    return -1;
+  }
+
+  /**
+   * QEMU 7.2: in special mask mode only the masked in-service levels stop blocking lower
+   * ones; under SFNM the master ignores its IR2 in-service bit entirely (so an in-service
+   * slave no longer blocks IR3–7 either), whatever ICW3 says.
+   */
+  private resolveQemu(requests: u32): i32 {
+    const c = this.ctl;
+    let blocking = this.isr;
+    if (c.specialMask) blocking &= ~this.imr;
+    if (this.isMaster && c.specialFullyNested()) blocking &= ~(<u32>1 << SLAVE_INPUT);
+    const top = c.highest(requests);
+    const current = c.highest(blocking);
+    return current < 0 || c.rank(top) < c.rank(current) ? top : -1;
+  }
+
+  @inline
+  intOutput(): bool {
+    return this.resolve() >= 0;
+  }
+
+  // ---- acknowledge --------------------------------------------------------------------------
+
+  /**
+   * Samples the resolved request `level` at the acknowledge: whether it is still there. One
+   * whose input already fell is dropped from IRR (datasheet; QEMU 7.2 keeps it, compat).
+   */
+  sampleRequest(level: i32): bool {
+    const bit: u32 = 1 << <u32>level;
+    if (this.ctl.compatQemu || (this.inputs & bit) != 0) return true;
+    this.irr &= ~bit;
+    return false;
+  }
+
+  /**
+   * Marks `level` in service as an acknowledge (`inta`) or a poll does. Datasheet: the
+   * automatic EOI is a non-specific EOI at the end of the INTA sequence, rotating in
+   * rotate-in-AEOI mode; a poll is not an INTA sequence and leaves the level in service.
+   * QEMU 7.2 never sets the ISR bit in AEOI mode, for polls too, and rotates to `level`
+   * (compat) — the same unless special mask mode let a lower level in.
+   */
+  accept(level: i32, inta: bool): void {
+    const c = this.ctl;
+    const bit: u32 = 1 << <u32>level;
+    if ((this.levelInputs() & bit) == 0) this.irr &= ~bit;
+    if (c.compatQemu) {
+      if (!c.autoEoi()) this.isr |= bit;
+      else if (c.rotateInAeoi) c.lowestPriority = <u32>level;
+      return;
+    }
+    this.isr |= bit;
+    if (!inta || !c.autoEoi()) return;
+    const done = c.eoiTarget(this.isr, this.imr);
+    this.isr &= ~(<u32>1 << <u32>done);
+    if (c.rotateInAeoi) c.lowestPriority = <u32>done;
+  }
+
+  /** The poll command's answer: 0x80 | level, acknowledging it, or 0 when nothing requests. */
+  private poll(): u32 {
+    this.ctl.pollPending = false;
+    const level = this.resolve();
+    if (level < 0) return POLL_NONE;
+    if (!this.sampleRequest(level)) return POLL_REQUEST | 7;
+    this.accept(level, false);
+    return POLL_REQUEST | <u32>level;
+  }
+
+  /** Whether acknowledging `level` makes this master hand the vector to a slave. */
+  cascades(level: i32): bool {
+    const c = this.ctl;
+    // QEMU 7.2 always sends IR2 to the slave, in single mode and whatever ICW3 says (compat).
+    if (c.compatQemu) return level == <i32>SLAVE_INPUT;
+    return !c.single() && ((c.icw3 >>> <u32>level) & 1) != 0;
+  }
+
+  /** Whether this slave answers the cascade address `id` (ICW3 holds its own). */
+  answersCascade(id: i32): bool {
+    const c = this.ctl;
+    if (c.compatQemu) return true;
+    return !c.single() && <i32>(c.icw3 & 7) == id;
+  }
+
+  /**
+   * The byte this chip puts on the data bus for IR `level` during the CPU's acknowledge.
+   * 8086 mode: ICW2 bits 7..3 and the level. MCS-80/85 mode (µPM = 0): the x86 takes the byte
+   * of the second INTA pulse, the low byte of the CALL address — ICW1 bits 7..5 and the level
+   * times 4 (ADI = 1), or ICW1 bits 7..6 and the level times 8. QEMU 7.2 always answers in
+   * 8086 format (compat).
+   */
+  vector(level: i32): i32 {
+    const c = this.ctl;
+    if (c.x86Mode() || c.compatQemu) return <i32>((c.icw2 & 0xf8) | <u32>level);
+    if ((c.icw1 & ICW1_ADI) != 0) return <i32>((c.icw1 & 0xe0) | (<u32>level << 2));
+    return <i32>((c.icw1 & 0xc0) | (<u32>level << 3));
+  }
+
+  /** A full acknowledge of this chip's own request: its vector, or the IR7 vector if none. */
+  acknowledgeOwn(): i32 {
+    const level = this.resolve();
+    if (level < 0 || !this.sampleRequest(level)) return this.vector(7);
+    this.accept(level, true);
+    return this.vector(level);
+  }
+
+  inspect(io: FieldIO): void {
+    io.field("irr", this.irr);
+    io.field("isr", this.isr);
+    io.field("imr", this.imr);
+    io.field("inputs", this.inputs);
+    io.field("elcr", this.elcr);
+    this.ctl.describe(io);
+  }
+}
+
+/** The PC's two 8259As: the slave's INT drives master IR2, ORed with ISA line 2. */
+export class PicPair {
+  master: Pic8259 = new Pic8259(true, 0xf8);
+  slave: Pic8259 = new Pic8259(false, 0xde);
+  private line2: bool = false;
+
+  get compatQemu(): bool {
+    return this.master.ctl.compatQemu;
+  }
+  set compatQemu(on: bool) {
+    this.master.ctl.compatQemu = on;
+    this.slave.ctl.compatQemu = on;
+  }
+
+  reset(): void {
+    this.master.reset();
+    this.slave.reset();
+    this.line2 = false;
+  }
+
+  ioWrite(port: u32, value: u32): void {
+    if (port == 0x20) this.master.writeCommand(value);
+    else if (port == 0x21) this.master.writeData(value);
+    else if (port == 0xa0) this.slave.writeCommand(value);
+    else if (port == 0xa1) this.slave.writeData(value);
+    else if (port == 0x4d0) this.master.writeElcr(value);
+    else if (port == 0x4d1) this.slave.writeElcr(value);
+    this.followSlave();
+  }
+
+  ioRead(port: u32): u32 {
+    let v: u32 = 0xff;
+    if (port == 0x20 || port == 0x21) v = this.master.read(port == 0x21);
+    else if (port == 0xa0 || port == 0xa1) v = this.slave.read(port == 0xa1);
+    else if (port == 0x4d0) v = this.master.elcr;
+    else if (port == 0x4d1) v = this.slave.elcr;
+    this.followSlave();
+    return v;
+  }
+
+  setIrq(line: i32, level: bool): void {
+    if (line >= 8) {
+      this.slave.setInput(line - 8, level);
+    } else if (line == <i32>SLAVE_INPUT) {
+      this.line2 = level;
+    } else {
+      this.master.setInput(line, level);
+      return;
+    }
+    this.followSlave();
+  }
+
+  @inline
+  intOutput(): bool {
+    return this.master.intOutput();
+  }
+
+  /**
+   * A full INTA cycle. The master resolves its request; for a cascade input it puts the
+   * slave's address on CAS0–2 and the addressed slave supplies the vector (nobody does: open
+   * bus). A request that vanished gives the IR7 vector of the chip that lost it — for a slave
+   * request, with the master's IR2 in service (the datasheet's cascaded default IR7).
+   */
+  acknowledge(): i32 {
+    const m = this.master;
+    const level = m.resolve();
+    let vector: i32;
+    if (level < 0 || !m.sampleRequest(level)) {
+      vector = m.vector(7);
+    } else if (!m.cascades(level)) {
+      m.accept(level, true);
+      vector = m.vector(level);
+    } else {
+      m.accept(level, true);
+      vector = this.slave.answersCascade(level) ? this.slave.acknowledgeOwn() : OPEN_BUS_VECTOR;
+    }
+    this.followSlave();
+    return vector;
+  }
+
+  /** Master IR2 follows the slave's INT output ORed with ISA line 2. */
+  @inline
+  private followSlave(): void {
+    this.master.setInput(<i32>SLAVE_INPUT, this.line2 || this.slave.intOutput());
+  }
+
+  inspect(io: FieldIO): void {
+    io.begin("master");
+    this.master.inspect(io);
+    io.end();
+    io.begin("slave");
+    this.slave.inspect(io);
+    io.end();
+  }
+}
