@@ -46,6 +46,7 @@ export class Hypervisor {
     this.fixup = null;
     this.lapicPage = 0xfee00000;
     this.picShadow.reset();
+    this.pitShadow.compatQemu = this.board.config.compatQemu;
     this.pitShadow.reset();
     this.exits.clear();
     this.armTraps();

@@ -1,0 +1,337 @@
+// Rebuilding a datasheet-model 8254 channel on a freshly reset chip. The counting element, OUT
+// and NULL COUNT cannot be written, only driven: each channel gets a short history of control
+// words, count writes and gate changes, timed on PIT clock edges inside the window before the
+// resume time T, whose end state at T equals what capture read back. Writes land in "interval
+// k", the time between edge k and edge k+1, so a count written there loads at edge k+1.
+//
+// Only the register view and the captured values are used; the hidden phase of the counting
+// element is inferred from them (see the notes at each case). Where no history inside the
+// window leads to the captured state, the plan gets as close as it can; pit-state.ts lists
+// those exceptions.
+
+import { pitEdgeTime, pitEdgesAt } from "../clock";
+import {
+  PitChannelRegisters, PIT_CONTROL_PORT, RW_NONE, RW_MSB, RW_WORD, STATUS_NULL_COUNT, STATUS_OUT,
+  countSteps, effectiveMode, fromBcd, toBcd,
+} from "../pit-registers";
+import { Timeline } from "./pit-timeline";
+
+const PORT_61: u32 = 0x61;
+const NOT_FOUND: i64 = -1;
+
+/** Bits of a count in the channel's format: 0 stands for the full count (2^16 or 10^4). */
+function rawCount(steps: i64, bcd: bool): u32 {
+  const v = <u32>(steps % (bcd ? 10000 : 0x10000));
+  return bcd ? toBcd(v) : v;
+}
+
+/** Whether a count can be written in RW mode `rw` (LSB-only has no MSB, MSB-only no LSB). */
+function writable(steps: i64, rw: u32, bcd: bool): bool {
+  if (steps < 1) return false;
+  const raw = rawCount(steps, bcd);
+  if (rw == RW_WORD) return true;
+  return rw == RW_MSB ? (raw & 0xff) == 0 : raw < 0x100;
+}
+
+export class DatasheetPlanner {
+  private e0: i64;
+  private eT: i64;
+  private gate2: bool = false;
+
+  /** `start`: the destination's clock now; `resume`: T; `port61`: its other bits to keep. */
+  constructor(
+    private timeline: Timeline,
+    private start: i64,
+    resume: i64,
+    private port61: u32,
+  ) {
+    this.e0 = pitEdgesAt(start);
+    this.eT = pitEdgesAt(resume);
+  }
+
+  // ---- primitives ------------------------------------------------------------------------
+
+  private at(k: i64): i64 {
+    const t = pitEdgeTime(k < this.e0 ? this.e0 : k);
+    return t < this.start ? this.start : t;
+  }
+
+  private control(k: i64, i: i32, mode: u32, rw: u32, bcd: bool): void {
+    // No control word keeps RW mode 0: such a channel is still in its power-on mode.
+    if (rw == RW_NONE) return;
+    this.timeline.add(this.at(k), PIT_CONTROL_PORT, (<u32>i << 6) | (rw << 4) | (mode << 1) | (bcd ? 1 : 0));
+  }
+
+  private writeRaw(k: i64, i: i32, rw: u32, raw: u32): void {
+    const port = 0x40 + <u32>i;
+    if (rw == RW_WORD) {
+      this.timeline.add(this.at(k), port, raw & 0xff);
+      this.timeline.add(this.at(k), port, raw >>> 8);
+    } else {
+      this.timeline.add(this.at(k), port, rw == RW_MSB ? raw >>> 8 : raw & 0xff);
+    }
+  }
+
+  private write(k: i64, i: i32, rw: u32, bcd: bool, steps: i64): void {
+    this.writeRaw(k, i, rw, rawCount(steps, bcd));
+  }
+
+  /** Writes the count register `times` times (how many complete counts the shadow saw). */
+  private writeRegister(k: i64, i: i32, regs: PitChannelRegisters, times: u32): void {
+    for (let j: u32 = 0; j < times; j++) this.writeRaw(k, i, regs.rwMode, regs.countRegister);
+  }
+
+  /** Writes a count of `steps` `times` times: the register's own bits when it holds that count. */
+  private writeSteps(k: i64, i: i32, regs: PitChannelRegisters, steps: i64, times: u32): void {
+    if (steps == countSteps(regs.countRegister, regs.bcd)) this.writeRegister(k, i, regs, times);
+    else for (let j: u32 = 0; j < times; j++) this.write(k, i, regs.rwMode, regs.bcd, steps);
+  }
+
+  private gate(k: i64, level: bool): void {
+    if (level == this.gate2) return;
+    this.gate2 = level;
+    this.timeline.add(this.at(k), PORT_61, (this.port61 & 0x0e) | (level ? 1 : 0));
+  }
+
+  /**
+   * Leaves the element holding `value` at T (counting down to it if `counting`), with the
+   * final control word written in the returned interval and the count register holding the
+   * shadow's value: a mode-4 load sets the element, a mode-1 control word keeps it (mode 1
+   * counts on regardless of gate and loads only on a trigger) while the register value is
+   * written, then the real control word. With no clock edge in the window the element keeps
+   * its power-on 0.
+   */
+  private preset(i: i32, regs: PitChannelRegisters, value: i64, counting: bool): i64 {
+    const bcd = regs.bcd;
+    let k = this.e0;
+    // Without a control word the element keeps its power-on 0 (RW mode 0 cannot be restored).
+    if (regs.rwMode == RW_NONE) return k;
+    if (this.eT > k) {
+      const full: i64 = bcd ? 10000 : 0x10000;
+      this.control(k, i, 4, RW_WORD, bcd);
+      k++;
+      this.write(k - 1, i, RW_WORD, bcd, counting ? (value + (this.eT - k)) % full : value);
+    }
+    this.control(k, i, 1, RW_WORD, bcd);
+    this.writeRaw(k, i, RW_WORD, regs.countRegister);
+    this.control(k, i, regs.mode, regs.rwMode, bcd);
+    return k;
+  }
+
+  /**
+   * The latest load edge L (interval L-1 holds the write) at which a count of
+   * `base + perEdge * (eT - L)` is writable; NOT_FOUND if none inside the window.
+   */
+  private latestLoad(base: i64, perEdge: i64, rw: u32, bcd: bool): i64 {
+    const full: i64 = bcd ? 10000 : 0x10000;
+    for (let L = this.eT; L > this.e0; L--) {
+      const steps = base + perEdge * (this.eT - L);
+      if (steps > full) break;
+      if (writable(steps, rw, bcd)) return L;
+    }
+    return NOT_FOUND;
+  }
+
+  // ---- per channel -------------------------------------------------------------------------
+
+  /** Plans channel `i` to reach, at T, the captured `status` and `count` with gate `gate`. */
+  plan(i: i32, regs: PitChannelRegisters, status: u32, count: u32, gate: bool): void {
+    const out = (status & STATUS_OUT) != 0;
+    if (regs.rwMode == RW_NONE) {
+      // Never given a control word: still in its power-on mode 3 with OUT low until a gate-2
+      // fall drives it high (a rise does nothing before a count is written).
+      if (i == 2 && out) {
+        this.gate(this.e0, true);
+        this.gate(this.e0, false);
+      }
+      if (regs.countsWritten == 0) {
+        if (i == 2) this.gate(this.e0, gate);
+        return;
+      }
+    }
+    const full: i64 = regs.bcd ? 10000 : 0x10000;
+    const value: i64 = regs.bcd ? <i64>(fromBcd(count) % 10000) : <i64>count;
+    const nullCount = (status & STATUS_NULL_COUNT) != 0;
+    const mode = effectiveMode(regs.mode);
+    if (mode == 2 || mode == 3) this.planPeriodic(i, regs, value, full, out, nullCount, gate);
+    else if (mode == 0 || mode == 4) this.planOneShot(i, regs, value, full, out, nullCount, gate);
+    else this.planTriggered(i, regs, value, full, out, nullCount, gate);
+  }
+
+  /**
+   * Modes 2/3. Frozen (gate low, or no count since the control word) or a first load due at
+   * the next edge: preset the element, then the count writes (the last one in interval eT when
+   * the load is due). Running: the element must come from a load; if NULL COUNT is 0 the
+   * current period (half-cycle) began with the count register's value, and when that start
+   * falls in the window the history is replayed exactly; otherwise a remaining count is loaded
+   * and the register value written after it, to be taken at the next period (NULL COUNT then
+   * reads 1 until that reload).
+   */
+  private planPeriodic(i: i32, regs: PitChannelRegisters, value: i64, full: i64, out: bool, nullCount: bool, gate: bool): void {
+    const written = regs.countsWritten;
+    const bcd = regs.bcd;
+    const rw = regs.rwMode;
+    if (i == 2) this.gate(this.e0, gate);
+    const loadDue = gate && written == 1 && nullCount;
+    if (!gate || written == 0 || loadDue) {
+      const k = this.preset(i, regs, value, false);
+      this.writeRegister(loadDue ? this.eT : k, i, regs, written);
+      return;
+    }
+    const mode3 = effectiveMode(regs.mode) == 3;
+    const whole = value == 0 ? full : value;
+    const period = countSteps(regs.countRegister, bcd);
+    // Mode 3, output high: a half-cycle loaded from an odd count shows 0 for one extra clock.
+    // Its parity is the register's when NULL COUNT is 0; otherwise it is assumed to be (a 0
+    // then reads as that extra clock rather than a full even count).
+    const odd = mode3 && out && ((period & 1) != 0 || (nullCount && value == 0));
+    // Edges left in this half-cycle (mode 2: until the reload), and where it began.
+    const left = !mode3 ? whole : out && odd ? value / 2 + 1 : whole / 2;
+    const span = !mode3 ? period : out ? (period + 1) >> 1 : period >> 1;
+    const begin = this.eT - (span - left);
+    const startsHigh = !mode3 || out;
+    if (!nullCount && span >= left && this.replay(i, regs, begin, startsHigh, period)) return;
+
+    this.control(this.e0, i, regs.mode, rw, bcd);
+    if (startsHigh) {
+      // A fresh load starts a high half-cycle: load the remaining count, as late as writable.
+      const base = !mode3 ? whole : odd ? value + 1 : whole;
+      let L = this.latestLoad(base, mode3 ? 2 : 1, rw, bcd);
+      if (L == NOT_FOUND) L = this.eT;
+      this.write(L - 1, i, rw, bcd, base + (mode3 ? 2 : 1) * (this.eT - L));
+    } else {
+      // A low half-cycle: a short count's high half ends at eT, where the remaining count
+      // (written meanwhile) takes over.
+      let first: i64 = 2;
+      while (first < full && !writable(first, rw, bcd)) first += 2;
+      const L = this.eT - ((first + 1) >> 1);
+      this.write(L - 1, i, rw, bcd, first);
+      this.write(L, i, rw, bcd, whole);
+    }
+    this.writeRegister(this.eT, i, regs, 1);
+  }
+
+  /**
+   * Replays a running mode 2/3 channel whose current period (half-cycle) began at edge `begin`
+   * with the count register's value: a fresh load there (or half a period before, for a low
+   * half) gives the same element, NULL COUNT 0, and the same register. False if the window is
+   * too short.
+   */
+  private replay(i: i32, regs: PitChannelRegisters, begin: i64, startsHigh: bool, period: i64): bool {
+    const L = startsHigh ? begin : begin - ((period + 1) >> 1);
+    if (L <= this.e0) return false;
+    this.control(this.e0, i, regs.mode, regs.rwMode, regs.bcd);
+    this.writeRegister(L - 1, i, regs, regs.countsWritten);
+    return true;
+  }
+
+  /**
+   * Modes 0/4. Mode 0 with the first byte of a count held: counting is frozen at that byte's
+   * write. A load due at the next edge: preset, then the write(s) in interval eT. Loaded
+   * (NULL COUNT 0): terminal count ahead (mode 0: OUT low; mode 4: assumed while the count is
+   * not above the register's) or behind; the load is replayed with the register's value when
+   * it falls in the window, else with the remaining count (the register then holds that).
+   */
+  private planOneShot(i: i32, regs: PitChannelRegisters, value: i64, full: i64, out: bool, nullCount: bool, gate: bool): void {
+    const written = regs.countsWritten;
+    const bcd = regs.bcd;
+    const rw = regs.rwMode;
+    const mode0 = effectiveMode(regs.mode) == 0;
+    const whole = value == 0 ? full : value;
+    const period = countSteps(regs.countRegister, bcd);
+    if (mode0 && regs.writeMsbNext) {
+      if (written > 0 && !nullCount) {
+        // Loaded, then frozen by the first byte of the next count, `period - whole` edges later.
+        if (i == 2) this.gate(this.e0, true);
+        const exact = this.e0 + 1 + (period - whole) <= this.eT && period >= whole;
+        const steps = exact ? period : whole;
+        this.control(this.e0, i, regs.mode, rw, bcd);
+        this.writeSteps(this.e0, i, regs, steps, written);
+        const frozenAt = this.e0 + 1 + (steps - whole);
+        if (i == 2) this.gate(frozenAt, gate);
+        this.timeline.add(this.at(frozenAt), 0x40 + <u32>i, regs.heldLsb);
+      } else {
+        if (i == 2) this.gate(this.e0, gate);
+        const k = this.preset(i, regs, value, false);
+        this.writeRegister(k, i, regs, written);
+        this.timeline.add(this.at(k), 0x40 + <u32>i, regs.heldLsb);
+      }
+      return;
+    }
+    if (i == 2) this.gate(this.e0, gate);
+    if (written == 0 || nullCount) {
+      const k = this.preset(i, regs, value, gate);
+      if (written > 0) this.writeRegister(this.eT, i, regs, written);
+      return;
+    }
+    const armed = mode0 ? !out : out && whole <= period;
+    this.control(this.e0, i, regs.mode, rw, bcd);
+    if (armed) {
+      if (!gate) {
+        // Paused before terminal count: a count loads even with the gate low.
+        this.writeSteps(this.e0, i, regs, whole, written);
+        return;
+      }
+      let L = this.eT - (period - whole);
+      let steps = period;
+      if (period < whole || L <= this.e0) {
+        L = this.latestLoad(whole, 1, rw, bcd);
+        if (L == NOT_FOUND) L = this.eT;
+        steps = whole + (this.eT - L);
+      }
+      this.writeSteps(L - 1, i, regs, steps, written);
+      return;
+    }
+    // Terminal count (mode 4: the strobe) `since` edges ago; a paused channel stopped at eT.
+    const since = value == 0 && !mode0 && out ? full : (full - value) % full;
+    let steps = period;
+    let L = this.eT - since - steps;
+    if (L <= this.e0) {
+      steps = 1;
+      while (!writable(steps, rw, bcd)) steps++;
+      L = this.eT - since - steps;
+      if (L <= this.e0) L = this.e0 + 1;
+    }
+    if (i == 2 && !gate) this.gate(this.e0, true);
+    this.writeSteps(L - 1, i, regs, steps, written);
+    if (i == 2) this.gate(this.eT, gate);
+  }
+
+  /**
+   * Modes 1/5: loads only on a gate-2 rising edge; channels 0 and 1 never trigger. Not
+   * triggered (or past the one-shot): the element counts on from the preset. Armed (mode 1:
+   * OUT low; mode 5: assumed while the count is not above the register's and NULL COUNT is 0),
+   * or mode 5 strobing now: the trigger is replayed.
+   */
+  private planTriggered(i: i32, regs: PitChannelRegisters, value: i64, full: i64, out: bool, nullCount: bool, gate: bool): void {
+    const written = regs.countsWritten;
+    const bcd = regs.bcd;
+    const rw = regs.rwMode;
+    const mode1 = effectiveMode(regs.mode) == 1;
+    const whole = value == 0 ? full : value;
+    const period = countSteps(regs.countRegister, bcd);
+    const armed = mode1 ? !out : out ? !nullCount && whole <= period : true;
+    if (i == 2) this.gate(this.e0, armed && written > 0 ? false : gate);
+    if (i != 2 || written == 0 || !armed) {
+      const k = this.preset(i, regs, value, true);
+      this.writeRegister(k, i, regs, written);
+      return;
+    }
+    // Steps from the trigger's load to the terminal count; mode 5 strobing now has 0 left.
+    const left = !mode1 && !out ? 0 : whole;
+    let L = this.eT - (period - left);
+    let steps = period;
+    const exact = !nullCount && period >= left && L > this.e0;
+    if (!exact) {
+      L = this.latestLoad(left, 1, rw, bcd);
+      if (L == NOT_FOUND) L = this.eT;
+      steps = left + (this.eT - L);
+    }
+    this.control(this.e0, i, regs.mode, rw, bcd);
+    this.writeSteps(this.e0, i, regs, steps, exact ? written : 1);
+    this.gate(L - 1, true);
+    // The trigger took the remaining count; the register's value follows, for the next trigger.
+    if (!exact) this.writeRegister(L, i, regs, 1);
+    this.gate(this.eT, gate);
+  }
+}

@@ -1,0 +1,73 @@
+// The hypervisor's mirror of the 8254's write-only and hidden register state, learned from the
+// guest accesses it traps: per channel the control fields, the count register, the write
+// flip-flop and held LSB, the read flip-flop, and which count/status latches are outstanding.
+// It runs the same register state machine as the device (pit-registers.ts) on the trapped
+// accesses. What a latch captured is produced by the chip and cannot be known before the guest
+// reads it, so the shadow keeps the latch's presence and shape, not its value; capture reads
+// the value through the bus (see pit-state.ts).
+//
+// Under the blmvisor policy it traps every write to 0x40–0x43 (each carries hidden state) and a
+// data-port read only while that read changes hidden state: a latch is outstanding or the RW
+// mode is LSB-then-MSB (the read flip-flop toggles). Port 0x61 reads back everything it holds.
+
+import { FieldIO } from "../fields";
+import { PIT_CHANNELS, PIT_CONTROL_PORT, PitChannelRegisters, pitCommand } from "../pit-registers";
+import { DeviceShadow, IoTraps, TRAP_READ, TRAP_WRITE } from "./traps";
+
+const FIRST_DATA_PORT: u32 = 0x40;
+
+export class PitShadow extends DeviceShadow {
+  channels: StaticArray<PitChannelRegisters> = [new PitChannelRegisters(), new PitChannelRegisters(), new PitChannelRegisters()];
+  private compat: bool = false;
+
+  /** Which register semantics the chip follows (QEMU 7.2's or the datasheet's); kept by reset(). */
+  get compatQemu(): bool {
+    return this.compat;
+  }
+  set compatQemu(on: bool) {
+    this.compat = on;
+    for (let i = 0; i < PIT_CHANNELS; i++) unchecked(this.channels[i]).compatQemu = on;
+  }
+
+  reset(): void {
+    for (let i = 0; i < PIT_CHANNELS; i++) unchecked(this.channels[i]).resetRegisters();
+  }
+
+  observeWrite(port: u32, value: u32): void {
+    if (port == PIT_CONTROL_PORT) pitCommand(this.channels, value);
+    else if (isDataPort(port)) unchecked(this.channels[<i32>(port - FIRST_DATA_PORT)]).writeData(value);
+  }
+
+  observeRead(port: u32, value: u32): void {
+    if (isDataPort(port)) unchecked(this.channels[<i32>(port - FIRST_DATA_PORT)]).readData();
+  }
+
+  armTraps(traps: IoTraps): void {
+    for (let i = 0; i < PIT_CHANNELS; i++) {
+      const port = FIRST_DATA_PORT + <u32>i;
+      traps.set(port, TRAP_WRITE, true);
+      traps.set(port, TRAP_READ, unchecked(this.channels[i]).readChangesState());
+    }
+    traps.set(PIT_CONTROL_PORT, TRAP_WRITE, true);
+  }
+
+  describe(io: FieldIO): void {
+    io.begin("channels");
+    for (let i = 0; i < PIT_CHANNELS; i++) {
+      io.beginIndex(i);
+      unchecked(this.channels[i]).describeRegisters(io);
+      io.end();
+    }
+    io.end();
+  }
+
+  copyFrom(from: PitShadow): void {
+    this.compatQemu = from.compatQemu;
+    for (let i = 0; i < PIT_CHANNELS; i++) unchecked(this.channels[i]).copyRegisters(unchecked(from.channels[i]));
+  }
+}
+
+@inline
+function isDataPort(port: u32): bool {
+  return port >= FIRST_DATA_PORT && port < FIRST_DATA_PORT + <u32>PIT_CHANNELS;
+}
