@@ -1,0 +1,35 @@
+// `blmv import-qemu <log> [-o out.trace.gz] [--untimed] [--json]`: a QEMU 7.2 interrupt/timer
+// trace log (raw or with iotime lines) as a blmv-trace.
+
+import { basename } from "node:path";
+import { MultiCpuLogError, NotQemuLogError, formatImportSummary, importQemuLog } from "../trace/qemu-import.js";
+import { EXIT_OK, UsageError, parseOptions } from "./usage.js";
+
+export const IMPORT_USAGE = `usage: blmv import-qemu <log[.gz]> [-o <out.trace.gz>] [--untimed] [--json]
+
+  Converts a QEMU 7.2 log recorded with the interrupt/timer trace events (and, optionally, the
+  iotime instruction-count lines) into a blmv-trace with '!compat qemu'. Reads keep their values
+  as expectations; time-dependent reads stay checked wherever the virtual time is known.
+  --untimed   ignore iotime lines even when present
+  --json      print the import summary as JSON`;
+
+export async function runImportQemu(argv: string[]): Promise<number> {
+  const { values, positionals } = parseOptions(
+    "import-qemu",
+    argv,
+    { output: { type: "string", short: "o" }, untimed: { type: "boolean", default: false }, json: { type: "boolean", default: false } },
+    1,
+  );
+  const input = positionals[0];
+  if (!input) throw new UsageError(`import-qemu: missing <log>\n${IMPORT_USAGE}`);
+  const output = (values.output as string | undefined) ?? basename(input).replace(/(\.log)?(\.gz)?$/, "") + ".trace.gz";
+  try {
+    const summary = await importQemuLog(input, output, { timing: values.untimed ? "untimed" : "auto" });
+    console.log(values.json ? JSON.stringify(summary, null, 2) : formatImportSummary(summary));
+  } catch (e) {
+    if (e instanceof NotQemuLogError || e instanceof MultiCpuLogError) throw new UsageError(`import-qemu: ${e.message}`);
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new UsageError(`import-qemu: cannot read ${input}: no such file`);
+    throw e;
+  }
+  return EXIT_OK;
+}

@@ -1,0 +1,151 @@
+// `blmv migrate listen` (a destination) and `blmv migrate send` (a source that boots a guest,
+// lets it run and migrates it live).
+
+import { writeFileSync } from "node:fs";
+import { TOKEN_ENV, generateToken, loadToken } from "../migrate/auth.js";
+import type { DestinationEvent } from "../migrate/destination.js";
+import { DEFAULT_DESTINATION_TIMEOUT_MS } from "../migrate/destination.js";
+import { referenceDigest } from "../migrate/guest-run.js";
+import { listen } from "../migrate/listener.js";
+import { formatReport, roundChartSvg } from "../migrate/report.js";
+import { bootAndMigrate, type LiveMigrationResult } from "../migrate/run.js";
+import { formatBytes, parseSize } from "../migrate/units.js";
+import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "./migrate-options.js";
+import { EXIT_FAILED, EXIT_OK, UsageError, integerOption, parseOptions } from "./usage.js";
+
+export const MIGRATE_USAGE = `usage:
+  blmv migrate listen --port P [--host 127.0.0.1] [--token-file F] [--max-memory SIZE] [--timeout MS] [--once] [--json]
+  blmv migrate send --to ws://HOST:P [--token-file F] [--verify] [guest and link options]
+
+The token authenticates both sides (challenge–response; it never crosses the wire). It comes
+from --token-file F or else the ${TOKEN_ENV} environment variable; a listener given neither
+generates one and prints it.
+
+listen:
+  --port P              TCP port (0: any free port, printed)
+  --host ADDR           address to listen on (default 127.0.0.1: this host only)
+  --max-memory SIZE     largest guest memory accepted (default 4G)
+  --timeout MS          longest wait for the source's next message (default ${DEFAULT_DESTINATION_TIMEOUT_MS})
+  --once                exit after the first migrated guest has finished its run here
+  --json                one JSON object per line for each event
+
+send:
+  --to URL              the destination, ws://HOST:PORT
+  --verify              also run the guest without migrating it and compare the final digests
+${GUEST_OPTIONS_HELP}`;
+
+export async function runMigrateCommand(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (argv.includes("--help") || argv.includes("-h") || sub === "help") {
+    console.log(MIGRATE_USAGE);
+    return EXIT_OK;
+  }
+  if (sub === "listen") return runListen(rest);
+  if (sub === "send") return runSend(rest);
+  throw new UsageError(`migrate: expected listen or send${sub ? `, got ${JSON.stringify(sub)}` : ""}\n\n${MIGRATE_USAGE}`);
+}
+
+function token(command: string, file: string | undefined): string | undefined {
+  try {
+    return loadToken(file);
+  } catch (e) {
+    throw new UsageError(`${command}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? `token file ${file} does not exist` : (e as Error).message}`);
+  }
+}
+
+async function runListen(argv: string[]): Promise<number> {
+  const command = "migrate listen";
+  const { values } = parseOptions(command, argv, {
+    port: { type: "string" },
+    host: { type: "string", default: "127.0.0.1" },
+    "token-file": { type: "string" },
+    "max-memory": { type: "string", default: "4G" },
+    timeout: { type: "string", default: String(DEFAULT_DESTINATION_TIMEOUT_MS) },
+    once: { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
+  });
+  if (values.port === undefined) throw new UsageError(`${command}: --port is required (0 picks a free port)`);
+  const port = integerOption(command, "port", values.port)!;
+  if (port > 65535) throw new UsageError(`${command}: --port must be at most 65535, got ${port}`);
+  const maxMemoryBytes = parseSize(values["max-memory"]);
+  if (!maxMemoryBytes) throw new UsageError(`${command}: --max-memory expects a size like 4G, got ${JSON.stringify(values["max-memory"])}`);
+  const timeoutMs = integerOption(command, "timeout", values.timeout, 1)!;
+  const given = token(command, values["token-file"]);
+  const secret = given ?? generateToken();
+  const json = values.json;
+  const say = (e: Record<string, unknown>, text: string): void => console.log(json ? JSON.stringify(e) : text);
+
+  let listener;
+  try {
+    listener = await listen({ host: values.host, port, token: secret, maxMemoryBytes, timeoutMs, once: values.once, onEvent: (e) => say(e, describeEvent(e)) });
+  } catch (e) {
+    throw new UsageError(`${command}: cannot listen on ${values.host}:${port}: ${(e as Error).message}`);
+  }
+  const loopback = values.host === "127.0.0.1" || values.host === "::1" || values.host === "localhost";
+  say(
+    { event: "listening", url: listener.url, host: listener.host, port: listener.port, ...(given ? {} : { token: secret }) },
+    `listening on ${listener.url} ${loopback ? "(this host only; --host 0.0.0.0 accepts other hosts)" : "(not encrypted: use a trusted network)"}, guests up to ${formatBytes(maxMemoryBytes)}`,
+  );
+  if (!given && !json) console.log(`token: ${secret}\n  (none was given: pass this one to the source with --token-file or ${TOKEN_ENV})`);
+  const stop = (): void => void listener.close();
+  process.once("SIGINT", stop).once("SIGTERM", stop);
+  await listener.closed;
+  process.off("SIGINT", stop).off("SIGTERM", stop);
+  return EXIT_OK;
+}
+
+function describeEvent(e: DestinationEvent): string {
+  const at = new Date().toISOString().slice(11, 23);
+  switch (e.event) {
+    case "session":
+      return `${at} connection from ${e.peer}`;
+    case "refused":
+      return `${at} refused ${e.peer}: ${e.reason}`;
+    case "aborted":
+      return `${at} session aborted at ${e.step}: ${e.code}: ${e.message}${e.step === "running" ? "" : " — staging memory and state dropped, nothing kept"}`;
+    case "ready":
+      return `${at} ${e.workload}: ${formatBytes(e.memoryBytes)} received and devices rebuilt, digest verified; waiting for the commit`;
+    case "resumed":
+      return `${at} ${e.workload}: committed; the guest runs here from ${(e.virtualNs / 1e9).toFixed(3)} s virtual`;
+    case "finished":
+      return `${at} ${e.workload}: finished at ${(e.virtualNs / 1e9).toFixed(3)} s virtual, ${e.ticks} timer ticks, ${e.exits} VM exits; digest ${e.digest}`;
+  }
+}
+
+async function runSend(argv: string[]): Promise<number> {
+  const command = "migrate send";
+  const { values } = parseOptions(command, argv, { ...GUEST_OPTIONS, to: { type: "string" }, "token-file": { type: "string" }, verify: { type: "boolean", default: false } });
+  const url = values.to;
+  if (url === undefined) throw new UsageError(`${command}: --to ws://HOST:PORT is required`);
+  if (!/^wss?:\/\/[^/\s]+(\/\S*)?$/.test(url)) throw new UsageError(`${command}: --to expects ws://HOST:PORT, got ${JSON.stringify(url)}`);
+  const secret = token(command, values["token-file"]);
+  if (secret === undefined) throw new UsageError(`${command}: no token: pass --token-file F or set ${TOKEN_ENV} (the listener prints the one it generated)`);
+  const { spec, link, svg, json } = parseGuestAndLink(command, values);
+
+  const controller = new AbortController();
+  const onSignal = (): void => {
+    if (controller.signal.aborted) process.exit(130);
+    controller.abort();
+  };
+  process.on("SIGINT", onSignal);
+  let result: LiveMigrationResult;
+  try {
+    result = await bootAndMigrate(spec, { ...link, url, token: secret, signal: controller.signal });
+  } finally {
+    process.off("SIGINT", onSignal);
+  }
+  const final = result.report.destination?.digest ?? result.source?.digest;
+  const reference = values.verify ? referenceDigest(spec) : undefined;
+  const verification = reference !== undefined && final !== undefined ? { referenceDigest: reference, finalDigest: final, identical: reference === final } : undefined;
+  if (svg) writeFileSync(svg, roundChartSvg(result.report));
+  if (json) {
+    console.log(JSON.stringify({ ...result.report, guest: spec, source: result.source, verification }, null, 2));
+  } else {
+    console.log(formatReport(result.report));
+    if (result.source) console.log(`  the guest ran on to ${(result.source.virtualNs / 1e9).toFixed(3)} s virtual on the source; digest ${result.source.digest}`);
+    if (verification) console.log(`  verification      ${verification.identical ? "identical to" : "DIFFERS from"} the run that was never migrated (${verification.referenceDigest})`);
+    if (svg) console.log(`  chart             ${svg}`);
+  }
+  const ok = result.report.status === "completed" && (verification?.identical ?? true);
+  return ok ? EXIT_OK : EXIT_FAILED;
+}

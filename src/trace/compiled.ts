@@ -1,0 +1,354 @@
+// The compiled trace (.btrace): the same header and events as a blmv-trace text file, as
+// fixed-size little-endian records that the core can replay straight from wasm memory.
+//
+// File layout (all integers little-endian):
+//
+//   offset  size  header
+//        0     8  magic "BLMVBTRC"
+//        8     4  u32 format version (BTRACE_VERSION = 1)
+//       12     4  u32 record size (RECORD_SIZE = 40)
+//       16     4  u32 header flags (HeaderFlag: which devices, pit-irq0 wire, compat qemu, source)
+//       20     4  u32 offset of the first record (multiple of 8)
+//       24     8  u64 apic-bus-hz
+//       32     8  u64 tsc-hz
+//       40     8  u64 number of records
+//       48     8  u64 offset of the label table (just after the last record)
+//       56     4  u32 number of labels
+//       60     4  u32 byte length of the !source text (0 when absent)
+//       64     n  the !source text, UTF-8, zero-padded to the first record
+//
+//   then the records, RECORD_SIZE bytes each, in trace order:
+//
+//   offset  size  record
+//        0     1  u8  op (Op: the same codes as event.ts)
+//        1     1  u8  check (Check: 0 none, 1 value, 2 no interrupt — `inta = none`)
+//        2     2  u16 reserved, 0
+//        4     4  u32 source line (1-based; 0 if the event did not come from text)
+//        8     4  u32 a: port, address, MSR, ISA line, pin; for mark, the label's index
+//       12     4  u32 b: value written (wrmsr: bits 31..0), or level
+//       16     4  u32 high word: wrmsr value bits 63..32, or rdmsr expected value bits 63..32
+//       20     4  u32 expected value (rdmsr: bits 31..0)
+//       24     4  u32 expected mask (rdmsr: bits 31..0); the op's full width when the trace has no /M
+//       28     4  u32 rdmsr expected mask bits 63..32
+//       32     8  u64 time in ns since reset (absolute, non-decreasing, below 2^53)
+//
+//   then the label table: for each label, u32 byte length and the UTF-8 bytes (no padding).
+//
+// An expectation compares (result & mask) with (value & mask). Unused fields are 0.
+
+import { open, type FileHandle } from "node:fs/promises";
+import { Check, Op, isCheckable, type TraceEvent, type TraceHeader } from "./event.js";
+import { TraceError } from "./parse.js";
+import { openTrace } from "./reader.js";
+
+export const BTRACE_MAGIC = "BLMVBTRC";
+export const BTRACE_VERSION = 1;
+export const HEADER_SIZE = 64;
+export const RECORD_SIZE = 40;
+
+/** Byte offsets of the header fields. */
+export const HeaderField = {
+  Magic: 0,
+  Version: 8,
+  RecordSize: 12,
+  Flags: 16,
+  RecordsOffset: 20,
+  ApicBusHz: 24,
+  TscHz: 32,
+  RecordCount: 40,
+  LabelsOffset: 48,
+  LabelCount: 56,
+  SourceLength: 60,
+} as const;
+
+/** Bits of the header flags word. */
+export const HeaderFlag = {
+  Pic: 1 << 0,
+  Pit: 1 << 1,
+  Lapic: 1 << 2,
+  Ioapic: 1 << 3,
+  PitIrq0: 1 << 4,
+  CompatQemu: 1 << 5,
+  HasSource: 1 << 6,
+} as const;
+
+/** Byte offsets of the record fields. */
+export const RecordField = {
+  Op: 0,
+  Check: 1,
+  Reserved: 2,
+  Line: 4,
+  A: 8,
+  B: 12,
+  High: 16,
+  Value: 20,
+  Mask: 24,
+  MaskHigh: 28,
+  Time: 32,
+} as const;
+
+const TWO_32 = 0x1_0000_0000;
+const LAST_OP = Op.Migrate;
+const DEFAULT_CHUNK_RECORDS = 65536;
+
+/** Writes event `e` as the record at `offset`; `labelIndex` is used for mark. */
+export function encodeRecord(view: DataView, offset: number, e: TraceEvent, labelIndex: number): void {
+  view.setUint8(offset + RecordField.Op, e.op);
+  view.setUint8(offset + RecordField.Check, e.check);
+  view.setUint16(offset + RecordField.Reserved, 0, true);
+  view.setUint32(offset + RecordField.Line, e.line, true);
+  view.setUint32(offset + RecordField.A, e.op === Op.Mark ? labelIndex : e.a, true);
+  view.setUint32(offset + RecordField.B, e.b, true);
+  view.setUint32(offset + RecordField.High, e.op === Op.Wrmsr ? e.bHi : e.valueHi, true);
+  view.setUint32(offset + RecordField.Value, e.value, true);
+  view.setUint32(offset + RecordField.Mask, e.mask, true);
+  view.setUint32(offset + RecordField.MaskHigh, e.maskHi, true);
+  view.setUint32(offset + RecordField.Time, e.time % TWO_32, true);
+  view.setUint32(offset + RecordField.Time + 4, Math.floor(e.time / TWO_32), true);
+}
+
+/** The event held by the record at `offset`. */
+export function decodeRecord(view: DataView, offset: number, labels: readonly string[]): TraceEvent {
+  const op = view.getUint8(offset + RecordField.Op) as Op;
+  const high = view.getUint32(offset + RecordField.High, true);
+  const a = view.getUint32(offset + RecordField.A, true);
+  return {
+    time: readTime(view, offset),
+    op,
+    a: op === Op.Mark ? 0 : a,
+    b: view.getUint32(offset + RecordField.B, true),
+    bHi: op === Op.Wrmsr ? high : 0,
+    check: view.getUint8(offset + RecordField.Check) as Check,
+    value: view.getUint32(offset + RecordField.Value, true),
+    mask: view.getUint32(offset + RecordField.Mask, true),
+    valueHi: op === Op.Wrmsr ? 0 : high,
+    maskHi: view.getUint32(offset + RecordField.MaskHigh, true),
+    label: op === Op.Mark ? labels[a] : "",
+    line: view.getUint32(offset + RecordField.Line, true),
+  };
+}
+
+function readTime(view: DataView, offset: number): number {
+  return view.getUint32(offset + RecordField.Time, true) + view.getUint32(offset + RecordField.Time + 4, true) * TWO_32;
+}
+
+/** Compiles a text trace into a .btrace file, streaming. Throws TraceError on a bad trace. */
+export async function compileTrace(inPath: string, outPath: string): Promise<{ records: number; labels: number }> {
+  const trace = await openTrace(inPath);
+  const out = await open(outPath, "w");
+  try {
+    const source = trace.header.source === undefined ? Buffer.alloc(0) : Buffer.from(trace.header.source, "utf8");
+    const recordsOffset = align8(HEADER_SIZE + source.length);
+    const head = Buffer.alloc(recordsOffset);
+    source.copy(head, HEADER_SIZE);
+    await out.write(head, 0, head.length, 0);
+
+    const labels = new Map<string, number>();
+    let records = 0;
+    let position = recordsOffset;
+    for await (const batch of trace.batches()) {
+      const bytes = Buffer.alloc(batch.length * RECORD_SIZE);
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+      for (let i = 0; i < batch.length; i++) {
+        const e = batch[i];
+        let labelIndex = 0;
+        if (e.op === Op.Mark) {
+          labelIndex = labels.get(e.label) ?? labels.size;
+          labels.set(e.label, labelIndex);
+        }
+        encodeRecord(view, i * RECORD_SIZE, e, labelIndex);
+      }
+      await out.write(bytes, 0, bytes.length, position);
+      position += bytes.length;
+      records += batch.length;
+    }
+
+    const labelTable = Buffer.concat([...labels.keys()].flatMap((label) => {
+      const text = Buffer.from(label, "utf8");
+      const length = Buffer.alloc(4);
+      length.writeUInt32LE(text.length);
+      return [length, text];
+    }));
+    await out.write(labelTable, 0, labelTable.length, position);
+    writeHeader(head, trace.header, source.length, recordsOffset, records, position, labels.size);
+    await out.write(head, 0, HEADER_SIZE, 0);
+    return { records, labels: labels.size };
+  } finally {
+    await out.close();
+  }
+}
+
+function align8(n: number): number {
+  return (n + 7) & ~7;
+}
+
+function writeHeader(head: Buffer, h: TraceHeader, sourceLength: number, recordsOffset: number, records: number, labelsOffset: number, labelCount: number): void {
+  const m = h.machine;
+  const flags =
+    (m.pic ? HeaderFlag.Pic : 0) |
+    (m.pit ? HeaderFlag.Pit : 0) |
+    (m.lapic ? HeaderFlag.Lapic : 0) |
+    (m.ioapic ? HeaderFlag.Ioapic : 0) |
+    (h.pitIrq0 ? HeaderFlag.PitIrq0 : 0) |
+    (h.compatQemu ? HeaderFlag.CompatQemu : 0) |
+    (h.source !== undefined ? HeaderFlag.HasSource : 0);
+  head.write(BTRACE_MAGIC, HeaderField.Magic, "latin1");
+  head.writeUInt32LE(BTRACE_VERSION, HeaderField.Version);
+  head.writeUInt32LE(RECORD_SIZE, HeaderField.RecordSize);
+  head.writeUInt32LE(flags, HeaderField.Flags);
+  head.writeUInt32LE(recordsOffset, HeaderField.RecordsOffset);
+  head.writeBigUInt64LE(BigInt(h.apicBusHz), HeaderField.ApicBusHz);
+  head.writeBigUInt64LE(BigInt(h.tscHz), HeaderField.TscHz);
+  head.writeBigUInt64LE(BigInt(records), HeaderField.RecordCount);
+  head.writeBigUInt64LE(BigInt(labelsOffset), HeaderField.LabelsOffset);
+  head.writeUInt32LE(labelCount, HeaderField.LabelCount);
+  head.writeUInt32LE(sourceLength, HeaderField.SourceLength);
+}
+
+export interface CompiledTrace {
+  file: string;
+  header: TraceHeader;
+  /** Label table: a mark record's `a` indexes it. */
+  labels: string[];
+  recordCount: number;
+  /**
+   * The records in chunks of whole records (the last may be shorter), each a fresh buffer the
+   * caller may keep. Every record is checked first: known op, a check the op allows, label
+   * index in range, times non-decreasing and below 2^53. Can be iterated once.
+   */
+  chunks: AsyncIterable<Uint8Array>;
+  /** Releases the file early; reading `chunks` to the end (or an error) releases it too. */
+  close(): Promise<void>;
+}
+
+/** Opens a .btrace file, checks and reads its header and label table. Throws TraceError. */
+export async function readCompiledChunks(path: string, recordsPerChunk: number = DEFAULT_CHUNK_RECORDS): Promise<CompiledTrace> {
+  const file = await open(path, "r");
+  try {
+    const size = (await file.stat()).size;
+    const fail = (what: string): never => {
+      throw new TraceError(path, 0, `not a valid compiled trace: ${what}`);
+    };
+    if (size < HEADER_SIZE) fail("shorter than its header");
+    const head = await readAt(file, 0, HEADER_SIZE);
+    if (head.toString("latin1", 0, 8) !== BTRACE_MAGIC) fail("wrong magic");
+    if (head.readUInt32LE(HeaderField.Version) !== BTRACE_VERSION) fail(`unsupported version ${head.readUInt32LE(HeaderField.Version)}`);
+    if (head.readUInt32LE(HeaderField.RecordSize) !== RECORD_SIZE) fail("wrong record size");
+    const flags = head.readUInt32LE(HeaderField.Flags);
+    const recordsOffset = head.readUInt32LE(HeaderField.RecordsOffset);
+    const sourceLength = head.readUInt32LE(HeaderField.SourceLength);
+    const recordCount = Number(head.readBigUInt64LE(HeaderField.RecordCount));
+    const labelsOffset = Number(head.readBigUInt64LE(HeaderField.LabelsOffset));
+    const labelCount = head.readUInt32LE(HeaderField.LabelCount);
+    const apicBusHz = Number(head.readBigUInt64LE(HeaderField.ApicBusHz));
+    const tscHz = Number(head.readBigUInt64LE(HeaderField.TscHz));
+    if (recordsOffset !== align8(HEADER_SIZE + sourceLength)) fail("bad record offset");
+    if (labelsOffset !== recordsOffset + recordCount * RECORD_SIZE || labelsOffset > size) fail("record count does not match the file");
+    if (apicBusHz < 1 || apicBusHz > Number.MAX_SAFE_INTEGER || tscHz < 1 || tscHz > Number.MAX_SAFE_INTEGER) fail("bad clock rate");
+    const hasSource = (flags & HeaderFlag.HasSource) !== 0;
+    if (!hasSource && sourceLength !== 0) fail("source text without its flag");
+
+    const header: TraceHeader = {
+      machine: {
+        pic: (flags & HeaderFlag.Pic) !== 0,
+        pit: (flags & HeaderFlag.Pit) !== 0,
+        lapic: (flags & HeaderFlag.Lapic) !== 0,
+        ioapic: (flags & HeaderFlag.Ioapic) !== 0,
+      },
+      apicBusHz,
+      tscHz,
+      pitIrq0: (flags & HeaderFlag.PitIrq0) !== 0,
+      compatQemu: (flags & HeaderFlag.CompatQemu) !== 0,
+    };
+    if (hasSource) header.source = (await readAt(file, HEADER_SIZE, sourceLength)).toString("utf8");
+
+    const table = await readAt(file, labelsOffset, size - labelsOffset);
+    const labels: string[] = [];
+    let at = 0;
+    while (labels.length < labelCount) {
+      if (at + 4 > table.length) fail("label table cut short");
+      const length = table.readUInt32LE(at);
+      if (at + 4 + length > table.length) fail("label table cut short");
+      labels.push(table.toString("utf8", at + 4, at + 4 + length));
+      at += 4 + length;
+    }
+    if (at !== table.length) fail("bytes after the label table");
+
+    let open = true;
+    const release = async (): Promise<void> => {
+      if (open) await file.close();
+      open = false;
+    };
+    const chunks = recordChunks(path, file, recordsOffset, recordCount, labels.length, Math.max(1, Math.floor(recordsPerChunk)), release);
+    return {
+      file: path,
+      header,
+      labels,
+      recordCount,
+      chunks,
+      close: async () => {
+        await chunks.return(undefined);
+        await release();
+      },
+    };
+  } catch (e) {
+    await file.close();
+    throw e;
+  }
+}
+
+async function readAt(file: FileHandle, position: number, length: number): Promise<Buffer> {
+  const bytes = Buffer.alloc(length);
+  const { bytesRead } = await file.read(bytes, 0, length, position);
+  return bytes.subarray(0, bytesRead);
+}
+
+async function* recordChunks(
+  path: string,
+  file: FileHandle,
+  offset: number,
+  count: number,
+  labelCount: number,
+  perChunk: number,
+  release: () => Promise<void>,
+): AsyncGenerator<Uint8Array> {
+  try {
+    let lastTime = 0;
+    for (let first = 0; first < count; first += perChunk) {
+      const n = Math.min(perChunk, count - first);
+      const bytes = await readAt(file, offset + first * RECORD_SIZE, n * RECORD_SIZE);
+      if (bytes.length !== n * RECORD_SIZE) throw new TraceError(path, 0, "records cut short");
+      lastTime = checkRecords(path, bytes, first, labelCount, lastTime);
+      yield bytes;
+    }
+  } finally {
+    await release();
+  }
+}
+
+/** Checks every record of a chunk (see CompiledTrace.chunks); returns the last time. */
+function checkRecords(path: string, bytes: Buffer, firstIndex: number, labelCount: number, lastTime: number): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  for (let offset = 0; offset < bytes.length; offset += RECORD_SIZE) {
+    const time = readTime(view, offset);
+    const problem = recordProblem(view, offset, labelCount, time, lastTime);
+    if (problem !== null) {
+      const line = view.getUint32(offset + RecordField.Line, true);
+      throw new TraceError(path, line, `compiled record ${firstIndex + offset / RECORD_SIZE}: ${problem}`);
+    }
+    lastTime = time;
+  }
+  return lastTime;
+}
+
+function recordProblem(view: DataView, offset: number, labelCount: number, time: number, lastTime: number): string | null {
+  const op = view.getUint8(offset + RecordField.Op) as Op;
+  const check = view.getUint8(offset + RecordField.Check);
+  if (op < 1 || op > LAST_OP) return `unknown op ${op}`;
+  if (check > Check.NoInterrupt || (check === Check.Value && !isCheckable(op)) || (check === Check.NoInterrupt && op !== Op.Inta)) {
+    return `check ${check} not allowed on op ${op}`;
+  }
+  if (op === Op.Mark && view.getUint32(offset + RecordField.A, true) >= labelCount) return "label index out of range";
+  if (time < lastTime || time > Number.MAX_SAFE_INTEGER) return `time ${time} out of order`;
+  return null;
+}
