@@ -1,0 +1,172 @@
+// Guest physical memory with KVM-style dirty logging.
+//
+// Memory is held in fixed-size slabs allocated on first write, for two reasons: one ArrayBuffer
+// cannot exceed 4 GiB in Node 20, and a guest of many GiB that has touched little of its memory
+// should cost little. A page that was never written (or was zeroed since) has its "touched" bit
+// clear: it reads as zero, is known to be zero without a scan, and is handed out as one shared,
+// read-only-by-contract zero page.
+
+import { PageChecksums, memoryDigest } from "./digest.js";
+import { PAGE_SIZE, ZERO_PAGE } from "./page.js";
+
+export { PAGE_SIZE, ZERO_PAGE };
+const WORDS_PER_PAGE = PAGE_SIZE / 4;
+/** Pages per slab as a power of two: 2^16 pages = 256 MiB. */
+const SLAB_PAGE_SHIFT = 16;
+const SLAB_PAGES = 1 << SLAB_PAGE_SHIFT;
+const SLAB_PAGE_MASK = SLAB_PAGES - 1;
+/** The bitmaps (1 bit per page) are allocated up front: 2 × 32 MiB at this size. */
+export const MAX_MEMORY_BYTES = 2 ** 40;
+
+/** Words in a bitmap with one bit per page. */
+function bitmapWords(pageCount: number): number {
+  return Math.ceil(pageCount / 32);
+}
+
+/** Number of set bits (pages) in a page bitmap. */
+export function countBits(bitmap: Uint32Array): number {
+  let n = 0;
+  for (let i = 0; i < bitmap.length; i++) {
+    let w = bitmap[i];
+    w -= (w >>> 1) & 0x55555555;
+    w = (w & 0x33333333) + ((w >>> 2) & 0x33333333);
+    n += (((w + (w >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+  }
+  return n;
+}
+
+export class GuestMemory {
+  readonly bytes: number;
+  readonly pageCount: number;
+  /** One Uint32Array per slab, or undefined until the slab is first written. */
+  private readonly slabs: (Uint32Array | undefined)[];
+  /** Pages that may hold a non-zero byte. */
+  private readonly touched: Uint32Array;
+  private dirty: Uint32Array;
+  private logging = false;
+
+  constructor(bytes: number) {
+    if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % PAGE_SIZE !== 0 || bytes > MAX_MEMORY_BYTES) {
+      throw new RangeError(`guest memory size must be a positive multiple of ${PAGE_SIZE} up to ${MAX_MEMORY_BYTES} bytes, got ${bytes}`);
+    }
+    this.bytes = bytes;
+    this.pageCount = bytes / PAGE_SIZE;
+    this.slabs = new Array<Uint32Array | undefined>(Math.ceil(this.pageCount / SLAB_PAGES)).fill(undefined);
+    this.touched = new Uint32Array(bitmapWords(this.pageCount));
+    this.dirty = new Uint32Array(bitmapWords(this.pageCount));
+  }
+
+  get dirtyLogging(): boolean {
+    return this.logging;
+  }
+
+  /** A view of page p, valid until the page is next written or zeroed; read-only by contract. */
+  page(p: number): Uint8Array {
+    this.checkPage(p);
+    if (!this.isTouched(p)) return ZERO_PAGE;
+    const slab = this.slabs[p >>> SLAB_PAGE_SHIFT]!;
+    return new Uint8Array(slab.buffer, (p & SLAB_PAGE_MASK) * PAGE_SIZE, PAGE_SIZE);
+  }
+
+  isZero(p: number): boolean {
+    this.checkPage(p);
+    if (!this.isTouched(p)) return true;
+    const slab = this.slabs[p >>> SLAB_PAGE_SHIFT]!;
+    const start = (p & SLAB_PAGE_MASK) * WORDS_PER_PAGE;
+    for (let i = start; i < start + WORDS_PER_PAGE; i++) if (slab[i] !== 0) return false;
+    return true;
+  }
+
+  /** Loads a page on the destination. Not a guest store, so not dirty-logged (as in KVM). */
+  writePage(p: number, data: Uint8Array): void {
+    this.checkPage(p);
+    if (data.length !== PAGE_SIZE) throw new RangeError(`page ${p}: expected ${PAGE_SIZE} bytes, got ${data.length}`);
+    const slab = this.slabFor(p);
+    new Uint8Array(slab.buffer, (p & SLAB_PAGE_MASK) * PAGE_SIZE, PAGE_SIZE).set(data);
+    this.touched[p >>> 5] |= 1 << (p & 31);
+  }
+
+  /** Makes page p zero again (and cheap to recognise as such). Not dirty-logged. */
+  zeroPage(p: number): void {
+    this.checkPage(p);
+    if (!this.isTouched(p)) return;
+    const slab = this.slabs[p >>> SLAB_PAGE_SHIFT]!;
+    const start = (p & SLAB_PAGE_MASK) * WORDS_PER_PAGE;
+    slab.fill(0, start, start + WORDS_PER_PAGE);
+    this.touched[p >>> 5] &= ~(1 << (p & 31));
+  }
+
+  /** The guest's 32-bit store to a 4-byte aligned physical address. */
+  write32(addr: number, value: number): void {
+    const p = this.pageOfWord(addr);
+    const slab = this.slabs[p >>> SLAB_PAGE_SHIFT] ?? this.slabFor(p);
+    slab[(p & SLAB_PAGE_MASK) * WORDS_PER_PAGE + ((addr & 0xfff) >>> 2)] = value;
+    const word = p >>> 5;
+    const bit = 1 << (p & 31);
+    this.touched[word] |= bit;
+    if (this.logging) this.dirty[word] |= bit;
+  }
+
+  read32(addr: number): number {
+    const p = this.pageOfWord(addr);
+    const slab = this.slabs[p >>> SLAB_PAGE_SHIFT];
+    return slab === undefined ? 0 : slab[(p & SLAB_PAGE_MASK) * WORDS_PER_PAGE + ((addr & 0xfff) >>> 2)];
+  }
+
+  /** Starts logging guest stores with an empty bitmap. */
+  startDirtyLog(): void {
+    this.dirty.fill(0);
+    this.logging = true;
+  }
+
+  /** Stops logging; pages logged so far stay in the bitmap for one last harvest. */
+  stopDirtyLog(): void {
+    this.logging = false;
+  }
+
+  /** The pages written since the last harvest (bit p of word p>>>5), clearing the log. */
+  harvestDirty(): Uint32Array {
+    const harvested = this.dirty;
+    this.dirty = new Uint32Array(harvested.length);
+    return harvested;
+  }
+
+  /** Every page's checksum, computed now. */
+  pageHashes(): PageChecksums {
+    return PageChecksums.of(this);
+  }
+
+  /** SHA-256 (hex) over the per-page checksums in page order. */
+  digest(): string {
+    return memoryDigest(this);
+  }
+
+  private isTouched(p: number): boolean {
+    return (this.touched[p >>> 5] & (1 << (p & 31))) !== 0;
+  }
+
+  private slabFor(p: number): Uint32Array {
+    const s = p >>> SLAB_PAGE_SHIFT;
+    let slab = this.slabs[s];
+    if (slab === undefined) {
+      // The last slab holds only the pages that exist.
+      const pages = Math.min(SLAB_PAGES, this.pageCount - s * SLAB_PAGES);
+      slab = this.slabs[s] = new Uint32Array(pages * WORDS_PER_PAGE);
+    }
+    return slab;
+  }
+
+  private checkPage(p: number): void {
+    if (!Number.isInteger(p) || p < 0 || p >= this.pageCount) {
+      throw new RangeError(`page ${p} is outside guest memory (${this.pageCount} pages)`);
+    }
+  }
+
+  private pageOfWord(addr: number): number {
+    const p = Math.floor(addr / PAGE_SIZE);
+    if (!(p >= 0 && p < this.pageCount) || addr % 4 !== 0) {
+      throw new RangeError(`guest address ${addr} is not a 4-byte aligned address below ${this.bytes}`);
+    }
+    return p;
+  }
+}
