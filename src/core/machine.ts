@@ -82,6 +82,8 @@ export class Machine {
   /** Runs virtual time forward to `ns`; timers fire on the way. */
   readonly advanceTo: (ns: number) => void;
   readonly now: () => number;
+  /** Time of the next device timer event (PIT OUT0 change or local APIC timer); about 9.2e18 if none. */
+  readonly nextTimerEvent: () => number;
 
   private constructor(options: MachineOptions) {
     this.config = { ...DEFAULT_CONFIG, ...stripUndefined(options) };
@@ -103,6 +105,7 @@ export class Machine {
     this.inta = core.inta;
     this.advanceTo = core.advanceTo;
     this.now = core.now;
+    this.nextTimerEvent = core.nextTimerEvent;
   }
 
   static create(options: MachineOptions = {}): Machine {

@@ -1,0 +1,162 @@
+// One side of a migration connection as a sequence of awaited steps: send a message (paced by
+// backpressure and an optional bandwidth limit), or wait for the peer's next one. While it
+// waits it keeps calling `idle`, so the guest keeps running between the network's events.
+
+import { performance } from "node:perf_hooks";
+import type WebSocket from "ws";
+import { TokenBucket } from "./link.js";
+import { ProtocolError, decode, encode, type Message, type MessageType } from "./protocol.js";
+import type { FailureCode } from "./metrics.js";
+
+/** Bytes handed to the socket but not yet written out, above which sending waits. */
+const HIGH_WATER = 4 * 1024 * 1024;
+/** Messages the peer may have sent ahead of what we asked for. */
+const MAX_QUEUED = 8;
+/** The longest nap between two calls to `idle` while the guest runs. */
+const IDLE_NAP_MS = 1;
+
+/** A step that failed; `byPeer` when the peer reported the error. */
+export class MigrationFailure extends Error {
+  override name = "MigrationFailure";
+  constructor(
+    readonly code: FailureCode,
+    message: string,
+    readonly byPeer = false,
+  ) {
+    super(message);
+  }
+}
+
+export interface ChannelOptions {
+  timeoutMs: number;
+  bandwidth?: number;
+  /** Called between waits: returns whether there is work that wants to be called again soon. */
+  idle: () => boolean;
+}
+
+export class Channel {
+  bytesSent = 0;
+  private inflight = 0;
+  private readonly queue: Message[] = [];
+  private failure?: MigrationFailure;
+  private wake?: () => void;
+  private readonly bucket?: TokenBucket;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly options: ChannelOptions,
+  ) {
+    if (options.bandwidth !== undefined) this.bucket = new TokenBucket(options.bandwidth);
+    ws.on("message", (data: Buffer, isBinary: boolean) => this.receive(data, isBinary));
+    ws.on("close", (code: number, reason: Buffer) => this.fail(new MigrationFailure("connection", `connection closed (${code}${reason.length ? ` ${reason.toString().slice(0, 100)}` : ""})`)));
+    ws.on("error", (e: Error) => this.fail(new MigrationFailure("connection", e.message)));
+  }
+
+  /** Waits for the connection to open; throws the failure if it does not. */
+  async opened(): Promise<void> {
+    const ws = this.ws;
+    await new Promise<void>((resolve) => {
+      if (ws.readyState !== ws.CONNECTING) return resolve();
+      const done = (): void => {
+        ws.off("open", done).off("close", done).off("error", done);
+        resolve();
+      };
+      ws.on("open", done).on("close", done).on("error", done);
+    });
+    this.check();
+  }
+
+  /** Puts a message on the wire once the link has room; returns the frame's size. */
+  async send(message: Message): Promise<number> {
+    const frame = encode(message);
+    for (;;) {
+      this.check();
+      const wait = this.inflight > HIGH_WATER ? IDLE_NAP_MS : (this.bucket?.take(frame.length) ?? 0);
+      if (wait === 0) break;
+      await this.nap(wait);
+    }
+    this.inflight += frame.length;
+    this.bytesSent += frame.length;
+    this.ws.send(frame, { binary: true }, (e) => {
+      this.inflight -= frame.length;
+      if (e) this.fail(new MigrationFailure("connection", e.message));
+      this.wake?.();
+    });
+    return frame.length;
+  }
+
+  /** The peer's next message, which must be of `type`; an `error` from the peer throws. */
+  async expect<T extends MessageType>(type: T, timeoutMs = this.options.timeoutMs): Promise<Extract<Message, { t: T }>> {
+    const deadline = performance.now() + timeoutMs;
+    while (this.queue.length === 0) {
+      this.check();
+      const left = deadline - performance.now();
+      if (left <= 0) throw new MigrationFailure("timeout", `no ${type} from the peer within ${timeoutMs} ms`);
+      await this.nap(left);
+    }
+    const m = this.queue.shift()!;
+    if (m.t === "error") throw new MigrationFailure(m.code, m.message, true);
+    if (m.t !== type) throw new MigrationFailure("unexpected", `expected ${type}, got ${m.t}`);
+    return m as Extract<Message, { t: T }>;
+  }
+
+  /** Stops whatever step is under way with a "cancelled" failure. */
+  cancel(): void {
+    this.fail(new MigrationFailure("cancelled", "cancelled by the user"));
+    if (this.ws.readyState === this.ws.CONNECTING) this.ws.terminate();
+  }
+
+  /** Tells the peer why we stop (when the link still works) and closes. */
+  close(failure?: MigrationFailure): void {
+    if (failure && !failure.byPeer && failure.code !== "connection" && this.ws.readyState === this.ws.OPEN) {
+      this.ws.send(encode({ t: "error", code: failure.code, message: failure.message }));
+    }
+    closeSoon(this.ws);
+  }
+
+  /** Throws what ended the connection, if anything did: the peer's own error message first. */
+  check(): void {
+    const peer = this.queue.find((m) => m.t === "error");
+    if (peer?.t === "error") throw new MigrationFailure(peer.code, peer.message, true);
+    if (this.failure) throw this.failure;
+  }
+
+  private receive(data: Buffer, isBinary: boolean): void {
+    if (this.failure) return;
+    try {
+      if (!isBinary) throw new ProtocolError("bad-message", "text frame on a binary protocol");
+      if (this.queue.length === MAX_QUEUED) throw new ProtocolError("bad-message", "the peer sends messages nobody asked for");
+      this.queue.push(decode(data));
+    } catch (e) {
+      const p = e as ProtocolError;
+      this.fail(new MigrationFailure(p.code ?? "bad-message", `from the peer: ${p.message}`));
+    }
+    this.wake?.();
+  }
+
+  private fail(f: MigrationFailure): void {
+    this.failure ??= f;
+    this.wake?.();
+  }
+
+  /** Waits up to `ms` (less while the idle work wants to run) or until something happens. */
+  private nap(ms: number): Promise<void> {
+    const busy = this.options.idle();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, busy ? Math.min(ms, IDLE_NAP_MS) : ms);
+      this.wake = done;
+    });
+  }
+}
+
+/** Closes gracefully, and for sure within a second even if the peer never answers. */
+export function closeSoon(ws: WebSocket): void {
+  if (ws.readyState === ws.CLOSED) return;
+  ws.close(1000);
+  setTimeout(() => ws.terminate(), 1000).unref();
+}

@@ -1,0 +1,256 @@
+// The destination of a migration: one session per connection. It checks every message before
+// acting on it, loads memory into a staging GuestMemory, rebuilds the devices on a fresh
+// machine through the hardware interface (Machine.reconstruct), and compares a digest of all it
+// received with the source's before it says it is ready. It resumes the guest only when the
+// commit arrives; until then any failure drops everything it holds.
+
+import type WebSocket from "ws";
+import { DEFAULT_CONFIG, DeviceStateError, Machine, type MachineConfig } from "../core/machine.js";
+import { FieldError } from "../core/fields.js";
+import { CpuState, CpuStateError } from "../guest/cpu.js";
+import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../guest/digest.js";
+import { GuestMemory } from "../guest/memory.js";
+import { PAGE_SIZE } from "../guest/page.js";
+import { Guest } from "../guest/workload.js";
+import { CAPABILITIES, MAX_BATCH_PAGES, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError, batchChecksum, decode, decodeRecord, encode, stateDigest, type Config, type Message, type MessageType, type Pages, type State } from "./protocol.js";
+import { newNonce, proof, verifyProof } from "./auth.js";
+import { LiveGuest } from "./live.js";
+import { MigrationFailure, closeSoon } from "./channel.js";
+import type { FailureCode } from "./metrics.js";
+
+export const DEFAULT_DESTINATION_TIMEOUT_MS = 30_000;
+
+export interface DestinationOptions {
+  token: string;
+  /** Largest guest memory this destination agrees to host. */
+  maxMemoryBytes: number;
+  /** Longest wait for the source's next message before the commit. */
+  timeoutMs?: number;
+  onEvent?: (e: DestinationEvent) => void;
+}
+
+export type DestinationEvent =
+  | { event: "session"; peer: string }
+  | { event: "refused"; peer: string; reason: string }
+  | { event: "aborted"; peer: string; step: string; code: FailureCode; message: string; byPeer: boolean }
+  | { event: "ready"; peer: string; workload: string; memoryBytes: number; pages: number }
+  | { event: "resumed"; peer: string; workload: string; virtualNs: number }
+  | { event: "finished"; peer: string; workload: string; virtualNs: number; digest: string; ticks: number; exits: number };
+
+/** How a session ended: its guest ran to the end here, or nothing was kept. */
+export type SessionOutcome = "finished" | "aborted";
+
+const RECORD_ERRORS = [CpuStateError, DeviceStateError, FieldError, RangeError];
+
+export class DestinationSession {
+  readonly done: Promise<SessionOutcome>;
+  private settle!: (o: SessionOutcome) => void;
+  private expecting: MessageType | "nothing" = "hello";
+  private timer?: NodeJS.Timeout;
+  private sourceNonce?: Uint8Array;
+  private destinationNonce?: Uint8Array;
+  private version = PROTOCOL_VERSION;
+  private seq = 0;
+  private round = 0;
+  private config?: Config;
+  private stopped = false;
+  /** What a failure must drop: the staging memory, its checksums, the rebuilt guest. */
+  private staging?: { memory: GuestMemory; checksums: PageChecksums; pairs: Uint32Array; guest?: Guest };
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly peer: string,
+    private readonly options: DestinationOptions,
+  ) {
+    this.done = new Promise((r) => (this.settle = r));
+    ws.on("message", (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
+    ws.on("close", () => this.abort(new MigrationFailure("connection", "connection closed by the source")));
+    ws.on("error", (e: Error) => this.abort(new MigrationFailure("connection", e.message)));
+    this.emit({ event: "session", peer });
+    this.armTimer();
+  }
+
+  /** Ends the session now: before the commit as any failure does; after it, the guest stops here. */
+  stop(): void {
+    this.stopped = true;
+    this.abort(new MigrationFailure("cancelled", "the destination is shutting down"));
+  }
+
+  private onFrame(data: Buffer, isBinary: boolean): void {
+    if (this.expecting === "nothing") return;
+    try {
+      if (!isBinary) throw new ProtocolError("bad-message", "text frame on a binary protocol");
+      const authenticated = this.expecting !== "hello" && this.expecting !== "auth";
+      if (!authenticated && data.length > MAX_UNAUTHENTICATED_PAYLOAD) throw new ProtocolError("bad-message", `frame of ${data.length} bytes before authentication`);
+      const m = decode(data, this.staging && { pageCount: this.staging.memory.pageCount });
+      if (m.t === "error") throw new MigrationFailure(m.code, m.message, true);
+      this.armTimer();
+      this.handle(m);
+    } catch (e) {
+      this.abort(e);
+    }
+  }
+
+  private handle(m: Message): void {
+    const accepts = this.expecting === "pages" ? m.t === "pages" || m.t === "state" : m.t === this.expecting;
+    if (!accepts) throw new ProtocolError("unexpected", `expected ${this.expecting}, got ${m.t}`);
+    switch (m.t) {
+      case "hello": {
+        if (m.minVersion > m.version) throw new ProtocolError("bad-message", "hello.minVersion is above hello.version");
+        const version = Math.min(PROTOCOL_VERSION, m.version);
+        if (version < Math.max(MIN_PROTOCOL_VERSION, m.minVersion)) {
+          throw new ProtocolError("version", `the source speaks protocol versions ${m.minVersion}..${m.version}, this destination ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}`);
+        }
+        this.version = version;
+        this.sourceNonce = m.nonce;
+        this.destinationNonce = newNonce();
+        const capabilities = CAPABILITIES.filter((c) => m.capabilities.includes(c));
+        this.send({ t: "challenge", version, capabilities, nonce: this.destinationNonce });
+        this.expecting = "auth";
+        return;
+      }
+      case "auth": {
+        const [token, version, sourceNonce, destinationNonce] = [this.options.token, this.version, this.sourceNonce!, this.destinationNonce!];
+        if (!verifyProof(m.proof, token, "source", version, sourceNonce, destinationNonce)) {
+          throw new ProtocolError("auth", "authentication failed: the source does not know the token");
+        }
+        this.send({ t: "accepted", proof: proof(token, "destination", version, sourceNonce, destinationNonce) });
+        this.expecting = "config";
+        return;
+      }
+      case "config":
+        return this.prepare(m);
+      case "pages":
+        return this.load(m);
+      case "state":
+        return this.rebuild(m);
+      case "commit":
+        void this.resume();
+        return;
+      default:
+        throw new ProtocolError("unexpected", `a destination does not take ${m.t}`);
+    }
+  }
+
+  private prepare(c: Config): void {
+    if (c.memoryBytes > this.options.maxMemoryBytes) {
+      throw new ProtocolError("config", `guest memory of ${c.memoryBytes} bytes exceeds this destination's limit of ${this.options.maxMemoryBytes}`);
+    }
+    if (c.machine.policy === "none") throw new ProtocolError("config", 'policy "none" keeps no device shadows: the guest could not be migrated again');
+    const memory = new GuestMemory(c.memoryBytes);
+    this.staging = { memory, checksums: new PageChecksums(memory.pageCount), pairs: new Uint32Array(2 * MAX_BATCH_PAGES) };
+    this.config = c;
+    this.send({ t: "prepared" });
+    this.expecting = "pages";
+  }
+
+  /** Checks a batch against its CRC, then stores it: a corrupt batch changes nothing. */
+  private load(m: Pages): void {
+    const { memory, checksums, pairs } = this.staging!;
+    if (m.seq !== this.seq) throw new ProtocolError("bad-message", `batch ${m.seq} arrived where batch ${this.seq} was due`);
+    if (m.round < this.round) throw new ProtocolError("bad-message", `round ${m.round} after round ${this.round}`);
+    let n = 0;
+    let offset = 0;
+    for (let i = 0; i < m.runs.length; i += 2) {
+      for (let p = m.runs[i]; p < m.runs[i] + m.runs[i + 1]; p++, n++, offset += PAGE_SIZE) {
+        pairs[2 * n] = p;
+        pairs[2 * n + 1] = pageChecksum(m.data.subarray(offset, offset + PAGE_SIZE));
+      }
+    }
+    const dataPages = n;
+    for (let i = 0; i < m.zeros.length; i += 2) {
+      for (let p = m.zeros[i]; p < m.zeros[i] + m.zeros[i + 1]; p++, n++) {
+        pairs[2 * n] = p;
+        pairs[2 * n + 1] = ZERO_PAGE_CRC;
+      }
+    }
+    if (batchChecksum(pairs, n) !== m.crc) throw new ProtocolError("checksum", `batch ${m.seq} of round ${m.round} does not match its checksum`);
+    for (let k = 0; k < n; k++) {
+      const p = pairs[2 * k];
+      if (k < dataPages) memory.writePage(p, m.data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE));
+      else memory.zeroPage(p);
+      checksums.crcs[p] = pairs[2 * k + 1];
+    }
+    this.seq++;
+    this.round = m.round;
+  }
+
+  /** Rebuilds CPU, devices and guest from the records, then compares digests. */
+  private rebuild(m: State): void {
+    const staging = this.staging!;
+    const config = this.config!;
+    if (m.batches !== this.seq) throw new ProtocolError("digest", `the source sent ${m.batches} batches, ${this.seq} arrived`);
+    const digest = stateDigest(staging.checksums.digest(), m.cpu, m.devices);
+    if (!digest.equals(m.digest)) throw new ProtocolError("digest", "what arrived differs from what the source sent (memory, CPU or device digest)");
+    try {
+      const cpu = CpuState.fromRecord(decodeRecord(m.cpu, "CPU"));
+      const machine = Machine.reconstruct(decodeRecord(m.devices, "device"), { policy: config.machine.policy });
+      for (const k of Object.keys(DEFAULT_CONFIG) as (keyof MachineConfig)[]) {
+        if (machine.config[k] !== config.machine[k]) throw new ProtocolError("state", `device record: ${k} is ${machine.config[k]}, the configuration said ${config.machine[k]}`);
+      }
+      staging.guest = Guest.resume(staging.memory, cpu, machine);
+    } catch (e) {
+      if (RECORD_ERRORS.some((E) => e instanceof E)) throw new ProtocolError("state", (e as Error).message);
+      throw e;
+    }
+    this.send({ t: "ready", digest });
+    this.expecting = "commit";
+    this.emit({ event: "ready", peer: this.peer, workload: config.workload, memoryBytes: config.memoryBytes, pages: staging.memory.pageCount });
+  }
+
+  /** The commit: the guest is ours now and runs here until the end of its run. */
+  private async resume(): Promise<void> {
+    this.expecting = "nothing";
+    clearTimeout(this.timer);
+    const guest = this.staging!.guest!;
+    const { workload, endNs } = this.config!;
+    const live = new LiveGuest(guest, endNs);
+    live.resume();
+    this.send({ t: "resumed", virtualNs: guest.now() });
+    this.emit({ event: "resumed", peer: this.peer, workload, virtualNs: guest.now() });
+    try {
+      await live.runLive(() => this.stopped);
+      if (this.stopped) throw new Error(`stopped at ${guest.now()} ns virtual, before the end of the guest's run`);
+      const result = { virtualNs: guest.now(), digest: guest.digest(), ticks: guest.ticks(), exits: guest.machine.exits().total };
+      this.send({ t: "finished", ...result });
+      this.emit({ event: "finished", peer: this.peer, workload, ...result });
+      closeSoon(this.ws);
+      this.settle("finished");
+    } catch (e) {
+      // The guest itself failed after the commit: nothing to roll back, but say so.
+      this.emit({ event: "aborted", peer: this.peer, step: "running", code: this.stopped ? "cancelled" : "internal", message: (e as Error).message, byPeer: false });
+      closeSoon(this.ws);
+      this.settle("aborted");
+    }
+  }
+
+  /** Before the commit: tells the source why (unless it told us), and drops everything. */
+  private abort(e: unknown): void {
+    if (this.expecting === "nothing") return;
+    const f = e instanceof MigrationFailure ? e : e instanceof ProtocolError ? new MigrationFailure(e.code, e.message) : new MigrationFailure("internal", e instanceof Error ? e.message : String(e));
+    const step = this.expecting;
+    this.expecting = "nothing";
+    clearTimeout(this.timer);
+    this.staging = undefined;
+    this.config = undefined;
+    if (!f.byPeer && f.code !== "connection") this.send({ t: "error", code: f.code, message: f.message });
+    closeSoon(this.ws);
+    this.emit({ event: "aborted", peer: this.peer, step, code: f.code, message: f.message, byPeer: f.byPeer });
+    this.settle("aborted");
+  }
+
+  private armTimer(): void {
+    clearTimeout(this.timer);
+    const ms = this.options.timeoutMs ?? DEFAULT_DESTINATION_TIMEOUT_MS;
+    this.timer = setTimeout(() => this.abort(new ProtocolError("timeout", `no ${this.expecting} from the source within ${ms} ms`)), ms);
+  }
+
+  private send(m: Message): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(encode(m), { binary: true });
+  }
+
+  private emit(e: DestinationEvent): void {
+    this.options.onEvent?.(e);
+  }
+}
+

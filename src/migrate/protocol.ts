@@ -1,0 +1,333 @@
+// The migration stream: its messages, version constants, and msgpackr encoding with a validator
+// per message. Everything that arrives is hostile until validated: a decoded message is checked
+// for its type, every field's type and range (page numbers inside guest memory, sizes, counts)
+// before anyone acts on it, and nothing in it can make the receiver allocate beyond the bounds
+// set here.
+//
+// Order of messages (S = source, D = destination):
+//   S hello → D challenge → S auth → D accepted → S config → D prepared →
+//   S pages* → S state → D ready → S commit → D resumed [→ D finished]
+// Either side may send `error` instead of its next message and close.
+
+import { createHash } from "node:crypto";
+import { Packr, Unpackr } from "msgpackr";
+import { NONCE_BYTES, PROOF_BYTES } from "./auth.js";
+import { DEFAULT_CONFIG, POLICIES, type Machine, type MachineConfig, type Policy } from "../core/machine.js";
+import { pageChecksum } from "../guest/digest.js";
+import { PAGE_SIZE } from "../guest/page.js";
+
+export const PROTOCOL_MAGIC = "blmv-migrate";
+/** The version this build speaks. */
+export const PROTOCOL_VERSION = 1;
+/** The oldest peer version this build still accepts; a newer build raises it to drop one. */
+export const MIN_PROTOCOL_VERSION = 1;
+/** Optional features: each side announces what it can do and uses the common ones. */
+export const CAPABILITIES = ["zero-pages"] as const;
+export type Capability = (typeof CAPABILITIES)[number];
+
+/** Largest frame either side accepts (a 1 MiB batch plus its headers fits with room). */
+export const MAX_PAYLOAD = 4 * 1024 * 1024;
+/** Largest frame accepted before the peer has authenticated. */
+export const MAX_UNAUTHENTICATED_PAYLOAD = 1024;
+/** Target size of the page data in one `pages` frame. */
+export const BATCH_DATA_BYTES = 1024 * 1024;
+/** Pages (sent and elided zero pages together) in one `pages` frame. */
+export const MAX_BATCH_PAGES = 1 << 16;
+/** Runs per list in one `pages` frame. */
+export const MAX_RUNS = 4096;
+export const MAX_ROUNDS = 1000;
+export const DIGEST_BYTES = 32;
+/** Largest encoded CPU or device record. */
+export const MAX_RECORD_BYTES = 64 * 1024;
+const MAX_TEXT = 512;
+const MAX_CAPABILITIES = 32;
+
+export type ErrorCode =
+  | "version" // no protocol version both sides speak
+  | "auth" // authentication failed
+  | "busy" // the destination is already receiving a guest
+  | "bad-message" // undecodable, malformed or out of range
+  | "unexpected" // a valid message at the wrong step
+  | "config" // a configuration this side cannot host
+  | "checksum" // a batch's CRC does not match its content
+  | "state" // CPU or device state that cannot be rebuilt
+  | "digest" // what arrived differs from what was sent
+  | "timeout"
+  | "cancelled"
+  | "internal";
+const ERROR_CODES: readonly ErrorCode[] = ["version", "auth", "busy", "bad-message", "unexpected", "config", "checksum", "state", "digest", "timeout", "cancelled", "internal"];
+
+/** The board and hypervisor the guest runs on; the destination builds the same. */
+export type MachineSpec = MachineConfig & { policy: Policy };
+
+/** The spec of a running machine: its configuration and hypervisor policy. */
+export function machineSpecOf(machine: Machine): MachineSpec {
+  const config = Object.fromEntries(Object.keys(DEFAULT_CONFIG).map((k) => [k, machine.config[k as keyof MachineConfig]])) as unknown as MachineConfig;
+  return { ...config, policy: machine.policy };
+}
+
+export interface Hello { t: "hello"; magic: string; version: number; minVersion: number; capabilities: string[]; nonce: Uint8Array }
+/** The destination's choice of version and features, and its nonce. */
+export interface Challenge { t: "challenge"; version: number; capabilities: string[]; nonce: Uint8Array }
+/** The source's proof of the token; it goes first, so a peer that merely connects learns nothing. */
+export interface Auth { t: "auth"; proof: Uint8Array }
+/** The destination's proof of the token, to an authenticated source only. */
+export interface Accepted { t: "accepted"; proof: Uint8Array }
+export interface Config { t: "config"; memoryBytes: number; pageSize: number; machine: MachineSpec; workload: string; endNs: number }
+/** Staging memory is allocated; memory may flow. */
+export interface Prepared { t: "prepared" }
+/**
+ * One batch of a round: `runs` are [first, count] pairs of pages whose bytes follow in `data`
+ * in order; `zeros` are [first, count] pairs of pages that are all zero and carry no bytes.
+ * `crc` is the CRC-32 of the batch's (page, page CRC-32) list, see batchChecksum.
+ */
+export interface Pages { t: "pages"; round: number; seq: number; runs: number[]; zeros: number[]; data: Uint8Array; crc: number }
+/** Stop-and-copy is done: the CPU and device records (msgpack each), and the digest of all. */
+export interface State { t: "state"; batches: number; cpu: Uint8Array; devices: Uint8Array; digest: Uint8Array }
+export interface Ready { t: "ready"; digest: Uint8Array }
+export interface Commit { t: "commit" }
+export interface Resumed { t: "resumed"; virtualNs: number }
+/** The guest reached the end of its run on the destination. */
+export interface Finished { t: "finished"; virtualNs: number; digest: string; ticks: number; exits: number }
+export interface ErrorMessage { t: "error"; code: ErrorCode; message: string }
+
+export type Message = Hello | Challenge | Auth | Accepted | Config | Prepared | Pages | State | Ready | Commit | Resumed | Finished | ErrorMessage;
+export type MessageType = Message["t"];
+
+/** A frame that is not a valid message; `code` is what the receiver tells its peer. */
+export class ProtocolError extends Error {
+  override name = "ProtocolError";
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** What a `pages` frame is checked against. */
+export interface MemoryBounds {
+  pageCount: number;
+}
+
+const packr = new Packr({ useRecords: false });
+const unpackr = new Unpackr({ useRecords: false });
+
+export function encode(message: Message): Uint8Array {
+  return packr.pack(message);
+}
+
+/** Encodes a nested record (CPU, devices) as the bytes a `state` message carries. */
+export function encodeRecord(record: unknown): Uint8Array {
+  return packr.pack(record);
+}
+
+export function decodeRecord(bytes: Uint8Array, what: string): unknown {
+  try {
+    return unpackr.unpack(bytes);
+  } catch (e) {
+    throw new ProtocolError("bad-message", `${what} record does not decode: ${(e as Error).message}`);
+  }
+}
+
+/** Decodes and validates one frame; `bounds` is required once memory may flow. */
+export function decode(frame: Uint8Array, bounds?: MemoryBounds): Message {
+  if (frame.length > MAX_PAYLOAD) throw new ProtocolError("bad-message", `frame of ${frame.length} bytes exceeds ${MAX_PAYLOAD}`);
+  let value: unknown;
+  try {
+    value = unpackr.unpack(frame);
+  } catch (e) {
+    throw new ProtocolError("bad-message", `frame does not decode: ${(e as Error).message}`);
+  }
+  const o = object(value, "message");
+  const t = o.t;
+  if (typeof t !== "string" || !Object.hasOwn(VALIDATORS, t)) throw new ProtocolError("bad-message", `unknown message type ${show(t)}`);
+  return VALIDATORS[t as MessageType](o, bounds);
+}
+
+type Fields = Record<string, unknown>;
+
+const VALIDATORS: Record<MessageType, (o: Fields, bounds?: MemoryBounds) => Message> = {
+  hello: (o) => {
+    if (o.magic !== PROTOCOL_MAGIC) throw new ProtocolError("bad-message", `hello.magic: not a ${PROTOCOL_MAGIC} stream`);
+    return {
+      t: "hello",
+      magic: PROTOCOL_MAGIC,
+      version: uint(o.version, "hello.version", 0xffff),
+      minVersion: uint(o.minVersion, "hello.minVersion", 0xffff),
+      capabilities: names(o.capabilities, "hello.capabilities"),
+      nonce: bytes(o.nonce, "hello.nonce", NONCE_BYTES, NONCE_BYTES),
+    };
+  },
+  challenge: (o) => ({
+    t: "challenge",
+    version: uint(o.version, "challenge.version", 0xffff),
+    capabilities: names(o.capabilities, "challenge.capabilities"),
+    nonce: bytes(o.nonce, "challenge.nonce", NONCE_BYTES, NONCE_BYTES),
+  }),
+  auth: (o) => ({ t: "auth", proof: bytes(o.proof, "auth.proof", PROOF_BYTES, PROOF_BYTES) }),
+  accepted: (o) => ({ t: "accepted", proof: bytes(o.proof, "accepted.proof", PROOF_BYTES, PROOF_BYTES) }),
+  config: (o) => {
+    const pageSize = uint(o.pageSize, "config.pageSize", 1 << 30);
+    const memoryBytes = uint(o.memoryBytes, "config.memoryBytes", Number.MAX_SAFE_INTEGER);
+    if (pageSize !== PAGE_SIZE) throw new ProtocolError("config", `page size ${pageSize} is not supported (only ${PAGE_SIZE})`);
+    if (memoryBytes === 0 || memoryBytes % pageSize !== 0) throw new ProtocolError("config", `memory size ${memoryBytes} is not a positive multiple of the page size`);
+    return {
+      t: "config",
+      memoryBytes,
+      pageSize,
+      machine: machineSpec(o.machine),
+      workload: text(o.workload, "config.workload"),
+      endNs: uint(o.endNs, "config.endNs", Number.MAX_SAFE_INTEGER),
+    };
+  },
+  prepared: () => ({ t: "prepared" }),
+  pages: (o, bounds) => {
+    if (!bounds) throw new ProtocolError("unexpected", "pages before the memory size is agreed");
+    const runs = pageRuns(o.runs, "pages.runs", bounds);
+    const zeros = pageRuns(o.zeros, "pages.zeros", bounds);
+    const dataPages = countPages(runs);
+    if (dataPages + countPages(zeros) > MAX_BATCH_PAGES) throw new ProtocolError("bad-message", `pages: more than ${MAX_BATCH_PAGES} pages in one batch`);
+    return {
+      t: "pages",
+      round: uint(o.round, "pages.round", MAX_ROUNDS),
+      seq: uint(o.seq, "pages.seq", Number.MAX_SAFE_INTEGER),
+      runs,
+      zeros,
+      data: bytes(o.data, "pages.data", dataPages * PAGE_SIZE, dataPages * PAGE_SIZE),
+      crc: uint(o.crc, "pages.crc", 0xffff_ffff),
+    };
+  },
+  state: (o) => ({
+    t: "state",
+    batches: uint(o.batches, "state.batches", Number.MAX_SAFE_INTEGER),
+    cpu: bytes(o.cpu, "state.cpu", 1, MAX_RECORD_BYTES),
+    devices: bytes(o.devices, "state.devices", 1, MAX_RECORD_BYTES),
+    digest: bytes(o.digest, "state.digest", DIGEST_BYTES, DIGEST_BYTES),
+  }),
+  ready: (o) => ({ t: "ready", digest: bytes(o.digest, "ready.digest", DIGEST_BYTES, DIGEST_BYTES) }),
+  commit: () => ({ t: "commit" }),
+  resumed: (o) => ({ t: "resumed", virtualNs: uint(o.virtualNs, "resumed.virtualNs", Number.MAX_SAFE_INTEGER) }),
+  finished: (o) => {
+    const digest = text(o.digest, "finished.digest");
+    if (!/^[0-9a-f]{1,128}$/.test(digest)) throw new ProtocolError("bad-message", "finished.digest: expected a hex string");
+    return {
+      t: "finished",
+      virtualNs: uint(o.virtualNs, "finished.virtualNs", Number.MAX_SAFE_INTEGER),
+      digest,
+      ticks: uint(o.ticks, "finished.ticks", Number.MAX_SAFE_INTEGER),
+      exits: uint(o.exits, "finished.exits", Number.MAX_SAFE_INTEGER),
+    };
+  },
+  error: (o) => {
+    const code = text(o.code, "error.code");
+    // An error from a newer peer may carry a code this build does not know: keep its message.
+    return { t: "error", code: (ERROR_CODES as readonly string[]).includes(code) ? (code as ErrorCode) : "internal", message: text(o.message, "error.message") };
+  },
+};
+
+function machineSpec(v: unknown): MachineSpec {
+  const o = object(v, "config.machine");
+  const policy = text(o.policy, "config.machine.policy");
+  if (!(POLICIES as readonly string[]).includes(policy)) throw new ProtocolError("config", `config.machine.policy: unknown policy ${show(policy)}`);
+  return {
+    pic: flag(o.pic, "config.machine.pic"),
+    pit: flag(o.pit, "config.machine.pit"),
+    lapic: flag(o.lapic, "config.machine.lapic"),
+    ioapic: flag(o.ioapic, "config.machine.ioapic"),
+    pitIrq0: flag(o.pitIrq0, "config.machine.pitIrq0"),
+    compatQemu: flag(o.compatQemu, "config.machine.compatQemu"),
+    apicBusHz: uint(o.apicBusHz, "config.machine.apicBusHz", 1e12, 1),
+    tscHz: uint(o.tscHz, "config.machine.tscHz", 1e12, 1),
+    policy: policy as Policy,
+  };
+}
+
+/** Flat [first, count] pairs, each run non-empty and inside guest memory. */
+function pageRuns(v: unknown, path: string, bounds: MemoryBounds): number[] {
+  if (!Array.isArray(v) || v.length % 2 !== 0 || v.length > 2 * MAX_RUNS) {
+    throw new ProtocolError("bad-message", `${path}: expected at most ${MAX_RUNS} [first, count] pairs`);
+  }
+  for (let i = 0; i < v.length; i += 2) {
+    const first: unknown = v[i];
+    const count: unknown = v[i + 1];
+    if (!isUint(first) || !isUint(count) || count < 1 || first + count > bounds.pageCount) {
+      throw new ProtocolError("bad-message", `${path}: run ${show(first)}+${show(count)} is outside guest memory (${bounds.pageCount} pages)`);
+    }
+  }
+  return v as number[];
+}
+
+export function countPages(runs: readonly number[]): number {
+  let n = 0;
+  for (let i = 1; i < runs.length; i += 2) n += runs[i];
+  return n;
+}
+
+function isUint(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+function object(v: unknown, path: string): Fields {
+  if (typeof v !== "object" || v === null || Object.getPrototypeOf(v) !== Object.prototype) {
+    throw new ProtocolError("bad-message", `${path}: expected a map`);
+  }
+  return v as Fields;
+}
+
+function uint(v: unknown, path: string, max: number, min = 0): number {
+  if (!isUint(v) || v < min || v > max) throw new ProtocolError("bad-message", `${path}: expected an integer ${min}..${max}, got ${show(v)}`);
+  return v;
+}
+
+function flag(v: unknown, path: string): boolean {
+  if (typeof v !== "boolean") throw new ProtocolError("bad-message", `${path}: expected true or false, got ${show(v)}`);
+  return v;
+}
+
+function text(v: unknown, path: string): string {
+  if (typeof v !== "string" || v.length > MAX_TEXT) throw new ProtocolError("bad-message", `${path}: expected a string of at most ${MAX_TEXT} characters`);
+  return v;
+}
+
+function names(v: unknown, path: string): string[] {
+  if (!Array.isArray(v) || v.length > MAX_CAPABILITIES || !v.every((s) => typeof s === "string" && s.length <= 64)) {
+    throw new ProtocolError("bad-message", `${path}: expected at most ${MAX_CAPABILITIES} short names`);
+  }
+  return v as string[];
+}
+
+function bytes(v: unknown, path: string, min: number, max: number): Uint8Array {
+  if (!(v instanceof Uint8Array) || v.length < min || v.length > max) {
+    const want = min === max ? `${min}` : `${min}..${max}`;
+    throw new ProtocolError("bad-message", `${path}: expected ${want} bytes, got ${show(v)}`);
+  }
+  return v;
+}
+
+function show(v: unknown): string {
+  if (typeof v === "string") return JSON.stringify(v.slice(0, 40));
+  if (typeof v === "bigint") return `${v}n`;
+  if (v instanceof Uint8Array) return `${v.length} bytes`;
+  return Array.isArray(v) ? "an array" : String(v);
+}
+
+/**
+ * A batch's checksum: the CRC-32 of its pages' (page number, page CRC-32) pairs as little-endian
+ * 32-bit words, data runs first, then zero runs, each in order. Both sides compute every page's
+ * CRC anyway for the memory digest, so checking a batch costs no second pass over its data.
+ */
+export function batchChecksum(pairs: Uint32Array, pageCount: number): number {
+  return pageChecksum(new Uint8Array(pairs.buffer, pairs.byteOffset, 8 * pageCount));
+}
+
+/**
+ * What both sides must agree on before the commit: SHA-256 over the memory digest (from the
+ * per-page CRCs each side kept as pages went by) and the exact bytes of the CPU and device records.
+ */
+export function stateDigest(memoryDigest: string, cpu: Uint8Array, devices: Uint8Array): Buffer {
+  const length = Buffer.alloc(8);
+  length.writeUInt32BE(cpu.length, 0);
+  length.writeUInt32BE(devices.length, 4);
+  return createHash("sha256").update(`${PROTOCOL_MAGIC} state\0${memoryDigest}\0`).update(length).update(cpu).update(devices).digest();
+}

@@ -1,0 +1,150 @@
+// The 8254 and port 0x61 as tests see them: the spec's clock, typed views of inspect(), and
+// random legal guest behaviour as plain steps on the Machine API (every mode, RW mode, BCD,
+// half-written counts, latches, read-backs, gate changes, interleaved time).
+
+import fc from "fast-check";
+import { Machine, type MachineOptions } from "../../src/core/machine.js";
+
+const PIT_HZ = 1_193_182n;
+const NS = 1_000_000_000n;
+
+/** E(t): PIT clock edges at or before t ns. */
+export function edgesAt(t: number): number {
+  return Number((BigInt(t) * PIT_HZ) / NS);
+}
+/** Time of PIT clock edge n: the first ns at which E reaches n. */
+export function edgeTime(n: number): number {
+  return Number((BigInt(n) * NS + PIT_HZ - 1n) / PIT_HZ);
+}
+
+export interface PitChannelState {
+  mode: number;
+  rwMode: number;
+  bcd: number;
+  countRegister: number;
+  countsWritten: number;
+  writeMsbNext: number;
+  heldLsb: number;
+  readMsbNext: number;
+  countLatched: number;
+  statusLatched: number;
+  latchedCount: number;
+  latchedStatus: number;
+  gate: number;
+  count: number;
+  out: number;
+  nullCount: number;
+  counting: number;
+  armed: number;
+  loadPending: number;
+  halfOdd: number;
+  nextOutChange: number | bigint;
+}
+export interface PitState {
+  channels: PitChannelState[];
+  port61: { speaker: number; nmiEnables: number; refreshToggle: number };
+  out0: number;
+  nextOut0Change: number | bigint;
+}
+
+/** Write-only or hidden register state: what the shadow must mirror, by the same names. */
+export const PIT_SHADOW_FIELDS = [
+  "mode", "rwMode", "bcd", "countRegister", "countsWritten", "writeMsbNext", "heldLsb", "readMsbNext", "countLatched", "statusLatched",
+] as const;
+
+/** A board with the PIT and, unless asked for, no interrupt controllers. */
+export function pitMachine(options: MachineOptions = {}): Machine {
+  return Machine.create({ pic: false, lapic: false, ioapic: false, ...options });
+}
+
+/**
+ * The PIT's state at the machine's current time. The board runs the PIT lazily, so a
+ * side-effect-free access (a read of the control port) first brings it to now.
+ */
+export function pitState(m: Machine): PitState {
+  m.inb(0x43);
+  return m.inspect().pit as unknown as PitState;
+}
+
+export type PitStep =
+  | { op: "outb"; port: number; value: number }
+  | { op: "inb"; port: number }
+  | { op: "advance"; ns: number };
+
+/** Runs one step; returns the value a read gave, if any. */
+export function applyPitStep(m: Machine, s: PitStep): number | undefined {
+  switch (s.op) {
+    case "outb":
+      m.outb(s.port, s.value);
+      return undefined;
+    case "inb":
+      return m.inb(s.port);
+    case "advance":
+      m.advanceTo(m.now() + s.ns);
+      return undefined;
+  }
+}
+
+const channel = fc.integer({ min: 0, max: 2 });
+const byte = fc.integer({ min: 0, max: 0xff });
+/** Counts small enough for their events to happen within a scenario, and any count. */
+const countByte = fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 0, max: 40 }) }, { weight: 1, arbitrary: byte });
+
+/** A control word: any mode (6 and 7 too), RW mode 1–3, binary or BCD. */
+const controlWord: fc.Arbitrary<PitStep[]> = fc
+  .record({ ch: channel, rw: fc.integer({ min: 1, max: 3 }), mode: fc.integer({ min: 0, max: 7 }), bcd: fc.constantFrom(0, 0, 0, 1) })
+  .map(({ ch, rw, mode, bcd }) => [{ op: "outb", port: 0x43, value: (ch << 6) | (rw << 4) | (mode << 1) | bcd }]);
+/** A count: one byte, or an LSB and an MSB (the MSB mostly 0), sometimes only half of it. */
+const countWrite: fc.Arbitrary<PitStep[]> = fc
+  .tuple(channel, countByte, fc.constantFrom(0, 0, 0, 1), fc.integer({ min: 0, max: 5 }))
+  .map(([ch, lsb, msb, shape]) => {
+    const port = 0x40 + ch;
+    if (shape === 0) return [{ op: "outb", port, value: lsb }];
+    return [
+      { op: "outb", port, value: lsb },
+      { op: "outb", port, value: msb },
+    ];
+  });
+const latch: fc.Arbitrary<PitStep[]> = channel.map((ch) => [{ op: "outb", port: 0x43, value: ch << 6 }]);
+/** A read-back command: count and/or status of any channels (sometimes a no-op). */
+const readBack: fc.Arbitrary<PitStep[]> = fc
+  .record({ noCount: fc.constantFrom(0, 1), noStatus: fc.constantFrom(0, 1), channels: fc.integer({ min: 1, max: 7 }) })
+  .map(({ noCount, noStatus, channels }) => [{ op: "outb", port: 0x43, value: 0xc0 | (noCount << 5) | (noStatus << 4) | (channels << 1) }]);
+const dataRead: fc.Arbitrary<PitStep[]> = fc
+  .tuple(channel, fc.integer({ min: 1, max: 3 }))
+  .map(([ch, n]) => Array.from({ length: n }, (): PitStep => ({ op: "inb", port: 0x40 + ch })));
+/** Port 0x61: gate 2 and the other writable bits, then sometimes a read. */
+const port61: fc.Arbitrary<PitStep[]> = fc
+  .tuple(fc.integer({ min: 0, max: 0x0f }), fc.boolean())
+  .map(([value, read]) => [{ op: "outb", port: 0x61, value }, ...(read ? [{ op: "inb", port: 0x61 } as PitStep] : [])]);
+
+/** Time steps: within a PIT clock, a few clocks, or (long) up to 20 ms. */
+function advance(long: boolean): fc.Arbitrary<PitStep[]> {
+  const ns = fc.oneof(
+    { weight: 3, arbitrary: fc.integer({ min: 0, max: 900 }) },
+    { weight: 3, arbitrary: fc.integer({ min: 1, max: 3_000 }) },
+    { weight: long ? 2 : 0, arbitrary: fc.integer({ min: 1, max: 20_000_000 }) },
+  );
+  return ns.map((n) => [{ op: "advance", ns: n }]);
+}
+
+function pitAction(long: boolean): fc.Arbitrary<PitStep[]> {
+  return fc.oneof(
+    { weight: 3, arbitrary: controlWord },
+    { weight: 4, arbitrary: countWrite },
+    { weight: 2, arbitrary: latch },
+    { weight: 2, arbitrary: readBack },
+    { weight: 3, arbitrary: dataRead },
+    { weight: 2, arbitrary: port61 },
+    { weight: 5, arbitrary: advance(long) },
+  );
+}
+
+/**
+ * Random guest behaviour. A short scenario (`long` false) of at most 30 actions spans at most
+ * 90 µs, so all of it lies inside a reconstruction window of 100 µs or more; long ones jump
+ * up to 20 ms at a time.
+ */
+export function pitScenario(long: boolean, maxActions = 30): fc.Arbitrary<PitStep[]> {
+  return fc.array(pitAction(long), { maxLength: maxActions, size: "max" }).map((actions) => actions.flat());
+}

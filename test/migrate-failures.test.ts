@@ -1,0 +1,236 @@
+// Migrations that must not happen, and migrations cut short. Before the commit, whatever goes
+// wrong, the source keeps running its guest exactly as before (it ends with the digest of a run
+// never migrated) and the destination keeps nothing. After the commit the source never runs the
+// guest again; the destination runs it only if the commit reached it.
+
+import { afterEach, describe, expect, it } from "vitest";
+import { unpack } from "msgpackr";
+import { WebSocketServer } from "ws";
+import { referenceDigest, type GuestRunSpec } from "../src/migrate/guest-run.js";
+import { bootAndMigrate } from "../src/migrate/run.js";
+import { MAX_UNAUTHENTICATED_PAYLOAD, PROTOCOL_MAGIC, encode, type Message } from "../src/migrate/protocol.js";
+import { newNonce, proof } from "../src/migrate/auth.js";
+import { BareClient, CuttingProxy, Destination, killChildren, type Cut } from "./migrate-harness.js";
+
+const MiB = 2 ** 20;
+const MS = 1_000_000;
+const SPEC: GuestRunSpec = { workload: "uniform", interrupts: "apic", memoryBytes: 16 * MiB, seed: 3, endNs: 350 * MS };
+const MIGRATE_AT = 120 * MS;
+
+let reference: string | undefined;
+const referenceOnce = (): string => (reference ??= referenceDigest(SPEC));
+
+const proxies: CuttingProxy[] = [];
+afterEach(async () => {
+  killChildren();
+  await Promise.all(proxies.splice(0).map((p) => p.close()));
+  for (const server of servers.splice(0)) {
+    for (const c of server.clients) c.terminate();
+    server.close();
+  }
+});
+
+const servers: WebSocketServer[] = [];
+
+/** A destination played by hand: `reply` answers each decoded message (or stays silent). */
+async function fakeDestination(reply: (m: Record<string, unknown>) => Message | undefined): Promise<string> {
+  const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  servers.push(server);
+  await new Promise((r) => server.once("listening", r));
+  server.on("connection", (ws) =>
+    ws.on("message", (d: Buffer) => {
+      const answer = reply(unpack(d) as Record<string, unknown>);
+      if (answer) ws.send(encode(answer));
+    }),
+  );
+  return `ws://127.0.0.1:${(server.address() as { port: number }).port}`;
+}
+
+const hello = (version = 1, minVersion = 1) => ({ t: "hello", magic: PROTOCOL_MAGIC, version, minVersion, capabilities: ["zero-pages"], nonce: newNonce() });
+
+describe("refusals", () => {
+  it("a source and a destination with different tokens do not migrate, and the source runs on", async () => {
+    const dest = await Destination.start("right");
+    const result = await bootAndMigrate(SPEC, { url: dest.url, token: "wrong", migrateAtNs: MIGRATE_AT });
+    expect(result.report.status).toBe("failed");
+    expect(result.report.error).toMatchObject({ code: "auth", byPeer: true });
+    expect(result.source?.digest).toBe(referenceOnce());
+    expect(result.source?.virtualNs).toBe(SPEC.endNs);
+    await dest.waitFor((e) => e.event === "aborted" && e.code === "auth");
+  });
+
+  it("a client that cannot prove the token is refused after the challenge, without the destination's proof", async () => {
+    const dest = await Destination.start("right");
+    const c = await BareClient.connect(dest.url);
+    const h = hello();
+    c.send(h);
+    const challenge = await c.next();
+    expect(challenge).toMatchObject({ t: "challenge", version: 1 });
+    expect(challenge).not.toHaveProperty("proof");
+    c.send({ t: "auth", proof: proof("guess", "source", 1, h.nonce, challenge.nonce as Uint8Array) });
+    expect(await c.next()).toMatchObject({ t: "error", code: "auth" });
+    expect(await c.waitClosed()).toBe(true);
+  });
+
+  it.each([
+    [99, 99],
+    [0, 0],
+  ])("a source speaking only protocol versions %i..%i is refused with a version error", async (version, minVersion) => {
+    const dest = await Destination.start();
+    const c = await BareClient.connect(dest.url);
+    c.send(hello(version, minVersion));
+    const reply = await c.next();
+    expect(reply).toMatchObject({ t: "error", code: "version" });
+    expect(reply.message).toMatch(/this destination 1\.\.1/);
+    expect(await c.waitClosed()).toBe(true);
+    await dest.waitFor((e) => e.event === "aborted" && e.code === "version");
+  });
+
+  it("a newer source that still accepts version 1 is answered in version 1", async () => {
+    const dest = await Destination.start();
+    const c = await BareClient.connect(dest.url);
+    c.send(hello(5, 1));
+    expect(await c.next()).toMatchObject({ t: "challenge", version: 1 });
+  });
+
+  it("the source refuses a destination that picks a version it does not speak", async () => {
+    const url = await fakeDestination(() => ({ t: "challenge", version: 2, capabilities: [], nonce: newNonce() }));
+    const result = await bootAndMigrate(SPEC, { url, token: "t", migrateAtNs: MIGRATE_AT });
+    expect(result.report.status).toBe("failed");
+    expect(result.report.error?.code).toBe("version");
+    expect(result.source?.digest).toBe(referenceOnce());
+  });
+
+  it("the source refuses a destination that cannot prove the token, before sending it anything of the guest", async () => {
+    const seen: string[] = [];
+    const url = await fakeDestination((m) => {
+      seen.push(m.t as string);
+      if (m.t === "hello") return { t: "challenge", version: 1, capabilities: [], nonce: newNonce() };
+      if (m.t === "auth") return { t: "accepted", proof: new Uint8Array(32) };
+      return undefined;
+    });
+    const result = await bootAndMigrate(SPEC, { url, token: "t", migrateAtNs: MIGRATE_AT });
+    expect(result.report).toMatchObject({ status: "failed", failedAt: "accepted", error: { code: "auth", byPeer: false } });
+    expect(seen).toEqual(["hello", "auth", "error"]);
+    expect(result.source?.digest).toBe(referenceOnce());
+  });
+
+  it("a destination that stops answering times the source out, and the source runs on", async () => {
+    const url = await fakeDestination(() => undefined);
+    const result = await bootAndMigrate(SPEC, { url, token: "t", migrateAtNs: MIGRATE_AT, timeoutMs: 200 });
+    expect(result.report).toMatchObject({ status: "failed", failedAt: "challenge", error: { code: "timeout" } });
+    expect(result.source?.digest).toBe(referenceOnce());
+  });
+
+  it("garbage, oversized frames before authentication and a second source are refused", async () => {
+    const dest = await Destination.start();
+    const garbage = await BareClient.connect(dest.url);
+    garbage.sendRaw(new Uint8Array([0x93, 1]));
+    expect(await garbage.next()).toMatchObject({ t: "error", code: "bad-message" });
+    await garbage.waitClosed();
+
+    const big = await BareClient.connect(dest.url);
+    big.send({ ...hello(), padding: new Uint8Array(MAX_UNAUTHENTICATED_PAYLOAD) });
+    expect(await big.next()).toMatchObject({ t: "error", code: "bad-message", message: expect.stringMatching(/before authentication/) });
+    await big.waitClosed();
+
+    const first = await BareClient.connect(dest.url);
+    first.send(hello());
+    expect(await first.next()).toMatchObject({ t: "challenge" });
+    const second = await BareClient.connect(dest.url);
+    expect(await second.next()).toMatchObject({ t: "error", code: "busy" });
+  });
+
+  it("a memory size above the destination's limit is refused at configuration", async () => {
+    const dest = await Destination.start("t", ["--max-memory", "8M"]);
+    const result = await bootAndMigrate(SPEC, { url: dest.url, token: "t", migrateAtNs: MIGRATE_AT });
+    expect(result.report).toMatchObject({ status: "failed", failedAt: "prepared", error: { code: "config", byPeer: true } });
+    expect(result.source?.digest).toBe(referenceOnce());
+  });
+});
+
+describe("a connection cut at each step", () => {
+  const beforeCommit: Cut[] = [
+    { from: "source", type: "hello" },
+    { from: "destination", type: "challenge" },
+    { from: "source", type: "auth" },
+    { from: "destination", type: "accepted" },
+    { from: "source", type: "config" },
+    { from: "destination", type: "prepared" },
+    { from: "source", type: "pages", nth: 1 },
+    { from: "source", type: "pages", nth: 3 },
+    { from: "source", type: "state" },
+    { from: "destination", type: "ready" },
+  ];
+
+  it.each(beforeCommit.map((c) => [`${c.from} ${c.type}${c.nth ? ` #${c.nth}` : ""}`, c] as const))(
+    "before the commit (%s): the source runs on unchanged and the destination keeps nothing",
+    async (_name, cut) => {
+      const dest = await Destination.start();
+      const proxy = await CuttingProxy.start(dest.url, cut);
+      proxies.push(proxy);
+      const result = await bootAndMigrate(SPEC, { url: proxy.url, token: dest.token, migrateAtNs: MIGRATE_AT, timeoutMs: 3000 });
+      expect(proxy.cutDone).toBe(true);
+      expect(result.report.status).toBe("failed");
+      expect(result.report.error?.code).toBe("connection");
+      // The source's guest went on to the end of its run, with the digest it would have had anyway.
+      expect(result.source).toMatchObject({ virtualNs: SPEC.endNs, digest: referenceOnce() });
+      // The destination dropped the session (and everything it had staged) and can take the next one.
+      const aborted = await dest.waitFor((e) => e.event === "aborted");
+      expect(aborted).toMatchObject({ code: "connection" });
+      expect(dest.events.some((e) => e.event === "resumed")).toBe(false);
+    },
+  );
+
+  it("after the destination is ready, once more from the start, the migration succeeds", async () => {
+    const dest = await Destination.start();
+    const proxy = await CuttingProxy.start(dest.url, { from: "destination", type: "ready" });
+    proxies.push(proxy);
+    const failed = await bootAndMigrate(SPEC, { url: proxy.url, token: dest.token, migrateAtNs: MIGRATE_AT });
+    expect(failed.report.status).toBe("failed");
+    await dest.waitFor((e) => e.event === "aborted");
+    const retried = await bootAndMigrate(SPEC, { url: dest.url, token: dest.token, migrateAtNs: MIGRATE_AT });
+    expect(retried.report.status).toBe("completed");
+    expect(retried.report.destination?.digest).toBe(referenceOnce());
+  });
+
+  it("when the commit is lost on the way: the source never runs the guest again, the destination never starts it", async () => {
+    const dest = await Destination.start();
+    const proxy = await CuttingProxy.start(dest.url, { from: "source", type: "commit" });
+    proxies.push(proxy);
+    // A long run, so that the guest is certainly still running when it is paused.
+    const result = await bootAndMigrate({ ...SPEC, endNs: 5000 * MS }, { url: proxy.url, token: dest.token, migrateAtNs: MIGRATE_AT });
+    expect(result.report.status).toBe("unconfirmed");
+    expect(result.source).toBeUndefined();
+    const pausedAt = result.guest.now();
+    expect(pausedAt).toBeLessThan(5000 * MS);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(result.guest.now()).toBe(pausedAt);
+    await dest.waitFor((e) => e.event === "aborted" && e.step === "commit");
+    expect(dest.events.some((e) => e.event === "resumed")).toBe(false);
+  });
+
+  it("when the resume confirmation is lost: the source stops for good, the destination runs the guest to its end", async () => {
+    const dest = await Destination.start();
+    const proxy = await CuttingProxy.start(dest.url, { from: "destination", type: "resumed" });
+    proxies.push(proxy);
+    const result = await bootAndMigrate(SPEC, { url: proxy.url, token: dest.token, migrateAtNs: MIGRATE_AT });
+    expect(result.report.status).toBe("unconfirmed");
+    expect(result.source).toBeUndefined();
+    const finished = await dest.waitFor((e) => e.event === "finished");
+    expect(finished).toMatchObject({ digest: referenceOnce(), virtualNs: SPEC.endNs });
+  });
+
+  it("a cancel before the commit leaves the source running; the destination drops the session", async () => {
+    const dest = await Destination.start();
+    const controller = new AbortController();
+    // A slow link keeps the pre-copy going long enough to cancel in the middle of it.
+    void dest.waitFor((e) => e.event === "session").then(() => setTimeout(() => controller.abort(), 100));
+    const result = await bootAndMigrate(SPEC, { url: dest.url, token: dest.token, migrateAtNs: MIGRATE_AT, bandwidth: 2 * MiB, signal: controller.signal });
+    expect(result.report.status).toBe("cancelled");
+    expect(result.report.failedAt).toMatch(/pre-copy/);
+    expect(result.source?.digest).toBe(referenceOnce());
+    const aborted = await dest.waitFor((e) => e.event === "aborted");
+    expect(aborted).toMatchObject({ code: "cancelled", byPeer: true });
+  });
+});

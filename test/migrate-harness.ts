@@ -1,0 +1,179 @@
+// Test equipment for migrations between real processes: a destination process (the built CLI)
+// whose JSON events can be awaited, a proxy that cuts the connection at a chosen message, and
+// a bare client that speaks the protocol by hand.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { unpack } from "msgpackr";
+import WebSocket, { WebSocketServer } from "ws";
+import type { DestinationEvent } from "../src/migrate/destination.js";
+import { MAX_PAYLOAD, encode, type Message, type MessageType } from "../src/migrate/protocol.js";
+
+export const CLI = resolve("dist/src/cli/main.js");
+if (!existsSync(CLI)) throw new Error("dist/src/cli/main.js is missing: run `npm run build` first (npm test does)");
+
+type Event = DestinationEvent | { event: "listening"; url: string; port: number; token?: string };
+
+const children = new Set<ChildProcess>();
+
+/** Kills every process the harness started (call it in afterEach). */
+export function killChildren(): void {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  children.clear();
+}
+
+/** Runs the CLI to completion; resolves with its exit code and output. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  return new Promise((r) => child.on("close", (code) => r({ code, stdout, stderr })));
+}
+
+export class Destination {
+  readonly events: Event[] = [];
+  private waiters: (() => void)[] = [];
+
+  private constructor(
+    readonly child: ChildProcess,
+    readonly token: string,
+  ) {
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      this.events.push(JSON.parse(line) as Event);
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+
+  /** Starts `blmv migrate listen --port 0 --json` with `token` in the environment. */
+  static async start(token = "test-token", extra: string[] = []): Promise<Destination> {
+    const child = spawn(process.execPath, [CLI, "migrate", "listen", "--port", "0", "--json", ...extra], {
+      env: { ...process.env, BLMV_TOKEN: token },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    children.add(child);
+    const d = new Destination(child, token);
+    await d.waitFor((e) => e.event === "listening");
+    return d;
+  }
+
+  get url(): string {
+    return (this.events.find((e) => e.event === "listening") as { url: string }).url;
+  }
+
+  /** The first event (past or future) that matches. */
+  async waitFor(match: (e: Event) => boolean, timeoutMs = 20_000): Promise<Event> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.events.find(match);
+      if (found) return found;
+      if (this.child.exitCode !== null) throw new Error(`destination exited (${this.child.exitCode}) without the awaited event; events: ${JSON.stringify(this.events)}`);
+      if (Date.now() > deadline) throw new Error(`destination event not seen in ${timeoutMs} ms; events: ${JSON.stringify(this.events)}`);
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 50);
+      });
+    }
+  }
+}
+
+export interface Cut {
+  /** Whose message is cut: the connection drops instead of delivering it. */
+  from: "source" | "destination";
+  type: MessageType;
+  /** Which one of that type (1 = the first). */
+  nth?: number;
+}
+
+/** A WebSocket relay between source and destination that drops both connections at `cut`. */
+export class CuttingProxy {
+  cutDone = false;
+
+  private constructor(
+    private readonly server: WebSocketServer,
+    readonly url: string,
+  ) {}
+
+  static async start(target: string, cut: Cut): Promise<CuttingProxy> {
+    const server = new WebSocketServer({ host: "127.0.0.1", port: 0, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
+    await new Promise((r) => server.once("listening", r));
+    const proxy = new CuttingProxy(server, `ws://127.0.0.1:${(server.address() as { port: number }).port}`);
+    server.on("connection", (down) => {
+      const up = new WebSocket(target, { maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
+      const early: Buffer[] = [];
+      const seen = new Map<string, number>();
+      const cutBoth = (): void => {
+        proxy.cutDone = true;
+        down.terminate();
+        up.terminate();
+      };
+      const relay = (from: Cut["from"], data: Buffer, to: WebSocket): void => {
+        const type = (unpack(data) as { t: string }).t;
+        const n = (seen.get(`${from}:${type}`) ?? 0) + 1;
+        seen.set(`${from}:${type}`, n);
+        if (from === cut.from && type === cut.type && n === (cut.nth ?? 1)) return cutBoth();
+        if (to.readyState === WebSocket.OPEN) to.send(data);
+        else early.push(data);
+      };
+      up.on("open", () => early.splice(0).forEach((d) => up.send(d)));
+      down.on("message", (d: Buffer) => relay("source", d, up));
+      up.on("message", (d: Buffer) => relay("destination", d, down));
+      down.on("close", () => up.terminate());
+      up.on("close", () => down.terminate());
+      up.on("error", () => down.terminate());
+    });
+    return proxy;
+  }
+
+  close(): Promise<void> {
+    for (const c of this.server.clients) c.terminate();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+/** A client that sends hand-made frames and reads the replies, decoded but not validated. */
+export class BareClient {
+  readonly received: Record<string, unknown>[] = [];
+  closed = false;
+
+  private constructor(readonly ws: WebSocket) {
+    ws.on("message", (d: Buffer) => this.received.push(unpack(d) as Record<string, unknown>));
+    ws.on("close", () => (this.closed = true));
+  }
+
+  static async connect(url: string): Promise<BareClient> {
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    // Listening from the start: a reply may arrive in the same read as the handshake.
+    const client = new BareClient(ws);
+    await new Promise((r, j) => ws.once("open", r).once("error", j));
+    return client;
+  }
+
+  send(m: Message | Record<string, unknown>): void {
+    this.ws.send(encode(m as Message));
+  }
+
+  sendRaw(bytes: Uint8Array): void {
+    this.ws.send(bytes);
+  }
+
+  /** The next reply, or what the destination sent before it closed. */
+  async next(timeoutMs = 5000): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.received.length === 0) {
+      if (Date.now() > deadline) throw new Error("no reply");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return this.received.shift()!;
+  }
+
+  async waitClosed(timeoutMs = 5000): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    return this.closed;
+  }
+}

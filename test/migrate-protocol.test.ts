@@ -1,0 +1,184 @@
+// The migration stream's messages: what a valid message looks like on the wire, and that a
+// hostile or broken peer's frame is refused with a ProtocolError naming the problem — never a
+// crash, never an allocation beyond the stated bounds.
+
+import fc from "fast-check";
+import { pack } from "msgpackr";
+import { describe, expect, it } from "vitest";
+import { ZERO_PAGE_CRC, pageChecksum } from "../src/guest/digest.js";
+import { PAGE_SIZE, ZERO_PAGE } from "../src/guest/page.js";
+import { BatchBuilder } from "../src/migrate/batch.js";
+import {
+  MAX_BATCH_PAGES,
+  MAX_PAYLOAD,
+  MAX_RUNS,
+  PROTOCOL_MAGIC,
+  ProtocolError,
+  batchChecksum,
+  decode,
+  encode,
+  stateDigest,
+  type Message,
+} from "../src/migrate/protocol.js";
+
+const BOUNDS = { pageCount: 4096 };
+const nonce = new Uint8Array(32).fill(7);
+const machine = { pic: true, pit: true, lapic: true, ioapic: true, pitIrq0: true, compatQemu: false, apicBusHz: 1e9, tscHz: 1e9, policy: "blmvisor" as const };
+
+const VALID: Message[] = [
+  { t: "hello", magic: PROTOCOL_MAGIC, version: 1, minVersion: 1, capabilities: ["zero-pages"], nonce },
+  { t: "challenge", version: 1, capabilities: [], nonce },
+  { t: "auth", proof: new Uint8Array(32).fill(1) },
+  { t: "accepted", proof: new Uint8Array(32).fill(2) },
+  { t: "config", memoryBytes: 16 << 20, pageSize: PAGE_SIZE, machine, workload: "hot", endNs: 4e9 },
+  { t: "prepared" },
+  { t: "pages", round: 2, seq: 9, runs: [10, 2], zeros: [0, 10, 4000, 96], data: new Uint8Array(2 * PAGE_SIZE).fill(3), crc: 0xdeadbeef },
+  { t: "state", batches: 10, cpu: new Uint8Array([1, 2]), devices: new Uint8Array([3]), digest: new Uint8Array(32) },
+  { t: "ready", digest: new Uint8Array(32) },
+  { t: "commit" },
+  { t: "resumed", virtualNs: 123 },
+  { t: "finished", virtualNs: 4e9, digest: "ab12", ticks: 4000, exits: 17 },
+  { t: "error", code: "auth", message: "no" },
+];
+
+/** Decoding a re-encoded variant of `m` with `change` applied must fail with `pattern`. */
+function refuses(m: Message, change: Record<string, unknown>, pattern: RegExp): void {
+  const frame = pack({ ...m, ...change });
+  expect(() => decode(frame, BOUNDS)).toThrow(ProtocolError);
+  expect(() => decode(frame, BOUNDS)).toThrow(pattern);
+}
+
+const sample = <T extends Message["t"]>(t: T) => VALID.find((m) => m.t === t) as Extract<Message, { t: T }>;
+
+describe("protocol messages", () => {
+  it.each(VALID.map((m) => [m.t, m] as const))("%s survives encode → decode unchanged", (_t, m) => {
+    const back = decode(encode(m), BOUNDS);
+    expect(back).toEqual(Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v instanceof Uint8Array ? Buffer.from(v) : v])));
+  });
+
+  it("refuses what is not a message", () => {
+    expect(() => decode(new Uint8Array([0xc1]))).toThrow(/expected a map|does not decode/);
+    expect(() => decode(pack([1, 2]))).toThrow(/expected a map/);
+    expect(() => decode(pack({ t: "launch" }))).toThrow(/unknown message type "launch"/);
+    expect(() => decode(pack({ t: "hello" }).subarray(0, 3))).toThrow(/does not decode/);
+    expect(() => decode(Buffer.concat([pack({ t: "commit" }), Buffer.from([1])]))).toThrow(ProtocolError);
+    expect(() => decode(new Uint8Array(MAX_PAYLOAD + 1))).toThrow(/exceeds/);
+  });
+
+  it("checks every field's type and size", () => {
+    refuses(sample("hello"), { magic: "http" }, /not a blmv-migrate stream/);
+    refuses(sample("hello"), { version: "1" }, /hello.version/);
+    refuses(sample("hello"), { version: 2n ** 40n }, /hello.version/);
+    refuses(sample("hello"), { nonce: new Uint8Array(31) }, /hello.nonce: expected 32 bytes/);
+    refuses(sample("hello"), { capabilities: Array(33).fill("x") }, /capabilities/);
+    refuses(sample("challenge"), { nonce: "secret" }, /challenge.nonce/);
+    refuses(sample("accepted"), { proof: new Uint8Array(33) }, /accepted.proof/);
+    refuses(sample("auth"), { proof: undefined }, /auth.proof/);
+    refuses(sample("config"), { pageSize: 8192 }, /page size 8192 is not supported/);
+    refuses(sample("config"), { memoryBytes: 4097 }, /not a positive multiple/);
+    refuses(sample("config"), { machine: { ...machine, pic: 1 } }, /config.machine.pic/);
+    refuses(sample("config"), { machine: { ...machine, policy: "root" } }, /unknown policy/);
+    refuses(sample("config"), { workload: "x".repeat(513) }, /config.workload/);
+    refuses(sample("state"), { cpu: new Uint8Array(0) }, /state.cpu/);
+    refuses(sample("state"), { digest: new Uint8Array(16) }, /state.digest/);
+    refuses(sample("finished"), { digest: "<script>" }, /hex string/);
+  });
+
+  it("survives a frame nested too deep to decode", () => {
+    const deep = new Uint8Array(200_000).fill(0x91);
+    expect(() => decode(deep)).toThrow(ProtocolError);
+  });
+
+  it("keeps an error's message and maps an unknown code to internal", () => {
+    const e = decode(pack({ t: "error", code: "solar-flare", message: "later version" }));
+    expect(e).toEqual({ t: "error", code: "internal", message: "later version" });
+  });
+
+  describe("pages", () => {
+    const pages = sample("pages");
+    it("are refused before the memory size is known", () => {
+      expect(() => decode(encode(pages))).toThrow(/before the memory size is agreed/);
+    });
+
+    it("must name pages inside guest memory, in non-empty runs", () => {
+      refuses(pages, { runs: [4095, 2], data: new Uint8Array(2 * PAGE_SIZE) }, /outside guest memory/);
+      refuses(pages, { zeros: [-1, 1] }, /outside guest memory/);
+      refuses(pages, { zeros: [3, 0] }, /outside guest memory/);
+      refuses(pages, { zeros: [1.5, 1] }, /outside guest memory/);
+      refuses(pages, { runs: [10] }, /pairs/);
+      refuses(pages, { zeros: new Array(2 * MAX_RUNS + 2).fill(1) }, /pairs/);
+    });
+
+    it("must carry exactly one page of bytes per page in its runs", () => {
+      refuses(pages, { data: new Uint8Array(PAGE_SIZE) }, /pages.data: expected 8192 bytes/);
+      refuses(pages, { data: new Uint8Array(3 * PAGE_SIZE) }, /pages.data/);
+    });
+
+    it("hold a bounded number of pages", () => {
+      const big = { pageCount: 1 << 20 };
+      const frame = pack({ ...pages, runs: [], data: new Uint8Array(0), zeros: [0, MAX_BATCH_PAGES + 1] });
+      expect(() => decode(frame, big)).toThrow(/more than 65536 pages/);
+    });
+  });
+
+  it("never fails other than with a ProtocolError, whatever the bytes", () => {
+    const anyMessage = fc.oneof(
+      fc.uint8Array({ maxLength: 200 }),
+      fc.anything().map((v) => pack(v)),
+      fc.record({ t: fc.constantFrom(...VALID.map((m) => m.t)), runs: fc.array(fc.integer()), zeros: fc.array(fc.double()), data: fc.uint8Array({ maxLength: 64 }) }).map((v) => pack(v)),
+    );
+    fc.assert(
+      fc.property(anyMessage, (frame) => {
+        try {
+          decode(frame, BOUNDS);
+        } catch (e) {
+          expect(e).toBeInstanceOf(ProtocolError);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe("batches", () => {
+  it("coalesce consecutive pages into runs and checksum (page, CRC) pairs", () => {
+    const b = new BatchBuilder();
+    const page = (fill: number) => new Uint8Array(PAGE_SIZE).fill(fill);
+    for (const p of [5, 6, 7, 9]) b.add(p, page(p), pageChecksum(page(p)), false);
+    for (const p of [1, 2, 8]) b.add(p, ZERO_PAGE, ZERO_PAGE_CRC, true);
+    const m = b.take(3, 4);
+    expect(m.runs).toEqual([5, 3, 9, 1]);
+    expect(m.zeros).toEqual([1, 2, 8, 1]);
+    expect(m.data.length).toBe(4 * PAGE_SIZE);
+    expect(m.data[3 * PAGE_SIZE]).toBe(9);
+    const pairs = new Uint32Array([5, 6, 7, 9, 1, 2, 8].flatMap((p) => [p, p === 1 || p === 2 || p === 8 ? ZERO_PAGE_CRC : pageChecksum(page(p))]));
+    expect(m.crc).toBe(batchChecksum(pairs, 7));
+    // The same pages in another place give another checksum.
+    pairs[0] = 4;
+    expect(batchChecksum(pairs, 7)).not.toBe(m.crc);
+    expect(b.empty).toBe(true);
+    expect(b.take(3, 5).runs).toEqual([]);
+  });
+
+  it("fill up at 1 MiB of page data", () => {
+    const b = new BatchBuilder();
+    for (let p = 0; p < 256; p++) {
+      expect(b.full).toBe(false);
+      b.add(2 * p, ZERO_PAGE, 0, false);
+    }
+    expect(b.full).toBe(true);
+    expect(encode(b.take(0, 0)).length).toBeLessThan(MAX_PAYLOAD);
+  });
+});
+
+describe("state digest", () => {
+  it("changes with the memory digest, the CPU record and the device record", () => {
+    const a = new Uint8Array([1, 2, 3]);
+    const d = stateDigest("00", a, a);
+    expect(d.length).toBe(32);
+    expect(stateDigest("00", a, a).equals(d)).toBe(true);
+    expect(stateDigest("01", a, a).equals(d)).toBe(false);
+    expect(stateDigest("00", new Uint8Array([1, 2]), new Uint8Array([3, 1, 2, 3])).equals(d)).toBe(false);
+    expect(stateDigest("00", a, new Uint8Array([1, 2, 4])).equals(d)).toBe(false);
+  });
+});
