@@ -9,24 +9,27 @@ import { runReplay, REPLAY_USAGE } from "./replay.js";
 import { runCompile, COMPILE_USAGE } from "./compile.js";
 import { runImportQemu, IMPORT_USAGE } from "./import-qemu.js";
 import { runRecord, RECORD_USAGE } from "./record.js";
-import { runMigrateCommand } from "./migrate.js";
-import { runDemo } from "../migrate/demo.js";
+import { runMigrateCommand, MIGRATE_USAGE } from "./migrate.js";
+import { runDemo, DEMO_USAGE } from "../migrate/demo.js";
 import { EXIT_BAD_INPUT, EXIT_FAILED, UsageError } from "./usage.js";
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; usage: string }> = {
-  demo: { run: runDemo, usage: "usage: blmv demo    boot a guest, migrate it live to a second process, verify its digest" },
+  demo: { run: runDemo, usage: DEMO_USAGE },
   replay: { run: runReplay, usage: REPLAY_USAGE },
   compile: { run: runCompile, usage: COMPILE_USAGE },
   "import-qemu": { run: runImportQemu, usage: IMPORT_USAGE },
   record: { run: runRecord, usage: RECORD_USAGE },
-  migrate: { run: runMigrateCommand, usage: "usage: blmv migrate listen|send …   (blmv migrate --help)" },
+  migrate: { run: runMigrateCommand, usage: MIGRATE_USAGE },
 };
 
 const HELP = `blmv — a model of BLMVisor: pass-through hypervisor, device-state capture and reconstruction,
 trace replay and live migration
 
 commands:
-${Object.values(COMMANDS).map((c) => "  " + c.usage.split("\n")[0].replace(/^usage: /, "")).join("\n")}
+${Object.values(COMMANDS)
+  .flatMap((c) => c.usage.split("\n").filter((l) => /^\s*(usage: )?blmv /.test(l)).slice(0, 2))
+  .map((l) => "  " + l.replace(/^\s*(usage: )?/, ""))
+  .join("\n")}
 
 blmv <command> --help shows a command's options.`;
 
@@ -38,7 +41,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const command = COMMANDS[name];
   if (!command) throw new UsageError(`unknown command ${JSON.stringify(name)}\n\n${HELP}`);
-  if (rest.length === 1 && (rest[0] === "--help" || rest[0] === "-h") && name !== "migrate") {
+  if (rest.length === 1 && (rest[0] === "--help" || rest[0] === "-h")) {
     console.log(command.usage);
     return 0;
   }

@@ -23,7 +23,6 @@ export const PROTOCOL_VERSION = 1;
 export const MIN_PROTOCOL_VERSION = 1;
 /** Optional features: each side announces what it can do and uses the common ones. */
 export const CAPABILITIES = ["zero-pages"] as const;
-export type Capability = (typeof CAPABILITIES)[number];
 
 /** Largest frame either side accepts (a 1 MiB batch plus its headers fits with room). */
 export const MAX_PAYLOAD = 4 * 1024 * 1024;

@@ -34,8 +34,8 @@ export class ProgressLine {
     const filled = total > 0 ? Math.round((p.sentBytes / total) * width) : 0;
     const bar = "█".repeat(filled) + "░".repeat(width - filled);
     const round = p.phase === "pre-copy" ? `round ${p.round}` : p.phase;
-    const line = `${bar} ${round}  sent ${formatBytes(p.sentBytes)}  remaining ${formatBytes(p.remainingBytes)}  ${formatRate(p.bytesPerSec)}  exp. downtime ${formatMs(p.expectedDowntimeMs)}${p.throttlePercent ? `  throttle ${p.throttlePercent}%` : ""}`;
-    this.out.write(`\r\x1b[2K${line.slice(0, Math.max(20, (this.out.columns ?? 120) - 1))}`);
+    const line = `${bar} ${round}  sent ${formatBytes(p.sentBytes)}  remaining ${formatBytes(p.remainingBytes)}  ${formatRate(p.bytesPerSec)}  exp. downtime ${Number.isFinite(p.expectedDowntimeMs) ? formatMs(p.expectedDowntimeMs) : "–"}${p.throttlePercent ? `  throttle ${p.throttlePercent}%` : ""}`;
+    this.out.write(`\r\x1b[2K${line.slice(0, Math.max(20, (this.out.columns || 120) - 1))}`);
     this.drawn = true;
   }
 

@@ -89,7 +89,9 @@ class SourceSession {
   private zeroPages = false;
   private readonly checksums: PageChecksums;
   private readonly batch = new BatchBuilder();
+  /** Time spent in finished memory rounds, and when the current one started. */
   private memoryMs = 0;
+  private roundStart?: number;
   private expectedDowntimeMs = Infinity;
 
   constructor(
@@ -256,7 +258,7 @@ class SourceSession {
   private async sendRound(round: number, pages: Uint32Array | undefined, stopAndCopy: boolean): Promise<RoundStat> {
     const stat: RoundStat = { round, stopAndCopy, pages: 0, zeroPages: 0, bytes: 0, durationMs: 0, dirtiedPages: 0, expectedDowntimeMs: 0, throttlePercent: Math.round(this.live.throttle * 100) };
     this.report.roundStats.push(stat);
-    const start = performance.now();
+    const start = (this.roundStart = performance.now());
     const total = pages ? countBits(pages) : this.live.guest.memory.pageCount;
     let done = 0;
     const send = async (p: number): Promise<void> => {
@@ -274,6 +276,7 @@ class SourceSession {
     if (!this.batch.empty) await this.flush(stat, round, 0);
     stat.durationMs = performance.now() - start;
     this.memoryMs += stat.durationMs;
+    this.roundStart = undefined;
     return stat;
   }
 
@@ -306,9 +309,10 @@ class SourceSession {
 
   // ---- helpers --------------------------------------------------------------------------------
 
-  /** Measured bandwidth: memory bytes on the wire per second spent sending them. */
+  /** Measured bandwidth: memory bytes on the wire per second spent sending them (this round's so far included). */
   private bandwidth(): number {
-    return this.memoryMs > 0 ? (this.report.bytes.memory * 1000) / this.memoryMs : Infinity;
+    const ms = this.memoryMs + (this.roundStart === undefined ? 0 : performance.now() - this.roundStart);
+    return ms > 0 ? (this.report.bytes.memory * 1000) / ms : Infinity;
   }
 
   private raiseThrottle(): void {
