@@ -45,6 +45,7 @@ export class Hypervisor {
     this.policy = policy;
     this.fixup = null;
     this.lapicPage = 0xfee00000;
+    this.picShadow.compatQemu = this.board.config.compatQemu;
     this.picShadow.reset();
     this.pitShadow.compatQemu = this.board.config.compatQemu;
     this.pitShadow.reset();
@@ -99,6 +100,9 @@ export class Hypervisor {
     for (let i = 0; i < size; i++) {
       const p = (port + <u32>i) & 0xffff;
       const b = (value >>> (<u32>i * 8)) & 0xff;
+      // A rotate-on-EOI or a poll command changes hidden state that only the registers as they
+      // stand before the write can tell: the PIC shadow reads them first (bus reads, no exits).
+      if (this.board.config.pic && isPicPort(p)) this.picShadow.prepareWrite(this.bus, p, b);
       this.board.outByte(p, b);
       this.observe(p, b, true);
     }
