@@ -281,18 +281,21 @@ export class Board {
   }
 
   /**
-   * The CPU, with interrupts enabled, takes the next interrupt: its vector, or -1. A fixed
-   * interrupt from the local APIC goes first, then an ExtINT through LINT0 (as QEMU orders
-   * them); without a (globally enabled) local APIC the PIC's INT reaches the CPU directly.
+   * The CPU, with interrupts enabled, takes the next interrupt: its vector, or -1. An ExtINT
+   * through LINT0 goes first — it ignores the APIC's priorities — then a fixed interrupt from
+   * the local APIC (QEMU orders them the same way); without a (globally enabled) local APIC the
+   * PIC's INT reaches the CPU directly.
    */
   inta(): i32 {
     if (this.apicActive()) {
-      if (this.lapic.interruptPending()) return this.lapic.acknowledge();
-      if (!this.lapic.extIntPending()) return -1;
-    } else if (!this.intr) {
+      // The acknowledge carries no time: bring the APIC timer up to now first.
+      this.lapic.syncTo(this.now);
+      if (!(this.config.pic && this.lapic.extIntPending())) {
+        return this.lapic.interruptPending() ? this.lapic.acknowledge() : -1;
+      }
+    } else if (!this.intr || !this.config.pic) {
       return -1;
     }
-    if (!this.config.pic) return -1;
     const vector = this.pic.acknowledge();
     this.followPicInt();
     return vector;

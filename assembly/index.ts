@@ -121,7 +121,7 @@ export function recordSchema(): string {
 /** Captures all device state into the field buffer. */
 export function captureState(): i32 {
   if (!hypervisor.shadowsValid()) return STATE_NO_SHADOWS;
-  captureDevices(hypervisor.bus, hypervisor.picShadow, hypervisor.pitShadow, record);
+  captureDevices(hypervisor.bus, hypervisor.picShadow, hypervisor.pitShadow, hypervisor.fixup, record);
   fields.start(FieldMode.Write);
   record.describe(fields);
   return STATE_OK;

@@ -13,8 +13,7 @@ export const IOAPIC_PIN_COUNT: i32 = 24;
 export const IOAPIC_ID_BITS: u32 = 0x0f00_0000;
 
 // Redirection entry, low word.
+export const ENTRY_LOGICAL: u32 = 1 << 11;
 export const ENTRY_REMOTE_IRR: u32 = 1 << 14;
 export const ENTRY_LEVEL: u32 = 1 << 15;
 export const ENTRY_MASKED: u32 = 1 << 16;
-/** High word: the destination field. */
-export const ENTRY_DEST_SHIFT: u32 = 24;

@@ -18,9 +18,7 @@ export const APIC_BASE_RESET: u64 = <u64>APIC_DEFAULT_PAGE | APIC_BASE_ENABLE | 
 // Register offsets within the 4 KiB page. Registers sit on 16-byte boundaries; the index
 // (offset >> 4) names a register.
 export const REG_ID: u32 = 0x020;
-export const REG_VERSION: u32 = 0x030;
 export const REG_TPR: u32 = 0x080;
-export const REG_APR: u32 = 0x090;
 export const REG_PPR: u32 = 0x0a0;
 export const REG_EOI: u32 = 0x0b0;
 export const REG_LDR: u32 = 0x0d0;
@@ -39,10 +37,8 @@ export const REG_DIVIDE: u32 = 0x3e0;
 /** A register that does not exist on this xAPIC: any access to it is an illegal address. */
 export const REG_UNIMPLEMENTED: u32 = 0x010;
 
-/** LVT entries in register order (0x320 + 0x10·i). */
+/** LVT entries in register order (0x320 + 0x10·i): timer, thermal, perf, LINT0, LINT1, error. */
 export const LVT_TIMER: i32 = 0;
-export const LVT_THERMAL: i32 = 1;
-export const LVT_PERF: i32 = 2;
 export const LVT_LINT0: i32 = 3;
 export const LVT_LINT1: i32 = 4;
 export const LVT_ERROR: i32 = 5;
@@ -56,7 +52,6 @@ export const SVR_ENABLE: u32 = 1 << 8;
 // Fields shared by LVT entries and the ICR.
 export const VECTOR_MASK: u32 = 0xff;
 export const MODE_SHIFT: u32 = 8;
-export const DELIVERY_STATUS: u32 = 1 << 12;
 export const LVT_ACTIVE_LOW: u32 = 1 << 13;
 export const LVT_REMOTE_IRR: u32 = 1 << 14;
 export const LVT_LEVEL: u32 = 1 << 15;

@@ -230,11 +230,21 @@ export function toBcd(value: u32): u32 {
   return ((value / 1000) % 10 << 12) | ((value / 100) % 10 << 8) | ((value / 10) % 10 << 4) | (value % 10);
 }
 
-/** Counting steps from a count register value to terminal count: 0 means 2^16 (10^4 in BCD). */
+/** How many values the counting element takes: 2^16, or 10^4 in BCD. */
+@inline
+export function countModulus(bcd: bool): i64 {
+  return bcd ? 10000 : 0x10000;
+}
+
+/** The value 16 raw count bits stand for in the counting base (binary or BCD). */
+export function countValue(raw: u32, bcd: bool): i64 {
+  return bcd ? <i64>fromBcd(raw) % countModulus(true) : <i64>raw;
+}
+
+/** Counting steps from a count register value to terminal count: 0 means the full modulus. */
 export function countSteps(raw: u32, bcd: bool): i64 {
-  const modulus: u32 = bcd ? 10000 : 0x10000;
-  const v = bcd ? fromBcd(raw) % modulus : raw;
-  return v == 0 ? <i64>modulus : <i64>v;
+  const v = countValue(raw, bcd);
+  return v == 0 ? countModulus(bcd) : v;
 }
 
 /** Modes 6 and 7 behave as 2 and 3. */

@@ -282,6 +282,20 @@ describe("timer", () => {
     expect(m.core.nextTimerEvent()).toBe(1e13 + 1);
   });
 
+  it("after a long-pending timer request is taken, the next one comes at the first expiry after the acknowledge", () => {
+    const m = enabled();
+    writeReg(m, REG.divide, 0xb);
+    writeReg(m, REG.lvtTimer, PERIODIC | 0x40);
+    writeReg(m, REG.initialCount, 100);
+    m.advanceTo(1050); // expiries at 100, 200, … 1000 all fold into one request
+    expect(m.inta()).toBe(0x40);
+    writeReg(m, REG.eoi, 0);
+    m.advanceTo(1099);
+    expect(m.inta()).toBe(-1);
+    m.advanceTo(1100);
+    expect(m.inta()).toBe(0x40);
+  });
+
   it("a masked timer counts on and raises nothing", () => {
     const m = enabled();
     writeReg(m, REG.divide, 0xb);

@@ -55,6 +55,8 @@ export class LocalApic {
   /**
    * The timer's vector is waiting in IRR: further expiries would change nothing, so none is
    * scheduled until that request is taken (this keeps a long-pending periodic timer O(1)).
+   * (Were the same vector requested level-triggered meanwhile, its TMR bit stays set where
+   * a later expiry would have cleared it.)
    */
   private timerHeld: bool = false;
 
@@ -103,6 +105,7 @@ export class LocalApic {
 
   reset(): void {
     this.apicBase = APIC_BASE_RESET;
+    this.now = 0;
     this.powerOnRegisters();
     this.lintLevels = 0;
     for (let i = 0; i < 8; i++) unchecked((this.cpuEvents[i] = 0));
@@ -161,7 +164,10 @@ export class LocalApic {
       && testBit(this.irr, entry & VECTOR_MASK);
   }
 
-  /** The timer's request left IRR (or the timer is reprogrammed): expiries count again from now. */
+  /**
+   * The timer's request left IRR (or the timer is reprogrammed): expiries count again from
+   * now. An acknowledge carries no time: the board syncs the APIC to the present first.
+   */
   private releaseTimer(): void {
     if (!this.timerHeld) return;
     this.timerHeld = false;

@@ -21,11 +21,11 @@
 
 import { NEVER, pitEdgeTime } from "../clock";
 import { FieldIO } from "../fields";
-import { countSteps, effectiveMode, fromBcd, toBcd, STATUS_NULL_COUNT, STATUS_OUT } from "../pit-registers";
+import { countModulus, countSteps, countValue, effectiveMode, toBcd, STATUS_NULL_COUNT, STATUS_OUT } from "../pit-registers";
 import { PitCounter } from "./pit-counter";
 
 export class DatasheetCounter extends PitCounter {
-  nullCount: bool = false;
+  private nullCount: bool = false;
   /** The edge everything is settled to. */
   private edge: i64 = 0;
   private periodic: bool = false;
@@ -70,7 +70,7 @@ export class DatasheetCounter extends PitCounter {
 
   @inline
   private modulus(): i64 {
-    return this.bcd ? 10000 : 0x10000;
+    return countModulus(this.bcd);
   }
 
   /** The count at edge `e` (>= anchor), in the counting base. */
@@ -168,7 +168,7 @@ export class DatasheetCounter extends PitCounter {
     const raw = this.raw(this.valueAt(this.edge));
     const m = effectiveMode(mode);
     this.periodic = false;
-    this.start = bcd ? <i64>(fromBcd(raw) % 10000) : <i64>raw;
+    this.start = countValue(raw, bcd);
     this.anchor = this.edge;
     this.counting = m == 1 || m == 5 || ((m == 0 || m == 4) && this.gate);
     this.armed = false;

@@ -4,7 +4,10 @@
 
 import { HardwareBus } from "./bus";
 import { IOAPIC_BASE_ADDRESS, IOAPIC_EOI, IOAPIC_IOREGSEL, IOAPIC_IOWIN, IOAPIC_REDIRECTION } from "../ioapic-registers";
-import { APIC_BASE_ADDRESS, APIC_BASE_ENABLE, APIC_DEFAULT_PAGE, MSR_APIC_BASE } from "../lapic-registers";
+import {
+  APIC_BASE_ADDRESS, APIC_BASE_ENABLE, APIC_DEFAULT_PAGE, ICR_ASSERT, ICR_LEVEL, ICR_LOGICAL, ICR_SHORTHAND_SHIFT,
+  MODE_SHIFT, MSR_APIC_BASE, REG_ICR_HIGH, REG_ICR_LOW, REG_ID, Shorthand,
+} from "../lapic-registers";
 import { PendingFixup } from "./fixup";
 
 /** Where the local APIC's registers decode. QEMU 7.2 never moves the page. */
@@ -84,4 +87,34 @@ export class IoApicPort {
   eoi(vector: u32): void {
     this.bus.writel(IOAPIC_BASE_ADDRESS + IOAPIC_EOI, vector);
   }
+}
+
+/**
+ * Writes ICR high and low so that the command in `low` reaches no APIC: the destination is
+ * parked on an ID nobody has while ICR low is written (which sends), then ICR high is put
+ * back. Only a command with shorthand "self" or "all including self" can still arrive.
+ */
+export function writeIcrQuietly(lapic: LapicPort, low: u32, high: u32): void {
+  lapic.write(REG_ICR_HIGH, nobodyFor(lapic, low));
+  lapic.write(REG_ICR_LOW, low);
+  lapic.write(REG_ICR_HIGH, high);
+}
+
+/** A destination matching no APIC: logical 0 matches no LDR; physical: an ID other than ours. */
+function nobodyFor(lapic: LapicPort, low: u32): u32 {
+  if ((low & ICR_LOGICAL) != 0) return 0;
+  const ownId = lapic.read(REG_ID) >>> 24;
+  return (ownId == 0 ? 1 : 0) << 24;
+}
+
+const MODE_INIT: u32 = 5;
+const MODE_RESERVED: u32 = 3;
+
+/** QEMU delivers an ICR command with shorthand self or all-including-self to this CPU (INIT de-assert aside). */
+export function qemuIpiReachesSelf(low: u32): bool {
+  const shorthand = (low >>> ICR_SHORTHAND_SHIFT) & 3;
+  if (shorthand != Shorthand.Self && shorthand != Shorthand.AllIncludingSelf) return false;
+  const mode = (low >>> MODE_SHIFT) & 7;
+  const deassert = mode == MODE_INIT && (low & ICR_ASSERT) == 0 && (low & ICR_LEVEL) != 0;
+  return !deassert && mode != MODE_RESERVED;
 }

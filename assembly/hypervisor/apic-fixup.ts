@@ -1,18 +1,20 @@
 // What a local APIC reconstruction leaves for after the resume. The timer was rebuilt by
 // loading the source's *current* count, so until the first expiry the hardware holds that
-// count in its initial-count register: a periodic timer would reload it. At the first expiry
-// this fixup writes the true initial count (the hardware reloads on the same schedule, so
-// the write is exact), and until then, or for a one-shot timer until the guest writes the
-// register, it answers guest reads of the initial count from the record. It also answers
-// reads of ICR low when that command could not be rewritten without sending it again.
+// count in its initial-count register: a periodic timer would reload it. At the first expiry,
+// if the timer is periodic by then, this fixup writes the true initial count (the hardware
+// reloads at that instant, so the write is exact when it falls on a whole nanosecond, i.e.
+// when a divided period is a whole number of ns). Until then, or for a one-shot timer until
+// the guest writes the register, it answers guest reads of the initial count from the record.
+// It also answers reads of ICR low when that command could not be rewritten without sending
+// it again.
 
 import { NEVER } from "../clock";
 import {
-  ICR_LOGICAL, LVT_MASKED, REG_CURRENT_COUNT, REG_DIVIDE, REG_ID, REG_ICR_HIGH, REG_ICR_LOW, REG_INITIAL_COUNT, REG_LVT_FIRST,
-  Shorthand, ICR_SHORTHAND_SHIFT, TimerMode, VECTOR_MASK, divisorOf, timerModeOf, timerTickTime,
+  ICR_SHORTHAND_SHIFT, LVT_MASKED, REG_CURRENT_COUNT, REG_DIVIDE, REG_ICR_HIGH, REG_ICR_LOW, REG_INITIAL_COUNT, REG_LVT_FIRST,
+  Shorthand, TimerMode, VECTOR_MASK, divisorOf, timerModeOf, timerTickTime,
 } from "../lapic-registers";
 import { HardwareBus } from "./bus";
-import { LapicPort, lapicEnabled, lapicPage } from "./apic-access";
+import { LapicPort, lapicEnabled, lapicPage, qemuIpiReachesSelf, writeIcrQuietly } from "./apic-access";
 import { PendingFixup } from "./fixup";
 
 const INDEX_INITIAL_COUNT: u32 = REG_INITIAL_COUNT >>> 4;
@@ -23,16 +25,15 @@ export class ApicTimerFixup extends PendingFixup {
   /** The source's initial count, answered for reads while `emulateInitialCount`. */
   initialCount: u32 = 0;
   emulateInitialCount: bool = false;
-  /** When the hardware's first expiry comes and the true initial count is due; NEVER if not. */
+  /** The hardware's first expiry, when a periodic timer needs the true initial count; NEVER if not. */
   rewriteAt: i64 = NEVER;
   /**
    * QEMU periodic timer captured at count 0 (one period before its expiry): a count of 0
    * cannot be loaded, so the expiry's interrupt is raised here (self-IPI) at rewriteAt.
    */
   raiseAtRewrite: bool = false;
-  /** ICR as captured; ICR low is answered for reads while `emulateIcrLow`. */
+  /** ICR low as the guest last wrote it, answered for reads while `emulateIcrLow`. */
   icrLow: u32 = 0;
-  icrHigh: u32 = 0;
   emulateIcrLow: bool = false;
 
   constructor(private bus: HardwareBus) {
@@ -58,22 +59,29 @@ export class ApicTimerFixup extends PendingFixup {
     // A guest that left periodic mode meanwhile keeps the count it has; reads stay emulated.
     if (timerModeOf(lvt, bus.config().compatQemu) != TimerMode.Periodic) return;
     if (this.raiseAtRewrite) {
-      lapic.write(REG_INITIAL_COUNT, this.initialCount);
-      if ((lvt & LVT_MASKED) == 0) {
-        lapic.write(REG_ICR_LOW, (<u32>Shorthand.Self << ICR_SHORTHAND_SHIFT) | (lvt & VECTOR_MASK));
-        this.restoreIcr(lapic);
-      }
-    } else if (lapic.read(REG_CURRENT_COUNT) != 0) {
-      // A count of 0 means the guest disarmed it (a detour through TSC-deadline mode).
-      lapic.write(REG_INITIAL_COUNT, this.initialCount);
+      if ((lvt & LVT_MASKED) == 0) this.selfIpiKeepingIcr(lapic, lvt & VECTOR_MASK);
+    } else if (lapic.read(REG_CURRENT_COUNT) == 0) {
+      return; // the guest disarmed the count (a detour through TSC-deadline mode)
     }
+    lapic.write(REG_INITIAL_COUNT, this.initialCount);
     this.emulateInitialCount = false;
   }
 
-  /** Puts back the captured ICR after the fixup used it (only when rewriting it sends nothing). */
-  private restoreIcr(lapic: LapicPort): void {
+  /**
+   * A self-IPI (QEMU mode only), after which the ICR reads as before: rewritten if that sends
+   * nothing here, else answered by this fixup until the guest writes it.
+   */
+  private selfIpiKeepingIcr(lapic: LapicPort, vector: u32): void {
+    const low = lapic.read(REG_ICR_LOW);
+    const high = lapic.read(REG_ICR_HIGH);
+    lapic.write(REG_ICR_LOW, (<u32>Shorthand.Self << ICR_SHORTHAND_SHIFT) | vector);
     if (this.emulateIcrLow) return;
-    writeIcrQuietly(lapic, this.icrLow, this.icrHigh);
+    if (qemuIpiReachesSelf(low)) {
+      this.icrLow = low;
+      this.emulateIcrLow = true;
+    } else {
+      writeIcrQuietly(lapic, low, high);
+    }
   }
 
   emulateRead(offset: u32): i64 {
@@ -127,22 +135,4 @@ export class ApicTimerFixup extends PendingFixup {
     this.emulateIcrLow = false;
     this.rewriteAt = NEVER;
   }
-}
-
-/**
- * Writes ICR high and low so that the command in `low` reaches no APIC: the destination is
- * parked on an ID nobody has while ICR low is written (which sends), then ICR high is put
- * back. Only a command with shorthand "self" or "all including self" can still arrive.
- */
-export function writeIcrQuietly(lapic: LapicPort, low: u32, high: u32): void {
-  lapic.write(REG_ICR_HIGH, nobodyFor(lapic, low));
-  lapic.write(REG_ICR_LOW, low);
-  lapic.write(REG_ICR_HIGH, high);
-}
-
-/** A destination matching no APIC: logical 0 matches no LDR; physical: an ID other than ours. */
-function nobodyFor(lapic: LapicPort, low: u32): u32 {
-  if ((low & ICR_LOGICAL) != 0) return 0;
-  const ownId = lapic.read(REG_ID) >>> 24;
-  return (ownId == 0 ? 1 : 0) << 24;
 }

@@ -15,6 +15,34 @@
 //   5. the local APIC's LVTs, TPR and SVR.
 // A globally disabled local APIC has no readable page; its registers were at their power-on
 // values (datasheet model) and the final disable puts them back there.
+//
+// What cannot be rebuilt exactly, and what it does:
+// - The divided clock's phase within a period is not readable: the rebuilt counter starts a
+//   period at T, so each later decrement and expiry comes up to one divided period late, never
+//   early. Exact when T falls on a period boundary of the source, which is always so when the
+//   bus frequency is a multiple of divisor × 1 GHz (divide by 1 at 1 GHz). The true initial
+//   count of a periodic timer is written at the first whole nanosecond of its first expiry:
+//   with divided periods shorter than 1 ns or not a whole number of ns, the periods already
+//   begun in that nanosecond are lost (a lag under 1 ns). TSC-deadline timers are exact.
+// - Errors detected after the guest's last ESR write cannot be read without latching them,
+//   which would change what the guest reads next: the guest's next ESR write latches none.
+// - Without an I/O APIC no level-triggered delivery can set TMR: those vectors come back
+//   edge-triggered, so their EOI is not broadcast (there is no I/O APIC to hear it anyway).
+// - Receive-illegal-vector (ESR bit 6) is caused through a TSC deadline already passed: at a
+//   resume time before the TSC's first tick it cannot be, and stays clear.
+// - The remote IRR of a level-triggered fixed LINT is not rebuilt (no pin to drive); writing
+//   its LVT while the pin is asserted delivers the vector once more.
+// - QEMU mode: a one-shot count read as 0 may still be one period from its expiry; it is taken
+//   as expired. QEMU's count is a formula of its load time and initial count; the
+//   destination loaded the remaining count at T, so a divider or LVT timer change before the
+//   guest reloads the count re-derives a different count (an expired one-shot switched to
+//   periodic revives on the source only). QEMU's I/O
+//   APIC latches a request per pin that cannot be read: a masked entry's latch depends on the
+//   trigger mode it had when its line rose; the destination latches masked level entries whose
+//   line is high and no others. A level line held high by an ISA line rose before its entry was
+//   rebuilt, so it is not latched, and an entry waiting for its EOI on such a line cannot get
+//   its remote IRR back. A globally disabled APIC's page is not captured (this board does not
+//   decode it; QEMU does).
 
 import { HardwareBus } from "./bus";
 import { PendingFixup } from "./fixup";

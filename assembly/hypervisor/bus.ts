@@ -10,9 +10,11 @@ import { BoardConfig } from "../board-config";
 /**
  * How long before the resume time T a destination starts reconstruction. The PIT needs clock
  * edges to pass between writes (a count is loaded on the edge after it is written), so its
- * rebuild runs in this window and must leave the clock at exactly T.
+ * rebuild runs in this window and must leave the clock at exactly T. Replaying a load up to
+ * 2^17 PIT clocks (110 ms) back makes NULL COUNT, the count register and a one-shot count
+ * past its terminal count come out exact; shorter windows leave those as documented exceptions.
  */
-export const RECONSTRUCT_WINDOW_NS: i64 = 100_000;
+export const RECONSTRUCT_WINDOW_NS: i64 = 120_000_000;
 
 export abstract class HardwareBus {
   abstract config(): BoardConfig;

@@ -14,7 +14,8 @@ import { PitShadow } from "./pit-shadow";
 
 /** Bumped whenever the record's layout or meaning changes. */
 export const DEVICE_RECORD_VERSION: u32 = 1;
-const MAX_HZ: u64 = 100_000_000_000;
+/** Above this the clock arithmetic (clock.ts) would overflow 64 bits. */
+const MAX_HZ: u64 = 9_000_000_000;
 
 export class DeviceRecord {
   config: BoardConfig = new BoardConfig();
@@ -58,7 +59,7 @@ export class DeviceRecord {
   }
 }
 
-/** A clock rate must be 1 Hz .. 100 GHz; anything else in a record is rejected. */
+/** A clock rate must be 1 Hz .. 9 GHz; anything else in a record is rejected. */
 function clampHz(io: FieldIO, hz: u64): u64 {
   if (hz == 0 || hz > MAX_HZ) {
     if (io.error < 0) io.error = io.count - 1;
@@ -67,8 +68,11 @@ function clampHz(io: FieldIO, hz: u64): u64 {
   return hz;
 }
 
-/** Captures every device with the guest paused and the clock stopped. */
-export function captureDevices(bus: HardwareBus, pic: PicShadow, pit: PitShadow, out: DeviceRecord): void {
+/**
+ * Captures every device with the guest paused and the clock stopped. A fixup still pending
+ * from an earlier reconstruction knows register values the hardware does not hold yet.
+ */
+export function captureDevices(bus: HardwareBus, pic: PicShadow, pit: PitShadow, fixup: PendingFixup | null, out: DeviceRecord): void {
   const c = bus.config();
   copyConfig(c, out.config);
   out.time = bus.now();
@@ -81,7 +85,7 @@ export function captureDevices(bus: HardwareBus, pic: PicShadow, pit: PitShadow,
   out.pitRouted = bus.pitIrq0Routed();
   if (c.pic) capturePic(bus, pic, out.pic);
   if (c.pit) capturePit(bus, pit, out.pit);
-  if (c.lapic || c.ioapic) captureApics(bus, out.apic);
+  if (c.lapic || c.ioapic) captureApics(bus, out.apic, fixup);
 }
 
 /**

@@ -6,32 +6,22 @@
 //   TMR  is set only by accepting a level-triggered message, and self-IPIs are edge: those
 //        vectors are delivered through an I/O APIC entry programmed level-triggered. Where the
 //        source's I/O APIC entry for that vector still waits for its EOI (remote IRR), that very
-//        entry delivers it, so its remote IRR comes back with the same message;
+//        entry delivers it, so its remote IRR comes back with the same message (QEMU mode
+//        differs: see rebuildVectorsQemu);
 //   ESR  errors are caused again (send/receive illegal vector, illegal register) and latched;
 //   timer  the current count is loaded as the initial count (see ApicTimerFixup).
 // The I/O APIC is unmasked while this APIC is software-disabled (see quiesce), then the
 // LVTs, TPR and SVR come last.
-// Known limits (each also stated where it arises):
-// - Without an I/O APIC, TMR bits cannot be set: those vectors come back edge-triggered, so
-//   their EOI is not broadcast (there is no I/O APIC to hear it anyway).
-// - The divided clock's phase within a period is not readable: the rebuilt counter starts a
-//   fresh period at the resume time T, so every later decrement and expiry comes up to one
-//   divided period late (never early). Exact when the bus clock ticks whole times per ns per
-//   divisor step (divide by 1 at 1 GHz); TSC-deadline timers are exact.
-// - Errors detected after the guest's last ESR write are not readable without a write, which
-//   would change what the guest reads next: they are not captured, and that guest's next ESR
-//   write latches none of them.
-// - A level-triggered fixed LINT whose remote IRR is set is not rebuilt (no driver for the
-//   pin); rewriting its LVT while the pin is asserted delivers its vector once more.
+// What cannot be rebuilt exactly is listed in apic-state.ts.
 
 import { HardwareBus } from "./bus";
-import { IoApicPort, LapicPort } from "./apic-access";
-import { ApicTimerFixup, writeIcrQuietly } from "./apic-fixup";
+import { IoApicPort, LapicPort, qemuIpiReachesSelf, writeIcrQuietly } from "./apic-access";
+import { ApicTimerFixup } from "./apic-fixup";
 import { IoApicRecord, LocalApicRecord } from "./apic-record";
-import { ENTRY_LEVEL, ENTRY_MASKED, ENTRY_REMOTE_IRR, IOAPIC_PIN_COUNT } from "../ioapic-registers";
+import { ENTRY_LEVEL, ENTRY_LOGICAL, ENTRY_MASKED, ENTRY_REMOTE_IRR, IOAPIC_PIN_COUNT } from "../ioapic-registers";
 import {
   ESR_ILLEGAL_REGISTER, ESR_RECEIVE_ILLEGAL_VECTOR, ESR_SEND_ILLEGAL_VECTOR, FIRST_LEGAL_VECTOR,
-  ICR_ASSERT, ICR_LEVEL, ICR_SHORTHAND_SHIFT, LVT_COUNT, LVT_MASKED, MODE_SHIFT, MSR_TSC_DEADLINE,
+  ICR_LEVEL, ICR_SHORTHAND_SHIFT, LVT_COUNT, LVT_MASKED, MODE_SHIFT, MSR_TSC_DEADLINE,
   REG_DFR, REG_DIVIDE, REG_EOI, REG_ESR, REG_ICR_HIGH, REG_ICR_LOW, REG_ID, REG_INITIAL_COUNT,
   REG_IRR, REG_LDR, REG_LVT_FIRST, REG_PPR, REG_SVR, REG_TPR, REG_UNIMPLEMENTED, SVR_ENABLE,
   Shorthand, TIMER_MODE_SHIFT, TimerMode, VECTOR_MASK, divisorOf, ticksToExpiry, timerModeOf, timerTickTime,
@@ -76,8 +66,34 @@ export class LapicRebuild {
     this.lapic.write(REG_SVR, SVR_REBUILD);
   }
 
-  /** ISR, IRR and TMR, with the remote IRR of the I/O APIC entries that delivered them. */
+  /** ISR, IRR and TMR (and, datasheet model, the remote IRR of entries that delivered them). */
   rebuildVectors(): void {
+    if (this.compat) this.rebuildVectorsQemu();
+    else this.rebuildVectorsDatasheet();
+  }
+
+  /**
+   * QEMU takes the ICR's trigger-mode bit into TMR, so self-IPIs rebuild all three registers;
+   * its I/O APIC sets remote IRR whether or not anyone accepts, so the entries waiting for an
+   * EOI are rebuilt apart (deliverPendingPins, to nobody).
+   */
+  private rebuildVectorsQemu(): void {
+    const rec = this.rec;
+    for (let v: u32 = 0; v < 256; v++) {
+      if (isSet(rec.tmr, v) && !isSet(rec.isr, v) && !isSet(rec.irr, v)) {
+        this.selfIpi(v, true);
+        this.retire(v);
+      }
+    }
+    for (let v: u32 = 0; v < 256; v++) {
+      if (!isSet(rec.isr, v)) continue;
+      this.selfIpi(v, isSet(rec.tmr, v) && !isSet(rec.irr, v));
+      this.acknowledge(v);
+    }
+    for (let v: u32 = 0; v < 256; v++) if (isSet(rec.irr, v)) this.selfIpi(v, isSet(rec.tmr, v));
+  }
+
+  private rebuildVectorsDatasheet(): void {
     const rec = this.rec;
     // First what must pass through ISR and leave again by EOI, while nothing else is in service.
     for (let v: u32 = 0; v < 256; v++) {
@@ -142,13 +158,12 @@ export class LapicRebuild {
     const esr = this.rec.esr;
     const low = this.rec.icrLow;
     const high = this.rec.icrHigh;
-    fixup.icrLow = low;
-    fixup.icrHigh = high;
     if (this.compat) {
       // QEMU: the ESR accumulates illegal-address errors only and ignores writes.
       if ((esr & ESR_ILLEGAL_REGISTER) != 0) this.lapic.read(REG_UNIMPLEMENTED);
       if (qemuIpiReachesSelf(low)) {
         this.lapic.write(REG_ICR_HIGH, high);
+        fixup.icrLow = low;
         fixup.emulateIcrLow = true;
       } else {
         writeIcrQuietly(this.lapic, low, high);
@@ -208,9 +223,8 @@ export class LapicRebuild {
     this.lapic.write(REG_INITIAL_COUNT, count);
     if (count == rec.initialCount) return;
     fixup.emulateInitialCount = true;
-    if (mode == TimerMode.Periodic && count != 0) {
-      fixup.rewriteAt = timerTickTime(now, ticksToExpiry(<i64>count, this.compat), divisor, busHz);
-    }
+    // Due for a one-shot count too: the guest may make it periodic before it expires.
+    if (count != 0) fixup.rewriteAt = timerTickTime(now, ticksToExpiry(<i64>count, this.compat), divisor, busHz);
   }
 
   /**
@@ -236,8 +250,9 @@ export class LapicRebuild {
 
   // ---- deliveries -----------------------------------------------------------------------
 
-  private selfIpi(vector: u32): void {
-    this.lapic.write(REG_ICR_LOW, SELF_IPI | vector);
+  /** A self-IPI; the xAPIC sends it edge-triggered whatever `level` says (QEMU does not). */
+  private selfIpi(vector: u32, level: bool = false): void {
+    this.lapic.write(REG_ICR_LOW, SELF_IPI | vector | (level ? ICR_LEVEL : 0));
   }
 
   private pinsFor(vector: u32): u32 {
@@ -279,11 +294,13 @@ export class LapicRebuild {
    */
   private levelMessage(pin: i32, vector: u32): void {
     const io = this.io!;
-    io.writeHigh(pin, this.rec.id);
-    io.writeLow(pin, ENTRY_MASKED | ENTRY_LEVEL | vector);
+    // QEMU mode: to logical destination 0, which no APIC accepts (remote IRR is set anyway).
+    const low = ENTRY_LEVEL | vector | (this.compat ? ENTRY_LOGICAL : 0);
+    io.writeHigh(pin, this.compat ? 0 : this.rec.id);
+    io.writeLow(pin, ENTRY_MASKED | low);
     this.bus.setGsiLine(pin, true);
-    io.writeLow(pin, ENTRY_LEVEL | vector);
-    io.writeLow(pin, ENTRY_MASKED | ENTRY_LEVEL | vector);
+    io.writeLow(pin, low);
+    io.writeLow(pin, ENTRY_MASKED | low);
     this.bus.setGsiLine(pin, false);
   }
 
@@ -311,13 +328,4 @@ function isSet(words: StaticArray<u32>, bit: u32): bool {
 function sendsIllegalVector(low: u32): bool {
   const mode = (low >>> MODE_SHIFT) & 7;
   return mode <= 1 && (low & VECTOR_MASK) < FIRST_LEGAL_VECTOR;
-}
-
-/** QEMU delivers an ICR command with shorthand self or all-including-self to this CPU (INIT de-assert aside). */
-function qemuIpiReachesSelf(low: u32): bool {
-  const shorthand = (low >>> ICR_SHORTHAND_SHIFT) & 3;
-  if (shorthand != Shorthand.Self && shorthand != Shorthand.AllIncludingSelf) return false;
-  const mode = (low >>> MODE_SHIFT) & 7;
-  const deassert = mode == 5 && (low & ICR_ASSERT) == 0 && (low & ICR_LEVEL) != 0;
-  return !deassert && mode != 3;
 }

@@ -4,17 +4,16 @@
 // are functions of d, the whole PIT ticks since that restart. Capture reads the count (and OUT,
 // in the status byte) at T, which gives d back; the plan restarts the channel d ticks before
 // T. Which nanosecond inside that tick the source restarted at cannot be read, so the restart
-// is placed in the middle of the tick: later counts and OUT changes may move by up to half a
-// PIT clock (419 ns). If d ticks do not fit in the window, a one-shot channel is restarted with
-// the remaining count instead (its count register then differs); a periodic one keeps its
-// count and loses its phase.
+// is placed in the middle of the tick (or at time 0 when the tick reaches back to it, where the
+// power-on restart and early writes put a source): later counts and OUT changes may move by up
+// to half a PIT clock (419 ns). The window reaches back at least the 2^17 ticks d can need.
 
-import { NEVER, PIT_HZ, edgeTime } from "../clock";
-import { PitChannelRegisters, PIT_CONTROL_PORT, RW_NONE, RW_WORD, STATUS_OUT } from "../pit-registers";
-import { Timeline } from "./pit-timeline";
+import { PIT_HZ, edgeTime, pitEdgesAt } from "../clock";
+import { PitChannelRegisters, PIT_CONTROL_PORT, RW_MSB, RW_NONE, RW_WORD, STATUS_OUT, countModulus } from "../pit-registers";
+import { ChannelPlanner, Timeline } from "./pit-timeline";
 
 const PORT_61: u32 = 0x61;
-const FULL: i64 = 0x10000;
+const FULL: i64 = countModulus(false);
 
 /** The middle of PIT tick `d` after a restart, in ns from the restart. */
 function middleOfTick(d: i64): i64 {
@@ -23,9 +22,10 @@ function middleOfTick(d: i64): i64 {
 
 /**
  * Ticks since the restart that give the counter `counter` (1 .. N; 0 read back means 2^16)
- * and the level `out` in QEMU's mode `mode` with count `n`: the smallest such d.
+ * and the level `out` in QEMU's mode `mode` with count `n`: the smallest such d. Modes 4/5
+ * with OUT low cannot tell before the strobe from after it: the smallest d is before.
  */
-export function qemuTicksSince(mode: u32, n: i64, counter: i64, out: bool): i64 {
+function qemuTicksSince(mode: u32, n: i64, counter: i64, out: bool): i64 {
   if (mode == 0 || mode == 1 || mode == 4 || mode == 5) {
     let d = (n - counter + FULL) % FULL;
     // Mode 0 (OUT high) and mode 1 (OUT low) are past the terminal count; 4/5 high means d == N.
@@ -47,52 +47,53 @@ export function qemuTicksSince(mode: u32, n: i64, counter: i64, out: bool): i64 
   return out ? r + n : r;
 }
 
-export class QemuPlanner {
+/** Whether `e` ticks since a restart read back like `d` ticks (the smallest fitting d). */
+function readsAlike(mode: u32, n: i64, d: i64, e: i64): bool {
+  if (mode == 0 || mode == 1 || mode == 4 || mode == 5) {
+    if (e % FULL != d % FULL) return false;
+    if (mode == 0) return (e >= n) == (d >= n);
+    if (mode == 1) return (e < n) == (d < n);
+    return (e == n) == (d == n);
+  }
+  if (e % n != d % n) return false;
+  if (mode == 3) return true;
+  return mode == 2 ? (e == 0) == (d == 0) : (e >= n) == (d >= n);
+}
+
+export class QemuPlanner extends ChannelPlanner {
   constructor(
     private timeline: Timeline,
     private start: i64,
     private resume: i64,
     private port61: u32,
-  ) {}
+  ) {
+    super();
+  }
 
   /**
-   * When to restart so that T falls in tick `d`: at time 0 when the window reaches back to it
-   * (where a power-on or early restart puts a source), else mid-tick or as early as the window
-   * allows; NEVER if the tick begins before the window.
+   * When to restart so that T falls `d` ticks after it: at time 0 when the window reaches back
+   * to it and a restart there reads back alike (the power-on restart, or early writes, put a
+   * source there; it also settles modes 4/5 past their strobe), else mid-tick.
    */
-  private restartTime(d: i64): i64 {
-    const earliest = this.resume - (edgeTime(d + 1, PIT_HZ) - 1);
-    const latest = this.resume - edgeTime(d, PIT_HZ);
-    if (latest < this.start) return NEVER;
-    if (this.start == 0 && earliest <= 0) return 0;
+  private restartTime(mode: u32, n: i64, d: i64): i64 {
+    if (this.start == 0 && readsAlike(mode, n, d, pitEdgesAt(this.resume))) return 0;
     const t = this.resume - middleOfTick(d);
     return t < this.start ? this.start : t;
   }
 
   plan(i: i32, regs: PitChannelRegisters, status: u32, counter: u32, gate: bool): void {
     const out = (status & STATUS_OUT) != 0;
-    let n: i64 = regs.countRegister == 0 ? FULL : <i64>regs.countRegister;
-    const d = qemuTicksSince(regs.mode, n, <i64>counter, out);
-    let when = this.restartTime(d);
+    const n: i64 = regs.countRegister == 0 ? FULL : <i64>regs.countRegister;
+    const when = this.restartTime(regs.mode, n, qemuTicksSince(regs.mode, n, <i64>counter, out));
     const rw = regs.rwMode;
     const gatePort = (this.port61 & 0x02) | (gate ? 1 : 0);
     if (rw == RW_NONE && regs.countsWritten == 0) {
       // Never written: the power-on restart at time 0 holds on both sides, unless the gate
       // rose since (only visible, and replayed, while it is still high).
-      if (i == 2 && gate) this.timeline.add(when == NEVER ? this.start : when, PORT_61, gatePort);
+      if (i == 2 && gate) this.timeline.add(when, PORT_61, gatePort);
       return;
     }
     const mode = regs.mode;
-    const oneShot = mode == 0 || mode == 1 || mode == 4 || mode == 5;
-    if (when == NEVER && oneShot) {
-      // Restart with the remaining count: d' ticks before T, N' = counter + d' (mod 2^16).
-      const past = d >= n;
-      const fresh: i64 = (mode == 4 || mode == 5) && d == n ? 1 : past ? FULL + 1 - <i64>(counter == 0 ? FULL : counter) : 0;
-      n = (<i64>counter + fresh) % FULL;
-      if (n == 0) n = FULL;
-      when = this.restartTime(fresh);
-    }
-    if (when == NEVER) when = this.start;
     // The gate first: a rising edge restarts modes 1/2/3/5, and the write below restarts again.
     if (i == 2 && gate) this.timeline.add(this.start, PORT_61, gatePort);
     const port = 0x40 + <u32>i;
@@ -102,8 +103,7 @@ export class QemuPlanner {
       // The last control word came after the last count: load it under a word-format control
       // word (a QEMU control word does not touch counting), then write the real one.
       this.timeline.add(this.start, PIT_CONTROL_PORT, control | (RW_WORD << 4));
-      this.timeline.add(when, port, raw & 0xff);
-      this.timeline.add(when, port, raw >>> 8);
+      this.writeFormatted(when, port, RW_WORD, raw);
       this.timeline.add(when, PIT_CONTROL_PORT, control | (rw << 4));
       return;
     }
@@ -118,7 +118,7 @@ export class QemuPlanner {
       this.timeline.add(t, port, raw & 0xff);
       this.timeline.add(t, port, raw >>> 8);
     } else {
-      this.timeline.add(t, port, rw == 2 ? raw >>> 8 : raw & 0xff);
+      this.timeline.add(t, port, rw == RW_MSB ? raw >>> 8 : raw & 0xff);
     }
   }
 }

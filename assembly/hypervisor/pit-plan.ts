@@ -5,23 +5,22 @@
 // k", the time between edge k and edge k+1, so a count written there loads at edge k+1.
 //
 // Only the register view and the captured values are used; the hidden phase of the counting
-// element is inferred from them (see the notes at each case). Where no history inside the
-// window leads to the captured state, the plan gets as close as it can; pit-state.ts lists
-// those exceptions.
+// element is inferred from them (see the notes at each case; pit-state.ts lists what cannot be
+// told apart). The window reaches back at least 2^17 clocks (RECONSTRUCT_WINDOW_NS), enough to
+// replay the last load, reload or trigger of any channel with the guest's own count.
 
 import { pitEdgeTime, pitEdgesAt } from "../clock";
 import {
   PitChannelRegisters, PIT_CONTROL_PORT, RW_NONE, RW_MSB, RW_WORD, STATUS_NULL_COUNT, STATUS_OUT,
-  countSteps, effectiveMode, fromBcd, toBcd,
+  countModulus, countSteps, countValue, effectiveMode, toBcd,
 } from "../pit-registers";
-import { Timeline } from "./pit-timeline";
+import { ChannelPlanner, Timeline } from "./pit-timeline";
 
 const PORT_61: u32 = 0x61;
-const NOT_FOUND: i64 = -1;
 
 /** Bits of a count in the channel's format: 0 stands for the full count (2^16 or 10^4). */
 function rawCount(steps: i64, bcd: bool): u32 {
-  const v = <u32>(steps % (bcd ? 10000 : 0x10000));
+  const v = <u32>(steps % countModulus(bcd));
   return bcd ? toBcd(v) : v;
 }
 
@@ -33,7 +32,7 @@ function writable(steps: i64, rw: u32, bcd: bool): bool {
   return rw == RW_MSB ? (raw & 0xff) == 0 : raw < 0x100;
 }
 
-export class DatasheetPlanner {
+export class DatasheetPlanner extends ChannelPlanner {
   private e0: i64;
   private eT: i64;
   private gate2: bool = false;
@@ -45,6 +44,7 @@ export class DatasheetPlanner {
     resume: i64,
     private port61: u32,
   ) {
+    super();
     this.e0 = pitEdgesAt(start);
     this.eT = pitEdgesAt(resume);
   }
@@ -81,12 +81,6 @@ export class DatasheetPlanner {
     for (let j: u32 = 0; j < times; j++) this.writeRaw(k, i, regs.rwMode, regs.countRegister);
   }
 
-  /** Writes a count of `steps` `times` times: the register's own bits when it holds that count. */
-  private writeSteps(k: i64, i: i32, regs: PitChannelRegisters, steps: i64, times: u32): void {
-    if (steps == countSteps(regs.countRegister, regs.bcd)) this.writeRegister(k, i, regs, times);
-    else for (let j: u32 = 0; j < times; j++) this.write(k, i, regs.rwMode, regs.bcd, steps);
-  }
-
   private gate(k: i64, level: bool): void {
     if (level == this.gate2) return;
     this.gate2 = level;
@@ -107,10 +101,9 @@ export class DatasheetPlanner {
     // Without a control word the element keeps its power-on 0 (RW mode 0 cannot be restored).
     if (regs.rwMode == RW_NONE) return k;
     if (this.eT > k) {
-      const full: i64 = bcd ? 10000 : 0x10000;
       this.control(k, i, 4, RW_WORD, bcd);
       k++;
-      this.write(k - 1, i, RW_WORD, bcd, counting ? (value + (this.eT - k)) % full : value);
+      this.write(k - 1, i, RW_WORD, bcd, counting ? (value + (this.eT - k)) % countModulus(bcd) : value);
     }
     this.control(k, i, 1, RW_WORD, bcd);
     this.writeRaw(k, i, RW_WORD, regs.countRegister);
@@ -120,16 +113,16 @@ export class DatasheetPlanner {
 
   /**
    * The latest load edge L (interval L-1 holds the write) at which a count of
-   * `base + perEdge * (eT - L)` is writable; NOT_FOUND if none inside the window.
+   * `base + perEdge * (eT - L)` is writable; eT if none is (the count is then written anyway).
    */
   private latestLoad(base: i64, perEdge: i64, rw: u32, bcd: bool): i64 {
-    const full: i64 = bcd ? 10000 : 0x10000;
+    const full = countModulus(bcd);
     for (let L = this.eT; L > this.e0; L--) {
       const steps = base + perEdge * (this.eT - L);
       if (steps > full) break;
       if (writable(steps, rw, bcd)) return L;
     }
-    return NOT_FOUND;
+    return this.eT;
   }
 
   // ---- per channel -------------------------------------------------------------------------
@@ -149,8 +142,8 @@ export class DatasheetPlanner {
         return;
       }
     }
-    const full: i64 = regs.bcd ? 10000 : 0x10000;
-    const value: i64 = regs.bcd ? <i64>(fromBcd(count) % 10000) : <i64>count;
+    const full = countModulus(regs.bcd);
+    const value = countValue(count, regs.bcd);
     const nullCount = (status & STATUS_NULL_COUNT) != 0;
     const mode = effectiveMode(regs.mode);
     if (mode == 2 || mode == 3) this.planPeriodic(i, regs, value, full, out, nullCount, gate);
@@ -159,18 +152,21 @@ export class DatasheetPlanner {
   }
 
   /**
-   * Modes 2/3. Frozen (gate low, or no count since the control word) or a first load due at
-   * the next edge: preset the element, then the count writes (the last one in interval eT when
-   * the load is due). Running: the element must come from a load; if NULL COUNT is 0 the
-   * current period (half-cycle) began with the count register's value, and when that start
-   * falls in the window the history is replayed exactly; otherwise a remaining count is loaded
-   * and the register value written after it, to be taken at the next period (NULL COUNT then
-   * reads 1 until that reload).
+   * Modes 2/3. Stopped by gate 2 after a load: replayed. Frozen otherwise (gate low, or no
+   * count since the control word) or a first load due at the next edge: preset the element,
+   * then the count writes (the last one in interval eT when the load is due). Running with
+   * NULL COUNT 0: the current period (half-cycle) began with the count register's value, and
+   * is replayed. Running with a new count pending: the remaining count is loaded, the pending
+   * count written after it to be taken at the next period, as on the source.
    */
   private planPeriodic(i: i32, regs: PitChannelRegisters, value: i64, full: i64, out: bool, nullCount: bool, gate: bool): void {
     const written = regs.countsWritten;
     const bcd = regs.bcd;
     const rw = regs.rwMode;
+    if (i == 2 && !gate && written > 0 && !nullCount) {
+      this.replayGateStop(regs, value, full);
+      return;
+    }
     if (i == 2) this.gate(this.e0, gate);
     const loadDue = gate && written == 1 && nullCount;
     if (!gate || written == 0 || loadDue) {
@@ -190,14 +186,15 @@ export class DatasheetPlanner {
     const span = !mode3 ? period : out ? (period + 1) >> 1 : period >> 1;
     const begin = this.eT - (span - left);
     const startsHigh = !mode3 || out;
-    if (!nullCount && span >= left && this.replay(i, regs, begin, startsHigh, period)) return;
-
+    if (!nullCount) {
+      this.replay(i, regs, begin, startsHigh, period);
+      return;
+    }
     this.control(this.e0, i, regs.mode, rw, bcd);
     if (startsHigh) {
       // A fresh load starts a high half-cycle: load the remaining count, as late as writable.
       const base = !mode3 ? whole : odd ? value + 1 : whole;
-      let L = this.latestLoad(base, mode3 ? 2 : 1, rw, bcd);
-      if (L == NOT_FOUND) L = this.eT;
+      const L = this.latestLoad(base, mode3 ? 2 : 1, rw, bcd);
       this.write(L - 1, i, rw, bcd, base + (mode3 ? 2 : 1) * (this.eT - L));
     } else {
       // A low half-cycle: a short count's high half ends at eT, where the remaining count
@@ -212,25 +209,48 @@ export class DatasheetPlanner {
   }
 
   /**
+   * Channel 2 in mode 2/3 stopped by its gate after the register's count was loaded: load it,
+   * let it run down to the frozen value, and lower the gate in interval eT.
+   */
+  private replayGateStop(regs: PitChannelRegisters, value: i64, full: i64): void {
+    const mode3 = effectiveMode(regs.mode) == 3;
+    const period = countSteps(regs.countRegister, regs.bcd);
+    // Mode 3 counts by 2 from the even part of the count (taking the high half-cycle).
+    const top = mode3 ? period & ~1 : period;
+    const frozen = value == 0 && top == full ? full : value;
+    const L = this.eT - (top - frozen) / (mode3 ? 2 : 1);
+    this.gate(this.e0, true);
+    this.control(this.e0, 2, regs.mode, regs.rwMode, regs.bcd);
+    this.writeRegister(L - 1, 2, regs, regs.countsWritten);
+    this.gate(this.eT, false);
+  }
+
+  /**
    * Replays a running mode 2/3 channel whose current period (half-cycle) began at edge `begin`
    * with the count register's value: a fresh load there (or half a period before, for a low
-   * half) gives the same element, NULL COUNT 0, and the same register. False if the window is
-   * too short.
+   * half) gives the same element, NULL COUNT 0, and the same register. A low half that began
+   * too soon after power-on for that took the value from an earlier count's high half: so does
+   * the replay, with the shortest such count.
    */
-  private replay(i: i32, regs: PitChannelRegisters, begin: i64, startsHigh: bool, period: i64): bool {
-    const L = startsHigh ? begin : begin - ((period + 1) >> 1);
-    if (L <= this.e0) return false;
+  private replay(i: i32, regs: PitChannelRegisters, begin: i64, startsHigh: bool, period: i64): void {
+    let L = startsHigh ? begin : begin - ((period + 1) >> 1);
     this.control(this.e0, i, regs.mode, regs.rwMode, regs.bcd);
-    this.writeRegister(L - 1, i, regs, regs.countsWritten);
-    return true;
+    if (L > this.e0) {
+      this.writeRegister(L - 1, i, regs, regs.countsWritten);
+      return;
+    }
+    let first: i64 = 2;
+    while (!writable(first, regs.rwMode, regs.bcd)) first++;
+    L = begin - ((first + 1) >> 1);
+    this.write(L - 1, i, regs.rwMode, regs.bcd, first);
+    this.writeRegister(L, i, regs, 1);
   }
 
   /**
    * Modes 0/4. Mode 0 with the first byte of a count held: counting is frozen at that byte's
    * write. A load due at the next edge: preset, then the write(s) in interval eT. Loaded
    * (NULL COUNT 0): terminal count ahead (mode 0: OUT low; mode 4: assumed while the count is
-   * not above the register's) or behind; the load is replayed with the register's value when
-   * it falls in the window, else with the remaining count (the register then holds that).
+   * not above the register's) or behind; the register's load is replayed.
    */
   private planOneShot(i: i32, regs: PitChannelRegisters, value: i64, full: i64, out: bool, nullCount: bool, gate: bool): void {
     const written = regs.countsWritten;
@@ -241,13 +261,12 @@ export class DatasheetPlanner {
     const period = countSteps(regs.countRegister, bcd);
     if (mode0 && regs.writeMsbNext) {
       if (written > 0 && !nullCount) {
-        // Loaded, then frozen by the first byte of the next count, `period - whole` edges later.
+        // Loaded, then frozen by the first byte of the next count as many edges later as the
+        // count went down (modulo its wrap).
         if (i == 2) this.gate(this.e0, true);
-        const exact = this.e0 + 1 + (period - whole) <= this.eT && period >= whole;
-        const steps = exact ? period : whole;
         this.control(this.e0, i, regs.mode, rw, bcd);
-        this.writeSteps(this.e0, i, regs, steps, written);
-        const frozenAt = this.e0 + 1 + (steps - whole);
+        this.writeRegister(this.e0, i, regs, written);
+        const frozenAt = this.e0 + 1 + (period - value + full) % full;
         if (i == 2) this.gate(frozenAt, gate);
         this.timeline.add(this.at(frozenAt), 0x40 + <u32>i, regs.heldLsb);
       } else {
@@ -259,6 +278,15 @@ export class DatasheetPlanner {
       return;
     }
     if (i == 2) this.gate(this.e0, gate);
+    if (written > 0 && nullCount && !mode0 && !out) {
+      // Mode 4 strobing at eT with a new count due at the next edge: a 1-clock count first.
+      this.control(this.e0, i, regs.mode, rw, bcd);
+      let steps: i64 = 1;
+      while (!writable(steps, rw, bcd)) steps++;
+      this.write(this.eT - steps - 1, i, rw, bcd, steps);
+      this.writeRegister(this.eT, i, regs, written);
+      return;
+    }
     if (written == 0 || nullCount) {
       const k = this.preset(i, regs, value, gate);
       if (written > 0) this.writeRegister(this.eT, i, regs, written);
@@ -267,33 +295,17 @@ export class DatasheetPlanner {
     const armed = mode0 ? !out : out && whole <= period;
     this.control(this.e0, i, regs.mode, rw, bcd);
     if (armed) {
-      if (!gate) {
-        // Paused before terminal count: a count loads even with the gate low.
-        this.writeSteps(this.e0, i, regs, whole, written);
-        return;
-      }
-      let L = this.eT - (period - whole);
-      let steps = period;
-      if (period < whole || L <= this.e0) {
-        L = this.latestLoad(whole, 1, rw, bcd);
-        if (L == NOT_FOUND) L = this.eT;
-        steps = whole + (this.eT - L);
-      }
-      this.writeSteps(L - 1, i, regs, steps, written);
+      // Counted down from the register's value; paused channels were then stopped by gate 2.
+      const L = this.eT - (period - whole);
+      if (!gate) this.gate(this.e0, true);
+      this.writeRegister(L - 1, i, regs, written);
+      if (!gate) this.gate(this.eT, false);
       return;
     }
     // Terminal count (mode 4: the strobe) `since` edges ago; a paused channel stopped at eT.
     const since = value == 0 && !mode0 && out ? full : (full - value) % full;
-    let steps = period;
-    let L = this.eT - since - steps;
-    if (L <= this.e0) {
-      steps = 1;
-      while (!writable(steps, rw, bcd)) steps++;
-      L = this.eT - since - steps;
-      if (L <= this.e0) L = this.e0 + 1;
-    }
     if (i == 2 && !gate) this.gate(this.e0, true);
-    this.writeSteps(L - 1, i, regs, steps, written);
+    this.writeRegister(this.eT - since - period - 1, i, regs, written);
     if (i == 2) this.gate(this.eT, gate);
   }
 
@@ -311,6 +323,16 @@ export class DatasheetPlanner {
     const whole = value == 0 ? full : value;
     const period = countSteps(regs.countRegister, bcd);
     const armed = mode1 ? !out : out ? !nullCount && whole <= period : true;
+    if (i == 2 && written > 0 && !armed && !nullCount) {
+      // Triggered with the register's count, past its terminal count `since` edges ago (mode
+      // 5: its strobe, which left the count at 0 a full cycle ago if it reads 0 again).
+      const since = value == 0 && !mode1 ? full : (full - value) % full;
+      this.control(this.e0, i, regs.mode, rw, bcd);
+      this.writeRegister(this.e0, i, regs, written);
+      this.gate(this.eT - since - period - 1, true);
+      this.gate(this.eT, gate);
+      return;
+    }
     if (i == 2) this.gate(this.e0, armed && written > 0 ? false : gate);
     if (i != 2 || written == 0 || !armed) {
       const k = this.preset(i, regs, value, true);
@@ -319,19 +341,20 @@ export class DatasheetPlanner {
     }
     // Steps from the trigger's load to the terminal count; mode 5 strobing now has 0 left.
     const left = !mode1 && !out ? 0 : whole;
-    let L = this.eT - (period - left);
-    let steps = period;
-    const exact = !nullCount && period >= left && L > this.e0;
-    if (!exact) {
-      L = this.latestLoad(left, 1, rw, bcd);
-      if (L == NOT_FOUND) L = this.eT;
-      steps = left + (this.eT - L);
-    }
     this.control(this.e0, i, regs.mode, rw, bcd);
-    this.writeSteps(this.e0, i, regs, steps, exact ? written : 1);
-    this.gate(L - 1, true);
-    // The trigger took the remaining count; the register's value follows, for the next trigger.
-    if (!exact) this.writeRegister(L, i, regs, 1);
+    if (!nullCount) {
+      // The trigger took the register's value.
+      const L = this.eT - (period - left);
+      this.writeRegister(this.e0, i, regs, written);
+      this.gate(L - 1, true);
+    } else {
+      // A count written since the trigger: the trigger takes the remaining count (as late as
+      // writable), the register's value follows for the next trigger.
+      const L = this.latestLoad(left, 1, rw, bcd);
+      this.write(this.e0, i, rw, bcd, left + (this.eT - L));
+      this.gate(L - 1, true);
+      this.writeRegister(L, i, regs, 1);
+    }
     this.gate(this.eT, gate);
   }
 }

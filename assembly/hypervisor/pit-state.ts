@@ -18,22 +18,28 @@
 //   the source (after capture) and the destination latch again at T → a guest that latched
 //   before T and reads after reads the count/status at T instead (exact when it latched
 //   within the same PIT clock as T).
-// - RW mode LSB-only or MSB-only (or a never-programmed channel) reads back one byte of the
-//   counting element; the other is taken as 0 → exact for LSB-only counts below 256 before any
-//   wrap; MSB-only periodic channels may be off by up to 255 clocks.
-// - Datasheet model, when the last load or reload, or the terminal count, lies before the
-//   window: NULL COUNT reads 1 (not 0) in modes 1/2/3/5 until the next reload or trigger; in
-//   modes 0/4 the count register holds the remaining count (observable only by a later
-//   trigger or mode change without a new count); a mode 0/1/4/5 counter past its terminal
-//   count may hold a different wrapped value (the window holds few clocks). The counts written
-//   since the control word may then read 2 where the guest wrote 1 (shadow bookkeeping).
-// - Datasheet model, inferences: mode 3 with a new count pending during a high half-cycle
-//   assumes the half came from a count of the same parity (else OUT moves by one clock);
-//   modes 4/5 assume the strobe is still ahead while the count is not above the register's;
-//   a gate-2 trigger or a second count write less than one PIT clock before T is not seen.
-// - QEMU model: see pit-plan-qemu.ts (sub-tick phase; windows shorter than the phase); a
-//   count latch QEMU kept across a control word that changed the RW mode is rebuilt in the
-//   current RW mode's shape.
+// - RW mode LSB-only or MSB-only (or a never-programmed channel given counts) reads back one
+//   byte of the counting element; the other is taken as 0 → exact for LSB-only counts below
+//   256 before any wrap; MSB-only channels may be off by up to 255 clocks, and MSB-only
+//   periodic channels cannot replay their period (NULL COUNT reads 1 until the next reload).
+// - Datasheet model, inferences from what reads back: mode 3 with a new count pending during a
+//   high half-cycle assumes the half came from a count of the same parity (else OUT moves by
+//   one clock); modes 4/5 assume the strobe is still ahead while the count is not above the
+//   register's (else it strobes once more, at least 2^16 clocks after the last); a gate-2
+//   trigger, or a second count write, less than one PIT clock before T is not seen.
+// - Datasheet model, window: exact replays need the last load, reload or trigger within the
+//   window (up to 2^17 clocks back; RECONSTRUCT_WINDOW_NS covers it). With a shorter window:
+//   NULL COUNT reads 1 until the next reload or trigger, modes 0/4 keep the remaining count in
+//   the count register (seen only by a later trigger or mode change without a new count), a
+//   one-shot past terminal count may hold another wrapped value, and the shadow's counts
+//   written since the control word may read 2 where the guest wrote 1.
+// - QEMU model: see pit-plan-qemu.ts (the restart's nanosecond inside its PIT tick; modes 4/5
+//   with OUT low assumed before their strobe unless a restart at time 0 fits); a count
+//   latch QEMU kept across a control word that changed the RW mode is rebuilt in the current
+//   RW mode's shape, and a latched status in the current control fields.
+// - A channel given counts but never a control word (RW mode 0) cannot get its power-on RW
+//   mode back through a control word: it is rebuilt by count writes alone from its power-on
+//   state; if gate 2 stopped it after a load, the frozen count is not rebuilt.
 
 import { FieldIO } from "../fields";
 import { PIT_CHANNELS, PIT_CONTROL_PORT, LATCH_MSB, LATCH_NONE, LATCH_WORD, PitChannelRegisters, RW_NONE, RW_WORD } from "../pit-registers";
@@ -41,7 +47,7 @@ import { HardwareBus } from "./bus";
 import { DatasheetPlanner } from "./pit-plan";
 import { QemuPlanner } from "./pit-plan-qemu";
 import { PitShadow } from "./pit-shadow";
-import { Timeline } from "./pit-timeline";
+import { ChannelPlanner, Timeline } from "./pit-timeline";
 
 const PORT_61: u32 = 0x61;
 const REFRESH: u32 = 0x10;
@@ -99,12 +105,11 @@ export function reconstructPit(bus: HardwareBus, rec: PitRecord, shadow: PitShad
   const timeline = new Timeline();
   const start = bus.now();
   const gate2 = (rec.port61 & 1) != 0;
-  if (compat) {
-    const planner = new QemuPlanner(timeline, start, rec.time, rec.port61);
-    for (let i = 0; i < PIT_CHANNELS; i++) planner.plan(i, unchecked(rec.shadow.channels[i]), unchecked(rec.status[i]), unchecked(rec.count[i]), i != 2 || gate2);
-  } else {
-    const planner = new DatasheetPlanner(timeline, start, rec.time, rec.port61);
-    for (let i = 0; i < PIT_CHANNELS; i++) planner.plan(i, unchecked(rec.shadow.channels[i]), unchecked(rec.status[i]), unchecked(rec.count[i]), i != 2 || gate2);
+  const planner: ChannelPlanner = compat
+    ? new QemuPlanner(timeline, start, rec.time, rec.port61)
+    : new DatasheetPlanner(timeline, start, rec.time, rec.port61);
+  for (let i = 0; i < PIT_CHANNELS; i++) {
+    planner.plan(i, unchecked(rec.shadow.channels[i]), unchecked(rec.status[i]), unchecked(rec.count[i]), i != 2 || gate2);
   }
   timeline.run(bus, shadow, rec.time);
   bus.advanceTo(rec.time);

@@ -2,8 +2,15 @@
 // the plans for several PIT channels can interleave inside one reconstruction window. Every
 // write is also shown to a shadow, which thereby tracks the registers the writes leave behind.
 
+import { PitChannelRegisters } from "../pit-registers";
 import { HardwareBus } from "./bus";
 import { PitShadow } from "./pit-shadow";
+
+/** Schedules, on a timeline, the writes that rebuild one captured channel. */
+export abstract class ChannelPlanner {
+  /** Channel `i` with shadow registers `regs`, read back at T as `status` and `count`. */
+  abstract plan(i: i32, regs: PitChannelRegisters, status: u32, count: u32, gate: bool): void;
+}
 
 class TimedWrite {
   constructor(

@@ -30,6 +30,9 @@ export interface MachineOptions extends Partial<MachineConfig> {
   startTime?: number;
 }
 
+/** Clock rates above 9 GHz would overflow the core's 64-bit clock arithmetic. */
+export const MAX_CLOCK_HZ = 9_000_000_000;
+
 export const DEFAULT_CONFIG: Readonly<MachineConfig> = {
   pic: true,
   pit: true,
@@ -89,6 +92,10 @@ export class Machine {
     this.config = { ...DEFAULT_CONFIG, ...stripUndefined(options) };
     this.policy = options.policy ?? "blmvisor";
     if (!(this.policy in POLICY_CODE)) throw new RangeError(`unknown policy ${JSON.stringify(this.policy)}`);
+    for (const k of ["apicBusHz", "tscHz"] as const) {
+      const hz = this.config[k];
+      if (!Number.isInteger(hz) || hz < 1 || hz > MAX_CLOCK_HZ) throw new RangeError(`${k} must be a whole number of Hz from 1 to ${MAX_CLOCK_HZ}, got ${hz}`);
+    }
     const core = (this.core = instantiateCore());
     const c = this.config;
     core.init(+c.pic, +c.pit, +c.lapic, +c.ioapic, +c.pitIrq0, +c.compatQemu, c.apicBusHz, c.tscHz, POLICY_CODE[this.policy], options.startTime ?? 0);

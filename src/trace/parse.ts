@@ -2,6 +2,7 @@
 // events, checking everything the format defines. The streaming reader feeds it; the writer
 // runs its own output through it so that nothing it writes can fail to read back.
 
+import { MAX_CLOCK_HZ } from "../core/machine.js";
 import {
   Check,
   Op,
@@ -141,7 +142,7 @@ function pairs(tokens: readonly string[], directive: string): [string, string][]
 
 function parseHz(tokens: readonly string[], directive: string): number {
   if (tokens.length !== 1) throw new Reject(`${directive} takes one number`);
-  const hz = parseLimited(tokens[0], directive, MAX_TIME);
+  const hz = parseLimited(tokens[0], directive, MAX_CLOCK_HZ);
   if (hz === 0) throw new Reject(`${directive} must not be 0`);
   return hz;
 }

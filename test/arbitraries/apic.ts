@@ -216,10 +216,13 @@ const timerLvt = fc
 const timerStart: fc.Arbitrary<ApicStep[]> = fc
   .record({ div: divideConfig, lvt: timerLvt, count })
   .map(({ div, lvt, count }) => [write(REG.divide, div), write(REG.lvtTimer, lvt), write(REG.initialCount, count)]);
+/** An LVT timer change alone, with the count running (not exact across a QEMU-mode migration). */
+const lvtOnly: fc.Arbitrary<ApicStep> = timerLvt.map((v) => write(REG.lvtTimer, v));
 const timerTouch: fc.Arbitrary<ApicStep> = fc.oneof(
-  timerLvt.map((v) => write(REG.lvtTimer, v)),
   count.map((v) => write(REG.initialCount, v)),
-  fc.integer({ min: -50, max: 3000 }).map((ticks): ApicStep => ({ op: "deadlineIn", ticks })),
+  fc
+    .oneof(fc.integer({ min: -50, max: 3000 }), fc.integer({ min: 3000, max: 10_000_000 }))
+    .map((ticks): ApicStep => ({ op: "deadlineIn", ticks })),
   fc.constant<ApicStep>({ op: "wrmsr", msr: MSR_TSC_DEADLINE, value: 0n }),
 );
 /** A divider change alone, with the count running (not exact across a QEMU-mode migration). */
@@ -237,7 +240,7 @@ const pin = fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 16, max: 23 }) },
 const ioEntryLow = fc
   .record({
     vec: commonVector,
-    level: fc.boolean(),
+    level: fc.constantFrom(true, true, false),
     masked: fc.constantFrom(0, 0, MASKED),
     activeLow: fc.constantFrom(0, 0, 0, 1 << 13),
     logical: fc.constantFrom(0, 0, 1 << 11),
@@ -270,12 +273,12 @@ const advance: fc.Arbitrary<ApicStep> = fc
   .map((ns) => ({ op: "advance", ns }));
 
 export interface ApicActionOptions {
-  /** Include divider changes that are not followed by a new initial count. */
-  divideOnly?: boolean;
+  /** Include divider and LVT timer changes that are not followed by a new initial count. */
+  timerChangesWithoutCount?: boolean;
 }
 
 /** One guest action, as one or more steps. */
-export function apicAction({ divideOnly: withDivideOnly = true }: ApicActionOptions = {}): fc.Arbitrary<ApicStep[]> {
+export function apicAction({ timerChangesWithoutCount = true }: ApicActionOptions = {}): fc.Arbitrary<ApicStep[]> {
   return fc.oneof(
     { weight: 1, arbitrary: svr.map((s) => [s]) },
     { weight: 2, arbitrary: tpr.map((s) => [s]) },
@@ -287,7 +290,8 @@ export function apicAction({ divideOnly: withDivideOnly = true }: ApicActionOpti
     { weight: 1, arbitrary: errors.map((s) => [s]) },
     { weight: 3, arbitrary: timerStart },
     { weight: 2, arbitrary: timerTouch.map((s) => [s]) },
-    { weight: withDivideOnly ? 1 : 0, arbitrary: divideOnly.map((s) => [s]) },
+    { weight: timerChangesWithoutCount ? 1 : 0, arbitrary: divideOnly.map((s) => [s]) },
+    { weight: timerChangesWithoutCount ? 1 : 0, arbitrary: lvtOnly.map((s) => [s]) },
     { weight: 1, arbitrary: otherLvt.map((s) => [s]) },
     { weight: 3, arbitrary: ioProgram },
     { weight: 4, arbitrary: gsi.map((s) => [s]) },
