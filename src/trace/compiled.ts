@@ -36,6 +36,7 @@
 //
 // An expectation compares (result & mask) with (value & mask). Unused fields are 0.
 
+import { MAX_CLOCK_HZ } from "../core/machine.js";
 import { open, type FileHandle } from "node:fs/promises";
 import { Check, Op, isCheckable, type TraceEvent, type TraceHeader } from "./event.js";
 import { TraceError } from "./parse.js";
@@ -244,7 +245,7 @@ export async function readCompiledChunks(path: string, recordsPerChunk: number =
     const tscHz = Number(head.readBigUInt64LE(HeaderField.TscHz));
     if (recordsOffset !== align8(HEADER_SIZE + sourceLength)) fail("bad record offset");
     if (labelsOffset !== recordsOffset + recordCount * RECORD_SIZE || labelsOffset > size) fail("record count does not match the file");
-    if (apicBusHz < 1 || apicBusHz > Number.MAX_SAFE_INTEGER || tscHz < 1 || tscHz > Number.MAX_SAFE_INTEGER) fail("bad clock rate");
+    if (apicBusHz < 1 || apicBusHz > MAX_CLOCK_HZ || tscHz < 1 || tscHz > MAX_CLOCK_HZ) fail("bad clock rate");
     const hasSource = (flags & HeaderFlag.HasSource) !== 0;
     if (!hasSource && sourceLength !== 0) fail("source text without its flag");
 
