@@ -6,7 +6,7 @@ import { performance } from "node:perf_hooks";
 import { Packr } from "msgpackr";
 import { Machine, type Policy } from "../core/machine.js";
 import { EXIT_REASONS, type ExitReport } from "../core/exits.js";
-import { Check, OP_NAMES, Op, type TraceEvent, type TraceHeader } from "./event.js";
+import { Check, OP_NAMES, Op, msrExpectation, msrValue, valueWidthMask, type TraceEvent, type TraceHeader } from "./event.js";
 import { RECORD_SIZE, decodeRecord, readCompiledChunks } from "./compiled.js";
 
 export interface MigrationPoints {
@@ -169,9 +169,9 @@ export class Replayer {
       const vector = low > 0x7fffffff ? -1 : low;
       this.mismatch(e, vectorText(e.check === Check.NoInterrupt ? -1 : e.value), vectorText(vector));
     } else if (e.op === Op.Rdmsr) {
-      this.mismatch(e, `0x${((BigInt(e.valueHi) << 32n) | BigInt(e.value)).toString(16)}`, `0x${((BigInt(high) << 32n) | BigInt(low)).toString(16)}`);
+      this.mismatch(e, `0x${msrExpectation(e).value.toString(16)}`, `0x${((BigInt(high) << 32n) | BigInt(low)).toString(16)}`);
     } else {
-      this.mismatch(e, hex(e.value, e.mask), hex(low));
+      this.mismatch(e, hex(e.value, e.mask, e.op), hex(low));
     }
   }
 
@@ -204,7 +204,7 @@ export class Replayer {
         m.writel(e.a, e.b);
         break;
       case Op.Wrmsr:
-        m.wrmsr(e.a, (BigInt(e.bHi) << 32n) | BigInt(e.b));
+        m.wrmsr(e.a, msrValue(e));
         break;
       case Op.Inb:
         this.checkRead(e, m.inb(e.a));
@@ -280,15 +280,14 @@ export class Replayer {
     this.report.reads++;
     if (e.check !== Check.Value) return;
     this.report.checked++;
-    if (((actual ^ e.value) & e.mask) >>> 0 !== 0) this.mismatch(e, hex(e.value, e.mask), hex(actual));
+    if (((actual ^ e.value) & e.mask) >>> 0 !== 0) this.mismatch(e, hex(e.value, e.mask, e.op), hex(actual));
   }
 
   private checkMsr(e: TraceEvent, actual: bigint): void {
     this.report.reads++;
     if (e.check !== Check.Value) return;
     this.report.checked++;
-    const value = (BigInt(e.valueHi) << 32n) | BigInt(e.value);
-    const mask = (BigInt(e.maskHi) << 32n) | BigInt(e.mask);
+    const { value, mask } = msrExpectation(e);
     if (((actual ^ value) & mask) !== 0n) this.mismatch(e, `0x${value.toString(16)}`, `0x${actual.toString(16)}`);
   }
 
@@ -324,9 +323,11 @@ export async function replayEvents(header: TraceHeader, events: AsyncIterable<Tr
   return replayer.finish();
 }
 
-function hex(v: number, mask = 0xffffffff): string {
+/** A value in hex, with its mask when the expectation compared only some bits of `op`'s width. */
+function hex(v: number, mask = 0xffffffff, op?: Op): string {
   const text = `0x${(v >>> 0).toString(16)}`;
-  return mask >>> 0 === 0xffffffff || mask === 0xff || mask === 0xffff ? text : `${text}/0x${(mask >>> 0).toString(16)}`;
+  const full = op === undefined ? 0xffffffff : valueWidthMask(op);
+  return mask >>> 0 === full >>> 0 ? text : `${text}/0x${(mask >>> 0).toString(16)}`;
 }
 
 function vectorText(v: number): string {
