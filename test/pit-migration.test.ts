@@ -6,7 +6,8 @@
 // registers and OUT only:
 //   BYTE_LOST       RW mode LSB-/MSB-only (or a never-programmed channel given counts): one
 //                   byte of the counting element is unreadable.
-//   PARITY_GUESSED  mode 3, new count pending, high half-cycle of the other parity.
+//   PARITY_GUESSED  mode 3, new count pending, high half-cycle of the other parity (or at its
+//                   extra clock, where the illegal count 1 cannot be told from 3).
 //   STROBE_GUESSED  modes 4/5: whether the strobe is still ahead is inferred from the count.
 //   LOAD_UNSEEN     a gate trigger or second count write within the PIT clock before T.
 //   MSB_ONLY_PERIOD MSB-only periodic channels need multiples of 256 clocks to replay.
@@ -59,7 +60,7 @@ function datasheetExceptions(c: PitChannelState, i: number): string[] {
   const untouched = c.rwMode === 0 && c.countsWritten === 0;
   if (!untouched && ((c.rwMode <= 1 && c.count > 0xff) || (c.rwMode === 2 && (c.count & 0xff) !== 0) || c.rwMode === 0)) found.push(BYTE_LOST);
   const periodic = mode === 2 || mode === 3;
-  if (mode === 3 && c.out && c.nullCount && c.counting && c.halfOdd !== (c.count === 0 ? 1 : reload & 1)) found.push(PARITY_GUESSED);
+  if (mode === 3 && c.out && c.nullCount && c.counting && (c.count === 0 || c.halfOdd !== (reload & 1))) found.push(PARITY_GUESSED);
   const loaded = c.countsWritten > 0 && !c.nullCount && !c.loadPending;
   if (mode === 4 && loaded && c.out && c.armed !== +(whole <= reload)) found.push(STROBE_GUESSED);
   if (mode === 5 && i === 2 && c.countsWritten > 0 && c.out && c.armed !== +(!c.nullCount && whole <= reload)) found.push(STROBE_GUESSED);

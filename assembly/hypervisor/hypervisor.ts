@@ -124,6 +124,7 @@ export class Hypervisor {
       else this.picShadow.observeRead(port, value);
       if (this.policy == Policy.Blmvisor) this.picShadow.armTraps(this.traps);
     } else if (c.pit && isPitPort(port)) {
+      this.pitShadow.now = this.board.now;
       if (write) this.pitShadow.observeWrite(port, value);
       else this.pitShadow.observeRead(port, value);
       if (this.policy == Policy.Blmvisor) this.pitShadow.armTraps(this.traps);

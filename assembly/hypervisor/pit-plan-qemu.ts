@@ -4,12 +4,15 @@
 // are functions of d, the whole PIT ticks since that restart. Capture reads the count (and OUT,
 // in the status byte) at T, which gives d back; the plan restarts the channel d ticks before
 // T. Which nanosecond inside that tick the source restarted at cannot be read, so the restart
-// is placed in the middle of the tick (or at time 0 when the tick reaches back to it, where the
-// power-on restart and early writes put a source): later counts and OUT changes may move by up
-// to half a PIT clock (419 ns). The window reaches back at least the 2^17 ticks d can need.
+// is placed at the nanosecond the hypervisor saw the count write (the write is trapped) when
+// that lies in the window; otherwise in the middle of the tick (or at time 0 when the tick
+// reaches back to it, where the power-on restart and early writes put a source): later counts
+// and OUT changes may then move by up to half a PIT clock (419 ns). The window reaches back at
+// least the 2^17 ticks d can need.
 
-import { PIT_HZ, edgeTime, pitEdgesAt } from "../clock";
+import { PIT_HZ, edgeTime, pitEdgesAt, ticksIn } from "../clock";
 import { PitChannelRegisters, PIT_CONTROL_PORT, RW_MSB, RW_NONE, RW_WORD, STATUS_OUT, countModulus } from "../pit-registers";
+import { PitShadow } from "./pit-shadow";
 import { ChannelPlanner, Timeline } from "./pit-timeline";
 
 const PORT_61: u32 = 0x61;
@@ -66,6 +69,7 @@ export class QemuPlanner extends ChannelPlanner {
     private start: i64,
     private resume: i64,
     private port61: u32,
+    private seen: PitShadow,
   ) {
     super();
   }
@@ -75,7 +79,13 @@ export class QemuPlanner extends ChannelPlanner {
    * to it and a restart there reads back alike (the power-on restart, or early writes, put a
    * source there; it also settles modes 4/5 past their strobe), else mid-tick.
    */
-  private restartTime(mode: u32, n: i64, d: i64): i64 {
+  private restartTime(i: i32, mode: u32, n: i64, d: i64): i64 {
+    // The trapped count write's own timestamp, when it lies in the window and reads back alike
+    // (a gate-2 rising edge, which is not trapped, may have restarted the channel since).
+    if (unchecked(this.seen.restartKnown[i])) {
+      const t = unchecked(this.seen.restartTime[i]);
+      if (t >= this.start && t <= this.resume && readsAlike(mode, n, d, ticksIn(this.resume - t, PIT_HZ))) return t;
+    }
     if (this.start == 0 && readsAlike(mode, n, d, pitEdgesAt(this.resume))) return 0;
     const t = this.resume - middleOfTick(d);
     return t < this.start ? this.start : t;
@@ -84,7 +94,7 @@ export class QemuPlanner extends ChannelPlanner {
   plan(i: i32, regs: PitChannelRegisters, status: u32, counter: u32, gate: bool): void {
     const out = (status & STATUS_OUT) != 0;
     const n: i64 = regs.countRegister == 0 ? FULL : <i64>regs.countRegister;
-    const when = this.restartTime(regs.mode, n, qemuTicksSince(regs.mode, n, <i64>counter, out));
+    const when = this.restartTime(i, regs.mode, n, qemuTicksSince(regs.mode, n, <i64>counter, out));
     const rw = regs.rwMode;
     const gatePort = (this.port61 & 0x02) | (gate ? 1 : 0);
     if (rw == RW_NONE && regs.countsWritten == 0) {

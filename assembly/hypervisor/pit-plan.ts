@@ -114,13 +114,15 @@ export class DatasheetPlanner extends ChannelPlanner {
   /**
    * The latest load edge L (interval L-1 holds the write) at which a count of
    * `base + perEdge * (eT - L)` is writable; eT if none is (the count is then written anyway).
+   * Mode 3 (2 per edge) needs at least 2: a count of 1 has no low half-cycle, so the next
+   * boundary would start a high one.
    */
   private latestLoad(base: i64, perEdge: i64, rw: u32, bcd: bool): i64 {
     const full = countModulus(bcd);
     for (let L = this.eT; L > this.e0; L--) {
       const steps = base + perEdge * (this.eT - L);
       if (steps > full) break;
-      if (writable(steps, rw, bcd)) return L;
+      if (steps >= perEdge && writable(steps, rw, bcd)) return L;
     }
     return this.eT;
   }

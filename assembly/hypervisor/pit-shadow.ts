@@ -11,7 +11,7 @@
 // mode is LSB-then-MSB (the read flip-flop toggles). Port 0x61 reads back everything it holds.
 
 import { FieldIO } from "../fields";
-import { PIT_CHANNELS, PIT_CONTROL_PORT, PitChannelRegisters, pitCommand } from "../pit-registers";
+import { PIT_CHANNELS, PIT_CONTROL_PORT, PitChannelRegisters, RW_WORD, pitCommand } from "../pit-registers";
 import { DeviceShadow, IoTraps, TRAP_READ, TRAP_WRITE } from "./traps";
 
 const FIRST_DATA_PORT: u32 = 0x40;
@@ -19,6 +19,15 @@ const FIRST_DATA_PORT: u32 = 0x40;
 export class PitShadow extends DeviceShadow {
   channels: StaticArray<PitChannelRegisters> = [new PitChannelRegisters(), new PitChannelRegisters(), new PitChannelRegisters()];
   private compat: bool = false;
+  /**
+   * The time of the access being observed, as the exit handler timestamps it. A count write is
+   * a trapped access, so the hypervisor knows the nanosecond each channel last restarted
+   * counting on a count write — which QEMU's PIT counts from and no register shows.
+   */
+  now: i64 = 0;
+  /** Per channel: whether a count write was seen since reset, and when the last one completed. */
+  restartKnown: StaticArray<bool> = new StaticArray<bool>(PIT_CHANNELS);
+  restartTime: StaticArray<i64> = new StaticArray<i64>(PIT_CHANNELS);
 
   /** Which register semantics the chip follows (QEMU 7.2's or the datasheet's); kept by reset(). */
   get compatQemu(): bool {
@@ -30,12 +39,25 @@ export class PitShadow extends DeviceShadow {
   }
 
   reset(): void {
-    for (let i = 0; i < PIT_CHANNELS; i++) unchecked(this.channels[i]).resetRegisters();
+    for (let i = 0; i < PIT_CHANNELS; i++) {
+      unchecked(this.channels[i]).resetRegisters();
+      unchecked((this.restartKnown[i] = false));
+      unchecked((this.restartTime[i] = 0));
+    }
   }
 
   observeWrite(port: u32, value: u32): void {
     if (port == PIT_CONTROL_PORT) pitCommand(this.channels, value);
-    else if (isDataPort(port)) unchecked(this.channels[<i32>(port - FIRST_DATA_PORT)]).writeData(value);
+    else if (isDataPort(port)) {
+      const i = <i32>(port - FIRST_DATA_PORT);
+      const ch = unchecked(this.channels[i]);
+      const completesCount = ch.rwMode != RW_WORD || ch.writeMsbNext;
+      ch.writeData(value);
+      if (completesCount) {
+        unchecked((this.restartKnown[i] = true));
+        unchecked((this.restartTime[i] = this.now));
+      }
+    }
   }
 
   observeRead(port: u32, value: u32): void {
@@ -56,6 +78,8 @@ export class PitShadow extends DeviceShadow {
     for (let i = 0; i < PIT_CHANNELS; i++) {
       io.beginIndex(i);
       unchecked(this.channels[i]).describeRegisters(io);
+      unchecked((this.restartKnown[i] = io.flag("restartKnown", unchecked(this.restartKnown[i]))));
+      unchecked((this.restartTime[i] = io.time("restartTime", unchecked(this.restartTime[i]))));
       io.end();
     }
     io.end();
@@ -64,6 +88,15 @@ export class PitShadow extends DeviceShadow {
   copyFrom(from: PitShadow): void {
     this.compatQemu = from.compatQemu;
     for (let i = 0; i < PIT_CHANNELS; i++) unchecked(this.channels[i]).copyRegisters(unchecked(from.channels[i]));
+    this.copyRestarts(from);
+  }
+
+  /** Takes over when the guest's count writes happened (a rebuild's own writes do not count). */
+  copyRestarts(from: PitShadow): void {
+    for (let i = 0; i < PIT_CHANNELS; i++) {
+      unchecked((this.restartKnown[i] = unchecked(from.restartKnown[i])));
+      unchecked((this.restartTime[i] = unchecked(from.restartTime[i])));
+    }
   }
 }
 

@@ -24,7 +24,8 @@
 //   periodic channels cannot replay their period (NULL COUNT reads 1 until the next reload).
 // - Datasheet model, inferences from what reads back: mode 3 with a new count pending during a
 //   high half-cycle assumes the half came from a count of the same parity (else OUT moves by
-//   one clock); modes 4/5 assume the strobe is still ahead while the count is not above the
+//   one clock), and at a half's extra clock from a count of at least 3 (the illegal count 1
+//   takes the new count at a high start); modes 4/5 assume the strobe is still ahead while the count is not above the
 //   register's (else it strobes once more, at least 2^16 clocks after the last); a gate-2
 //   trigger, or a second count write, less than one PIT clock before T is not seen.
 // - Datasheet model, window: exact replays need the last load, reload or trigger within the
@@ -106,7 +107,7 @@ export function reconstructPit(bus: HardwareBus, rec: PitRecord, shadow: PitShad
   const start = bus.now();
   const gate2 = (rec.port61 & 1) != 0;
   const planner: ChannelPlanner = compat
-    ? new QemuPlanner(timeline, start, rec.time, rec.port61)
+    ? new QemuPlanner(timeline, start, rec.time, rec.port61, rec.shadow)
     : new DatasheetPlanner(timeline, start, rec.time, rec.port61);
   for (let i = 0; i < PIT_CHANNELS; i++) {
     planner.plan(i, unchecked(rec.shadow.channels[i]), unchecked(rec.status[i]), unchecked(rec.count[i]), i != 2 || gate2);
@@ -118,6 +119,7 @@ export function reconstructPit(bus: HardwareBus, rec: PitRecord, shadow: PitShad
   // A fresh QEMU speaker's refresh bit is clear; the source's stood at the opposite of what
   // its first capture read returned.
   if (compat && (rec.port61 & REFRESH) == 0) bus.inb(PORT_61);
+  shadow.copyRestarts(rec.shadow);
   // The shadow has seen every access of the rebuild, so it now mirrors this chip: the record's
   // registers wherever they could be put back, and what was written where they could not.
 }
@@ -132,6 +134,7 @@ function read(bus: HardwareBus, mirror: PitShadow, port: u32): u32 {
 
 function write(bus: HardwareBus, mirror: PitShadow, port: u32, value: u32): void {
   bus.outb(port, value);
+  mirror.now = bus.now();
   mirror.observeWrite(port, value);
 }
 

@@ -42,6 +42,7 @@ export class Timeline {
       const t = w.time < limit ? w.time : limit;
       if (t > bus.now()) bus.advanceTo(t);
       bus.outb(w.port, w.value);
+      mirror.now = bus.now();
       mirror.observeWrite(w.port, w.value);
     }
     this.writes.length = 0;
