@@ -88,11 +88,9 @@ export class Board {
   /** Runs the clock to `t`, firing every timer event on the way in time order. */
   advanceTo(t: i64): void {
     if (t < this.now) return;
-    const c = this.config;
-    const pitTimed = this.pitRouted;
     while (true) {
-      const tp = pitTimed ? this.pit.nextOut0Change() : NEVER;
-      const tl = c.lapic ? this.lapic.nextTimerEvent() : NEVER;
+      const tp = this.nextPitEvent();
+      const tl = this.nextLapicEvent();
       const tn = tp < tl ? tp : tl;
       if (tn > t) break;
       if (tp == tn) {
@@ -106,10 +104,20 @@ export class Board {
 
   /** The earliest pending device timer event (PIT OUT0 change or local APIC timer). */
   nextTimerEvent(): i64 {
-    const c = this.config;
-    const tp = this.pitRouted ? this.pit.nextOut0Change() : NEVER;
-    const tl = c.lapic ? this.lapic.nextTimerEvent() : NEVER;
+    const tp = this.nextPitEvent();
+    const tl = this.nextLapicEvent();
     return tp < tl ? tp : tl;
+  }
+
+  /** OUT0 changes matter to the board only while they drive ISA line 0. */
+  @inline
+  private nextPitEvent(): i64 {
+    return this.pitRouted ? this.pit.nextOut0Change() : NEVER;
+  }
+
+  @inline
+  private nextLapicEvent(): i64 {
+    return this.config.lapic ? this.lapic.nextTimerEvent() : NEVER;
   }
 
   // ---- port I/O -------------------------------------------------------------------------

@@ -25,9 +25,10 @@
 // - Datasheet model, inferences from what reads back: mode 3 with a new count pending during a
 //   high half-cycle assumes the half came from a count of the same parity (else OUT moves by
 //   one clock), and at a half's extra clock from a count of at least 3 (the illegal count 1
-//   takes the new count at a high start); modes 4/5 assume the strobe is still ahead while the count is not above the
-//   register's (else it strobes once more, at least 2^16 clocks after the last); a gate-2
-//   trigger, or a second count write, less than one PIT clock before T is not seen.
+//   takes the new count at a high start); modes 4/5 assume the strobe is still ahead while
+//   the count is not above the register's (else it strobes once more, at least 2^16 clocks
+//   after the last); a gate-2 trigger, or a second count write, less than one PIT clock
+//   before T is not seen.
 // - Datasheet model, window: exact replays need the last load, reload or trigger within the
 //   window (up to 2^17 clocks back; RECONSTRUCT_WINDOW_NS covers it). With a shorter window:
 //   NULL COUNT reads 1 until the next reload or trigger, modes 0/4 keep the remaining count in
