@@ -119,9 +119,15 @@ export function recordSchema(): string {
 }
 
 /** Captures all device state into the field buffer. */
-export function captureState(): i32 {
+/**
+ * Captures the device state at the current time. With `probePhase` the source is being left
+ * for good: the clock then runs on for up to one APIC timer period to measure the timer's
+ * phase (see hypervisor/apic-phase.ts).
+ */
+export function captureState(probePhase: bool): i32 {
   if (!hypervisor.shadowsValid()) return STATE_NO_SHADOWS;
   captureDevices(hypervisor.bus, hypervisor.picShadow, hypervisor.pitShadow, hypervisor.fixup, record);
+  if (probePhase && board.config.lapic) hypervisor.probeTimerPhase(record.apic.lapic);
   fields.start(FieldMode.Write);
   record.describe(fields);
   return STATE_OK;

@@ -93,6 +93,9 @@ export const ESR_ILLEGAL_REGISTER: u32 = 1 << 7;
 export const FIRST_LEGAL_VECTOR: u32 = 16;
 
 /** Divide configuration (bits 0, 1, 3) to divisor: 0→2, 1→4, 2→8, 3→16, 8→32, 9→64, 10→128, 11→1. */
+/** The divide configuration that counts every bus clock. */
+export const DIVIDE_BY_1: u32 = 0xb;
+
 export function divisorOf(divideConfig: u32): i64 {
   const code = (divideConfig & 3) | ((divideConfig >>> 1) & 4);
   return <i64>1 << <i64>((code + 1) & 7);

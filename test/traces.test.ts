@@ -10,15 +10,11 @@ import { POLICIES } from "../src/core/machine.js";
 import { compileTrace } from "../src/trace/compiled.js";
 import { Check, Op, type TraceEvent } from "../src/trace/event.js";
 import { readTraceFile } from "../src/trace/reader.js";
-import { replayCompiled, replayEvents, type Mismatch } from "../src/trace/replay.js";
+import { replayCompiled, replayEvents } from "../src/trace/replay.js";
 
 const SCENARIOS = join(import.meta.dirname, "..", "traces", "scenarios");
 const QEMU = join(import.meta.dirname, "..", "traces", "qemu");
 const MIGRATION_POINTS = 50;
-const APIC_SCENARIO = "apic-timer-ioapic.trace";
-const LAPIC_CURRENT_COUNT = 0xfee00390;
-const LAPIC_ISR_1 = 0xfee00110;
-const LAPIC_LVT_TIMER = 0xfee00320;
 
 let dir: string;
 beforeAll(async () => {
@@ -51,42 +47,25 @@ describe("hand-written scenarios", async () => {
   });
 
   it("replay with zero mismatches when migrated after every event", async () => {
-    for (const file of files.filter((f) => !f.endsWith(APIC_SCENARIO))) {
+    for (const file of files) {
       const { header, events } = await readTraceFile(file);
       const report = await replayEvents(header, events, { policy: "blmvisor", every: 1 });
       expect({ file, mismatches: report.mismatches }).toEqual({ file, mismatches: [] });
       expect(report.migrations.length).toBeGreaterThanOrEqual(events.length);
     }
   });
-
-  it("the APIC scenario, migrated after every event, differs only where the timer-phase exception allows", async () => {
-    // Exception (assembly/hypervisor/apic-state.ts): the divided clock's phase within a period
-    // cannot be read, so a timer rebuilt mid-period (divide 16: a 16 ns period) runs up to one
-    // period late. Only the timer's own outcomes may differ: its current count, its interrupt
-    // (and the ISR bit it sets). Everything else must still match.
-    const { header, events } = await readTraceFile(join(SCENARIOS, APIC_SCENARIO));
-    const report = await replayEvents(header, events, { policy: "blmvisor", every: 1, keepMismatches: Infinity });
-    const timerLines = new Set(events.filter((e) => e.op === Op.Inta || (e.op === Op.Readl && (e.a === LAPIC_CURRENT_COUNT || e.a === LAPIC_ISR_1))).map((e) => e.line));
-    expect(report.mismatches.filter((m) => !timerLines.has(m.line))).toEqual([]);
-    expect(report.mismatchCount).toBeLessThan(timerLines.size);
-  });
 });
 
 describe("real boots", async () => {
   const files = await traces(QEMU, ".trace.gz");
 
-  it.each(["blmvisor", "full"] as const)(`migrated at ${MIGRATION_POINTS}+ evenly spaced points, differ only where the APIC timer-phase exception allows (policy %s)`, async (policy) => {
-    // One documented exception (README, "What cannot be rebuilt exactly") remains for these
-    // traces: the local APIC timer's phase inside a divided period, so a timer interrupt may
-    // come one acknowledge later. Nothing else may differ — every PIT count included.
+  it.each(["blmvisor", "full"] as const)(`migrated at ${MIGRATION_POINTS}+ evenly spaced points, replay with zero mismatches (policy %s)`, async (policy) => {
     expect(files.length).toBe(6);
     for (const file of files) {
       const { header, events } = await readTraceFile(file);
       const every = Math.max(1, Math.floor(events.length / (MIGRATION_POINTS + 1)));
-      const report = await replayEvents(header, events, { policy, every, keepMismatches: Infinity });
-      const timerVectors = new Set(events.filter((e) => e.op === Op.Writel && e.a === LAPIC_LVT_TIMER).map((e) => `0x${(e.b & 0xff).toString(16)}`));
-      const allowed = (m: Mismatch) => m.op === "inta" && (timerVectors.has(m.expected) || timerVectors.has(m.actual));
-      expect({ file, unexplained: report.mismatches.filter((m) => !allowed(m)).slice(0, 3) }).toEqual({ file, unexplained: [] });
+      const report = await replayEvents(header, events, { policy, every });
+      expect({ file, mismatches: report.mismatches }).toEqual({ file, mismatches: [] });
       expect(report.migrations.length).toBeGreaterThanOrEqual(MIGRATION_POINTS);
     }
   });

@@ -17,13 +17,14 @@
 // values (datasheet model) and the final disable puts them back there.
 //
 // What cannot be rebuilt exactly, and what it does:
-// - The divided clock's phase within a period is not readable: the rebuilt counter starts a
-//   period at T, so each later decrement and expiry comes up to one divided period late, never
-//   early. Exact when T falls on a period boundary of the source, which is always so when the
-//   bus frequency is a multiple of divisor × 1 GHz (divide by 1 at 1 GHz). The true initial
-//   count of a periodic timer is written at the first whole nanosecond of its first expiry:
-//   with divided periods shorter than 1 ns or not a whole number of ns, the periods already
-//   begun in that nanosecond are lost (a lag under 1 ns). TSC-deadline timers are exact.
+// - The divided clock's phase within a period is not readable. A migration's capture probes it
+//   (apic-phase.ts) and the fixup restarts the count at the source's instant. Without the
+//   probe (a plain capture, a datasheet periodic count of 1 that never changes, a period over
+//   MAX_TIMER_PHASE_NS) the rebuilt counter starts a period at T, so each later decrement and
+//   expiry comes up to one divided period late, never early; exact when T falls on a period
+//   boundary of the source. Restarts and the true initial count of a periodic timer are written
+//   at whole nanoseconds: with divided periods that are not a whole number of ns, the fraction
+//   of a nanosecond is lost. TSC-deadline timers are exact.
 // - Errors detected after the guest's last ESR write cannot be read without latching them,
 //   which would change what the guest reads next: the guest's next ESR write latches none.
 // - Without an I/O APIC no level-triggered delivery can set TMR: those vectors come back
@@ -94,8 +95,8 @@ function captureLocalApic(bus: HardwareBus, rec: LocalApicRecord, fixup: Pending
   rec.icrHigh = lapic.read(REG_ICR_HIGH);
   for (let i = 0; i < LVT_COUNT; i++) unchecked((rec.lvt[i] = lapic.read(REG_LVT_FIRST + (<u32>i << 4))));
   rec.initialCount = lapic.readAsGuest(REG_INITIAL_COUNT, fixup);
-  rec.currentCount = lapic.read(REG_CURRENT_COUNT);
-  rec.divideConfig = lapic.read(REG_DIVIDE);
+  rec.currentCount = lapic.readAsGuest(REG_CURRENT_COUNT, fixup);
+  rec.divideConfig = lapic.readAsGuest(REG_DIVIDE, fixup);
 }
 
 function captureIoApic(bus: HardwareBus, rec: IoApicRecord): void {

@@ -12,8 +12,6 @@ import { PicShadow } from "./pic-shadow";
 import { PitRecord, capturePit, reconstructPit } from "./pit-state";
 import { PitShadow } from "./pit-shadow";
 
-/** Bumped whenever the record's layout or meaning changes. */
-export const DEVICE_RECORD_VERSION: u32 = 1;
 /** Above this the clock arithmetic (clock.ts) would overflow 64 bits. */
 const MAX_HZ: u64 = 9_000_000_000;
 

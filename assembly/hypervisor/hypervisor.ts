@@ -8,6 +8,8 @@
 
 import { Board, IOAPIC_BASE, isPicPort, isPitPort } from "../board";
 import { NEVER } from "../clock";
+import { LocalApicRecord } from "./apic-record";
+import { TimerPhaseProbe } from "./apic-phase";
 import { BoardBus } from "./board-bus";
 import { ExitCounters, MmioRegion } from "./exits";
 import { PendingFixup } from "./fixup";
@@ -196,6 +198,19 @@ export class Hypervisor {
   inta(): i32 {
     if (this.policy == Policy.Full && this.board.interruptRequested()) this.exits.externalInterrupt();
     return this.board.inta();
+  }
+
+  /**
+   * After a capture at the current time, with the guest paused for good: lets the clock run
+   * until the local APIC's count changes (at most one divided period) and records when.
+   */
+  probeTimerPhase(rec: LocalApicRecord): void {
+    const probe = new TimerPhaseProbe(this.bus, rec);
+    const start = this.board.now;
+    for (let elapsed: i64 = 1; elapsed <= probe.window; elapsed++) {
+      this.advanceTo(start + elapsed);
+      if (probe.sample(elapsed, this.fixup)) return;
+    }
   }
 
   /** Runs the clock, stopping at the fixup's deadline (like a VMX preemption timer) to act. */

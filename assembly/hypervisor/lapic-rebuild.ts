@@ -9,11 +9,13 @@
 //        entry delivers it, so its remote IRR comes back with the same message (QEMU mode
 //        differs: see rebuildVectorsQemu);
 //   ESR  errors are caused again (send/receive illegal vector, illegal register) and latched;
-//   timer  the current count is loaded as the initial count (see ApicTimerFixup).
+//   timer  the current count is loaded as the initial count, and restarted at the source's
+//        phase when it was measured (see ApicTimerFixup).
 // The I/O APIC is unmasked while this APIC is software-disabled (see quiesce), then the
 // LVTs, TPR and SVR come last.
 // What cannot be rebuilt exactly is listed in apic-state.ts.
 
+import { NEVER, edgeTime, edgesAt } from "../clock";
 import { HardwareBus } from "./bus";
 import { IoApicPort, LapicPort, qemuIpiReachesSelf, writeIcrQuietly } from "./apic-access";
 import { ApicTimerFixup } from "./apic-fixup";
@@ -212,19 +214,53 @@ export class LapicRebuild {
     const now = this.bus.now();
     const divisor = divisorOf(rec.divideConfig);
     const busHz = this.bus.config().apicBusHz;
+    // When the source's count next changes, `phase` ns from now, if the probe measured it.
+    const phase = <i64>rec.timerPhase;
+    const phaseKnown = phase > 0 && phase < edgeTime(divisor, busHz);
     if (this.compat && mode == TimerMode.Periodic && count == 0 && rec.initialCount != 0) {
       // QEMU reads 0 in the period before each expiry, but loading 0 stops the timer.
       this.lapic.write(REG_INITIAL_COUNT, 0);
       fixup.emulateInitialCount = true;
       fixup.raiseAtRewrite = true;
-      fixup.rewriteAt = timerTickTime(now, 1, divisor, busHz);
+      fixup.rewriteAt = phaseKnown ? now + phase : timerTickTime(now, 1, divisor, busHz);
       return;
     }
+    if (count == 1 && phaseKnown && this.countDownToExpiry(fixup, phase, divisor, busHz)) return;
     this.lapic.write(REG_INITIAL_COUNT, count);
+    if (count >= 2 && phaseKnown) {
+      fixup.rephaseAt = now + phase;
+      fixup.rephaseCount = count;
+    }
     if (count == rec.initialCount) return;
     fixup.emulateInitialCount = true;
     // Due for a one-shot count too: the guest may make it periodic before it expires.
     if (count != 0) fixup.rewriteAt = timerTickTime(now, ticksToExpiry(<i64>count, this.compat), divisor, busHz);
+  }
+
+  /**
+   * A count of 1 that changes `phase` ns from now: the expiry is then (datasheet) or a period
+   * later (QEMU spends a period at 0). The count stays loaded as 1; the fixup then lets the
+   * hardware count down to that expiry on the undivided bus clock, starting after the `lead`
+   * that makes it end on a bus clock edge, and restores the divider there. False if the
+   * expiry is too close for a countdown (the timer then lags, as an unmeasured one does).
+   */
+  private countDownToExpiry(fixup: ApicTimerFixup, phase: i64, divisor: i64, busHz: i64): bool {
+    const toExpiry = this.compat ? phase + edgeTime(divisor, busHz) : phase;
+    let lead: i64 = 0;
+    while (lead < toExpiry && edgeTime(edgesAt(toExpiry - lead, busHz), busHz) != toExpiry - lead) lead++;
+    const cycles = edgesAt(toExpiry - lead, busHz);
+    // QEMU's count expires a cycle after reaching 0, so it loads one cycle fewer.
+    const load = this.compat ? cycles - 1 : cycles;
+    if (load < 1) return false;
+    const now = this.bus.now();
+    this.lapic.write(REG_INITIAL_COUNT, 1);
+    fixup.countdownDivide = <i32>this.rec.divideConfig;
+    fixup.countdownZeroAt = this.compat ? now + phase : NEVER;
+    fixup.countdownLoad = <u32>load;
+    fixup.countdownLoadAt = now + lead;
+    fixup.emulateInitialCount = true;
+    fixup.rewriteAt = now + toExpiry;
+    return true;
   }
 
   /**

@@ -34,7 +34,7 @@ export interface CoreExports extends ASUtil {
   fieldCount(): number;
   fieldError(): number;
   recordSchema(): number;
-  captureState(): number;
+  captureState(probePhase: number): number;
   reconstructState(count: number): number;
   inspectSchema(): number;
   inspectState(): void;

@@ -46,7 +46,8 @@ export const DEFAULT_CONFIG: Readonly<MachineConfig> = {
 
 /** What a device-state record is, so a reader can tell one from any other msgpack. */
 export const RECORD_FORMAT = "blmv-devices";
-export const RECORD_VERSION = 1;
+/** Bumped whenever the record's layout or meaning changes (2: the APIC timer's phase). */
+export const RECORD_VERSION = 2;
 
 export interface DeviceRecord {
   format: typeof RECORD_FORMAT;
@@ -136,9 +137,13 @@ export class Machine {
   /**
    * Captures the device state through the hypervisor (guest paused, clock stopped): a plain,
    * versioned object that msgpackr can carry. Throws if the policy kept no shadows.
+   * `leaving`: the guest stays paused past this moment (a migration's capture), so the clock
+   * may run on for up to one APIC timer period while the hypervisor measures the timer's phase,
+   * which lets the destination rebuild the timer exactly; the record still describes the
+   * capture time.
    */
-  capture(): DeviceRecord {
-    const status = this.core.captureState();
+  capture(options: { leaving?: boolean } = {}): DeviceRecord {
+    const status = this.core.captureState(options.leaving ? 1 : 0);
     if (status === this.core.STATE_NO_SHADOWS.value) {
       throw new DeviceStateError(
         `capture refused: under policy "${this.policy}" the hypervisor did not trap the PIC and PIT writes that carry write-only state, so that state is unknown`,

@@ -218,7 +218,7 @@ class SourceSession {
     this.report.exits = { total: exits.total, byReason: exits.byReason };
     let devices;
     try {
-      devices = encodeRecord(guest.machine.capture());
+      devices = encodeRecord(guest.machine.capture({ leaving: true }));
     } catch (e) {
       if (e instanceof DeviceStateError) throw new MigrationFailure("state", e.message);
       throw e;

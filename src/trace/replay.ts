@@ -258,7 +258,7 @@ export class Replayer {
       return;
     }
     const t0 = performance.now();
-    const record = this.machine.capture();
+    const record = this.machine.capture({ leaving: true });
     const bytes = packr.pack(record);
     const t1 = performance.now();
     const next = Machine.reconstruct(packr.unpack(bytes), { policy: this.machine.policy });

@@ -1,0 +1,49 @@
+// The local APIC timer's phase: where inside a divided-clock period the count stands. No
+// register holds it, so a timer rebuilt from its current count alone starts a fresh period
+// at the resume and lags by up to one period. Software learns the phase the only way it can:
+// by watching the current count change while time passes. With the guest paused for good (a
+// migration's downtime) the hypervisor polls the count once per nanosecond for at most one
+// divided period; the source's clock runs on meanwhile, which only the paused guest could
+// have noticed. The destination then restarts the count at the moment it changed (see
+// ApicTimerFixup). A count that cannot change (0, or a periodic count of 1 on the datasheet
+// model, which reloads 1) shows no phase, and none is needed but for that periodic 1.
+
+import { edgeTime } from "../clock";
+import { REG_CURRENT_COUNT, TimerMode, divisorOf, timerModeOf } from "../lapic-registers";
+import { LapicPort, lapicPage } from "./apic-access";
+import { LocalApicRecord, MAX_TIMER_PHASE_NS } from "./apic-record";
+import { HardwareBus } from "./bus";
+import { PendingFixup } from "./fixup";
+
+export class TimerPhaseProbe {
+  /** How many nanoseconds to watch: one divided period, or 0 when there is nothing to learn. */
+  window: i64 = 0;
+  private lapic: LapicPort;
+
+  constructor(private bus: HardwareBus, private rec: LocalApicRecord) {
+    this.lapic = new LapicPort(bus, lapicPage(bus));
+    this.window = probeWindow(bus, rec);
+  }
+
+  /**
+   * Called with the clock `elapsed` ns past the capture; true once the count, as the guest
+   * would read it (through `fixup`, during a countdown), has changed.
+   */
+  sample(elapsed: i64, fixup: PendingFixup | null): bool {
+    if (this.lapic.readAsGuest(REG_CURRENT_COUNT, fixup) == this.rec.currentCount) return false;
+    this.rec.timerPhase = <u32>elapsed;
+    return true;
+  }
+}
+
+function probeWindow(bus: HardwareBus, rec: LocalApicRecord): i64 {
+  if (!rec.pageCaptured) return 0;
+  const c = bus.config();
+  const mode = timerModeOf(unchecked(rec.lvt[0]), c.compatQemu);
+  if (mode == TimerMode.TscDeadline) return 0;
+  // A count at 0 stays there, but for QEMU's periodic one, which reloads at its expiry.
+  const reloads = c.compatQemu && mode == TimerMode.Periodic && rec.initialCount != 0;
+  if (rec.currentCount == 0 && !reloads) return 0;
+  const period = edgeTime(divisorOf(rec.divideConfig), c.apicBusHz);
+  return period <= <i64>MAX_TIMER_PHASE_NS ? period : 0;
+}
