@@ -20,9 +20,10 @@
 // - The divided clock's phase within a period is not readable. A migration's capture probes it
 //   (apic-phase.ts) and the fixup restarts the count at the source's instant. Without the
 //   probe (a plain capture, a datasheet periodic count of 1 that never changes, a period over
-//   MAX_TIMER_PHASE_NS) the rebuilt counter starts a period at T, so each later decrement and
-//   expiry comes up to one divided period late, never early; exact when T falls on a period
-//   boundary of the source. Restarts and the true initial count of a periodic timer are written
+//   MAX_TIMER_PHASE_NS), or for a count of 1 whose expiry is nearer than the shortest load
+//   can reach (one bus clock; two in QEMU mode: never so at a 1 GHz bus), the rebuilt counter
+//   starts a period at T, so each later decrement and expiry comes up to one divided period
+//   late, never early; exact when T falls on a period boundary of the source. Restarts and the true initial count of a periodic timer are written
 //   at whole nanoseconds: with divided periods that are not a whole number of ns, the fraction
 //   of a nanosecond is lost. TSC-deadline timers are exact.
 // - Errors detected after the guest's last ESR write cannot be read without latching them,
