@@ -107,6 +107,8 @@ function describeEvent(e: DestinationEvent): string {
       return `${at} ${e.workload}: ${formatBytes(e.memoryBytes)} received and devices rebuilt, digest verified; waiting for the commit`;
     case "resumed":
       return `${at} ${e.workload}: committed; the guest runs here from ${(e.virtualNs / 1e9).toFixed(3)} s virtual`;
+    case "lost":
+      return `${at} ${e.workload}: LOST during post-copy at ${(e.virtualNs / 1e9).toFixed(3)} s virtual with ${e.missingPages} pages still on the source (${e.code}: ${e.message}); the guest is stopped for good`;
     case "finished":
       return `${at} ${e.workload}: finished at ${(e.virtualNs / 1e9).toFixed(3)} s virtual, ${e.ticks} timer ticks, ${e.exits} VM exits; digest ${e.digest}`;
   }
