@@ -275,10 +275,13 @@ export class DestinationSession {
     const receiver = (this.postcopy = new PostcopyReceiver(memory, checksums, { send: (m) => this.send(m), load: (m) => this.load(m), batches: () => this.seq }));
     this.expecting = "post-copy";
     // Once all memory is here the guest no longer depends on the source.
-    void receiver.memoryIn.then(() => {
-      this.expecting = "nothing";
-      clearTimeout(this.timer);
-    });
+    void receiver.memoryIn.then(
+      () => {
+        this.expecting = "nothing";
+        clearTimeout(this.timer);
+      },
+      () => undefined, // lost: reported by lose()
+    );
     this.announceResumed(machine.now());
     try {
       const guest = await receiver.guest(cpu, machine);
