@@ -17,13 +17,17 @@ const MiB = 2 ** 20;
 const MS = 1_000_000;
 const SPEC: GuestRunSpec = { workload: "uniform", interrupts: "apic", memoryBytes: 8 * MiB, workingSetBytes: 4 * MiB, seed: 5, endNs: 1200 * MS };
 
-let reference: string | undefined;
-const referenceOnce = (): string => (reference ??= referenceDigest(SPEC));
+/** The digest of SPEC's run never migrated, computed the first time it is needed. */
+const referenceOnce = ((): (() => string) => {
+  let digest: string | undefined;
+  return () => (digest ??= referenceDigest(SPEC));
+})();
 
-const proxies: CuttingProxy[] = [];
+let proxy: CuttingProxy | undefined;
 afterEach(async () => {
   killChildren();
-  await Promise.all(proxies.splice(0).map((p) => p.close()));
+  await proxy?.close();
+  proxy = undefined;
 });
 
 const link = (d: { url: string; token: string }, more: Partial<LiveMigrationOptions>): LiveMigrationOptions => ({ url: d.url, token: d.token, migrateAtNs: 100 * MS, ...more });
@@ -108,11 +112,10 @@ describe("migration techniques between two processes", () => {
 describe("the post-copy failure rule", () => {
   it("a link lost after the resume: the destination stops the guest for good, the source keeps its paused copy and never resumes it", async () => {
     const dest = await Destination.start();
-    const proxy = await CuttingProxy.start(dest.url, { from: "source", type: "pages", nth: 20 });
-    proxies.push(proxy);
+    const cut = (proxy = await CuttingProxy.start(dest.url, { from: "source", type: "pages", nth: 20 }));
     const spec = { ...SPEC, endNs: 5000 * MS };
-    const result = await bootAndMigrate(spec, link(proxy, { technique: "postcopy", bandwidth: 4 * MiB, token: dest.token }));
-    expect(proxy.cutDone).toBe(true);
+    const result = await bootAndMigrate(spec, link(cut, { technique: "postcopy", bandwidth: 4 * MiB, token: dest.token }));
+    expect(cut.cutDone).toBe(true);
     expect(result.report.status).toBe("lost");
     expect(result.report.error?.code).toBe("connection");
     expect(result.report.failedAt).toBe("post-copy");

@@ -2,7 +2,8 @@
 
 import { WORKLOAD_NAMES, type GuestRunSpec } from "../migrate/guest-run.js";
 import type { LiveMigrationOptions } from "../migrate/run.js";
-import { DEFAULT_DOWNTIME_LIMIT_MS, DEFAULT_HYBRID_ROUNDS, DEFAULT_MAX_ROUNDS, DEFAULT_TIMEOUT_MS, TECHNIQUES, type Technique } from "../migrate/source.js";
+import { DEFAULT_DOWNTIME_LIMIT_MS, DEFAULT_MAX_ROUNDS, DEFAULT_TIMEOUT_MS } from "../migrate/source.js";
+import { DEFAULT_HYBRID_ROUNDS, TECHNIQUES, type Technique } from "../migrate/techniques.js";
 import { DEFAULT_PREPAGE_PAGES, MAX_PREPAGE_PAGES } from "../migrate/postcopy-source.js";
 import { DEFAULT_XBZRLE_CACHE_BYTES } from "../migrate/xbzrle.js";
 import { MAX_ROUNDS } from "../migrate/protocol.js";

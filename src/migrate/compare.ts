@@ -6,7 +6,7 @@
 import { referenceDigest, type GuestRunSpec } from "./guest-run.js";
 import type { MigrationReport, MigrationStatus } from "./metrics.js";
 import { bootAndMigrate, type LiveMigrationOptions } from "./run.js";
-import type { Technique } from "./source.js";
+import type { Technique } from "./techniques.js";
 import { formatBytes, formatMs } from "./units.js";
 
 /** One setting: the guest and the link, and the label of the varied value(s). */

@@ -4,7 +4,7 @@ import { EXIT_REASONS, type ExitReason } from "../core/exits.js";
 import { PAGE_SIZE } from "../guest/page.js";
 import type { ErrorCode } from "./protocol.js";
 import { predictTechnique, type ModelInput, type ModelPrediction } from "./model.js";
-import type { Technique } from "./source.js";
+import type { Technique } from "./techniques.js";
 import type { StopReason } from "./stop-conditions.js";
 import type { XbzrleStats } from "./xbzrle.js";
 

@@ -21,7 +21,7 @@ import type { SourceSession } from "./source.js";
 
 export const DEFAULT_PREPAGE_PAGES = 7;
 export const MAX_PREPAGE_PAGES = 255;
-/** Pages in one background batch: small, so that a demand waits little behind one on a slow link. */
+/** Pages with data in one background batch: few, so that a demand waits little behind one on a slow link. */
 const BACKGROUND_PAGES = 16;
 
 export async function postcopy(s: SourceSession, dirty: Uint32Array | undefined): Promise<void> {
@@ -104,7 +104,7 @@ class Push {
         if (!this.isPending(m.page)) continue; // on its way already
         this.send(m.page);
         this.demandPages++;
-        for (let p = m.page + 1, n = 0; p < pageCount && n < this.prepage; p++) {
+        for (let p = m.page + 1, n = 0; p < pageCount && n < this.prepage && !this.s.batchFull; p++) {
           if (!this.isPending(p)) continue;
           this.send(p);
           this.prepagedPages++;
@@ -112,9 +112,10 @@ class Push {
         }
         await this.flush();
       }
-      for (let n = 0; n < BACKGROUND_PAGES && this.left > 0; n++) {
+      // Elided zero pages cost the link nothing: they do not count against the batch.
+      for (let n = 0; n < BACKGROUND_PAGES && this.left > 0 && !this.s.batchFull; ) {
         while (!this.isPending(this.cursor)) this.cursor++;
-        this.send(this.cursor);
+        if (this.send(this.cursor)) n++;
         this.pushedPages++;
       }
       await this.flush();
@@ -129,10 +130,11 @@ class Push {
     return (this.pending[p >>> 5] & (1 << (p & 31))) !== 0;
   }
 
-  private send(p: number): void {
+  /** Adds page p to the batch; true when it carries bytes. */
+  private send(p: number): boolean {
     this.pending[p >>> 5] &= ~(1 << (p & 31));
     this.left--;
-    this.s.addPage(p, false);
+    return this.s.addPage(p, false);
   }
 
   private async flush(): Promise<void> {

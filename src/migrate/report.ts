@@ -3,6 +3,7 @@
 
 import type { MigrationReport, RoundStat } from "./metrics.js";
 import type { Progress } from "./source.js";
+import type { Technique } from "./techniques.js";
 import { formatBytes, formatMs, formatRate } from "./units.js";
 
 const SPARKS = "▁▂▃▄▅▆▇█";
@@ -54,15 +55,24 @@ const STATUS_TEXT: Record<MigrationReport["status"], string> = {
   lost: "LOST in post-copy: the link failed before all memory arrived; the destination stopped the guest, the source keeps its paused copy and never resumes it",
 };
 
+const TITLE: Record<Technique, string> = {
+  precopy: "Live migration",
+  postcopy: "Live migration (post-copy)",
+  hybrid: "Live migration (hybrid pre-/post-copy)",
+  "stop-and-copy": "Non-live migration (stop-and-copy)",
+};
+
 export function formatReport(r: MigrationReport): string {
   const lines: string[] = [];
   const row = (label: string, value: string): number => lines.push(`  ${label.padEnd(18)}${value}`);
-  lines.push(`Migration (${r.technique}) ${STATUS_TEXT[r.status]}`);
+  lines.push(`${TITLE[r.technique]} ${STATUS_TEXT[r.status]}`);
   if (r.error) row("error", `${r.error.code}${r.error.byPeer ? " (reported by the destination)" : ""} at ${r.failedAt}: ${r.error.message}`);
   row("workload", `${r.workload}, ${formatBytes(r.memoryBytes)} of guest memory in ${formatBytes(r.pageSize)} pages`);
   row("total time", `${formatMs(r.totalMs)}  (setup ${formatMs(r.setupMs)})`);
   if (r.status === "completed") row("downtime", `${formatMs(r.downtimeMs)}  (expected ${formatMs(r.expectedDowntimeMs)}, limit ${formatMs(r.downtimeLimitMs)})`);
-  row("rounds", `${r.rounds} pre-copy + ${r.technique === "postcopy" || r.technique === "hybrid" ? "post-copy" : "stop-and-copy"}${r.stopReason ? `  (pre-copy stopped on ${r.stopReason})` : ""}`);
+  // The expected-downtime rule is the usual end of pre-copy; the other thresholds are named.
+  const stopped = r.stopReason && r.stopReason !== "downtime" ? `  (pre-copy stopped on ${r.stopReason})` : "";
+  row("rounds", `${r.rounds} pre-copy + ${r.technique === "postcopy" || r.technique === "hybrid" ? "post-copy" : "stop-and-copy"}${stopped}`);
   if (r.postcopy) {
     const p = r.postcopy;
     row("post-copy", `${p.faults} faults, guest blocked ${formatMs(p.blockedMs)}, fault latency median ${formatMs(p.faultLatencyMedianMs)} p99 ${formatMs(p.faultLatencyP99Ms)}; pages: ${p.demandPages} on demand, ${p.prepagedPages} prepaged, ${p.pushedPages} pushed`);

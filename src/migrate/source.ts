@@ -21,8 +21,9 @@ import { PAGE_SIZE, ZERO_PAGE } from "../guest/page.js";
 import { newNonce, proof, verifyProof } from "./auth.js";
 import { BatchBuilder } from "./batch.js";
 import { postcopy } from "./postcopy-source.js";
-import { StopConditions, type StopReason } from "./stop-conditions.js";
-import { XbzrleEncoder } from "./xbzrle.js";
+import type { StopConditions } from "./stop-conditions.js";
+import { negotiate, roundCap, stopConditions, type TechniqueOptions } from "./techniques.js";
+import type { XbzrleEncoder } from "./xbzrle.js";
 import { Channel, MigrationFailure } from "./channel.js";
 import type { LiveGuest } from "./live.js";
 import { newReport, summarize, type MigrationReport, type RoundStat } from "./metrics.js";
@@ -47,28 +48,7 @@ export const THROTTLE_INITIAL = 0.2;
 export const THROTTLE_STEP = 0.1;
 export const THROTTLE_MAX = 0.99;
 
-export type Technique = "precopy" | "postcopy" | "hybrid" | "stop-and-copy";
-export const TECHNIQUES: readonly Technique[] = ["precopy", "postcopy", "hybrid", "stop-and-copy"];
-export const DEFAULT_HYBRID_ROUNDS = 2;
-
-export interface SourceOptions {
-  /** precopy unless said otherwise. */
-  technique?: Technique;
-  /** Hybrid: pre-copy rounds before the switch to post-copy. */
-  hybridRounds?: number;
-  /** Pre-copy stops once this many times the memory size has been sent. */
-  maxDataFactor?: number;
-  /** Pre-copy stops once a round leaves at most this many dirty pages. */
-  minDirtyPages?: number;
-  /** Zero-page elision (when the destination agrees); on unless false. */
-  zeroPages?: boolean;
-  /** XBZRLE delta compression of re-sent pages (when the destination agrees), with this cache. */
-  xbzrle?: boolean;
-  xbzrleCacheBytes?: number;
-  /** Post-copy: pages sent after the faulting one with each demand (prepaging). */
-  prepagePages?: number;
-  /** Emulated one-way link latency, each direction. */
-  latencyMs?: number;
+export interface SourceOptions extends TechniqueOptions {
   /** ws://host:port of a listening destination. */
   url: string;
   token: string;
@@ -137,20 +117,13 @@ export class SourceSession {
     readonly options: SourceOptions,
   ) {
     this.limitMs = options.downtimeLimitMs ?? DEFAULT_DOWNTIME_LIMIT_MS;
-    const technique = options.technique ?? "precopy";
-    const rounds = technique === "hybrid" ? (options.hybridRounds ?? DEFAULT_HYBRID_ROUNDS) : (options.maxRounds ?? DEFAULT_MAX_ROUNDS);
-    this.maxRounds = Math.min(rounds, MAX_ROUNDS);
+    this.maxRounds = Math.min(roundCap(options, options.maxRounds ?? DEFAULT_MAX_ROUNDS), MAX_ROUNDS);
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const memory = live.guest.memory;
     this.checksums = new PageChecksums(memory.pageCount);
     this.report = newReport(options.workload, memory.bytes, this.limitMs, options.bandwidth);
-    this.report.technique = technique;
-    this.stop = new StopConditions({
-      downtimeLimitMs: technique === "hybrid" ? 0 : this.limitMs,
-      maxRounds: this.maxRounds,
-      maxDataBytes: options.maxDataFactor === undefined ? Infinity : options.maxDataFactor * memory.bytes,
-      minDirtyPages: options.minDirtyPages ?? 0,
-    });
+    this.report.technique = options.technique ?? "precopy";
+    this.stop = stopConditions(options, this.limitMs, this.maxRounds, memory.bytes);
   }
 
   async run(): Promise<MigrationReport> {
@@ -211,14 +184,7 @@ export class SourceSession {
     if (challenge.version < MIN_PROTOCOL_VERSION || challenge.version > PROTOCOL_VERSION) {
       throw new MigrationFailure("version", `the destination chose protocol version ${challenge.version}; this source speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}`);
     }
-    this.zeroPages = challenge.capabilities.includes("zero-pages") && this.options.zeroPages !== false;
-    if (this.report.technique !== "precopy" && this.report.technique !== "stop-and-copy" && !challenge.capabilities.includes("postcopy")) {
-      throw new MigrationFailure("config", "the destination does not support post-copy");
-    }
-    if (this.options.xbzrle) {
-      if (!challenge.capabilities.includes("xbzrle")) throw new MigrationFailure("config", "the destination does not support XBZRLE");
-      this.xbzrle = new XbzrleEncoder(this.options.xbzrleCacheBytes);
-    }
+    ({ zeroPages: this.zeroPages, xbzrle: this.xbzrle } = negotiate(this.options, challenge.capabilities));
     this.step = "auth";
     await channel.send({ t: "auth", proof: proof(token, "source", challenge.version, nonce, challenge.nonce) });
     this.step = "accepted";
@@ -359,21 +325,22 @@ export class SourceSession {
   /**
    * Copies page p into a batch and records the CRC the destination will compute for it. A page
    * `resent` (it went in an earlier round) goes as an XBZRLE delta when that is on and small.
+   * Returns whether it carries bytes (false for an elided zero page).
    */
-  addPage(p: number, resent: boolean): void {
+  addPage(p: number, resent: boolean): boolean {
     const memory = this.live.guest.memory;
     const zero = memory.isZero(p);
     if (zero && this.zeroPages) {
       this.batch.add(p, ZERO_PAGE, ZERO_PAGE_CRC, true);
       this.checksums.crcs[p] = ZERO_PAGE_CRC;
       this.xbzrle?.forget(p);
-      return;
+      return false;
     }
     const page = memory.page(p);
     const crc = zero ? ZERO_PAGE_CRC : pageChecksum(page);
     this.checksums.crcs[p] = crc;
-    if (this.xbzrle?.add(p, page, crc, resent)) return;
-    this.batch.add(p, page, crc, false);
+    if (!this.xbzrle?.add(p, page, crc, resent)) this.batch.add(p, page, crc, false);
+    return true;
   }
 
   /** Whether the batches under way should go out before another page is added. */
