@@ -36,7 +36,7 @@ export type DestinationEvent =
   | { event: "session"; peer: string }
   | { event: "refused"; peer: string; reason: string }
   | { event: "aborted"; peer: string; step: string; code: FailureCode; message: string; byPeer: boolean }
-  | { event: "ready"; peer: string; workload: string; memoryBytes: number; pages: number }
+  | { event: "ready"; peer: string; workload: string; memoryBytes: number; pages: number; missingPages: number }
   | { event: "resumed"; peer: string; workload: string; virtualNs: number }
   | { event: "lost"; peer: string; workload: string; virtualNs: number; missingPages: number; code: FailureCode; message: string }
   | { event: "finished"; peer: string; workload: string; virtualNs: number; digest: string; ticks: number; exits: number };
@@ -254,7 +254,8 @@ export class DestinationSession {
     const config = this.config!;
     this.send({ t: "ready", digest });
     this.expecting = "commit";
-    this.emit({ event: "ready", peer: this.peer, workload: config.workload, memoryBytes: config.memoryBytes, pages: this.staging!.memory.pageCount });
+    const { pageCount, missingPages } = this.staging!.memory;
+    this.emit({ event: "ready", peer: this.peer, workload: config.workload, memoryBytes: config.memoryBytes, pages: pageCount, missingPages });
   }
 
   /** The commit: the guest is ours now and runs here until the end of its run. */
