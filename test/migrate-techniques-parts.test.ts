@@ -115,6 +115,7 @@ describe("XBZRLE", () => {
     expect(() => applyDelta(page, new Uint8Array([0xff, 0x1f, 4, 1, 2, 3, 4]))).toThrow(/outside the page/);
     expect(() => applyDelta(page, new Uint8Array([3]))).toThrow(/inside a run header/);
     expect(() => applyDelta(page, new Uint8Array([0, 0]))).toThrow(/outside the page/);
+    expect(() => applyDelta(page, new Uint8Array([0x85, 0x00, 1, 7]))).toThrow(/malformed run length/);
   });
 
   it("sends a re-sent page as a delta when its old version is cached, and counts misses and overflows", () => {

@@ -44,24 +44,23 @@ export function encodeDelta(old: Uint8Array, oldOffset: number, page: Uint8Array
     if (o + varintLength(same) + varintLength(changed) + changed > end) return -1;
     o = writeVarint(out, o, same);
     o = writeVarint(out, o, changed);
-    out.set(page.subarray(from, i), o);
-    o += changed;
+    for (let j = from; j < i; j++) out[o++] = page[j];
   }
   return o - outOffset;
 }
 
-/** Applies a delta to `page` in place; throws RangeError when the delta is malformed. */
-export function applyDelta(page: Uint8Array, delta: Uint8Array): void {
+/** Applies the delta in `delta[from, to)` to `page` in place; throws RangeError when it is malformed. */
+export function applyDelta(page: Uint8Array, delta: Uint8Array, from = 0, to = delta.length): void {
   let i = 0;
-  let d = 0;
-  while (d < delta.length) {
-    const [same, d1] = readVarint(delta, d);
-    const [changed, d2] = readVarint(delta, d1);
+  let d = from;
+  while (d < to) {
+    const same = readVarint(delta, d, to);
+    d += varintLength(same);
+    const changed = readVarint(delta, d, to);
+    d += varintLength(changed);
     i += same;
-    if (changed === 0 || i + changed > PAGE_SIZE || d2 + changed > delta.length) throw new RangeError("XBZRLE delta runs outside the page");
-    page.set(delta.subarray(d2, d2 + changed), i);
-    i += changed;
-    d = d2 + changed;
+    if (changed === 0 || i + changed > PAGE_SIZE || d + changed > to) throw new RangeError("XBZRLE delta runs outside the page");
+    for (const end = d + changed; d < end; ) page[i++] = delta[d++];
   }
 }
 
@@ -80,12 +79,14 @@ function writeVarint(out: Uint8Array, o: number, n: number): number {
   return o + 2;
 }
 
-function readVarint(b: Uint8Array, d: number): [number, number] {
-  if (d >= b.length) throw new RangeError("XBZRLE delta ends inside a run header");
+/** The run length at b[d] (one or two bytes, see writeVarint). */
+function readVarint(b: Uint8Array, d: number, end: number): number {
+  if (d >= end) throw new RangeError("XBZRLE delta ends inside a run header");
   const lo = b[d];
-  if (lo < 0x80) return [lo, d + 1];
-  if (d + 1 >= b.length || b[d + 1] >= 0x80) throw new RangeError("XBZRLE delta has a malformed run length");
-  return [(lo & 0x7f) | (b[d + 1] << 7), d + 2];
+  if (lo < 0x80) return lo;
+  // A two-byte form must hold a value that needs two bytes, so that its length reads back.
+  if (d + 1 >= end || b[d + 1] >= 0x80 || b[d + 1] === 0) throw new RangeError("XBZRLE delta has a malformed run length");
+  return (lo & 0x7f) | (b[d + 1] << 7);
 }
 
 /** The source's side: the cache of sent versions and the `deltas` frame being built. */
@@ -179,7 +180,7 @@ export function applyDeltas(memory: GuestMemory, checksums: PageChecksums, pairs
       const p = m.pages[k];
       scratch.set(memory.page(p));
       try {
-        applyDelta(scratch, m.data.subarray(offset, offset + m.lengths[k]));
+        applyDelta(scratch, m.data, offset, offset + m.lengths[k]);
       } catch (e) {
         throw new ProtocolError("bad-message", `deltas batch ${m.seq}, page ${p}: ${(e as Error).message}`);
       }
