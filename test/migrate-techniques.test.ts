@@ -99,12 +99,19 @@ describe("migration techniques between two processes", () => {
     expect(report.destination?.digest).toBe(referenceDigest(spec));
   });
 
-  it("post-copy over a link with latency: each fault costs at least a round trip", async () => {
+  it("post-copy over a link with latency: a page fetched on demand waits at least a round trip", async () => {
     const dest = await Destination.start();
     const { report } = await bootAndMigrate(SPEC, link(dest, { technique: "postcopy", bandwidth: 16 * MiB, latencyMs: 15 }));
     expect(report.status).toBe("completed");
-    expect(report.postcopy!.faults).toBeGreaterThan(0);
-    expect(report.postcopy!.faultLatencyMedianMs).toBeGreaterThanOrEqual(30);
+    const p = report.postcopy!;
+    expect(p.faults).toBeGreaterThan(0);
+    // The guest's first fault (on its data page, as it resumes) can only be answered after the
+    // source has heard of the resume: two one-way latencies at least. Later faults may find
+    // their page already on its way.
+    expect(p.faultLatencyP99Ms).toBeGreaterThanOrEqual(30);
+    expect(p.blockedMs).toBeGreaterThanOrEqual(30);
+    // commit → resumed crosses the link twice as well.
+    expect(report.downtimeMs).toBeGreaterThanOrEqual(30);
     expect(report.destination?.digest).toBe(referenceOnce());
   });
 });

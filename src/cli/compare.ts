@@ -24,7 +24,7 @@ downtime against the first varied setting. Choose --duration long enough for the
 migration to end before the guest's run does.
 
   --techniques LIST     comma-separated, of ${TECHNIQUES.join(", ")} (default all)
-  (--technique is not taken: the techniques are the columns being compared)
+  (--technique is refused here: --techniques names them all)
 ${GUEST_OPTIONS_HELP}`;
 
 export async function runCompare(argv: string[]): Promise<number> {
