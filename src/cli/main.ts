@@ -11,6 +11,7 @@ import { runImportQemu, IMPORT_USAGE } from "./import-qemu.js";
 import { runRecord, RECORD_USAGE } from "./record.js";
 import { runMigrateCommand, MIGRATE_USAGE } from "./migrate.js";
 import { runDemo, DEMO_USAGE } from "../migrate/demo.js";
+import { runCompare, COMPARE_USAGE } from "./compare.js";
 import { EXIT_BAD_INPUT, EXIT_FAILED, UsageError } from "./usage.js";
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; usage: string }> = {
@@ -20,6 +21,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; usage
   "import-qemu": { run: runImportQemu, usage: IMPORT_USAGE },
   record: { run: runRecord, usage: RECORD_USAGE },
   migrate: { run: runMigrateCommand, usage: MIGRATE_USAGE },
+  compare: { run: runCompare, usage: COMPARE_USAGE },
 };
 
 const HELP = `blmv — a model of BLMVisor: pass-through hypervisor, device-state capture and reconstruction,

@@ -3,6 +3,9 @@
 import { WORKLOAD_NAMES, type GuestRunSpec } from "../migrate/guest-run.js";
 import type { LiveMigrationOptions } from "../migrate/run.js";
 import { DEFAULT_DOWNTIME_LIMIT_MS, DEFAULT_MAX_ROUNDS, DEFAULT_TIMEOUT_MS } from "../migrate/source.js";
+import { DEFAULT_HYBRID_ROUNDS, TECHNIQUES, type Technique } from "../migrate/techniques.js";
+import { DEFAULT_PREPAGE_PAGES, MAX_PREPAGE_PAGES } from "../migrate/postcopy-source.js";
+import { DEFAULT_XBZRLE_CACHE_BYTES } from "../migrate/xbzrle.js";
 import { MAX_ROUNDS } from "../migrate/protocol.js";
 import { parseRate, parseSize } from "../migrate/units.js";
 import { PAGE_SIZE } from "../guest/page.js";
@@ -24,6 +27,15 @@ export const GUEST_OPTIONS = {
   timeout: { type: "string", default: String(DEFAULT_TIMEOUT_MS) },
   svg: { type: "string" },
   json: { type: "boolean", default: false },
+  technique: { type: "string", default: "precopy" },
+  "hybrid-rounds": { type: "string", default: String(DEFAULT_HYBRID_ROUNDS) },
+  "max-data": { type: "string" },
+  "min-dirty": { type: "string" },
+  xbzrle: { type: "boolean", default: false },
+  "xbzrle-cache": { type: "string", default: String(DEFAULT_XBZRLE_CACHE_BYTES / 2 ** 20) + "M" },
+  "no-zero-pages": { type: "boolean", default: false },
+  prepage: { type: "string", default: String(DEFAULT_PREPAGE_PAGES) },
+  latency: { type: "string", default: "0" },
 } as const;
 
 export const GUEST_OPTIONS_HELP = `  --memory SIZE         guest memory, e.g. 64M, 1G (default 64M; binary units)
@@ -41,7 +53,16 @@ export const GUEST_OPTIONS_HELP = `  --memory SIZE         guest memory, e.g. 64
   --seed N              the workload's seed (default 1)
   --timeout MS          how long to wait for each answer of the destination (default ${DEFAULT_TIMEOUT_MS})
   --svg FILE            write the per-round chart (pages sent and dirtied) as SVG
-  --json                print the report as JSON`;
+  --json                print the report as JSON
+  --technique T         ${TECHNIQUES.join(" | ")} (default precopy)
+  --hybrid-rounds N     hybrid: pre-copy rounds before post-copy (default ${DEFAULT_HYBRID_ROUNDS})
+  --max-data X          pre-copy stops once X times the memory size has been sent, e.g. 3
+  --min-dirty N         pre-copy stops once a round leaves at most N dirty pages
+  --xbzrle              send re-sent pages as XBZRLE deltas
+  --xbzrle-cache SIZE   the source's cache of sent pages for XBZRLE (default ${DEFAULT_XBZRLE_CACHE_BYTES / 2 ** 20}M)
+  --no-zero-pages       send zero pages with their bytes
+  --prepage N           post-copy: missing pages sent after each faulting one (default ${DEFAULT_PREPAGE_PAGES})
+  --latency MS          emulated one-way link latency, each direction (default 0)`;
 
 type Values = { [K in keyof typeof GUEST_OPTIONS]?: string | boolean };
 
@@ -84,6 +105,18 @@ export function parseGuestAndLink(command: string, v: Values): GuestAndLink {
   if (maxRounds > MAX_ROUNDS) throw new UsageError(`${command}: --max-rounds must be at most ${MAX_ROUNDS}, got ${maxRounds}`);
   const seed = integerOption(command, "seed", text("seed"))!;
   if (seed > 0xffff_ffff) throw new UsageError(`${command}: --seed must fit in 32 bits, got ${seed}`);
+  const technique = text("technique") as Technique;
+  if (!TECHNIQUES.includes(technique)) throw new UsageError(`${command}: --technique must be one of ${TECHNIQUES.join(", ")}, got ${JSON.stringify(technique)}`);
+  const hybridRounds = integerOption(command, "hybrid-rounds", text("hybrid-rounds"), 1)!;
+  if (hybridRounds > MAX_ROUNDS) throw new UsageError(`${command}: --hybrid-rounds must be at most ${MAX_ROUNDS}, got ${hybridRounds}`);
+  const maxData = v["max-data"] === undefined ? undefined : Number(text("max-data"));
+  if (maxData !== undefined && !(maxData >= 1 && maxData <= 1000)) throw new UsageError(`${command}: --max-data expects a multiple of the memory size between 1 and 1000, like 3, got ${JSON.stringify(text("max-data"))}`);
+  const xbzrleCacheBytes = parseSize(text("xbzrle-cache"));
+  if (xbzrleCacheBytes === undefined || xbzrleCacheBytes < PAGE_SIZE || xbzrleCacheBytes > 2 ** 32) throw new UsageError(`${command}: --xbzrle-cache expects a size from 4K to 4G, like 64M, got ${JSON.stringify(text("xbzrle-cache"))}`);
+  const prepagePages = integerOption(command, "prepage", text("prepage"))!;
+  if (prepagePages > MAX_PREPAGE_PAGES) throw new UsageError(`${command}: --prepage must be at most ${MAX_PREPAGE_PAGES}, got ${prepagePages}`);
+  const latencyMs = integerOption(command, "latency", text("latency"))!;
+  if (latencyMs > 10_000) throw new UsageError(`${command}: --latency must be at most 10000 ms, got ${latencyMs}`);
   return {
     spec: { workload, interrupts, memoryBytes, dirtyBytesPerSecond, workingSetBytes, seed, endNs: Math.round(duration * 1e9) },
     link: {
@@ -93,6 +126,15 @@ export function parseGuestAndLink(command: string, v: Values): GuestAndLink {
       maxRounds,
       autoConverge: v["no-throttle"] !== true,
       timeoutMs: integerOption(command, "timeout", text("timeout"), 1)!,
+      technique,
+      hybridRounds,
+      maxDataFactor: maxData,
+      minDirtyPages: integerOption(command, "min-dirty", v["min-dirty"] as string | undefined),
+      xbzrle: v.xbzrle === true,
+      xbzrleCacheBytes,
+      zeroPages: v["no-zero-pages"] !== true,
+      prepagePages,
+      latencyMs,
     },
     svg: v.svg as string | undefined,
     json: v.json === true,

@@ -104,9 +104,12 @@ function describeEvent(e: DestinationEvent): string {
     case "aborted":
       return `${at} session aborted at ${e.step}: ${e.code}: ${e.message}${e.step === "running" ? "" : " — staging memory and state dropped, nothing kept"}`;
     case "ready":
+      if (e.missingPages > 0) return `${at} ${e.workload}: devices rebuilt, digest verified, ${e.missingPages} of ${e.pages} pages to follow (post-copy); waiting for the commit`;
       return `${at} ${e.workload}: ${formatBytes(e.memoryBytes)} received and devices rebuilt, digest verified; waiting for the commit`;
     case "resumed":
       return `${at} ${e.workload}: committed; the guest runs here from ${(e.virtualNs / 1e9).toFixed(3)} s virtual`;
+    case "lost":
+      return `${at} ${e.workload}: LOST during post-copy at ${(e.virtualNs / 1e9).toFixed(3)} s virtual with ${e.missingPages} pages still on the source (${e.code}: ${e.message}); the guest is stopped for good`;
     case "finished":
       return `${at} ${e.workload}: finished at ${(e.virtualNs / 1e9).toFixed(3)} s virtual, ${e.ticks} timer ticks, ${e.exits} VM exits; digest ${e.digest}`;
   }

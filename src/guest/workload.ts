@@ -242,26 +242,35 @@ export class Guest {
     const pattern = this.config.pattern;
     let x = this.prng;
     let cursor = this.cursor;
-    do {
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      x >>>= 0;
-      let page: number;
-      if (pattern === "scan") {
-        page = cursor;
-        cursor = cursor + 1 === ws ? 0 : cursor + 1;
-      } else if (pattern === "hot" && this.coldPages > 0 && x % HOT_ONE_IN === 0) {
-        page = ws + ((x >>> 4) % this.coldPages);
-      } else {
-        page = (x >>> 4) % ws;
-      }
-      mem.write32((WORK_BASE_PAGE + page) * PAGE_SIZE + (k & 1023) * 4, (x ^ this.hash) >>> 0);
-      k++;
-    } while (base + k * period <= until);
-    this.prng = x;
-    this.cursor = cursor;
-    this.writes = k;
+    // A store may fault (a page not yet migrated in post-copy): the state kept is that before
+    // the store that faulted, so the guest redoes exactly that store once the page is in.
+    try {
+      do {
+        let next = x;
+        next ^= next << 13;
+        next ^= next >>> 17;
+        next ^= next << 5;
+        next >>>= 0;
+        let page: number;
+        let nextCursor = cursor;
+        if (pattern === "scan") {
+          page = cursor;
+          nextCursor = cursor + 1 === ws ? 0 : cursor + 1;
+        } else if (pattern === "hot" && this.coldPages > 0 && next % HOT_ONE_IN === 0) {
+          page = ws + ((next >>> 4) % this.coldPages);
+        } else {
+          page = (next >>> 4) % ws;
+        }
+        mem.write32((WORK_BASE_PAGE + page) * PAGE_SIZE + (k & 1023) * 4, (next ^ this.hash) >>> 0);
+        x = next;
+        cursor = nextCursor;
+        k++;
+      } while (base + k * period <= until);
+    } finally {
+      this.prng = x;
+      this.cursor = cursor;
+      this.writes = k;
+    }
   }
 
   private assertDeviceLine(): void {

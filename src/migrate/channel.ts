@@ -30,6 +30,8 @@ export class MigrationFailure extends Error {
 export interface ChannelOptions {
   timeoutMs: number;
   bandwidth?: number;
+  /** Emulated one-way latency: each frame, sent or received, is held this long. */
+  latencyMs?: number;
   /** Called between waits: returns whether there is work that wants to be called again soon. */
   idle: () => boolean;
 }
@@ -47,8 +49,11 @@ export class Channel {
     private readonly options: ChannelOptions,
   ) {
     if (options.bandwidth !== undefined) this.bucket = new TokenBucket(options.bandwidth);
-    ws.on("message", (data: Buffer, isBinary: boolean) => this.receive(data, isBinary));
-    ws.on("close", (code: number, reason: Buffer) => this.fail(new MigrationFailure("connection", `connection closed (${code}${reason.length ? ` ${reason.toString().slice(0, 100)}` : ""})`)));
+    // With emulated latency, what the peer sent (its close included) arrives that much later, in order.
+    const latency = options.latencyMs ?? 0;
+    const later = (f: () => void): unknown => (latency > 0 ? setTimeout(f, latency) : f());
+    ws.on("message", (data: Buffer, isBinary: boolean) => later(() => this.receive(data, isBinary)));
+    ws.on("close", (code: number, reason: Buffer) => later(() => this.fail(new MigrationFailure("connection", `connection closed (${code}${reason.length ? ` ${reason.toString().slice(0, 100)}` : ""})`))));
     ws.on("error", (e: Error) => this.fail(new MigrationFailure("connection", e.message)));
   }
 
@@ -77,27 +82,45 @@ export class Channel {
     }
     this.inflight += frame.length;
     this.bytesSent += frame.length;
-    this.ws.send(frame, { binary: true }, (e) => {
-      this.inflight -= frame.length;
-      if (e) this.fail(new MigrationFailure("connection", e.message));
-      this.wake?.();
-    });
+    const put = (): void => {
+      if (this.ws.readyState !== this.ws.OPEN) return;
+      this.ws.send(frame, { binary: true }, (e) => {
+        this.inflight -= frame.length;
+        if (e) this.fail(new MigrationFailure("connection", e.message));
+        this.wake?.();
+      });
+    };
+    // Frames held for the same time leave in the order they were sent.
+    if (this.options.latencyMs) setTimeout(put, this.options.latencyMs);
+    else put();
     return frame.length;
+  }
+
+  /** The peer's next message if one has arrived, without waiting; an `error` from the peer throws. */
+  poll(): Message | undefined {
+    this.check();
+    return this.queue.shift();
   }
 
   /** The peer's next message, which must be of `type`; an `error` from the peer throws. */
   async expect<T extends MessageType>(type: T, timeoutMs = this.options.timeoutMs): Promise<Extract<Message, { t: T }>> {
+    const m = await this.next(type, timeoutMs);
+    if (m.t !== type) throw new MigrationFailure("unexpected", `expected ${type}, got ${m.t}`);
+    return m as Extract<Message, { t: T }>;
+  }
+
+  /** The peer's next message, whatever its type (`awaited` names it in a timeout); an `error` throws. */
+  async next(awaited: string, timeoutMs = this.options.timeoutMs): Promise<Message> {
     const deadline = performance.now() + timeoutMs;
     while (this.queue.length === 0) {
       this.check();
       const left = deadline - performance.now();
-      if (left <= 0) throw new MigrationFailure("timeout", `no ${type} from the peer within ${timeoutMs} ms`);
+      if (left <= 0) throw new MigrationFailure("timeout", `no ${awaited} from the peer within ${timeoutMs} ms`);
       await this.nap(left);
     }
     const m = this.queue.shift()!;
     if (m.t === "error") throw new MigrationFailure(m.code, m.message, true);
-    if (m.t !== type) throw new MigrationFailure("unexpected", `expected ${type}, got ${m.t}`);
-    return m as Extract<Message, { t: T }>;
+    return m;
   }
 
   /** Stops whatever step is under way with a "cancelled" failure. */

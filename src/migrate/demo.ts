@@ -2,15 +2,12 @@
 // migration while the guest runs, the rest of its run on the destination, and the proof: its
 // final digest equals that of a run that was never migrated.
 
-import { spawn, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "../cli/migrate-options.js";
 import { EXIT_FAILED, EXIT_OK, parseOptions } from "../cli/usage.js";
-import { TOKEN_ENV, generateToken } from "./auth.js";
+import { startDestinationProcess } from "./destination-process.js";
 import { referenceDigest } from "./guest-run.js";
 import { formatReport, roundChartSvg } from "./report.js";
 import { bootAndMigrate } from "./run.js";
@@ -25,9 +22,6 @@ rounds); 64M of memory, the uniform workload and APIC interrupts as for \`migrat
 
 ${GUEST_OPTIONS_HELP}`;
 
-const CLI = fileURLToPath(new URL("../cli/main.js", import.meta.url));
-const STARTUP_TIMEOUT_MS = 15_000;
-
 export async function runDemo(argv: string[]): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
     console.log(DEMO_USAGE);
@@ -38,14 +32,9 @@ export async function runDemo(argv: string[]): Promise<number> {
   const { spec, link, svg, json } = parseGuestAndLink("demo", values);
   const log = json ? () => undefined : (s: string) => console.log(s);
 
-  const token = generateToken();
-  const destination = spawn(process.execPath, [CLI, "migrate", "listen", "--port", "0", "--once", "--json"], {
-    env: { ...process.env, [TOKEN_ENV]: token },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const { child: destination, url, token, stop } = await startDestinationProcess(true);
   let finished = false;
   try {
-    const url = await destinationUrl(destination);
     log(`destination process ${destination.pid} listens on ${url}`);
     log(`reference run: the same guest, never migrated, to ${spec.endNs / 1e9} s virtual…`);
     const reference = referenceDigest(spec);
@@ -73,38 +62,8 @@ export async function runDemo(argv: string[]): Promise<number> {
     }
     return result.report.status === "completed" && identical ? EXIT_OK : EXIT_FAILED;
   } finally {
-    await stopChild(destination, finished);
+    // It exits by itself once its guest has finished (--once); after a failed migration it
+    // would wait for another source, so it is told to stop.
+    await stop(finished ? 3000 : 0);
   }
-}
-
-/** Reads the destination's "listening" line from its JSON output. */
-function destinationUrl(child: ChildProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
-    const timer = setTimeout(() => reject(new Error("the destination process did not start listening in time")), STARTUP_TIMEOUT_MS);
-    child.once("exit", (code) => reject(new Error(`the destination process exited (code ${code}) before listening`)));
-    lines.on("line", (line) => {
-      try {
-        const e = JSON.parse(line) as { event?: string; url?: string };
-        if (e.event === "listening" && e.url) {
-          clearTimeout(timer);
-          resolve(e.url);
-        }
-      } catch {
-        // Not one of its JSON events: ignore.
-      }
-    });
-  });
-}
-
-/**
- * The destination exits by itself once its guest has finished (--once); after a failed
- * migration it would wait for another source, so it is told to stop.
- */
-async function stopChild(child: ChildProcess, finished: boolean): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  const timer = setTimeout(() => child.kill("SIGTERM"), finished ? 3000 : 0);
-  await exited;
-  clearTimeout(timer);
 }

@@ -2,17 +2,20 @@
 // acting on it, loads memory into a staging GuestMemory, rebuilds the devices on a fresh
 // machine through the hardware interface (Machine.reconstruct), and compares a digest of all it
 // received with the source's before it says it is ready. It resumes the guest only when the
-// commit arrives; until then any failure drops everything it holds.
+// commit arrives; until then any failure drops everything it holds. A post-copy handoff takes
+// the guest before its memory (postcopy-destination.ts); XBZRLE deltas apply to pages it holds.
 
 import type WebSocket from "ws";
 import { DEFAULT_CONFIG, DeviceStateError, Machine, type MachineConfig } from "../core/machine.js";
 import { FieldError } from "../core/fields.js";
 import { CpuState, CpuStateError } from "../guest/cpu.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../guest/digest.js";
-import { GuestMemory } from "../guest/memory.js";
 import { PAGE_SIZE } from "../guest/page.js";
 import { Guest } from "../guest/workload.js";
-import { CAPABILITIES, MAX_BATCH_PAGES, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError, batchChecksum, decode, decodeRecord, encode, stateDigest, type Config, type Message, type MessageType, type Pages, type State } from "./protocol.js";
+import { CAPABILITIES, MAX_BATCH_PAGES, MAX_DELTA_PAGES, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError, batchChecksum, decode, decodeRecord, encode, handoffDigest, stateDigest, type Config, type Deltas, type Handoff, type Message, type MessageType, type Pages, type State } from "./protocol.js";
+import { DemandMemory } from "./demand-memory.js";
+import { PostcopyReceiver } from "./postcopy-destination.js";
+import { applyDeltas } from "./xbzrle.js";
 import { newNonce, proof, verifyProof } from "./auth.js";
 import { LiveGuest } from "./live.js";
 import { MigrationFailure, closeSoon } from "./channel.js";
@@ -33,8 +36,9 @@ export type DestinationEvent =
   | { event: "session"; peer: string }
   | { event: "refused"; peer: string; reason: string }
   | { event: "aborted"; peer: string; step: string; code: FailureCode; message: string; byPeer: boolean }
-  | { event: "ready"; peer: string; workload: string; memoryBytes: number; pages: number }
+  | { event: "ready"; peer: string; workload: string; memoryBytes: number; pages: number; missingPages: number }
   | { event: "resumed"; peer: string; workload: string; virtualNs: number }
+  | { event: "lost"; peer: string; workload: string; virtualNs: number; missingPages: number; code: FailureCode; message: string }
   | { event: "finished"; peer: string; workload: string; virtualNs: number; digest: string; ticks: number; exits: number };
 
 /** How a session ended: its guest ran to the end here, or nothing was kept. */
@@ -45,17 +49,23 @@ const RECORD_ERRORS = [CpuStateError, DeviceStateError, FieldError, RangeError];
 export class DestinationSession {
   readonly done: Promise<SessionOutcome>;
   private settle!: (o: SessionOutcome) => void;
-  private expecting: MessageType | "nothing" = "hello";
+  private expecting: MessageType | "post-copy" | "nothing" = "hello";
   private timer?: NodeJS.Timeout;
   private sourceNonce?: Uint8Array;
   private destinationNonce?: Uint8Array;
   private version = PROTOCOL_VERSION;
   private seq = 0;
   private round = 0;
+  private deltaPairs?: Uint32Array;
+  private readonly scratchPage = new Uint8Array(PAGE_SIZE);
   private config?: Config;
   private stopped = false;
   /** What a failure must drop: the staging memory, its checksums, the rebuilt guest. */
-  private staging?: { memory: GuestMemory; checksums: PageChecksums; pairs: Uint32Array; guest?: Guest };
+  private staging?: { memory: DemandMemory; checksums: PageChecksums; pairs: Uint32Array; guest?: Guest };
+  /** Post-copy: the records that arrived with the handoff, then the receiver once resumed. */
+  private handoffRecords?: { cpu: CpuState; machine: Machine };
+  private postcopy?: PostcopyReceiver;
+  private lost = false;
 
   constructor(
     private readonly ws: WebSocket,
@@ -92,7 +102,9 @@ export class DestinationSession {
   }
 
   private handle(m: Message): void {
-    const accepts = this.expecting === "pages" ? m.t === "pages" || m.t === "state" : m.t === this.expecting;
+    if (this.expecting === "post-copy") return this.postcopy!.handle(m);
+    const batchStep = m.t === "pages" || m.t === "deltas" || m.t === "state" || m.t === "handoff";
+    const accepts = this.expecting === "pages" ? batchStep : m.t === this.expecting;
     if (!accepts) throw new ProtocolError("unexpected", `expected ${this.expecting}, got ${m.t}`);
     switch (m.t) {
       case "hello": {
@@ -122,10 +134,14 @@ export class DestinationSession {
         return this.prepare(m);
       case "pages":
         return this.load(m);
+      case "deltas":
+        return this.loadDeltas(m);
       case "state":
         return this.rebuild(m);
+      case "handoff":
+        return this.handoff(m);
       case "commit":
-        void this.resume();
+        void (this.handoffRecords ? this.resumePostcopy() : this.resume());
         return;
       default:
         throw new ProtocolError("unexpected", `a destination does not take ${m.t}`);
@@ -137,7 +153,7 @@ export class DestinationSession {
       throw new ProtocolError("config", `guest memory of ${c.memoryBytes} bytes exceeds this destination's limit of ${this.options.maxMemoryBytes}`);
     }
     if (c.machine.policy === "none") throw new ProtocolError("config", 'policy "none" keeps no device shadows: the guest could not be migrated again');
-    const memory = new GuestMemory(c.memoryBytes);
+    const memory = new DemandMemory(c.memoryBytes);
     this.staging = { memory, checksums: new PageChecksums(memory.pageCount), pairs: new Uint32Array(2 * MAX_BATCH_PAGES) };
     this.config = c;
     this.send({ t: "prepared" });
@@ -147,8 +163,7 @@ export class DestinationSession {
   /** Checks a batch against its CRC, then stores it: a corrupt batch changes nothing. */
   private load(m: Pages): void {
     const { memory, checksums, pairs } = this.staging!;
-    if (m.seq !== this.seq) throw new ProtocolError("bad-message", `batch ${m.seq} arrived where batch ${this.seq} was due`);
-    if (m.round < this.round) throw new ProtocolError("bad-message", `round ${m.round} after round ${this.round}`);
+    this.checkOrder(m);
     let n = 0;
     let offset = 0;
     for (let i = 0; i < m.runs.length; i += 2) {
@@ -175,48 +190,130 @@ export class DestinationSession {
     this.round = m.round;
   }
 
+  private checkOrder(m: Pages | Deltas): void {
+    if (m.seq !== this.seq) throw new ProtocolError("bad-message", `batch ${m.seq} arrived where batch ${this.seq} was due`);
+    if (m.round < this.round) throw new ProtocolError("bad-message", `round ${m.round} after round ${this.round}`);
+  }
+
+  private loadDeltas(m: Deltas): void {
+    const { memory, checksums } = this.staging!;
+    this.checkOrder(m);
+    this.deltaPairs ??= new Uint32Array(2 * MAX_DELTA_PAGES);
+    applyDeltas(memory, checksums, this.deltaPairs, this.scratchPage, m);
+    this.seq++;
+    this.round = m.round;
+  }
+
   /** Rebuilds CPU, devices and guest from the records, then compares digests. */
   private rebuild(m: State): void {
     const staging = this.staging!;
-    const config = this.config!;
-    if (m.batches !== this.seq) throw new ProtocolError("digest", `the source sent ${m.batches} batches, ${this.seq} arrived`);
     const digest = stateDigest(staging.checksums.digest(), m.cpu, m.devices);
-    if (!digest.equals(m.digest)) throw new ProtocolError("digest", "what arrived differs from what the source sent (memory, CPU or device digest)");
-    try {
-      const cpu = CpuState.fromRecord(decodeRecord(m.cpu, "CPU"));
-      const machine = Machine.reconstruct(decodeRecord(m.devices, "device"), { policy: config.machine.policy });
-      for (const k of Object.keys(DEFAULT_CONFIG) as (keyof MachineConfig)[]) {
-        if (machine.config[k] !== config.machine[k]) throw new ProtocolError("state", `device record: ${k} is ${machine.config[k]}, the configuration said ${config.machine[k]}`);
-      }
+    this.checkArrived(m.batches, digest, m.digest);
+    this.asState(() => {
+      const { cpu, machine } = this.records(m.cpu, m.devices);
       staging.guest = Guest.resume(staging.memory, cpu, machine);
+    });
+    this.ready(digest);
+  }
+
+  /** Post-copy: the CPU and devices are rebuilt now; the pages named missing will follow after the commit. */
+  private handoff(m: Handoff): void {
+    const digest = handoffDigest(m.missing, m.cpu, m.devices);
+    this.checkArrived(m.batches, digest, m.digest);
+    this.handoffRecords = this.asState(() => this.records(m.cpu, m.devices));
+    this.staging!.memory.markAbsent(m.missing);
+    this.ready(digest);
+  }
+
+  private checkArrived(batches: number, digest: Buffer, sent: Uint8Array): void {
+    if (batches !== this.seq) throw new ProtocolError("digest", `the source sent ${batches} batches, ${this.seq} arrived`);
+    if (!digest.equals(sent)) throw new ProtocolError("digest", "what arrived differs from what the source sent (memory, CPU or device digest)");
+  }
+
+  /** Runs `f`, turning what a bad record throws into a "state" error. */
+  private asState<T>(f: () => T): T {
+    try {
+      return f();
     } catch (e) {
       if (RECORD_ERRORS.some((E) => e instanceof E)) throw new ProtocolError("state", (e as Error).message);
       throw e;
     }
+  }
+
+  private records(cpuRecord: Uint8Array, devices: Uint8Array): { cpu: CpuState; machine: Machine } {
+    const config = this.config!;
+    const cpu = CpuState.fromRecord(decodeRecord(cpuRecord, "CPU"));
+    const machine = Machine.reconstruct(decodeRecord(devices, "device"), { policy: config.machine.policy });
+    for (const k of Object.keys(DEFAULT_CONFIG) as (keyof MachineConfig)[]) {
+      if (machine.config[k] !== config.machine[k]) throw new ProtocolError("state", `device record: ${k} is ${machine.config[k]}, the configuration said ${config.machine[k]}`);
+    }
+    return { cpu, machine };
+  }
+
+  private ready(digest: Buffer): void {
+    const config = this.config!;
     this.send({ t: "ready", digest });
     this.expecting = "commit";
-    this.emit({ event: "ready", peer: this.peer, workload: config.workload, memoryBytes: config.memoryBytes, pages: staging.memory.pageCount });
+    const { pageCount, missingPages } = this.staging!.memory;
+    this.emit({ event: "ready", peer: this.peer, workload: config.workload, memoryBytes: config.memoryBytes, pages: pageCount, missingPages });
   }
 
   /** The commit: the guest is ours now and runs here until the end of its run. */
   private async resume(): Promise<void> {
     this.expecting = "nothing";
     clearTimeout(this.timer);
-    const guest = this.staging!.guest!;
+    this.announceResumed(this.staging!.guest!.now());
+    await this.run(this.staging!.guest!);
+  }
+
+  /**
+   * The post-copy commit: the guest resumes at once, fetching its data page first if it is
+   * missing; pages go on arriving, and the source's silence still times the session out.
+   */
+  private async resumePostcopy(): Promise<void> {
+    const { memory, checksums } = this.staging!;
+    const { cpu, machine } = this.handoffRecords!;
+    const receiver = (this.postcopy = new PostcopyReceiver(memory, checksums, { send: (m) => this.send(m), load: (m) => this.load(m), batches: () => this.seq }));
+    this.expecting = "post-copy";
+    // Once all memory is here the guest no longer depends on the source.
+    void receiver.memoryIn.then(
+      () => {
+        this.expecting = "nothing";
+        clearTimeout(this.timer);
+      },
+      () => undefined, // lost: reported by lose()
+    );
+    this.announceResumed(machine.now());
+    try {
+      const guest = await receiver.guest(cpu, machine);
+      await this.run(guest, receiver);
+    } catch (e) {
+      this.abort(e);
+    }
+  }
+
+  private announceResumed(virtualNs: number): void {
+    this.send({ t: "resumed", virtualNs });
+    this.emit({ event: "resumed", peer: this.peer, workload: this.config!.workload, virtualNs });
+  }
+
+  /** Runs the guest to the end of its run (post-copy: with all its memory in) and reports its digest. */
+  private async run(guest: Guest, postcopy?: PostcopyReceiver): Promise<void> {
     const { workload, endNs } = this.config!;
     const live = new LiveGuest(guest, endNs);
+    postcopy?.attach(live);
     live.resume();
-    this.send({ t: "resumed", virtualNs: guest.now() });
-    this.emit({ event: "resumed", peer: this.peer, workload, virtualNs: guest.now() });
     try {
-      await live.runLive(() => this.stopped);
-      if (this.stopped) throw new Error(`stopped at ${guest.now()} ns virtual, before the end of the guest's run`);
+      await live.runLive(() => this.stopped || !live.running);
+      if (this.stopped || !live.running) throw new Error(`stopped at ${guest.now()} ns virtual, before the end of the guest's run`);
+      await postcopy?.memoryIn;
       const result = { virtualNs: guest.now(), digest: guest.digest(), ticks: guest.ticks(), exits: guest.machine.exits().total };
       this.send({ t: "finished", ...result });
       this.emit({ event: "finished", peer: this.peer, workload, ...result });
       closeSoon(this.ws);
       this.settle("finished");
     } catch (e) {
+      if (this.lost) return; // reported as lost already
       // The guest itself failed after the commit: nothing to roll back, but say so.
       this.emit({ event: "aborted", peer: this.peer, step: "running", code: this.stopped ? "cancelled" : "internal", message: (e as Error).message, byPeer: false });
       closeSoon(this.ws);
@@ -228,6 +325,7 @@ export class DestinationSession {
   private abort(e: unknown): void {
     if (this.expecting === "nothing") return;
     const f = e instanceof MigrationFailure ? e : e instanceof ProtocolError ? new MigrationFailure(e.code, e.message) : new MigrationFailure("internal", e instanceof Error ? e.message : String(e));
+    if (this.expecting === "post-copy") return this.lose(f);
     const step = this.expecting;
     this.expecting = "nothing";
     clearTimeout(this.timer);
@@ -236,6 +334,21 @@ export class DestinationSession {
     if (!f.byPeer && f.code !== "connection") this.send({ t: "error", code: f.code, message: f.message });
     closeSoon(this.ws);
     this.emit({ event: "aborted", peer: this.peer, step, code: f.code, message: f.message, byPeer: f.byPeer });
+    this.settle("aborted");
+  }
+
+  /** Post-copy, before all memory is in: the guest stops here for good (see postcopy-destination.ts). */
+  private lose(f: MigrationFailure): void {
+    this.lost = true;
+    this.expecting = "nothing";
+    clearTimeout(this.timer);
+    this.postcopy!.lose(f);
+    const memory = this.staging!.memory;
+    if (!f.byPeer && f.code !== "connection") this.send({ t: "error", code: f.code, message: f.message });
+    closeSoon(this.ws);
+    const virtualNs = this.handoffRecords!.machine.now();
+    this.emit({ event: "lost", peer: this.peer, workload: this.config!.workload, virtualNs, missingPages: memory.missingPages, code: f.code, message: f.message });
+    this.staging = undefined;
     this.settle("aborted");
   }
 

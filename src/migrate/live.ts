@@ -5,6 +5,7 @@
 
 import { performance } from "node:perf_hooks";
 import type { Guest } from "../guest/workload.js";
+import { PageFault } from "./demand-memory.js";
 
 /** Virtual time one slice may catch up: a host that stalls longer loses the rest, as a descheduled vCPU does. */
 const MAX_SLICE_NS = 50_000_000;
@@ -18,6 +19,9 @@ export class LiveGuest {
   private lastWallMs = 0;
   /** Virtual time owed to the guest but not yet run (below 1 ns). */
   private creditNs = 0;
+  /** Post-copy: the page the guest waits for, and where a fault is reported. */
+  private blockedOn = -1;
+  onFault?: (page: number) => void;
 
   constructor(
     readonly guest: Guest,
@@ -31,6 +35,18 @@ export class LiveGuest {
 
   get running(): boolean {
     return !this.paused;
+  }
+
+  /** The page a faulted guest waits for, or −1. */
+  get blockedPage(): number {
+    return this.blockedOn;
+  }
+
+  /** The page it waited for is in: the guest runs on from now; the time it was blocked is not made up. */
+  unblock(): void {
+    this.blockedOn = -1;
+    this.lastWallMs = performance.now();
+    this.creditNs = 0;
   }
 
   /** Starts (or restarts) the virtual clock from now; time spent paused is not made up. */
@@ -49,15 +65,22 @@ export class LiveGuest {
 
   /** Runs the guest for the wall time elapsed since the last slice, scaled by (1 − throttle). */
   runSlice(): void {
-    if (this.paused) return;
+    if (this.paused || this.blockedOn >= 0) return;
     const wall = performance.now();
     this.creditNs = Math.min(MAX_SLICE_NS, this.creditNs + (wall - this.lastWallMs) * 1e6 * (1 - this.throttle));
     this.lastWallMs = wall;
     const step = Math.floor(this.creditNs);
     if (step <= 0 || this.finished) return;
     const target = Math.min(this.endNs, this.guest.now() + step);
-    this.creditNs -= target - this.guest.now();
-    this.guest.runUntil(target);
+    const from = this.guest.now();
+    try {
+      this.guest.runUntil(target);
+      this.creditNs -= target - from;
+    } catch (e) {
+      if (!(e instanceof PageFault) || !this.onFault) throw e;
+      this.blockedOn = e.page;
+      this.onFault(e.page);
+    }
   }
 
   /**

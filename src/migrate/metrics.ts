@@ -3,7 +3,10 @@
 import { EXIT_REASONS, type ExitReason } from "../core/exits.js";
 import { PAGE_SIZE } from "../guest/page.js";
 import type { ErrorCode } from "./protocol.js";
-import { predict, type ModelInput, type ModelPrediction } from "./model.js";
+import { predictTechnique, type ModelInput, type ModelPrediction } from "./model.js";
+import type { Technique } from "./techniques.js";
+import type { StopReason } from "./stop-conditions.js";
+import type { XbzrleStats } from "./xbzrle.js";
 
 /**
  * completed    the destination runs the guest.
@@ -12,8 +15,11 @@ import { predict, type ModelInput, type ModelPrediction } from "./model.js";
  * unconfirmed  the commit was sent and the link failed before the destination confirmed the
  *              resume: the source never runs the guest again; the destination runs it if the
  *              commit reached it.
+ * lost         post-copy: the link failed after the resume, before every page had arrived:
+ *              the destination stopped the guest for good, the source keeps its paused copy
+ *              and never resumes it.
  */
-export type MigrationStatus = "completed" | "failed" | "cancelled" | "unconfirmed";
+export type MigrationStatus = "completed" | "failed" | "cancelled" | "unconfirmed" | "lost";
 
 /** Why a migration stopped: a protocol code, or "connection" when the link went away. */
 export type FailureCode = ErrorCode | "connection";
@@ -22,6 +28,8 @@ export interface RoundStat {
   round: number;
   /** The last entry is the stop-and-copy, sent with the guest paused. */
   stopAndCopy: boolean;
+  /** The post-copy push (it replaces the stop-and-copy). */
+  postcopy?: boolean;
   /** Pages sent with their bytes. */
   pages: number;
   /** Zero pages sent as a run header only. */
@@ -36,8 +44,28 @@ export interface RoundStat {
   throttlePercent: number;
 }
 
+/** What the guest went through while post-copy memory was on its way. */
+export interface PostcopyStats {
+  /** Guest accesses to pages that had not arrived (the destination's count). */
+  faults: number;
+  /** Pages sent because a fault asked for them, and the neighbours sent with them. */
+  demandPages: number;
+  prepagedPages: number;
+  /** Pages sent by the background push. */
+  pushedPages: number;
+  /** Wall time the guest spent waiting for faulted pages. */
+  blockedMs: number;
+  faultLatencyMedianMs: number;
+  faultLatencyP99Ms: number;
+}
+
 export interface MigrationReport {
   status: MigrationStatus;
+  technique: Technique;
+  /** Which pre-copy stop condition ended the iteration. */
+  stopReason?: StopReason;
+  postcopy?: PostcopyStats;
+  xbzrle?: XbzrleStats;
   error?: { code: FailureCode; message: string; byPeer: boolean };
   /** At which protocol step it stopped (failures only). */
   failedAt?: string;
@@ -76,6 +104,7 @@ export interface MigrationReport {
 export function newReport(workload: string, memoryBytes: number, downtimeLimitMs: number, bandwidthLimitBytesPerSec?: number): MigrationReport {
   return {
     status: "failed",
+    technique: "precopy",
     workload,
     memoryBytes,
     pageSize: PAGE_SIZE,
@@ -106,14 +135,15 @@ export function summarize(r: MigrationReport, memoryMs: number, maxRounds: numbe
   r.pages.normal = sum(r.roundStats, (s) => s.pages);
   r.pages.zero = sum(r.roundStats, (s) => s.zeroPages);
   r.pages.total = r.pages.normal + r.pages.zero;
-  const precopy = r.roundStats.filter((s) => !s.stopAndCopy);
+  const precopy = r.roundStats.filter((s) => !s.stopAndCopy && !s.postcopy);
   const precopyMs = sum(precopy, (s) => s.durationMs);
   r.dirtyRateBytesPerSec = precopyMs > 0 ? (sum(precopy, (s) => s.dirtiedPages) * PAGE_SIZE * 1000) / precopyMs : 0;
   r.throughputBytesPerSec = memoryMs > 0 ? (r.bytes.memory * 1000) / memoryMs : 0;
   r.throttlePercent = Math.max(0, ...r.roundStats.map((s) => s.throttlePercent));
   const bandwidth = r.bandwidthLimitBytesPerSec ?? r.throughputBytesPerSec;
-  if (precopy.length > 0 && bandwidth > 0 && (r.status === "completed" || r.status === "unconfirmed")) {
-    const input = { memoryBytes: precopy[0].pages * PAGE_SIZE, bandwidth, dirtyRate: r.dirtyRateBytesPerSec, downtimeLimitMs: r.downtimeLimitMs, maxRounds };
-    r.model = { input, prediction: predict(input) };
+  if (r.roundStats.length > 0 && bandwidth > 0 && (r.status === "completed" || r.status === "unconfirmed")) {
+    // M: the pages the first transfer carried with their bytes (zero pages cost next to nothing).
+    const input = { memoryBytes: r.roundStats[0].pages * PAGE_SIZE, bandwidth, dirtyRate: r.dirtyRateBytesPerSec, downtimeLimitMs: r.downtimeLimitMs, maxRounds };
+    r.model = { input, prediction: predictTechnique(r.technique, input) };
   }
 }

@@ -4,6 +4,11 @@
 // would fit the downtime limit (or at the round cap) and sends that round with the guest
 // paused. Summing the geometric series without a cap gives total ≈ M / (B − d). No round can
 // carry more than the whole memory, so when d ≥ B every round is capped at M.
+//
+// The other techniques in the same terms (the CPU and device records are small and left out):
+// stop-and-copy sends M with the guest paused (downtime = total = M/B); post-copy sends M once
+// after the guest has resumed elsewhere (downtime ≈ 0, total M/B); hybrid runs k pre-copy rounds
+// and hands what the last one left, V_k, to post-copy (downtime ≈ 0, total (V₀+…+V_k)/B).
 
 export interface ModelInput {
   /** Bytes the first round carries, M. */
@@ -31,6 +36,8 @@ export interface ModelPrediction {
   closedFormTotalMs: number;
   /** Whether the downtime limit is met before the round cap. */
   meetsLimit: boolean;
+  /** Memory bytes sent in all. */
+  dataBytes: number;
 }
 
 export function predict(input: ModelInput): ModelPrediction {
@@ -58,5 +65,29 @@ export function predict(input: ModelInput): ModelPrediction {
     totalMs: (sum / B) * 1000,
     closedFormTotalMs: d < B ? (M / (B - d)) * 1000 : Infinity,
     meetsLimit: next <= limitBytes,
+    dataBytes: sum,
   };
+}
+
+/** The prediction for a technique; for hybrid, `maxRounds` is the number of pre-copy rounds. */
+export function predictTechnique(technique: "precopy" | "postcopy" | "hybrid" | "stop-and-copy", input: ModelInput): ModelPrediction {
+  const p = predict(input);
+  const { memoryBytes: M, bandwidth: B } = input;
+  const ms = (bytes: number): number => (bytes / B) * 1000;
+  switch (technique) {
+    case "precopy":
+      return p;
+    case "stop-and-copy":
+      return { ...p, rounds: 0, roundBytes: [M], stopCopyBytes: M, downtimeMs: ms(M), totalMs: ms(M), meetsLimit: ms(M) <= input.downtimeLimitMs, dataBytes: M };
+    case "postcopy":
+      return { ...p, rounds: 0, roundBytes: [M], stopCopyBytes: M, downtimeMs: 0, totalMs: ms(M), meetsLimit: true, dataBytes: M };
+    case "hybrid": {
+      // Exactly maxRounds pre-copy rounds, whatever they leave.
+      const roundBytes: number[] = [M];
+      while (roundBytes.length <= input.maxRounds) roundBytes.push(Math.min(M, roundBytes[roundBytes.length - 1] * p.ratio));
+      const sum = roundBytes.reduce((a, v) => a + v, 0);
+      const last = roundBytes[roundBytes.length - 1];
+      return { ...p, rounds: input.maxRounds, roundBytes, stopCopyBytes: last, downtimeMs: 0, totalMs: ms(sum), meetsLimit: true, dataBytes: sum };
+    }
+  }
 }

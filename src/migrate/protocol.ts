@@ -7,6 +7,10 @@
 // Order of messages (S = source, D = destination):
 //   S hello → D challenge → S auth → D accepted → S config → D prepared →
 //   S pages* → S state → D ready → S commit → D resumed [→ D finished]
+// With XBZRLE, `deltas` frames travel among the `pages` frames, numbered in the same sequence.
+// Post-copy (and hybrid) hand the guest over before its memory has all arrived:
+//   S pages* → S handoff → D ready → S commit → D resumed →
+//   (D fault | S pages)* → S complete → D received [→ D finished]
 // Either side may send `error` instead of its next message and close.
 
 import { createHash } from "node:crypto";
@@ -22,7 +26,7 @@ export const PROTOCOL_VERSION = 1;
 /** The oldest peer version this build still accepts; a newer build raises it to drop one. */
 export const MIN_PROTOCOL_VERSION = 1;
 /** Optional features: each side announces what it can do and uses the common ones. */
-export const CAPABILITIES = ["zero-pages"] as const;
+export const CAPABILITIES = ["zero-pages", "xbzrle", "postcopy"] as const;
 
 /** Largest frame either side accepts (a 1 MiB batch plus its headers fits with room). */
 export const MAX_PAYLOAD = 4 * 1024 * 1024;
@@ -38,6 +42,9 @@ export const MAX_ROUNDS = 1000;
 export const DIGEST_BYTES = 32;
 /** Largest encoded CPU or device record. */
 export const MAX_RECORD_BYTES = 64 * 1024;
+/** Pages in one `deltas` frame, and the largest delta sent for one page (else the page goes whole). */
+export const MAX_DELTA_PAGES = 4096;
+export const MAX_DELTA_BYTES = PAGE_SIZE / 2;
 const MAX_TEXT = 512;
 const MAX_CAPABILITIES = 32;
 
@@ -88,9 +95,27 @@ export interface Commit { t: "commit" }
 export interface Resumed { t: "resumed"; virtualNs: number }
 /** The guest reached the end of its run on the destination. */
 export interface Finished { t: "finished"; virtualNs: number; digest: string; ticks: number; exits: number }
+/**
+ * Post-copy: the CPU and device records go ahead of the memory. `missing` is a bitmap (bit p of
+ * byte p>>3) of the pages the destination does not hold in their latest version yet; `digest`
+ * is SHA-256 over the records and the bitmap (see handoffDigest).
+ */
+export interface Handoff { t: "handoff"; batches: number; missing: Uint8Array; cpu: Uint8Array; devices: Uint8Array; digest: Uint8Array }
+/** The resumed guest touched a page that has not arrived: send it (and its neighbours) first. */
+export interface Fault { t: "fault"; page: number }
+/** Every missing page has been sent; `memoryDigest` is the source's memory digest at the pause. */
+export interface Complete { t: "complete"; batches: number; memoryDigest: Uint8Array }
+/** All memory arrived and matches the digest; what the guest went through meanwhile. */
+export interface Received { t: "received"; faults: number; blockedUs: number; latencyMedianUs: number; latencyP99Us: number }
+/**
+ * Re-sent pages as XBZRLE deltas against the version sent before: `pages` lists the page
+ * numbers, `lengths` the encoded size of each, their encodings follow each other in `data`.
+ * `crc` is the batch checksum over (page, CRC-32 of the page after decoding).
+ */
+export interface Deltas { t: "deltas"; round: number; seq: number; pages: number[]; lengths: number[]; data: Uint8Array; crc: number }
 export interface ErrorMessage { t: "error"; code: ErrorCode; message: string }
 
-export type Message = Hello | Challenge | Auth | Accepted | Config | Prepared | Pages | State | Ready | Commit | Resumed | Finished | ErrorMessage;
+export type Message = Hello | Challenge | Auth | Accepted | Config | Prepared | Pages | Deltas | State | Handoff | Ready | Commit | Resumed | Fault | Complete | Received | Finished | ErrorMessage;
 export type MessageType = Message["t"];
 
 /** A frame that is not a valid message; `code` is what the receiver tells its peer. */
@@ -204,6 +229,47 @@ const VALIDATORS: Record<MessageType, (o: Fields, bounds?: MemoryBounds) => Mess
     devices: bytes(o.devices, "state.devices", 1, MAX_RECORD_BYTES),
     digest: bytes(o.digest, "state.digest", DIGEST_BYTES, DIGEST_BYTES),
   }),
+  deltas: (o, bounds) => {
+    if (!bounds) throw new ProtocolError("unexpected", "deltas before the memory size is agreed");
+    const pages = pageList(o.pages, "deltas.pages", bounds);
+    const lengths = uintList(o.lengths, "deltas.lengths", pages.length, MAX_DELTA_BYTES);
+    const data = bytes(o.data, "deltas.data", 0, pages.length * MAX_DELTA_BYTES);
+    if (lengths.reduce((a, n) => a + n, 0) !== data.length) throw new ProtocolError("bad-message", "deltas.data: its length is not the sum of deltas.lengths");
+    return {
+      t: "deltas",
+      round: uint(o.round, "deltas.round", MAX_ROUNDS),
+      seq: uint(o.seq, "deltas.seq", Number.MAX_SAFE_INTEGER),
+      pages,
+      lengths,
+      data,
+      crc: uint(o.crc, "deltas.crc", 0xffff_ffff),
+    };
+  },
+  handoff: (o, bounds) => {
+    if (!bounds) throw new ProtocolError("unexpected", "handoff before the memory size is agreed");
+    const bitmapBytes = Math.ceil(bounds.pageCount / 8);
+    return {
+      t: "handoff",
+      batches: uint(o.batches, "handoff.batches", Number.MAX_SAFE_INTEGER),
+      missing: bytes(o.missing, "handoff.missing", bitmapBytes, bitmapBytes),
+      cpu: bytes(o.cpu, "handoff.cpu", 1, MAX_RECORD_BYTES),
+      devices: bytes(o.devices, "handoff.devices", 1, MAX_RECORD_BYTES),
+      digest: bytes(o.digest, "handoff.digest", DIGEST_BYTES, DIGEST_BYTES),
+    };
+  },
+  fault: (o) => ({ t: "fault", page: uint(o.page, "fault.page", Number.MAX_SAFE_INTEGER) }),
+  complete: (o) => ({
+    t: "complete",
+    batches: uint(o.batches, "complete.batches", Number.MAX_SAFE_INTEGER),
+    memoryDigest: bytes(o.memoryDigest, "complete.memoryDigest", DIGEST_BYTES, DIGEST_BYTES),
+  }),
+  received: (o) => ({
+    t: "received",
+    faults: uint(o.faults, "received.faults", Number.MAX_SAFE_INTEGER),
+    blockedUs: uint(o.blockedUs, "received.blockedUs", Number.MAX_SAFE_INTEGER),
+    latencyMedianUs: uint(o.latencyMedianUs, "received.latencyMedianUs", Number.MAX_SAFE_INTEGER),
+    latencyP99Us: uint(o.latencyP99Us, "received.latencyP99Us", Number.MAX_SAFE_INTEGER),
+  }),
   ready: (o) => ({ t: "ready", digest: bytes(o.digest, "ready.digest", DIGEST_BYTES, DIGEST_BYTES) }),
   commit: () => ({ t: "commit" }),
   resumed: (o) => ({ t: "resumed", virtualNs: uint(o.virtualNs, "resumed.virtualNs", Number.MAX_SAFE_INTEGER) }),
@@ -253,6 +319,24 @@ function pageRuns(v: unknown, path: string, bounds: MemoryBounds): number[] {
     if (!isUint(first) || !isUint(count) || count < 1 || first + count > bounds.pageCount) {
       throw new ProtocolError("bad-message", `${path}: run ${show(first)}+${show(count)} is outside guest memory (${bounds.pageCount} pages)`);
     }
+  }
+  return v as number[];
+}
+
+/** Distinct page numbers in ascending order, each inside guest memory. */
+function pageList(v: unknown, path: string, bounds: MemoryBounds): number[] {
+  if (!Array.isArray(v) || v.length > MAX_DELTA_PAGES) throw new ProtocolError("bad-message", `${path}: expected at most ${MAX_DELTA_PAGES} page numbers`);
+  let last = -1;
+  for (const p of v as unknown[]) {
+    if (!isUint(p) || p <= last || p >= bounds.pageCount) throw new ProtocolError("bad-message", `${path}: page ${show(p)} is out of order or outside guest memory (${bounds.pageCount} pages)`);
+    last = p;
+  }
+  return v as number[];
+}
+
+function uintList(v: unknown, path: string, length: number, max: number): number[] {
+  if (!Array.isArray(v) || v.length !== length || !v.every((n) => isUint(n) && n >= 1 && n <= max)) {
+    throw new ProtocolError("bad-message", `${path}: expected ${length} integers 1..${max}`);
   }
   return v as number[];
 }
@@ -329,4 +413,9 @@ export function stateDigest(memoryDigest: string, cpu: Uint8Array, devices: Uint
   length.writeUInt32BE(cpu.length, 0);
   length.writeUInt32BE(devices.length, 4);
   return createHash("sha256").update(`${PROTOCOL_MAGIC} state\0${memoryDigest}\0`).update(length).update(cpu).update(devices).digest();
+}
+
+/** What the records of a post-copy handoff are checked against: SHA-256 over them and the missing-page bitmap. */
+export function handoffDigest(missing: Uint8Array, cpu: Uint8Array, devices: Uint8Array): Buffer {
+  return stateDigest(createHash("sha256").update(missing).digest("hex"), cpu, devices);
 }

@@ -3,6 +3,7 @@
 
 import type { MigrationReport, RoundStat } from "./metrics.js";
 import type { Progress } from "./source.js";
+import type { Technique } from "./techniques.js";
 import { formatBytes, formatMs, formatRate } from "./units.js";
 
 const SPARKS = "▁▂▃▄▅▆▇█";
@@ -51,17 +52,35 @@ const STATUS_TEXT: Record<MigrationReport["status"], string> = {
   cancelled: "cancelled before the commit: the guest keeps running on the source, unchanged",
   unconfirmed:
     "commit sent, confirmation lost: the source will never run the guest again; the destination runs it if the commit reached it",
+  lost: "LOST in post-copy: the link failed before all memory arrived; the destination stopped the guest, the source keeps its paused copy and never resumes it",
+};
+
+const TITLE: Record<Technique, string> = {
+  precopy: "Live migration",
+  postcopy: "Live migration (post-copy)",
+  hybrid: "Live migration (hybrid pre-/post-copy)",
+  "stop-and-copy": "Non-live migration (stop-and-copy)",
 };
 
 export function formatReport(r: MigrationReport): string {
   const lines: string[] = [];
   const row = (label: string, value: string): number => lines.push(`  ${label.padEnd(18)}${value}`);
-  lines.push(`Live migration ${STATUS_TEXT[r.status]}`);
+  lines.push(`${TITLE[r.technique]} ${STATUS_TEXT[r.status]}`);
   if (r.error) row("error", `${r.error.code}${r.error.byPeer ? " (reported by the destination)" : ""} at ${r.failedAt}: ${r.error.message}`);
   row("workload", `${r.workload}, ${formatBytes(r.memoryBytes)} of guest memory in ${formatBytes(r.pageSize)} pages`);
   row("total time", `${formatMs(r.totalMs)}  (setup ${formatMs(r.setupMs)})`);
   if (r.status === "completed") row("downtime", `${formatMs(r.downtimeMs)}  (expected ${formatMs(r.expectedDowntimeMs)}, limit ${formatMs(r.downtimeLimitMs)})`);
-  row("rounds", `${r.rounds} pre-copy + stop-and-copy`);
+  // The expected-downtime rule is the usual end of pre-copy; the other thresholds are named.
+  const stopped = r.stopReason && r.stopReason !== "downtime" ? `  (pre-copy stopped on ${r.stopReason})` : "";
+  row("rounds", `${r.rounds} pre-copy + ${r.technique === "postcopy" || r.technique === "hybrid" ? "post-copy" : "stop-and-copy"}${stopped}`);
+  if (r.postcopy) {
+    const p = r.postcopy;
+    row("post-copy", `${p.faults} faults, guest blocked ${formatMs(p.blockedMs)}, fault latency median ${formatMs(p.faultLatencyMedianMs)} p99 ${formatMs(p.faultLatencyP99Ms)}; pages: ${p.demandPages} on demand, ${p.prepagedPages} prepaged, ${p.pushedPages} pushed`);
+  }
+  if (r.xbzrle) {
+    const x = r.xbzrle;
+    row("XBZRLE", `${x.deltaPages} pages as deltas (hit rate ${(x.hitRate * 100).toFixed(1)}%), ${x.cacheMisses} cache misses, ${x.overflows} too large; ${formatBytes(x.bytesSaved)} saved`);
+  }
   row("transferred", `${formatBytes(r.bytes.total)} on the wire: ${r.pages.normal} pages with data, ${r.pages.zero} zero pages elided, state ${formatBytes(r.bytes.state)}`);
   row("dirty rate", formatRate(r.dirtyRateBytesPerSec));
   row("throughput", `${formatRate(r.throughputBytesPerSec)}${r.bandwidthLimitBytesPerSec ? `  (limit ${formatRate(r.bandwidthLimitBytesPerSec)})` : ""}`);
@@ -99,7 +118,7 @@ function roundTable(stats: readonly RoundStat[]): string[] {
   const head = "  round      pages    zero   on wire      time   dirtied  exp. downtime  throttle";
   const rows = stats.map((s) =>
     [
-      `  ${(s.stopAndCopy ? "stop" : String(s.round)).padEnd(6)}`,
+      `  ${(s.stopAndCopy ? "stop" : s.postcopy ? "post" : String(s.round)).padEnd(6)}`,
       String(s.pages).padStart(10),
       String(s.zeroPages).padStart(8),
       formatBytes(s.bytes).padStart(10),
@@ -162,6 +181,6 @@ function bar(x: number, y: number, w: number, h: number, fill: string, title: st
   return `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${w.toFixed(1)}" height="${Math.max(0, h).toFixed(1)}" fill="${fill}"><title>${escapeXml(title)}</title></rect>`;
 }
 
-function escapeXml(s: string): string {
+export function escapeXml(s: string): string {
   return s.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }

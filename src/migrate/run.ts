@@ -16,7 +16,7 @@ export interface LiveMigrationOptions extends Omit<SourceOptions, "workload" | "
 
 export interface LiveMigrationResult {
   report: MigrationReport;
-  /** The guest as the source holds it: paused for good once handed over, else at the end of its run. */
+  /** The guest as the source holds it: paused for good once handed over (or lost in post-copy), else at the end of its run. */
   guest: Guest;
   /** When the guest stayed on the source: where its run ended there. */
   source?: { virtualNs: number; digest: string; ticks: number };
@@ -31,7 +31,7 @@ export async function bootAndMigrate(spec: GuestRunSpec, options: LiveMigrationO
   const progress = new ProgressLine();
   const report = await migrate(live, { ...options, workload: spec.workload, awaitFinish: true, onProgress: (p) => progress.update(p) });
   progress.clear();
-  handedOver = report.status === "completed" || report.status === "unconfirmed";
+  handedOver = report.status === "completed" || report.status === "unconfirmed" || report.status === "lost";
   await running;
   return handedOver ? { report, guest: live.guest } : { report, guest: live.guest, source: finalState(live.guest) };
 }

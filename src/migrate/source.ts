@@ -8,6 +8,9 @@
 // The commit rule: until the source sends `commit`, any failure leaves it running the guest
 // exactly as before; once it has sent `commit` it never runs the guest again, whatever
 // happens to the link. The destination resumes only on receiving `commit`.
+//
+// The other techniques share these steps: stop-and-copy skips the pre-copy rounds; post-copy
+// (postcopy-source.ts) hands the guest over before its memory, hybrid after a few rounds.
 
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
@@ -17,6 +20,10 @@ import { countBits } from "../guest/memory.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../guest/page.js";
 import { newNonce, proof, verifyProof } from "./auth.js";
 import { BatchBuilder } from "./batch.js";
+import { postcopy } from "./postcopy-source.js";
+import type { StopConditions } from "./stop-conditions.js";
+import { negotiate, roundCap, stopConditions, type TechniqueOptions } from "./techniques.js";
+import type { XbzrleEncoder } from "./xbzrle.js";
 import { Channel, MigrationFailure } from "./channel.js";
 import type { LiveGuest } from "./live.js";
 import { newReport, summarize, type MigrationReport, type RoundStat } from "./metrics.js";
@@ -41,7 +48,7 @@ export const THROTTLE_INITIAL = 0.2;
 export const THROTTLE_STEP = 0.1;
 export const THROTTLE_MAX = 0.99;
 
-export interface SourceOptions {
+export interface SourceOptions extends TechniqueOptions {
   /** ws://host:port of a listening destination. */
   url: string;
   token: string;
@@ -61,7 +68,7 @@ export interface SourceOptions {
 }
 
 export interface Progress {
-  phase: "setup" | "pre-copy" | "stop-and-copy" | "commit" | "finishing";
+  phase: "setup" | "pre-copy" | "stop-and-copy" | "commit" | "post-copy" | "finishing";
   round: number;
   sentBytes: number;
   /** Pages left in this round, plus the dirty pages waiting for the next, in bytes. */
@@ -76,34 +83,47 @@ export async function migrate(live: LiveGuest, options: SourceOptions): Promise<
   return new SourceSession(live, options).run();
 }
 
-class SourceSession {
+/** The state of the guest at the pause, ready to go: CPU and device records. */
+export interface CapturedState {
+  cpu: Uint8Array;
+  devices: Uint8Array;
+}
+
+/** One migration; the technique modules drive it through its non-private members. */
+export class SourceSession {
   private readonly limitMs: number;
   private readonly maxRounds: number;
-  private readonly timeoutMs: number;
-  private readonly report: MigrationReport;
-  private channel?: Channel;
-  private step = "connect";
-  private committed = false;
-  private pausedAt = 0;
-  private seq = 0;
+  readonly timeoutMs: number;
+  readonly report: MigrationReport;
+  channel?: Channel;
+  step = "connect";
+  committed = false;
+  /** The guest was resumed on the destination and memory still flows (post-copy). */
+  handedOver = false;
+  pausedAt = 0;
+  seq = 0;
   private zeroPages = false;
-  private readonly checksums: PageChecksums;
+  private xbzrle?: XbzrleEncoder;
+  readonly checksums: PageChecksums;
   private readonly batch = new BatchBuilder();
   /** Time spent in finished memory rounds, and when the current one started. */
-  private memoryMs = 0;
+  memoryMs = 0;
   private roundStart?: number;
   private expectedDowntimeMs = Infinity;
+  private readonly stop: StopConditions;
 
   constructor(
-    private readonly live: LiveGuest,
-    private readonly options: SourceOptions,
+    readonly live: LiveGuest,
+    readonly options: SourceOptions,
   ) {
     this.limitMs = options.downtimeLimitMs ?? DEFAULT_DOWNTIME_LIMIT_MS;
-    this.maxRounds = Math.min(options.maxRounds ?? DEFAULT_MAX_ROUNDS, MAX_ROUNDS);
+    this.maxRounds = Math.min(roundCap(options, options.maxRounds ?? DEFAULT_MAX_ROUNDS), MAX_ROUNDS);
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const memory = live.guest.memory;
     this.checksums = new PageChecksums(memory.pageCount);
     this.report = newReport(options.workload, memory.bytes, this.limitMs, options.bandwidth);
+    this.report.technique = options.technique ?? "precopy";
+    this.stop = stopConditions(options, this.limitMs, this.maxRounds, memory.bytes);
   }
 
   async run(): Promise<MigrationReport> {
@@ -114,8 +134,14 @@ class SourceSession {
       }
       await this.setup();
       this.report.setupMs = performance.now() - start;
-      const dirty = await this.precopy();
-      await this.stopAndCopy(dirty);
+      const technique = this.report.technique;
+      if (technique === "stop-and-copy") {
+        await this.stopAndCopy(undefined);
+      } else {
+        const dirty = technique === "postcopy" ? undefined : await this.precopy();
+        if (technique === "precopy") await this.stopAndCopy(dirty!);
+        else await postcopy(this, dirty);
+      }
       this.report.status = "completed";
       this.report.totalMs = performance.now() - start;
       if (this.options.awaitFinish) await this.awaitFinish();
@@ -126,6 +152,7 @@ class SourceSession {
       this.report.bytes.total = this.channel?.bytesSent ?? 0;
       this.live.guest.memory.stopDirtyLog();
       if (this.report.status === "completed" && !this.report.error) this.channel?.close();
+      if (this.xbzrle) this.report.xbzrle = this.xbzrle.stats;
       summarize(this.report, this.memoryMs, this.maxRounds);
     }
     return this.report;
@@ -137,7 +164,8 @@ class SourceSession {
     const { url, token } = this.options;
     this.progress("setup", 0, 0);
     const ws = new WebSocket(url, { maxPayload: MAX_PAYLOAD, perMessageDeflate: false, handshakeTimeout: this.timeoutMs });
-    const channel = (this.channel = new Channel(ws, { timeoutMs: this.timeoutMs, bandwidth: this.options.bandwidth, idle: () => this.idle() }));
+    const { bandwidth, latencyMs } = this.options;
+    const channel = (this.channel = new Channel(ws, { timeoutMs: this.timeoutMs, bandwidth, latencyMs, idle: () => this.idle() }));
     // A cancel counts only before the commit: after it, the guest is the destination's.
     const signal = this.options.signal;
     const cancel = (): void => {
@@ -156,7 +184,7 @@ class SourceSession {
     if (challenge.version < MIN_PROTOCOL_VERSION || challenge.version > PROTOCOL_VERSION) {
       throw new MigrationFailure("version", `the destination chose protocol version ${challenge.version}; this source speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}`);
     }
-    this.zeroPages = challenge.capabilities.includes("zero-pages");
+    ({ zeroPages: this.zeroPages, xbzrle: this.xbzrle } = negotiate(this.options, challenge.capabilities));
     this.step = "auth";
     await channel.send({ t: "auth", proof: proof(token, "source", challenge.version, nonce, challenge.nonce) });
     this.step = "accepted";
@@ -194,47 +222,46 @@ class SourceSession {
       stat.expectedDowntimeMs = this.expectedDowntimeMs;
       this.report.rounds = round + 1;
       this.progress("pre-copy", round, remaining);
-      if (this.expectedDowntimeMs <= this.limitMs || round + 1 >= this.maxRounds) return dirty;
+      const reason = this.stop.check({ rounds: round + 1, expectedDowntimeMs: this.expectedDowntimeMs, sentBytes: this.report.bytes.memory, dirtyPages: stat.dirtiedPages });
+      if (reason) {
+        this.report.stopReason = reason;
+        return dirty;
+      }
       // Auto-converge: the guest dirtied more than half of what the round could carry.
       if (this.options.autoConverge !== false && remaining > (stat.pages * PAGE_SIZE) / 2) this.raiseThrottle();
       pages = dirty;
     }
   }
 
-  private async stopAndCopy(dirty: Uint32Array): Promise<void> {
-    const { guest } = this.live;
-    const channel = this.channel!;
-    this.step = "stop-and-copy";
+  /** Pauses the guest; `dirty` (when given) gains the pages written since the last harvest. */
+  pause(dirty: Uint32Array | undefined): void {
     this.pausedAt = performance.now();
-    const cpu = this.live.pause();
+    this.live.pause();
     // Pages written since the last harvest: none unless the guest ran after it.
-    const late = guest.memory.harvestDirty();
-    for (let i = 0; i < dirty.length; i++) dirty[i] |= late[i];
+    const late = this.live.guest.memory.harvestDirty();
+    if (dirty) for (let i = 0; i < dirty.length; i++) dirty[i] |= late[i];
     this.report.expectedDowntimeMs = this.expectedDowntimeMs;
-    await this.sendRound(this.report.rounds, dirty, true);
+  }
 
-    this.step = "state";
+  /** The paused guest's CPU and device records; the source's exit counts go into the report. */
+  capture(): CapturedState {
+    const { guest } = this.live;
     const exits = guest.machine.exits();
     this.report.exits = { total: exits.total, byReason: exits.byReason };
-    let devices;
     try {
-      devices = encodeRecord(guest.machine.capture({ leaving: true }));
+      return { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(guest.machine.capture({ leaving: true })) };
     } catch (e) {
       if (e instanceof DeviceStateError) throw new MigrationFailure("state", e.message);
       throw e;
     }
-    const cpuRecord = encodeRecord(cpu.toRecord());
-    const memoryDigest = this.checksums.digest();
-    const digest = stateDigest(memoryDigest, cpuRecord, devices);
-    this.report.bytes.state = await channel.send({ t: "state", batches: this.seq, cpu: cpuRecord, devices, digest });
-    this.progress("stop-and-copy", this.report.rounds, 0);
+  }
 
+  /** Waits for `ready` with the expected digest, then commits: from here on the guest belongs to the destination. */
+  async commit(digest: Buffer): Promise<void> {
+    const channel = this.channel!;
     this.step = "ready";
     const ready = await channel.expect("ready");
     if (!digest.equals(ready.digest)) throw new MigrationFailure("digest", "the destination's digest differs from the source's");
-    this.report.memoryDigest = memoryDigest;
-
-    // From here on the guest belongs to the destination (see the commit rule above).
     this.step = "commit";
     this.committed = true;
     await channel.send({ t: "commit" });
@@ -242,6 +269,21 @@ class SourceSession {
     this.step = "resumed";
     await channel.expect("resumed");
     this.report.downtimeMs = performance.now() - this.pausedAt;
+  }
+
+  /** Pauses and sends the last dirty pages (all memory when `dirty` is undefined: non-live migration) with the state. */
+  private async stopAndCopy(dirty: Uint32Array | undefined): Promise<void> {
+    this.step = "stop-and-copy";
+    this.pause(dirty);
+    await this.sendRound(this.report.rounds, dirty, true);
+    this.step = "state";
+    const { cpu, devices } = this.capture();
+    const memoryDigest = this.checksums.digest();
+    const digest = stateDigest(memoryDigest, cpu, devices);
+    this.report.bytes.state = await this.channel!.send({ t: "state", batches: this.seq, cpu, devices, digest });
+    this.progress("stop-and-copy", this.report.rounds, 0);
+    await this.commit(digest);
+    this.report.memoryDigest = memoryDigest;
   }
 
   private async awaitFinish(): Promise<void> {
@@ -255,15 +297,15 @@ class SourceSession {
   }
 
   /** Sends `pages` (every page when undefined) as batches; returns the round's statistics. */
-  private async sendRound(round: number, pages: Uint32Array | undefined, stopAndCopy: boolean): Promise<RoundStat> {
+  async sendRound(round: number, pages: Uint32Array | undefined, stopAndCopy: boolean): Promise<RoundStat> {
     const stat: RoundStat = { round, stopAndCopy, pages: 0, zeroPages: 0, bytes: 0, durationMs: 0, dirtiedPages: 0, expectedDowntimeMs: 0, throttlePercent: Math.round(this.live.throttle * 100) };
     this.report.roundStats.push(stat);
     const start = (this.roundStart = performance.now());
     const total = pages ? countBits(pages) : this.live.guest.memory.pageCount;
     let done = 0;
     const send = async (p: number): Promise<void> => {
-      if (this.batch.full) await this.flush(stat, round, (total - done) * PAGE_SIZE);
-      this.addPage(p);
+      if (this.batchFull) await this.flush(stat, round, (total - done) * PAGE_SIZE);
+      this.addPage(p, round > 0);
       done++;
     };
     if (pages) {
@@ -273,44 +315,68 @@ class SourceSession {
     } else {
       for (let p = 0; p < total; p++) await send(p);
     }
-    if (!this.batch.empty) await this.flush(stat, round, 0);
+    if (!this.batchEmpty) await this.flush(stat, round, 0);
     stat.durationMs = performance.now() - start;
     this.memoryMs += stat.durationMs;
     this.roundStart = undefined;
     return stat;
   }
 
-  /** Copies page p into the batch and records the CRC the destination will compute for it. */
-  private addPage(p: number): void {
+  /**
+   * Copies page p into a batch and records the CRC the destination will compute for it. A page
+   * `resent` (it went in an earlier round) goes as an XBZRLE delta when that is on and small.
+   * Returns whether it carries bytes (false for an elided zero page).
+   */
+  addPage(p: number, resent: boolean): boolean {
     const memory = this.live.guest.memory;
     const zero = memory.isZero(p);
     if (zero && this.zeroPages) {
       this.batch.add(p, ZERO_PAGE, ZERO_PAGE_CRC, true);
       this.checksums.crcs[p] = ZERO_PAGE_CRC;
-      return;
+      this.xbzrle?.forget(p);
+      return false;
     }
     const page = memory.page(p);
     const crc = zero ? ZERO_PAGE_CRC : pageChecksum(page);
-    this.batch.add(p, page, crc, false);
     this.checksums.crcs[p] = crc;
+    if (!this.xbzrle?.add(p, page, crc, resent)) this.batch.add(p, page, crc, false);
+    return true;
   }
 
-  private async flush(stat: RoundStat, round: number, remainingBytes: number): Promise<void> {
-    const message = this.batch.take(round, this.seq++);
-    const pages = message.data.length / PAGE_SIZE;
-    const size = await this.channel!.send(message);
-    stat.pages += pages;
-    stat.zeroPages += countPages(message.zeros);
-    stat.bytes += size;
-    this.report.bytes.memory += size;
+  /** Whether the batches under way should go out before another page is added. */
+  get batchFull(): boolean {
+    return this.batch.full || this.xbzrle?.full === true;
+  }
+
+  get batchEmpty(): boolean {
+    return this.batch.empty && this.xbzrle?.empty !== false;
+  }
+
+  /** Puts the batches under way on the wire. */
+  async flush(stat: RoundStat, round: number, remainingBytes: number): Promise<void> {
+    if (!this.batch.empty) {
+      const message = this.batch.take(round, this.seq++);
+      const size = await this.channel!.send(message);
+      stat.pages += message.data.length / PAGE_SIZE;
+      stat.zeroPages += countPages(message.zeros);
+      stat.bytes += size;
+      this.report.bytes.memory += size;
+    }
+    if (this.xbzrle && !this.xbzrle.empty) {
+      const message = this.xbzrle.take(round, this.seq++);
+      const size = await this.channel!.send(message);
+      stat.pages += message.pages.length;
+      stat.bytes += size;
+      this.report.bytes.memory += size;
+    }
     this.live.runSlice();
-    this.progress(stat.stopAndCopy ? "stop-and-copy" : "pre-copy", round, remainingBytes);
+    this.progress(stat.stopAndCopy ? "stop-and-copy" : stat.postcopy ? "post-copy" : "pre-copy", round, remainingBytes);
   }
 
   // ---- helpers --------------------------------------------------------------------------------
 
   /** Measured bandwidth: memory bytes on the wire per second spent sending them (this round's so far included). */
-  private bandwidth(): number {
+  bandwidth(): number {
     const ms = this.memoryMs + (this.roundStart === undefined ? 0 : performance.now() - this.roundStart);
     return ms > 0 ? (this.report.bytes.memory * 1000) / ms : Infinity;
   }
@@ -336,7 +402,9 @@ class SourceSession {
       this.channel?.close();
       return;
     }
-    if (this.committed) {
+    if (this.handedOver) {
+      this.report.status = "lost";
+    } else if (this.committed) {
       this.report.status = "unconfirmed";
     } else {
       this.report.status = f.code === "cancelled" ? "cancelled" : "failed";
@@ -347,7 +415,7 @@ class SourceSession {
     this.channel?.close(f);
   }
 
-  private progress(phase: Progress["phase"], round: number, remainingBytes: number): void {
+  progress(phase: Progress["phase"], round: number, remainingBytes: number): void {
     this.options.onProgress?.({
       phase,
       round,
