@@ -2,7 +2,9 @@
 // acting on it, loads memory into a staging GuestMemory, rebuilds the devices on a fresh
 // machine through the hardware interface (Machine.reconstruct), and compares a digest of all it
 // received with the source's before it says it is ready. It resumes the guest only when the
-// commit arrives; until then any failure drops everything it holds.
+// commit arrives; until then any failure drops everything it holds. What sessions share —
+// limits, the memory budget, failed authentications, the fate of each ready session — is the
+// Admission's.
 
 import type WebSocket from "ws";
 import { DEFAULT_CONFIG, DeviceStateError, Machine, type MachineConfig } from "../core/machine.js";
@@ -12,8 +14,9 @@ import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../guest/digest.js";
 import { GuestMemory } from "../guest/memory.js";
 import { PAGE_SIZE } from "../guest/page.js";
 import { Guest } from "../guest/workload.js";
-import { CAPABILITIES, MAX_BATCH_PAGES, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError, batchChecksum, decode, decodeRecord, encode, stateDigest, type Config, type Message, type MessageType, type Pages, type State } from "./protocol.js";
+import { CAPABILITIES, MAX_BATCH_PAGES, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError, batchChecksum, decode, decodeRecord, encode, stateDigest, type Config, type Message, type MessageType, type Pages, type Query, type SessionFate, type State } from "./protocol.js";
 import { newNonce, proof, verifyProof } from "./auth.js";
+import { Admission, type Holding } from "./admission.js";
 import { LiveGuest } from "./live.js";
 import { MigrationFailure, closeSoon } from "./channel.js";
 import type { FailureCode } from "./metrics.js";
@@ -35,10 +38,11 @@ export type DestinationEvent =
   | { event: "aborted"; peer: string; step: string; code: FailureCode; message: string; byPeer: boolean }
   | { event: "ready"; peer: string; workload: string; memoryBytes: number; pages: number }
   | { event: "resumed"; peer: string; workload: string; virtualNs: number }
-  | { event: "finished"; peer: string; workload: string; virtualNs: number; digest: string; ticks: number; exits: number };
+  | { event: "finished"; peer: string; workload: string; virtualNs: number; digest: string; ticks: number; exits: number }
+  | { event: "outcome"; peer: string; session: string; outcome: SessionFate };
 
 /** How a session ended: its guest ran to the end here, or nothing was kept. */
-export type SessionOutcome = "finished" | "aborted";
+export type SessionOutcome = "finished" | "aborted" | "answered";
 
 const RECORD_ERRORS = [CpuStateError, DeviceStateError, FieldError, RangeError];
 
@@ -54,6 +58,7 @@ export class DestinationSession {
   private round = 0;
   private config?: Config;
   private stopped = false;
+  private readonly holding: Holding = { session: false, bytes: 0 };
   /** What a failure must drop: the staging memory, its checksums, the rebuilt guest. */
   private staging?: { memory: GuestMemory; checksums: PageChecksums; pairs: Uint32Array; guest?: Guest };
 
@@ -61,6 +66,7 @@ export class DestinationSession {
     private readonly ws: WebSocket,
     private readonly peer: string,
     private readonly options: DestinationOptions,
+    private readonly admission = new Admission(),
   ) {
     this.done = new Promise((r) => (this.settle = r));
     ws.on("message", (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
@@ -92,7 +98,7 @@ export class DestinationSession {
   }
 
   private handle(m: Message): void {
-    const accepts = this.expecting === "pages" ? m.t === "pages" || m.t === "state" : m.t === this.expecting;
+    const accepts = m.t === this.expecting || (this.expecting === "pages" && m.t === "state") || (this.expecting === "config" && m.t === "query");
     if (!accepts) throw new ProtocolError("unexpected", `expected ${this.expecting}, got ${m.t}`);
     switch (m.t) {
       case "hello": {
@@ -112,14 +118,19 @@ export class DestinationSession {
       case "auth": {
         const [token, version, sourceNonce, destinationNonce] = [this.options.token, this.version, this.sourceNonce!, this.destinationNonce!];
         if (!verifyProof(m.proof, token, "source", version, sourceNonce, destinationNonce)) {
+          this.admission.authFailed(addressOf(this.peer));
           throw new ProtocolError("auth", "authentication failed: the source does not know the token");
         }
+        const full = this.admission.admit(this.holding);
+        if (full) throw new ProtocolError("busy", full);
         this.send({ t: "accepted", proof: proof(token, "destination", version, sourceNonce, destinationNonce) });
         this.expecting = "config";
         return;
       }
       case "config":
         return this.prepare(m);
+      case "query":
+        return this.answer(m);
       case "pages":
         return this.load(m);
       case "state":
@@ -137,6 +148,8 @@ export class DestinationSession {
       throw new ProtocolError("config", `guest memory of ${c.memoryBytes} bytes exceeds this destination's limit of ${this.options.maxMemoryBytes}`);
     }
     if (c.machine.policy === "none") throw new ProtocolError("config", 'policy "none" keeps no device shadows: the guest could not be migrated again');
+    const full = this.admission.reserve(this.holding, c.memoryBytes);
+    if (full) throw new ProtocolError("busy", full);
     const memory = new GuestMemory(c.memoryBytes);
     this.staging = { memory, checksums: new PageChecksums(memory.pageCount), pairs: new Uint32Array(2 * MAX_BATCH_PAGES) };
     this.config = c;
@@ -195,6 +208,7 @@ export class DestinationSession {
     }
     this.send({ t: "ready", digest });
     this.expecting = "commit";
+    this.admission.awaitCommit(this.id, () => this.abort(new MigrationFailure("cancelled", "the source asked for this session's outcome: its commit never arrived")));
     this.emit({ event: "ready", peer: this.peer, workload: config.workload, memoryBytes: config.memoryBytes, pages: staging.memory.pageCount });
   }
 
@@ -202,6 +216,7 @@ export class DestinationSession {
   private async resume(): Promise<void> {
     this.expecting = "nothing";
     clearTimeout(this.timer);
+    this.admission.decide(this.id, "taken");
     const guest = this.staging!.guest!;
     const { workload, endNs } = this.config!;
     const live = new LiveGuest(guest, endNs);
@@ -215,13 +230,35 @@ export class DestinationSession {
       this.send({ t: "finished", ...result });
       this.emit({ event: "finished", peer: this.peer, workload, ...result });
       closeSoon(this.ws);
-      this.settle("finished");
+      this.end("finished");
     } catch (e) {
       // The guest itself failed after the commit: nothing to roll back, but say so.
       this.emit({ event: "aborted", peer: this.peer, step: "running", code: this.stopped ? "cancelled" : "internal", message: (e as Error).message, byPeer: false });
       closeSoon(this.ws);
-      this.settle("aborted");
+      this.end("aborted");
     }
+  }
+
+  /** A source that lost its link after its commit asks what became of that session. */
+  private answer(q: Query): void {
+    const session = Buffer.from(q.session).toString("hex");
+    const outcome = this.admission.query(session);
+    this.expecting = "nothing";
+    clearTimeout(this.timer);
+    this.send({ t: "outcome", outcome });
+    closeSoon(this.ws);
+    this.emit({ event: "outcome", peer: this.peer, session, outcome });
+    this.end("answered");
+  }
+
+  /** This session's name for a later query: the destination's nonce, known to both sides only. */
+  private get id(): string {
+    return Buffer.from(this.destinationNonce!).toString("hex");
+  }
+
+  private end(outcome: SessionOutcome): void {
+    this.admission.release(this.holding);
+    this.settle(outcome);
   }
 
   /** Before the commit: tells the source why (unless it told us), and drops everything. */
@@ -233,10 +270,11 @@ export class DestinationSession {
     clearTimeout(this.timer);
     this.staging = undefined;
     this.config = undefined;
+    if (step === "commit") this.admission.decide(this.id, "dropped");
     if (!f.byPeer && f.code !== "connection") this.send({ t: "error", code: f.code, message: f.message });
     closeSoon(this.ws);
     this.emit({ event: "aborted", peer: this.peer, step, code: f.code, message: f.message, byPeer: f.byPeer });
-    this.settle("aborted");
+    this.end("aborted");
   }
 
   private armTimer(): void {
@@ -254,3 +292,9 @@ export class DestinationSession {
   }
 }
 
+
+/** The address part of "address:port" (IPv6 addresses contain colons too). */
+export function addressOf(peer: string): string {
+  const i = peer.lastIndexOf(":");
+  return i < 0 ? peer : peer.slice(0, i);
+}

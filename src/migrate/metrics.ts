@@ -2,16 +2,18 @@
 
 import { EXIT_REASONS, type ExitReason } from "../core/exits.js";
 import { PAGE_SIZE } from "../guest/page.js";
-import type { ErrorCode } from "./protocol.js";
+import type { ErrorCode, SessionFate } from "./protocol.js";
 import { predict, type ModelInput, type ModelPrediction } from "./model.js";
 
 /**
  * completed    the destination runs the guest.
  * failed       stopped before the commit: the source runs the guest as before.
  * cancelled    as failed, on the user's request.
- * unconfirmed  the commit was sent and the link failed before the destination confirmed the
- *              resume: the source never runs the guest again; the destination runs it if the
- *              commit reached it.
+ * unconfirmed  the commit was sent, the link failed before the destination confirmed the
+ *              resume, and the destination could not be asked afterwards: the source keeps the
+ *              guest paused and never runs it on a guess (see resolve.ts).
+ * A commit whose confirmation was lost ends completed or failed once the destination, asked,
+ * says it took or dropped the guest; `resolution` then holds its answer.
  */
 export type MigrationStatus = "completed" | "failed" | "cancelled" | "unconfirmed";
 
@@ -69,6 +71,8 @@ export interface MigrationReport {
   model?: { input: ModelInput; prediction: ModelPrediction };
   /** SHA-256 over the per-page CRC-32s both sides agreed on at stop-and-copy (hex). */
   memoryDigest?: string;
+  /** After a commit whose confirmation was lost: the destination's answer when asked, or "unreachable". */
+  resolution?: SessionFate | "unreachable";
   /** Where the guest ended up after its run on the destination, when it was awaited. */
   destination?: { virtualNs: number; digest: string; ticks: number; exits: number };
 }
