@@ -30,6 +30,7 @@ const MAX_REMEMBERED = 4096;
 
 /** What one session holds and must give back when it ends. */
 export interface Holding {
+  connection: boolean;
   session: boolean;
   bytes: number;
 }
@@ -61,6 +62,12 @@ export class Admission {
     forgetOldest(this.failures);
   }
 
+  /** Counts a connection that was not refused. */
+  enter(h: Holding): void {
+    this.connections++;
+    h.connection = true;
+  }
+
   /** Admits an authenticated session, or says why not. */
   admit(h: Holding): string | undefined {
     if (this.sessions >= this.limits.maxSessions) return `this destination is already receiving or running ${this.sessions} guests (its limit)`;
@@ -80,9 +87,10 @@ export class Admission {
   }
 
   release(h: Holding): void {
+    if (h.connection) this.connections--;
     if (h.session) this.sessions--;
     this.reservedBytes -= h.bytes;
-    h.session = false;
+    h.connection = h.session = false;
     h.bytes = 0;
   }
 

@@ -58,7 +58,7 @@ export class DestinationSession {
   private round = 0;
   private config?: Config;
   private stopped = false;
-  private readonly holding: Holding = { session: false, bytes: 0 };
+  private readonly holding: Holding = { connection: false, session: false, bytes: 0 };
   /** What a failure must drop: the staging memory, its checksums, the rebuilt guest. */
   private staging?: { memory: GuestMemory; checksums: PageChecksums; pairs: Uint32Array; guest?: Guest };
 
@@ -69,6 +69,7 @@ export class DestinationSession {
     private readonly admission = new Admission(),
   ) {
     this.done = new Promise((r) => (this.settle = r));
+    admission.enter(this.holding);
     ws.on("message", (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
     ws.on("close", () => this.abort(new MigrationFailure("connection", "connection closed by the source")));
     ws.on("error", (e: Error) => this.abort(new MigrationFailure("connection", e.message)));

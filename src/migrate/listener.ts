@@ -81,11 +81,9 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       options.onEvent?.({ event: "refused", peer, reason: refusal.message });
       return;
     }
-    admission.connections++;
     const session = new DestinationSession(ws, peer, options, admission);
     sessions.add(session);
     void session.done.then((outcome) => {
-      admission.connections--;
       sessions.delete(session);
       if (options.once && outcome === "finished") void close();
     });
