@@ -181,8 +181,12 @@ export class BareClient {
     ws.on("close", () => (this.closed = true));
   }
 
-  static async connect(url: string): Promise<BareClient> {
-    const ws = new WebSocket(url, { perMessageDeflate: false });
+  static connect(url: string): Promise<BareClient> {
+    return BareClient.wrap(new WebSocket(url, { perMessageDeflate: false }));
+  }
+
+  /** A client on a socket just made, once it is open. */
+  static async wrap(ws: WebSocket): Promise<BareClient> {
     // Listening from the start: a reply may arrive in the same read as the handshake.
     const client = new BareClient(ws);
     await new Promise((r, j) => ws.once("open", r).once("error", j));

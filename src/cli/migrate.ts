@@ -12,7 +12,7 @@ import { formatReport, roundChartSvg } from "../migrate/report.js";
 import { bootAndMigrate, type LiveMigrationResult } from "../migrate/run.js";
 import { formatBytes, parseSize } from "../migrate/units.js";
 import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "./migrate-options.js";
-import { EXIT_FAILED, EXIT_OK, UsageError, integerOption, parseOptions } from "./usage.js";
+import { EXIT_FAILED, EXIT_OK, UsageError, checkWritable, fileProblem, integerOption, parseOptions } from "./usage.js";
 
 export const MIGRATE_USAGE = `usage:
   blmv migrate listen --port P [--host 127.0.0.1] [--token-file F] [--cert F --key F] [--max-memory SIZE] [--once] [--json]
@@ -57,7 +57,7 @@ function token(command: string, file: string | undefined): string | undefined {
   try {
     return loadToken(file);
   } catch (e) {
-    throw new UsageError(`${command}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? `token file ${file} does not exist` : (e as Error).message}`);
+    throw new UsageError(`${command}: ${(e as NodeJS.ErrnoException).code ? `token file ${file}: ${fileProblem(e)}` : (e as Error).message}`);
   }
 }
 
@@ -144,6 +144,7 @@ async function runSend(argv: string[]): Promise<number> {
   const secret = token(command, values["token-file"]);
   if (secret === undefined) throw new UsageError(`${command}: no token: pass --token-file F or set ${TOKEN_ENV} (the listener prints the one it generated)`);
   const { spec, link, svg, json } = parseGuestAndLink(command, values);
+  if (svg) await checkWritable(command, svg);
 
   const controller = new AbortController();
   const onSignal = (): void => {
@@ -184,6 +185,6 @@ function readInput(command: string, option: string, file: string): Buffer {
   try {
     return readFileSync(file);
   } catch (e) {
-    throw new UsageError(`${command}: ${option} ${file}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`);
+    throw new UsageError(`${command}: ${option} ${file}: ${fileProblem(e)}`);
   }
 }
