@@ -8,13 +8,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import WebSocket from "ws";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { Admission, DEFAULT_LIMITS } from "../src/migrate/admission.js";
 import { newNonce, proof } from "../src/migrate/auth.js";
+import { DestinationSession, HANDSHAKE_TIMEOUT_MS } from "../src/migrate/destination.js";
 import { referenceDigest, type GuestRunSpec } from "../src/migrate/guest-run.js";
 import { PROTOCOL_MAGIC } from "../src/migrate/protocol.js";
 import { bootAndMigrate } from "../src/migrate/run.js";
 import { BareClient, CLI, Destination, killChildren, runCli } from "./migrate-harness.js";
+import { MemorySocket } from "./migrate-stream.js";
 
 const MiB = 2 ** 20;
 const MS = 1_000_000;
@@ -62,13 +64,30 @@ describe("authentication", () => {
     expect(await tryToken(dest.url, "right")).toMatchObject({ t: "error", code: "auth", message: expect.stringMatching(/too many failed authentications from 127\.0\.0\.1: locked out for 60 s/) });
     expect(await tryToken(dest.url, "right", "127.0.0.2")).toMatchObject({ t: "accepted" });
   });
+
+  it("a peer that connects and says nothing is dropped after the handshake timeout, however long the session timeout", () => {
+    vi.useFakeTimers();
+    try {
+      const socket = new MemorySocket();
+      void new DestinationSession(socket.asWebSocket, "10.0.0.9:1", { token: "t", maxMemoryBytes: MiB, timeoutMs: 60_000 });
+      vi.advanceTimersByTime(HANDSHAKE_TIMEOUT_MS - 1);
+      expect(socket.sent).toEqual([]);
+      vi.advanceTimersByTime(1);
+      expect(socket.sent).toEqual([{ t: "error", code: "timeout", message: `no hello from the source within ${HANDSHAKE_TIMEOUT_MS} ms` }]);
+      expect(socket.readyState).toBe(socket.CLOSED);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 });
 
 describe("TLS", () => {
   const cert = join(dir, "cert.pem");
   const key = join(dir, "key.pem");
   // A self-signed certificate for 127.0.0.1, made for this test.
-  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=blmv test", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });
+  beforeAll(() => {
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=blmv test", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });
+  });
 
   it("migrates over wss:// to a source that trusts the certificate", async () => {
     const dest = await Destination.start("t", ["--cert", cert, "--key", key]);

@@ -22,6 +22,8 @@ import { MigrationFailure, closeSoon } from "./channel.js";
 import type { FailureCode } from "./metrics.js";
 
 export const DEFAULT_DESTINATION_TIMEOUT_MS = 30_000;
+/** Longest wait for `hello` and `auth`: a peer that connects and says nothing frees its slot soon. */
+export const HANDSHAKE_TIMEOUT_MS = 5_000;
 
 export interface DestinationOptions {
   token: string;
@@ -280,7 +282,7 @@ export class DestinationSession {
 
   private armTimer(): void {
     clearTimeout(this.timer);
-    const ms = this.options.timeoutMs ?? DEFAULT_DESTINATION_TIMEOUT_MS;
+    const ms = Math.min(this.options.timeoutMs ?? DEFAULT_DESTINATION_TIMEOUT_MS, this.expecting === "hello" || this.expecting === "auth" ? HANDSHAKE_TIMEOUT_MS : Infinity);
     this.timer = setTimeout(() => this.abort(new ProtocolError("timeout", `no ${this.expecting} from the source within ${ms} ms`)), ms);
   }
 
