@@ -32,15 +32,16 @@ afterEach(async () => {
 
 const servers: WebSocketServer[] = [];
 
-/** A destination played by hand: `reply` answers each decoded message (or stays silent). */
-async function fakeDestination(reply: (m: Record<string, unknown>) => Message | undefined): Promise<string> {
+/** A destination played by hand: `reply` answers each decoded message (or stays silent, or closes). */
+async function fakeDestination(reply: (m: Record<string, unknown>) => Message | "close" | undefined): Promise<string> {
   const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
   servers.push(server);
   await new Promise((r) => server.once("listening", r));
   server.on("connection", (ws) =>
     ws.on("message", (d: Buffer) => {
       const answer = reply(unpack(d) as Record<string, unknown>);
-      if (answer) ws.send(encode(answer));
+      if (answer === "close") ws.terminate();
+      else if (answer) ws.send(encode(answer));
     }),
   );
   return `ws://127.0.0.1:${(server.address() as { port: number }).port}`;
@@ -166,6 +167,33 @@ describe("after a failure", () => {
     const retried = await bootAndMigrate(SPEC, { url: dest.url, token: dest.token, migrateAtNs: MIGRATE_AT });
     expect(retried.report.status).toBe("completed");
     expect(retried.report.destination?.digest).toBe(referenceOnce());
+  });
+
+  it("when the destination cannot be asked after a lost commit, the source keeps the guest paused: it never runs on a guess", async () => {
+    // A destination that takes everything, drops the link at the commit, and knows no queries.
+    let sourceNonce: Uint8Array | undefined;
+    const destinationNonce = newNonce();
+    let connections = 0;
+    const url = await fakeDestination((m) => {
+      if (m.t === "hello") {
+        connections++;
+        sourceNonce = m.nonce as Uint8Array;
+        return { t: "challenge", version: 1, capabilities: ["zero-pages"], nonce: destinationNonce };
+      }
+      if (m.t === "auth") return { t: "accepted", proof: proof("t", "destination", 1, sourceNonce!, destinationNonce) };
+      if (m.t === "config") return { t: "prepared" };
+      if (m.t === "state") return { t: "ready", digest: m.digest as Uint8Array };
+      return m.t === "commit" ? "close" : undefined;
+    });
+    const result = await bootAndMigrate({ ...SPEC, endNs: 5000 * MS }, { url, token: "t", migrateAtNs: MIGRATE_AT, timeoutMs: 500 });
+    expect(result.report).toMatchObject({ status: "unconfirmed", resolution: "unreachable", failedAt: "resumed" });
+    expect(result.source).toBeUndefined();
+    const pausedAt = result.guest.now();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(result.guest.now()).toBe(pausedAt);
+    expect(pausedAt).toBeLessThan(5000 * MS);
+    // The destination did not announce outcome queries: the source did not try to connect again.
+    expect(connections).toBe(1);
   });
 
   it("a cancel before the commit leaves the source running; the destination drops the session", async () => {
