@@ -15,8 +15,9 @@ import { Destination, FaultProxy, killChildren, type Fault } from "./migrate-har
 const MiB = 2 ** 20;
 const MS = 1_000_000;
 const SPEC: GuestRunSpec = { workload: "uniform", interrupts: "apic", memoryBytes: 8 * MiB, seed: 11, endNs: 300 * MS };
-const SOURCE_TIMEOUT_MS = 1000;
-const DESTINATION_TIMEOUT_MS = 1500;
+// Long enough that a loaded machine does not time out before the fault it is meant to meet.
+const SOURCE_TIMEOUT_MS = 3000;
+const DESTINATION_TIMEOUT_MS = 4000;
 const reference = referenceDigest(SPEC);
 
 afterAll(killChildren);
@@ -36,8 +37,9 @@ const STEPS: Fault[] = [
 ];
 const ACTIONS = ["cut", "stall", "corrupt"] as const;
 
-// Random batches inside the rounds (an 8 MiB guest sends about a dozen), and random bytes to flip.
-const [inRounds] = fc.sample(fc.array(fc.record({ nth: fc.integer({ min: 2, max: 8 }), at: fc.double({ min: 0, max: 1, noNaN: true }) }), { minLength: 3, maxLength: 3 }), { seed: 6, numRuns: 1 });
+// Random batches inside the rounds (round 0 alone of this guest takes at least five), and random bytes to flip.
+const inRound = fc.record({ nth: fc.integer({ min: 2, max: 5 }), at: fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }) });
+const [inRounds] = fc.sample(fc.uniqueArray(inRound, { minLength: 3, maxLength: 3, selector: (r) => r.nth }), { seed: 6, numRuns: 1 });
 const CASES: Fault[] = [
   ...STEPS.flatMap((step, i) => ACTIONS.map((action) => ({ ...step, action, at: ((i * 7 + 3) % 10) / 10 }))),
   ...inRounds.flatMap(({ nth, at }) => ACTIONS.map((action) => ({ from: "source" as const, type: "pages" as const, nth, action, at }))),
@@ -50,24 +52,30 @@ describe.concurrent("a fault at each step", () => {
     const dest = await Destination.start("t", ["--timeout", String(DESTINATION_TIMEOUT_MS)]);
     const proxy = await FaultProxy.start(dest.url, fault);
     const { report, source } = await bootAndMigrate(SPEC, { url: proxy.url, token: dest.token, migrateAtNs: 100 * MS, timeoutMs: SOURCE_TIMEOUT_MS }).finally(() => proxy.close());
-    expect(proxy.fired).toBe(true);
-    // The migration session on the destination ends one way or the other: nothing hangs.
-    const end = await dest.waitFor((e) => (e.event === "aborted" && e.step !== "running") || e.event === "finished");
-    const resumed = dest.events.some((e) => e.event === "resumed");
-    if (resumed) {
-      // The commit reached the destination: the guest is its own, the source never ran it again.
-      expect(report.status).toBe("completed");
-      expect(source).toBeUndefined();
-      expect(end).toMatchObject({ event: "finished", digest: reference, virtualNs: SPEC.endNs });
-    } else {
-      expect(report.status).toBe("failed");
-      expect(source).toMatchObject({ digest: reference, virtualNs: SPEC.endNs });
-      expect(end.event).toBe("aborted");
+    // On a failure, say what both sides did.
+    const context = (): string => JSON.stringify({ report: { status: report.status, failedAt: report.failedAt, error: report.error, resolution: report.resolution }, source, events: dest.events });
+    try {
+      expect(proxy.fired).toBe(true);
+      // The migration session on the destination ends one way or the other: nothing hangs.
+      const end = await dest.waitFor((e) => (e.event === "aborted" && e.step !== "running") || e.event === "finished");
+      const resumed = dest.events.some((e) => e.event === "resumed");
+      if (resumed) {
+        // The commit reached the destination: the guest is its own, the source never ran it again.
+        expect(report.status).toBe("completed");
+        expect(source).toBeUndefined();
+        expect(end).toMatchObject({ event: "finished", digest: reference, virtualNs: SPEC.endNs });
+      } else {
+        expect(report.status).toBe("failed");
+        expect(source).toMatchObject({ digest: reference, virtualNs: SPEC.endNs });
+        expect(end.event).toBe("aborted");
+      }
+      // The rule for a link lost after the commit: the source asked the destination.
+      if (fault.type === "commit" || fault.type === "resumed") expect(report.resolution).toBe(resumed ? "taken" : "dropped");
+      if (report.resolution) expect(await dest.waitFor((e) => e.event === "outcome")).toMatchObject({ outcome: report.resolution });
+      else expect(dest.events.some((e) => e.event === "outcome")).toBe(false);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n${context()}`);
     }
-    // The rule for a link lost after the commit: the source asked the destination.
-    if (fault.type === "commit" || fault.type === "resumed") expect(report.resolution).toBe(resumed ? "taken" : "dropped");
-    if (report.resolution) expect(await dest.waitFor((e) => e.event === "outcome")).toMatchObject({ outcome: report.resolution });
-    else expect(dest.events.some((e) => e.event === "outcome")).toBe(false);
     expect(await dest.stop()).toBe(0);
   });
 });

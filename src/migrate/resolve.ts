@@ -10,6 +10,8 @@ import { Channel } from "./channel.js";
 import { authenticate, openChannel, type ConnectOptions } from "./connect.js";
 import type { SessionFate } from "./protocol.js";
 
+/** How long a source keeps trying to ask: the guest stays paused meanwhile, so this is downtime. */
+export const DEFAULT_RESOLVE_TIMEOUT_MS = 30_000;
 /** Pause between attempts to reach the destination again. */
 const RETRY_MS = 200;
 

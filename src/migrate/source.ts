@@ -18,7 +18,7 @@ import { PAGE_SIZE, ZERO_PAGE } from "../guest/page.js";
 import { BatchBuilder } from "./batch.js";
 import { Channel, MigrationFailure } from "./channel.js";
 import { authenticate, openChannel, type ConnectOptions } from "./connect.js";
-import { askOutcome } from "./resolve.js";
+import { DEFAULT_RESOLVE_TIMEOUT_MS, askOutcome } from "./resolve.js";
 import type { LiveGuest } from "./live.js";
 import { newReport, summarize, type MigrationReport, type RoundStat } from "./metrics.js";
 import { MAX_ROUNDS, countPages, encodeRecord, machineSpecOf, stateDigest } from "./protocol.js";
@@ -46,6 +46,8 @@ export interface SourceOptions {
   autoConverge?: boolean;
   /** How long to wait for each answer of the destination. */
   timeoutMs?: number;
+  /** After a commit whose confirmation was lost: how long to keep trying to ask the destination. */
+  resolveTimeoutMs?: number;
   signal?: AbortSignal;
   /** Wait for the destination to run the guest to its end and report its digest. */
   awaitFinish?: boolean;
@@ -318,7 +320,7 @@ class SourceSession {
     this.channel?.close(f);
     if (this.committed) {
       // The ambiguous case: the destination decides, and says so when asked (resolve.ts).
-      const fate = this.canQuery ? await askOutcome(this.connectOptions(), this.options.token, this.session!, performance.now() + this.timeoutMs) : undefined;
+      const fate = this.canQuery ? await askOutcome(this.connectOptions(), this.options.token, this.session!, performance.now() + (this.options.resolveTimeoutMs ?? DEFAULT_RESOLVE_TIMEOUT_MS)) : undefined;
       this.report.resolution = fate ?? "unreachable";
       if (fate !== "dropped") {
         this.report.status = fate === "taken" ? "completed" : "unconfirmed";
