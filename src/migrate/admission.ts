@@ -124,3 +124,9 @@ function forgetOldest<V>(map: Map<string, V>, forgettable: (v: V) => boolean = (
     if (forgettable(value)) map.delete(key);
   }
 }
+
+/** The address part of "address:port" (IPv6 addresses contain colons too). */
+export function addressOf(peer: string): string {
+  const i = peer.lastIndexOf(":");
+  return i < 0 ? peer : peer.slice(0, i);
+}

@@ -16,7 +16,7 @@ import { PAGE_SIZE } from "../guest/page.js";
 import { Guest } from "../guest/workload.js";
 import { CAPABILITIES, MAX_BATCH_PAGES, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError, batchChecksum, decode, decodeRecord, encode, stateDigest, type Config, type Message, type MessageType, type Pages, type Query, type SessionFate, type State } from "./protocol.js";
 import { newNonce, proof, verifyProof } from "./auth.js";
-import { Admission, type Holding } from "./admission.js";
+import { Admission, addressOf, type Holding } from "./admission.js";
 import { LiveGuest } from "./live.js";
 import { MigrationFailure, closeSoon } from "./channel.js";
 import type { FailureCode } from "./metrics.js";
@@ -293,11 +293,4 @@ export class DestinationSession {
   private emit(e: DestinationEvent): void {
     this.options.onEvent?.(e);
   }
-}
-
-
-/** The address part of "address:port" (IPv6 addresses contain colons too). */
-export function addressOf(peer: string): string {
-  const i = peer.lastIndexOf(":");
-  return i < 0 ? peer : peer.slice(0, i);
 }

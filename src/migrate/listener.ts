@@ -7,8 +7,8 @@ import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
 import { instantiateCore } from "../core/core.js";
-import { Admission, DEFAULT_LIMITS, type AdmissionLimits } from "./admission.js";
-import { DestinationSession, addressOf, type DestinationOptions } from "./destination.js";
+import { Admission, DEFAULT_LIMITS, addressOf, type AdmissionLimits } from "./admission.js";
+import { DestinationSession, type DestinationOptions } from "./destination.js";
 import { MAX_PAYLOAD, encode } from "./protocol.js";
 import { closeSoon } from "./channel.js";
 
