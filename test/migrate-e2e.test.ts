@@ -108,7 +108,7 @@ describe("the command line", () => {
       [["migrate", "send", "--to", "http://x"], /--to expects ws:\/\/HOST:PORT/],
       [["migrate", "listen"], /--port is required/],
       [["migrate", "listen", "--port", "70000"], /at most 65535/],
-      [["migrate", "listen", "--port", "0", "--token-file", "/nonexistent/token"], /does not exist/],
+      [["migrate", "listen", "--port", "0", "--token-file", "/nonexistent/token"], /token file \/nonexistent\/token: no such file or directory/],
       [["migrate", "fly"], /expected listen or send/],
     ];
     const runs = await Promise.all(cases.map(([args]) => runCli(args, { BLMV_TOKEN: "t" })));

@@ -1,6 +1,6 @@
 // Test equipment for migrations between real processes: a destination process (the built CLI)
-// whose JSON events can be awaited, a proxy that cuts the connection at a chosen message, and
-// a bare client that speaks the protocol by hand.
+// whose JSON events can be awaited, a proxy that cuts, stalls or corrupts the connection at a
+// chosen message, and a bare client that speaks the protocol by hand.
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -61,6 +61,18 @@ export class Destination {
     return d;
   }
 
+  /** SIGTERM, then the exit code; null when it had not exited after `graceMs` (it is killed then). */
+  async stop(graceMs = 3000): Promise<number | null> {
+    if (this.child.exitCode !== null) return this.child.exitCode;
+    const exited = new Promise<number | null>((r) => this.child.once("exit", (code) => r(code)));
+    this.child.kill("SIGTERM");
+    const late = new Promise<"late">((r) => setTimeout(() => r("late"), graceMs).unref());
+    const code = await Promise.race([exited, late]);
+    if (code !== "late") return code;
+    this.child.kill("SIGKILL");
+    return null;
+  }
+
   get url(): string {
     return (this.events.find((e) => e.event === "listening") as { url: string }).url;
   }
@@ -81,52 +93,76 @@ export class Destination {
   }
 }
 
-export interface Cut {
-  /** Whose message is cut: the connection drops instead of delivering it. */
+export interface Fault {
+  /** Whose message is hit. */
   from: "source" | "destination";
   type: MessageType;
   /** Which one of that type (1 = the first). */
   nth?: number;
+  /**
+   * cut: the connection drops instead of delivering it. stall: it and everything after it, both
+   * ways, is held and never delivered (the link hangs). corrupt: one byte of it is flipped.
+   */
+  action?: "cut" | "stall" | "corrupt";
+  /** Which byte a corruption flips, as a fraction of the frame's length. */
+  at?: number;
 }
 
-/** A WebSocket relay between source and destination that drops both connections at `cut`. */
-export class CuttingProxy {
-  cutDone = false;
+/**
+ * A WebSocket relay between source and destination that injects `fault` into the first
+ * connection through it; later connections (a source asking what became of its commit) pass.
+ */
+export class FaultProxy {
+  fired = false;
+  private connections = 0;
 
   private constructor(
     private readonly server: WebSocketServer,
     readonly url: string,
   ) {}
 
-  static async start(target: string, cut: Cut): Promise<CuttingProxy> {
+  static async start(target: string, fault: Fault): Promise<FaultProxy> {
     const server = new WebSocketServer({ host: "127.0.0.1", port: 0, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
     await new Promise((r) => server.once("listening", r));
-    const proxy = new CuttingProxy(server, `ws://127.0.0.1:${(server.address() as { port: number }).port}`);
-    server.on("connection", (down) => {
-      const up = new WebSocket(target, { maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
-      const early: Buffer[] = [];
-      const seen = new Map<string, number>();
-      const cutBoth = (): void => {
-        proxy.cutDone = true;
-        down.terminate();
-        up.terminate();
-      };
-      const relay = (from: Cut["from"], data: Buffer, to: WebSocket): void => {
-        const type = (unpack(data) as { t: string }).t;
-        const n = (seen.get(`${from}:${type}`) ?? 0) + 1;
-        seen.set(`${from}:${type}`, n);
-        if (from === cut.from && type === cut.type && n === (cut.nth ?? 1)) return cutBoth();
-        if (to.readyState === WebSocket.OPEN) to.send(data);
-        else early.push(data);
-      };
-      up.on("open", () => early.splice(0).forEach((d) => up.send(d)));
-      down.on("message", (d: Buffer) => relay("source", d, up));
-      up.on("message", (d: Buffer) => relay("destination", d, down));
-      down.on("close", () => up.terminate());
-      up.on("close", () => down.terminate());
-      up.on("error", () => down.terminate());
-    });
+    const proxy = new FaultProxy(server, `ws://127.0.0.1:${(server.address() as { port: number }).port}`);
+    server.on("connection", (down) => proxy.relay(down, target, proxy.connections++ === 0 ? fault : undefined));
     return proxy;
+  }
+
+  private relay(down: WebSocket, target: string, fault: Fault | undefined): void {
+    const up = new WebSocket(target, { maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
+    const early: Buffer[] = [];
+    const seen = new Map<string, number>();
+    let stalled = false;
+    const forward = (from: Fault["from"], data: Buffer, to: WebSocket): void => {
+      if (stalled) return;
+      const type = (unpack(data) as { t: string }).t;
+      const n = (seen.get(`${from}:${type}`) ?? 0) + 1;
+      seen.set(`${from}:${type}`, n);
+      if (fault && from === fault.from && type === fault.type && n === (fault.nth ?? 1)) {
+        this.fired = true;
+        const action = fault.action ?? "cut";
+        if (action === "cut") {
+          down.terminate();
+          up.terminate();
+          return;
+        }
+        if (action === "stall") {
+          stalled = true;
+          return;
+        }
+        data = Buffer.from(data);
+        data[Math.min(data.length - 1, Math.floor((fault.at ?? 0.5) * data.length))] ^= 0x5a;
+      }
+      if (to.readyState === WebSocket.OPEN) to.send(data);
+      else early.push(data);
+    };
+    up.on("open", () => early.splice(0).forEach((d) => up.send(d)));
+    down.on("message", (d: Buffer) => forward("source", d, up));
+    up.on("message", (d: Buffer) => forward("destination", d, down));
+    down.on("close", () => up.terminate());
+    up.on("close", () => down.terminate());
+    up.on("error", () => down.terminate());
   }
 
   close(): Promise<void> {
@@ -145,8 +181,12 @@ export class BareClient {
     ws.on("close", () => (this.closed = true));
   }
 
-  static async connect(url: string): Promise<BareClient> {
-    const ws = new WebSocket(url, { perMessageDeflate: false });
+  static connect(url: string): Promise<BareClient> {
+    return BareClient.wrap(new WebSocket(url, { perMessageDeflate: false }));
+  }
+
+  /** A client on a socket just made, once it is open. */
+  static async wrap(ws: WebSocket): Promise<BareClient> {
     // Listening from the start: a reply may arrive in the same read as the handshake.
     const client = new BareClient(ws);
     await new Promise((r, j) => ws.once("open", r).once("error", j));

@@ -39,6 +39,8 @@ const VALID: Message[] = [
   { t: "resumed", virtualNs: 123 },
   { t: "finished", virtualNs: 4e9, digest: "ab12", ticks: 4000, exits: 17 },
   { t: "error", code: "auth", message: "no" },
+  { t: "query", session: nonce },
+  { t: "outcome", outcome: "dropped" },
 ];
 
 /** Decoding a re-encoded variant of `m` with `change` applied must fail with `pattern`. */
@@ -82,6 +84,15 @@ describe("protocol messages", () => {
     refuses(sample("state"), { cpu: new Uint8Array(0) }, /state.cpu/);
     refuses(sample("state"), { digest: new Uint8Array(16) }, /state.digest/);
     refuses(sample("finished"), { digest: "<script>" }, /hex string/);
+    refuses(sample("query"), { session: new Uint8Array(8) }, /query.session: expected 32 bytes/);
+    refuses(sample("outcome"), { outcome: "maybe" }, /outcome.outcome: expected taken, dropped, unknown/);
+  });
+
+  it("refuses fields a message does not have, at every level", () => {
+    refuses(sample("hello"), { token: "x" }, /hello: unknown field "token"/);
+    refuses(sample("commit"), { force: true }, /commit: unknown field "force"/);
+    refuses(sample("pages"), { __proto__x: 1 }, /pages: unknown field/);
+    refuses(sample("config"), { machine: { ...machine, hpet: true } }, /config.machine: unknown field "hpet"/);
   });
 
   it("survives a frame nested too deep to decode", () => {

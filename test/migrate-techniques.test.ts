@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { referenceDigest, type GuestRunSpec } from "../src/migrate/guest-run.js";
 import { bootAndMigrate, type LiveMigrationOptions } from "../src/migrate/run.js";
 import type { CompareRow } from "../src/migrate/compare.js";
-import { CuttingProxy, Destination, killChildren, runCli } from "./migrate-harness.js";
+import { Destination, FaultProxy, killChildren, runCli } from "./migrate-harness.js";
 
 const MiB = 2 ** 20;
 const MS = 1_000_000;
@@ -23,7 +23,7 @@ const referenceOnce = ((): (() => string) => {
   return () => (digest ??= referenceDigest(SPEC));
 })();
 
-let proxy: CuttingProxy | undefined;
+let proxy: FaultProxy | undefined;
 afterEach(async () => {
   killChildren();
   await proxy?.close();
@@ -119,10 +119,10 @@ describe("migration techniques between two processes", () => {
 describe("the post-copy failure rule", () => {
   it("a link lost after the resume: the destination stops the guest for good, the source keeps its paused copy and never resumes it", async () => {
     const dest = await Destination.start();
-    const cut = (proxy = await CuttingProxy.start(dest.url, { from: "source", type: "pages", nth: 20 }));
+    const cut = (proxy = await FaultProxy.start(dest.url, { from: "source", type: "pages", nth: 20 }));
     const spec = { ...SPEC, endNs: 5000 * MS };
     const result = await bootAndMigrate(spec, link(cut, { technique: "postcopy", bandwidth: 4 * MiB, token: dest.token }));
-    expect(cut.cutDone).toBe(true);
+    expect(cut.fired).toBe(true);
     expect(result.report.status).toBe("lost");
     expect(result.report.error?.code).toBe("connection");
     expect(result.report.failedAt).toBe("post-copy");

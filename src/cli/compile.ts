@@ -1,7 +1,7 @@
 // `blmv compile <trace> -o <out.btrace>`: the binary form that replays without parsing text.
 
 import { compileTrace } from "../trace/compiled.js";
-import { EXIT_OK, UsageError, parseOptions } from "./usage.js";
+import { EXIT_OK, UsageError, checkReadable, checkWritable, parseOptions } from "./usage.js";
 
 export const COMPILE_USAGE = `usage: blmv compile <trace> -o <out.btrace>
 
@@ -14,6 +14,8 @@ export async function runCompile(argv: string[]): Promise<number> {
   if (!input) throw new UsageError(`compile: missing <trace>\n${COMPILE_USAGE}`);
   const output = values.output as string | undefined;
   if (!output) throw new UsageError(`compile: missing -o <out.btrace>\n${COMPILE_USAGE}`);
+  await checkReadable("compile", input);
+  await checkWritable("compile", output);
   const { records, labels } = await compileTrace(input, output);
   console.log(`${output}: ${records.toLocaleString("en-US")} records, ${labels} labels`);
   return EXIT_OK;

@@ -3,7 +3,7 @@
 
 import { basename } from "node:path";
 import { MultiCpuLogError, NotQemuLogError, formatImportSummary, importQemuLog } from "../trace/qemu-import.js";
-import { EXIT_OK, UsageError, parseOptions } from "./usage.js";
+import { EXIT_OK, UsageError, checkReadable, checkWritable, parseOptions } from "./usage.js";
 
 export const IMPORT_USAGE = `usage: blmv import-qemu <log[.gz]> [-o <out.trace.gz>] [--untimed] [--json]
 
@@ -23,12 +23,13 @@ export async function runImportQemu(argv: string[]): Promise<number> {
   const input = positionals[0];
   if (!input) throw new UsageError(`import-qemu: missing <log>\n${IMPORT_USAGE}`);
   const output = (values.output as string | undefined) ?? basename(input).replace(/(\.log)?(\.gz)?$/, "") + ".trace.gz";
+  await checkReadable("import-qemu", input);
+  await checkWritable("import-qemu", output);
   try {
     const summary = await importQemuLog(input, output, { timing: values.untimed ? "untimed" : "auto" });
     console.log(values.json ? JSON.stringify(summary, null, 2) : formatImportSummary(summary));
   } catch (e) {
     if (e instanceof NotQemuLogError || e instanceof MultiCpuLogError) throw new UsageError(`import-qemu: ${e.message}`);
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new UsageError(`import-qemu: cannot read ${input}: no such file`);
     throw e;
   }
   return EXIT_OK;

@@ -1,21 +1,22 @@
 // `blmv migrate listen` (a destination) and `blmv migrate send` (a source that boots a guest,
 // lets it run and migrates it live).
 
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { TOKEN_ENV, generateToken, loadToken } from "../migrate/auth.js";
 import type { DestinationEvent } from "../migrate/destination.js";
 import { DEFAULT_DESTINATION_TIMEOUT_MS } from "../migrate/destination.js";
 import { referenceDigest } from "../migrate/guest-run.js";
 import { listen } from "../migrate/listener.js";
+import { DEFAULT_LIMITS } from "../migrate/admission.js";
 import { formatReport, roundChartSvg } from "../migrate/report.js";
 import { bootAndMigrate, type LiveMigrationResult } from "../migrate/run.js";
 import { formatBytes, parseSize } from "../migrate/units.js";
 import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "./migrate-options.js";
-import { EXIT_FAILED, EXIT_OK, UsageError, integerOption, parseOptions } from "./usage.js";
+import { EXIT_FAILED, EXIT_OK, UsageError, checkWritable, fileProblem, integerOption, parseOptions } from "./usage.js";
 
 export const MIGRATE_USAGE = `usage:
-  blmv migrate listen --port P [--host 127.0.0.1] [--token-file F] [--max-memory SIZE] [--timeout MS] [--once] [--json]
-  blmv migrate send --to ws://HOST:P [--token-file F] [--verify] [guest and link options]
+  blmv migrate listen --port P [--host 127.0.0.1] [--token-file F] [--cert F --key F] [--max-memory SIZE] [--once] [--json]
+  blmv migrate send --to ws://HOST:P|wss://HOST:P [--token-file F] [--ca F] [--verify] [guest and link options]
 
 The token authenticates both sides (challenge–response; it never crosses the wire). It comes
 from --token-file F or else the ${TOKEN_ENV} environment variable; a listener given neither
@@ -24,13 +25,20 @@ generates one and prints it.
 listen:
   --port P              TCP port (0: any free port, printed)
   --host ADDR           address to listen on (default 127.0.0.1: this host only)
+  --cert F, --key F     PEM certificate chain and private key: accept wss:// (TLS) only
   --max-memory SIZE     largest guest memory accepted (default 4G)
+  --memory-budget SIZE  guest memory all guests here may hold together (default 16G)
+  --max-sessions N      guests received or running at once (default ${DEFAULT_LIMITS.maxSessions})
+  --max-auth-failures N failed authentications from one address before it is locked out for
+                        ${DEFAULT_LIMITS.authLockoutMs / 1000} s (default ${DEFAULT_LIMITS.maxAuthFailures})
   --timeout MS          longest wait for the source's next message (default ${DEFAULT_DESTINATION_TIMEOUT_MS})
   --once                exit after the first migrated guest has finished its run here
   --json                one JSON object per line for each event
 
 send:
-  --to URL              the destination, ws://HOST:PORT
+  --to URL              the destination, ws://HOST:PORT or wss://HOST:PORT (TLS)
+  --ca F                for wss://: the PEM certificate the destination must present or chain
+                        to (default: the system's certificate authorities)
   --verify              also run the guest without migrating it and compare the final digests
 ${GUEST_OPTIONS_HELP}`;
 
@@ -49,7 +57,7 @@ function token(command: string, file: string | undefined): string | undefined {
   try {
     return loadToken(file);
   } catch (e) {
-    throw new UsageError(`${command}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? `token file ${file} does not exist` : (e as Error).message}`);
+    throw new UsageError(`${command}: ${(e as NodeJS.ErrnoException).code ? `token file ${file}: ${fileProblem(e)}` : (e as Error).message}`);
   }
 }
 
@@ -60,6 +68,11 @@ async function runListen(argv: string[]): Promise<number> {
     host: { type: "string", default: "127.0.0.1" },
     "token-file": { type: "string" },
     "max-memory": { type: "string", default: "4G" },
+    "memory-budget": { type: "string", default: "16G" },
+    "max-sessions": { type: "string", default: String(DEFAULT_LIMITS.maxSessions) },
+    "max-auth-failures": { type: "string", default: String(DEFAULT_LIMITS.maxAuthFailures) },
+    cert: { type: "string" },
+    key: { type: "string" },
     timeout: { type: "string", default: String(DEFAULT_DESTINATION_TIMEOUT_MS) },
     once: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
@@ -67,8 +80,12 @@ async function runListen(argv: string[]): Promise<number> {
   if (values.port === undefined) throw new UsageError(`${command}: --port is required (0 picks a free port)`);
   const port = integerOption(command, "port", values.port)!;
   if (port > 65535) throw new UsageError(`${command}: --port must be at most 65535, got ${port}`);
-  const maxMemoryBytes = parseSize(values["max-memory"]);
-  if (!maxMemoryBytes) throw new UsageError(`${command}: --max-memory expects a size like 4G, got ${JSON.stringify(values["max-memory"])}`);
+  const maxMemoryBytes = sizeOption(command, "max-memory", values["max-memory"]);
+  const memoryBudgetBytes = sizeOption(command, "memory-budget", values["memory-budget"]);
+  const maxSessions = integerOption(command, "max-sessions", values["max-sessions"], 1)!;
+  const maxAuthFailures = integerOption(command, "max-auth-failures", values["max-auth-failures"], 1)!;
+  if ((values.cert === undefined) !== (values.key === undefined)) throw new UsageError(`${command}: --cert and --key go together`);
+  const tls = values.cert !== undefined ? { cert: readInput(command, "--cert", values.cert), key: readInput(command, "--key", values.key!) } : undefined;
   const timeoutMs = integerOption(command, "timeout", values.timeout, 1)!;
   const given = token(command, values["token-file"]);
   const secret = given ?? generateToken();
@@ -77,14 +94,16 @@ async function runListen(argv: string[]): Promise<number> {
 
   let listener;
   try {
-    listener = await listen({ host: values.host, port, token: secret, maxMemoryBytes, timeoutMs, once: values.once, onEvent: (e) => say(e, describeEvent(e)) });
+    const limits = { maxSessions, maxConnections: 4 * maxSessions, memoryBudgetBytes, maxAuthFailures };
+    listener = await listen({ host: values.host, port, token: secret, maxMemoryBytes, timeoutMs, once: values.once, tls, limits, onEvent: (e) => say(e, describeEvent(e)) });
   } catch (e) {
     throw new UsageError(`${command}: cannot listen on ${values.host}:${port}: ${(e as Error).message}`);
   }
   const loopback = values.host === "127.0.0.1" || values.host === "::1" || values.host === "localhost";
   say(
     { event: "listening", url: listener.url, host: listener.host, port: listener.port, ...(given ? {} : { token: secret }) },
-    `listening on ${listener.url} ${loopback ? "(this host only; --host 0.0.0.0 accepts other hosts)" : "(not encrypted: use a trusted network)"}, guests up to ${formatBytes(maxMemoryBytes)}`,
+    `listening on ${listener.url} ${loopback ? "(this host only; --host 0.0.0.0 accepts other hosts)" : "(other hosts may connect)"}, ${tls ? "TLS" : "not encrypted: use --cert/--key across a network"}; ` +
+      `up to ${maxSessions} guests at once, each up to ${formatBytes(maxMemoryBytes)}, ${formatBytes(memoryBudgetBytes)} in all`,
   );
   if (!given && !json) console.log(`token: ${secret}\n  (none was given: pass this one to the source with --token-file or ${TOKEN_ENV})`);
   const stop = (): void => void listener.close();
@@ -112,18 +131,23 @@ function describeEvent(e: DestinationEvent): string {
       return `${at} ${e.workload}: LOST during post-copy at ${(e.virtualNs / 1e9).toFixed(3)} s virtual with ${e.missingPages} pages still on the source (${e.code}: ${e.message}); the guest is stopped for good`;
     case "finished":
       return `${at} ${e.workload}: finished at ${(e.virtualNs / 1e9).toFixed(3)} s virtual, ${e.ticks} timer ticks, ${e.exits} VM exits; digest ${e.digest}`;
+    case "outcome":
+      return `${at} ${e.peer} asked what became of session ${e.session.slice(0, 16)}…: ${e.outcome}`;
   }
 }
 
 async function runSend(argv: string[]): Promise<number> {
   const command = "migrate send";
-  const { values } = parseOptions(command, argv, { ...GUEST_OPTIONS, to: { type: "string" }, "token-file": { type: "string" }, verify: { type: "boolean", default: false } });
+  const { values } = parseOptions(command, argv, { ...GUEST_OPTIONS, to: { type: "string" }, "token-file": { type: "string" }, ca: { type: "string" }, verify: { type: "boolean", default: false } });
   const url = values.to;
   if (url === undefined) throw new UsageError(`${command}: --to ws://HOST:PORT is required`);
-  if (!/^wss?:\/\/[^/\s]+(\/\S*)?$/.test(url)) throw new UsageError(`${command}: --to expects ws://HOST:PORT, got ${JSON.stringify(url)}`);
+  if (!/^wss?:\/\/[^/\s]+(\/\S*)?$/.test(url)) throw new UsageError(`${command}: --to expects ws://HOST:PORT or wss://HOST:PORT, got ${JSON.stringify(url)}`);
+  if (values.ca !== undefined && !url.startsWith("wss:")) throw new UsageError(`${command}: --ca applies to wss:// destinations only`);
+  const ca = values.ca !== undefined ? readInput(command, "--ca", values.ca) : undefined;
   const secret = token(command, values["token-file"]);
   if (secret === undefined) throw new UsageError(`${command}: no token: pass --token-file F or set ${TOKEN_ENV} (the listener prints the one it generated)`);
   const { spec, link, svg, json } = parseGuestAndLink(command, values);
+  if (svg) await checkWritable(command, svg);
 
   const controller = new AbortController();
   const onSignal = (): void => {
@@ -133,7 +157,7 @@ async function runSend(argv: string[]): Promise<number> {
   process.on("SIGINT", onSignal);
   let result: LiveMigrationResult;
   try {
-    result = await bootAndMigrate(spec, { ...link, url, token: secret, signal: controller.signal });
+    result = await bootAndMigrate(spec, { ...link, url, ca, token: secret, signal: controller.signal });
   } finally {
     process.off("SIGINT", onSignal);
   }
@@ -151,4 +175,19 @@ async function runSend(argv: string[]): Promise<number> {
   }
   const ok = result.report.status === "completed" && (verification?.identical ?? true);
   return ok ? EXIT_OK : EXIT_FAILED;
+}
+
+function sizeOption(command: string, name: string, text: string): number {
+  const bytes = parseSize(text);
+  if (!bytes) throw new UsageError(`${command}: --${name} expects a size like 4G, got ${JSON.stringify(text)}`);
+  return bytes;
+}
+
+/** A file the command needs, or a usage error naming the option and the file. */
+function readInput(command: string, option: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    throw new UsageError(`${command}: ${option} ${file}: ${fileProblem(e)}`);
+  }
 }

@@ -5,7 +5,7 @@ import { pathToFileURL } from "node:url";
 import { resolve } from "node:path";
 import { RecordingMachine } from "../trace/recorder.js";
 import { writeTrace } from "../trace/writer.js";
-import { EXIT_OK, UsageError, parseOptions } from "./usage.js";
+import { EXIT_OK, UsageError, checkReadable, checkWritable, parseOptions } from "./usage.js";
 
 export const RECORD_USAGE = `usage: blmv record <script.mjs> -o <out.trace[.gz]> [--no-pic] [--no-pit] [--no-lapic] [--no-ioapic] [--compat-qemu]
 
@@ -31,6 +31,8 @@ export async function runRecord(argv: string[]): Promise<number> {
   if (!script) throw new UsageError(`record: missing <script.mjs>\n${RECORD_USAGE}`);
   const output = values.output as string | undefined;
   if (!output) throw new UsageError(`record: missing -o <out.trace>\n${RECORD_USAGE}`);
+  await checkReadable("record", script);
+  await checkWritable("record", output);
   let run: unknown;
   try {
     run = (await import(pathToFileURL(resolve(script)).href)).default;

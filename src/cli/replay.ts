@@ -6,7 +6,7 @@ import { POLICIES, type Policy } from "../core/machine.js";
 import { BTRACE_MAGIC } from "../trace/compiled.js";
 import { openTrace } from "../trace/reader.js";
 import { replayCompiled, replayEvents, type ReplayOptions, type ReplayReport } from "../trace/replay.js";
-import { EXIT_FAILED, EXIT_OK, UsageError, integerOption, parseOptions } from "./usage.js";
+import { EXIT_FAILED, EXIT_OK, UsageError, checkReadable, integerOption, parseOptions } from "./usage.js";
 
 export const REPLAY_USAGE = `usage: blmv replay <trace> [--policy blmvisor|full|none] [--migrate-at N|LABEL]... [--migrate-every N] [--json]
 
@@ -52,12 +52,8 @@ async function replayText(path: string, options: ReplayOptions): Promise<ReplayR
 }
 
 async function isCompiled(path: string): Promise<boolean> {
-  let file;
-  try {
-    file = await open(path, "r");
-  } catch (e) {
-    throw new UsageError(`replay: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  await checkReadable("replay", path);
+  const file = await open(path, "r");
   try {
     const head = Buffer.alloc(BTRACE_MAGIC.length);
     await file.read(head, 0, head.length, 0);

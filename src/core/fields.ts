@@ -100,7 +100,7 @@ function child(node: unknown, key: string, root: string, path: string[]): unknow
 
 function u32(v: unknown, where: string): number {
   if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v >= TWO_32) {
-    throw new FieldError(where, `expected an unsigned 32-bit integer, got ${describe(v)}`);
+    throw new FieldError(where, `expected an unsigned 32-bit integer, got ${describeValue(v)}`);
   }
   return v;
 }
@@ -108,7 +108,7 @@ function u32(v: unknown, where: string): number {
 function splitWide(v: unknown, where: string): [number, number] {
   if (typeof v === "number" && Number.isSafeInteger(v) && v >= 0) return [v % TWO_32, Math.floor(v / TWO_32)];
   if (typeof v === "bigint" && v >= 0n && v < 1n << 64n) return [Number(v & 0xffffffffn), Number(v >> 32n)];
-  throw new FieldError(where, `expected an unsigned 64-bit integer, got ${describe(v)}`);
+  throw new FieldError(where, `expected an unsigned 64-bit integer, got ${describeValue(v)}`);
 }
 
 function rejectUnknown(node: unknown, prefix: string, schema: Schema, root: string): void {
@@ -121,7 +121,8 @@ function rejectUnknown(node: unknown, prefix: string, schema: Schema, root: stri
   }
 }
 
-function describe(v: unknown): string {
+/** A value from a record, shown in an error message (bigints and all). */
+export function describeValue(v: unknown): string {
   if (v === null) return "null";
   if (typeof v === "number" || typeof v === "bigint") return String(v);
   if (typeof v === "string") return JSON.stringify(v.length > 40 ? v.slice(0, 40) + "…" : v);

@@ -3,7 +3,7 @@
 // allocation.
 
 import { instantiateCore, type CoreExports } from "./core.js";
-import { fieldsToObject, objectToFields, prepareSchema, type FieldObject, type Schema } from "./fields.js";
+import { describeValue, fieldsToObject, objectToFields, prepareSchema, type FieldObject, type Schema } from "./fields.js";
 import { readExits, type ExitReport } from "./exits.js";
 
 export type Policy = "none" | "blmvisor" | "full";
@@ -219,8 +219,8 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 function checkEnvelope(record: unknown): FieldObject {
   if (typeof record !== "object" || record === null || Array.isArray(record)) throw new DeviceStateError("record: expected an object");
   const { format, version, ...body } = record as Record<string, unknown>;
-  if (format !== RECORD_FORMAT) throw new DeviceStateError(`record.format: expected "${RECORD_FORMAT}", got ${JSON.stringify(format)}`);
-  if (version !== RECORD_VERSION) throw new DeviceStateError(`record.version: this build reads version ${RECORD_VERSION}, got ${JSON.stringify(version)}`);
+  if (format !== RECORD_FORMAT) throw new DeviceStateError(`record.format: expected "${RECORD_FORMAT}", got ${describeValue(format)}`);
+  if (version !== RECORD_VERSION) throw new DeviceStateError(`record.version: this build reads version ${RECORD_VERSION}, got ${describeValue(version)}`);
   return body as FieldObject;
 }
 

@@ -57,6 +57,11 @@ export class Channel {
     ws.on("error", (e: Error) => this.fail(new MigrationFailure("connection", e.message)));
   }
 
+  /** Calls `listener` once the connection has closed. */
+  onClose(listener: () => void): void {
+    this.ws.once("close", listener);
+  }
+
   /** Waits for the connection to open; throws the failure if it does not. */
   async opened(): Promise<void> {
     const ws = this.ws;

@@ -6,7 +6,7 @@ import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "../cli/migrate-options.js";
-import { EXIT_FAILED, EXIT_OK, parseOptions } from "../cli/usage.js";
+import { EXIT_FAILED, EXIT_OK, checkWritable, parseOptions } from "../cli/usage.js";
 import { startDestinationProcess } from "./destination-process.js";
 import { referenceDigest } from "./guest-run.js";
 import { formatReport, roundChartSvg } from "./report.js";
@@ -30,6 +30,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   const demoDefaults = { ...GUEST_OPTIONS, bandwidth: { type: "string", default: "1Gbit" }, "downtime-limit": { type: "string", default: "50" } } as const;
   const { values } = parseOptions("demo", argv, demoDefaults);
   const { spec, link, svg, json } = parseGuestAndLink("demo", values);
+  if (svg) await checkWritable("demo", svg);
   const log = json ? () => undefined : (s: string) => console.log(s);
 
   const { child: destination, url, token, stop } = await startDestinationProcess(true);

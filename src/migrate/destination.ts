@@ -4,6 +4,8 @@
 // received with the source's before it says it is ready. It resumes the guest only when the
 // commit arrives; until then any failure drops everything it holds. A post-copy handoff takes
 // the guest before its memory (postcopy-destination.ts); XBZRLE deltas apply to pages it holds.
+// What sessions share — limits, the memory budget, failed authentications, the fate of each
+// ready session — is the Admission's.
 
 import type WebSocket from "ws";
 import { DEFAULT_CONFIG, DeviceStateError, Machine, type MachineConfig } from "../core/machine.js";
@@ -12,16 +14,23 @@ import { CpuState, CpuStateError } from "../guest/cpu.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../guest/digest.js";
 import { PAGE_SIZE } from "../guest/page.js";
 import { Guest } from "../guest/workload.js";
-import { CAPABILITIES, MAX_BATCH_PAGES, MAX_DELTA_PAGES, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError, batchChecksum, decode, decodeRecord, encode, handoffDigest, stateDigest, type Config, type Deltas, type Handoff, type Message, type MessageType, type Pages, type State } from "./protocol.js";
+import {
+  CAPABILITIES, MAX_BATCH_PAGES, MAX_DELTA_PAGES, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError,
+  batchChecksum, decode, decodeRecord, encode, handoffDigest, stateDigest,
+  type Config, type Deltas, type Handoff, type Message, type MessageType, type Pages, type Query, type SessionFate, type State,
+} from "./protocol.js";
 import { DemandMemory } from "./demand-memory.js";
 import { PostcopyReceiver } from "./postcopy-destination.js";
 import { applyDeltas } from "./xbzrle.js";
 import { newNonce, proof, verifyProof } from "./auth.js";
+import { Admission, addressOf, type Holding } from "./admission.js";
 import { LiveGuest } from "./live.js";
 import { MigrationFailure, closeSoon } from "./channel.js";
 import type { FailureCode } from "./metrics.js";
 
 export const DEFAULT_DESTINATION_TIMEOUT_MS = 30_000;
+/** Longest wait for `hello` and `auth`: a peer that connects and says nothing frees its slot soon. */
+export const HANDSHAKE_TIMEOUT_MS = 5_000;
 
 export interface DestinationOptions {
   token: string;
@@ -39,10 +48,11 @@ export type DestinationEvent =
   | { event: "ready"; peer: string; workload: string; memoryBytes: number; pages: number; missingPages: number }
   | { event: "resumed"; peer: string; workload: string; virtualNs: number }
   | { event: "lost"; peer: string; workload: string; virtualNs: number; missingPages: number; code: FailureCode; message: string }
-  | { event: "finished"; peer: string; workload: string; virtualNs: number; digest: string; ticks: number; exits: number };
+  | { event: "finished"; peer: string; workload: string; virtualNs: number; digest: string; ticks: number; exits: number }
+  | { event: "outcome"; peer: string; session: string; outcome: SessionFate };
 
 /** How a session ended: its guest ran to the end here, or nothing was kept. */
-export type SessionOutcome = "finished" | "aborted";
+export type SessionOutcome = "finished" | "aborted" | "answered";
 
 const RECORD_ERRORS = [CpuStateError, DeviceStateError, FieldError, RangeError];
 
@@ -60,6 +70,7 @@ export class DestinationSession {
   private readonly scratchPage = new Uint8Array(PAGE_SIZE);
   private config?: Config;
   private stopped = false;
+  private readonly holding: Holding = { connection: false, session: false, bytes: 0 };
   /** What a failure must drop: the staging memory, its checksums, the rebuilt guest. */
   private staging?: { memory: DemandMemory; checksums: PageChecksums; pairs: Uint32Array; guest?: Guest };
   /** Post-copy: the records that arrived with the handoff, then the receiver once resumed. */
@@ -71,8 +82,10 @@ export class DestinationSession {
     private readonly ws: WebSocket,
     private readonly peer: string,
     private readonly options: DestinationOptions,
+    private readonly admission = new Admission(),
   ) {
     this.done = new Promise((r) => (this.settle = r));
+    admission.enter(this.holding);
     ws.on("message", (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
     ws.on("close", () => this.abort(new MigrationFailure("connection", "connection closed by the source")));
     ws.on("error", (e: Error) => this.abort(new MigrationFailure("connection", e.message)));
@@ -104,7 +117,7 @@ export class DestinationSession {
   private handle(m: Message): void {
     if (this.expecting === "post-copy") return this.postcopy!.handle(m);
     const batchStep = m.t === "pages" || m.t === "deltas" || m.t === "state" || m.t === "handoff";
-    const accepts = this.expecting === "pages" ? batchStep : m.t === this.expecting;
+    const accepts = this.expecting === "pages" ? batchStep : m.t === this.expecting || (this.expecting === "config" && m.t === "query");
     if (!accepts) throw new ProtocolError("unexpected", `expected ${this.expecting}, got ${m.t}`);
     switch (m.t) {
       case "hello": {
@@ -124,14 +137,19 @@ export class DestinationSession {
       case "auth": {
         const [token, version, sourceNonce, destinationNonce] = [this.options.token, this.version, this.sourceNonce!, this.destinationNonce!];
         if (!verifyProof(m.proof, token, "source", version, sourceNonce, destinationNonce)) {
+          this.admission.authFailed(addressOf(this.peer));
           throw new ProtocolError("auth", "authentication failed: the source does not know the token");
         }
+        const full = this.admission.admit(this.holding);
+        if (full) throw new ProtocolError("busy", full);
         this.send({ t: "accepted", proof: proof(token, "destination", version, sourceNonce, destinationNonce) });
         this.expecting = "config";
         return;
       }
       case "config":
         return this.prepare(m);
+      case "query":
+        return this.answer(m);
       case "pages":
         return this.load(m);
       case "deltas":
@@ -153,6 +171,8 @@ export class DestinationSession {
       throw new ProtocolError("config", `guest memory of ${c.memoryBytes} bytes exceeds this destination's limit of ${this.options.maxMemoryBytes}`);
     }
     if (c.machine.policy === "none") throw new ProtocolError("config", 'policy "none" keeps no device shadows: the guest could not be migrated again');
+    const full = this.admission.reserve(this.holding, c.memoryBytes);
+    if (full) throw new ProtocolError("busy", full);
     const memory = new DemandMemory(c.memoryBytes);
     this.staging = { memory, checksums: new PageChecksums(memory.pageCount), pairs: new Uint32Array(2 * MAX_BATCH_PAGES) };
     this.config = c;
@@ -254,6 +274,7 @@ export class DestinationSession {
     const config = this.config!;
     this.send({ t: "ready", digest });
     this.expecting = "commit";
+    this.admission.awaitCommit(this.id, () => this.abort(new MigrationFailure("cancelled", "the source asked for this session's outcome: its commit never arrived")));
     const { pageCount, missingPages } = this.staging!.memory;
     this.emit({ event: "ready", peer: this.peer, workload: config.workload, memoryBytes: config.memoryBytes, pages: pageCount, missingPages });
   }
@@ -262,6 +283,7 @@ export class DestinationSession {
   private async resume(): Promise<void> {
     this.expecting = "nothing";
     clearTimeout(this.timer);
+    this.admission.decide(this.id, "taken");
     this.announceResumed(this.staging!.guest!.now());
     await this.run(this.staging!.guest!);
   }
@@ -273,6 +295,7 @@ export class DestinationSession {
   private async resumePostcopy(): Promise<void> {
     const { memory, checksums } = this.staging!;
     const { cpu, machine } = this.handoffRecords!;
+    this.admission.decide(this.id, "taken");
     const receiver = (this.postcopy = new PostcopyReceiver(memory, checksums, { send: (m) => this.send(m), load: (m) => this.load(m), batches: () => this.seq }));
     this.expecting = "post-copy";
     // Once all memory is here the guest no longer depends on the source.
@@ -311,14 +334,36 @@ export class DestinationSession {
       this.send({ t: "finished", ...result });
       this.emit({ event: "finished", peer: this.peer, workload, ...result });
       closeSoon(this.ws);
-      this.settle("finished");
+      this.end("finished");
     } catch (e) {
       if (this.lost) return; // reported as lost already
       // The guest itself failed after the commit: nothing to roll back, but say so.
       this.emit({ event: "aborted", peer: this.peer, step: "running", code: this.stopped ? "cancelled" : "internal", message: (e as Error).message, byPeer: false });
       closeSoon(this.ws);
-      this.settle("aborted");
+      this.end("aborted");
     }
+  }
+
+  /** A source that lost its link after its commit asks what became of that session. */
+  private answer(q: Query): void {
+    const session = Buffer.from(q.session).toString("hex");
+    const outcome = this.admission.query(session);
+    this.expecting = "nothing";
+    clearTimeout(this.timer);
+    this.send({ t: "outcome", outcome });
+    closeSoon(this.ws);
+    this.emit({ event: "outcome", peer: this.peer, session, outcome });
+    this.end("answered");
+  }
+
+  /** This session's name for a later query: the destination's nonce, known to both sides only. */
+  private get id(): string {
+    return Buffer.from(this.destinationNonce!).toString("hex");
+  }
+
+  private end(outcome: SessionOutcome): void {
+    this.admission.release(this.holding);
+    this.settle(outcome);
   }
 
   /** Before the commit: tells the source why (unless it told us), and drops everything. */
@@ -331,10 +376,11 @@ export class DestinationSession {
     clearTimeout(this.timer);
     this.staging = undefined;
     this.config = undefined;
+    if (step === "commit") this.admission.decide(this.id, "dropped");
     if (!f.byPeer && f.code !== "connection") this.send({ t: "error", code: f.code, message: f.message });
     closeSoon(this.ws);
     this.emit({ event: "aborted", peer: this.peer, step, code: f.code, message: f.message, byPeer: f.byPeer });
-    this.settle("aborted");
+    this.end("aborted");
   }
 
   /** Post-copy, before all memory is in: the guest stops here for good (see postcopy-destination.ts). */
@@ -349,12 +395,12 @@ export class DestinationSession {
     const virtualNs = this.handoffRecords!.machine.now();
     this.emit({ event: "lost", peer: this.peer, workload: this.config!.workload, virtualNs, missingPages: memory.missingPages, code: f.code, message: f.message });
     this.staging = undefined;
-    this.settle("aborted");
+    this.end("aborted");
   }
 
   private armTimer(): void {
     clearTimeout(this.timer);
-    const ms = this.options.timeoutMs ?? DEFAULT_DESTINATION_TIMEOUT_MS;
+    const ms = Math.min(this.options.timeoutMs ?? DEFAULT_DESTINATION_TIMEOUT_MS, this.expecting === "hello" || this.expecting === "auth" ? HANDSHAKE_TIMEOUT_MS : Infinity);
     this.timer = setTimeout(() => this.abort(new ProtocolError("timeout", `no ${this.expecting} from the source within ${ms} ms`)), ms);
   }
 
@@ -366,4 +412,3 @@ export class DestinationSession {
     this.options.onEvent?.(e);
   }
 }
-

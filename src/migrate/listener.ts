@@ -1,10 +1,13 @@
-// A destination server: accepts migration connections, one session at a time (a second
-// source meanwhile is told the destination is busy), and optionally stops after the first
-// guest it received has run to its end.
+// A destination server: accepts migration connections, plain (ws://) or over TLS (wss://), and
+// runs a session for each, several at once within the Admission's limits (a source beyond them
+// is told the destination is busy); optionally it stops after the first guest it received has
+// run to its end.
 
+import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
 import { instantiateCore } from "../core/core.js";
+import { Admission, DEFAULT_LIMITS, addressOf, type AdmissionLimits } from "./admission.js";
 import { DestinationSession, type DestinationOptions } from "./destination.js";
 import { MAX_PAYLOAD, encode } from "./protocol.js";
 import { closeSoon } from "./channel.js";
@@ -15,55 +18,78 @@ export interface ListenOptions extends DestinationOptions {
   port: number;
   /** Stop once one migrated guest has finished its run here. */
   once?: boolean;
+  /** Certificate chain and private key (PEM): the listener speaks wss:// only. */
+  tls?: { cert: Buffer | string; key: Buffer | string };
+  limits?: Partial<AdmissionLimits>;
 }
 
 export interface Listener {
   readonly host: string;
   readonly port: number;
   readonly url: string;
+  readonly admission: Admission;
   /** Resolves when the server has stopped (after `close()`, or after its one guest with `once`). */
   readonly closed: Promise<void>;
-  /** Stops accepting, and ends the session under way (a guest running here stops). */
+  /** Takes a connection as if it had arrived on the port (the server's own entry point). */
+  accept(ws: WebSocket, peer: string): void;
+  /** Stops accepting, and ends the sessions under way (guests running here stop). */
   close(): Promise<void>;
 }
 
 export async function listen(options: ListenOptions): Promise<Listener> {
   // Compiled now, the core's module is ready when a migration's downtime starts.
   instantiateCore();
-  const server = new WebSocketServer({ host: options.host, port: options.port, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
+  const admission = new Admission({ ...DEFAULT_LIMITS, ...options.limits });
+  let https: Server | undefined;
+  let server: WebSocketServer;
+  const wsOptions = { maxPayload: MAX_PAYLOAD, perMessageDeflate: false };
+  if (options.tls) {
+    https = createServer({ cert: options.tls.cert, key: options.tls.key });
+    server = new WebSocketServer({ ...wsOptions, server: https });
+    https.listen(options.port, options.host);
+  } else {
+    server = new WebSocketServer({ ...wsOptions, host: options.host, port: options.port });
+  }
+  const listening = https ?? server;
   await new Promise<void>((resolve, reject) => {
-    server.once("listening", resolve);
-    server.once("error", reject);
+    listening.once("listening", resolve);
+    listening.once("error", reject);
   });
-  const { port } = server.address() as AddressInfo;
-  let active: DestinationSession | undefined;
+  const { port } = (https ?? server).address() as AddressInfo;
+  const sessions = new Set<DestinationSession>();
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
   const close = (): Promise<void> =>
     new Promise<void>((resolve) => {
-      active?.stop();
+      for (const s of sessions) s.stop();
       for (const client of server.clients) closeSoon(client);
       server.close(() => {
-        resolveClosed();
-        resolve();
+        const done = (): void => {
+          resolveClosed();
+          resolve();
+        };
+        if (https) https.close(done);
+        else done();
       });
     });
 
-  server.on("connection", (ws: WebSocket, request) => {
-    const peer = `${request.socket.remoteAddress}:${request.socket.remotePort}`;
-    if (active) {
-      ws.send(encode({ t: "error", code: "busy", message: "this destination is already receiving or running a guest" }));
+  const accept = (ws: WebSocket, peer: string): void => {
+    const refusal = admission.refuseConnection(addressOf(peer));
+    if (refusal) {
+      ws.send(encode({ t: "error", ...refusal }));
       closeSoon(ws);
-      options.onEvent?.({ event: "refused", peer, reason: "busy" });
+      options.onEvent?.({ event: "refused", peer, reason: refusal.message });
       return;
     }
-    const session = (active = new DestinationSession(ws, peer, options));
+    const session = new DestinationSession(ws, peer, options, admission);
+    sessions.add(session);
     void session.done.then((outcome) => {
-      active = undefined;
+      sessions.delete(session);
       if (options.once && outcome === "finished") void close();
     });
-  });
+  };
+  server.on("connection", (ws: WebSocket, request) => accept(ws, `${request.socket.remoteAddress}:${request.socket.remotePort}`));
 
   const shown = options.host.includes(":") ? `[${options.host}]` : options.host;
-  return { host: options.host, port, url: `ws://${shown}:${port}`, closed, close };
+  return { host: options.host, port, url: `${options.tls ? "wss" : "ws"}://${shown}:${port}`, admission, closed, accept, close };
 }

@@ -2,7 +2,7 @@
 
 import { EXIT_REASONS, type ExitReason } from "../core/exits.js";
 import { PAGE_SIZE } from "../guest/page.js";
-import type { ErrorCode } from "./protocol.js";
+import type { ErrorCode, SessionFate } from "./protocol.js";
 import { predictTechnique, type ModelInput, type ModelPrediction } from "./model.js";
 import type { Technique } from "./techniques.js";
 import type { StopReason } from "./stop-conditions.js";
@@ -12,12 +12,14 @@ import type { XbzrleStats } from "./xbzrle.js";
  * completed    the destination runs the guest.
  * failed       stopped before the commit: the source runs the guest as before.
  * cancelled    as failed, on the user's request.
- * unconfirmed  the commit was sent and the link failed before the destination confirmed the
- *              resume: the source never runs the guest again; the destination runs it if the
- *              commit reached it.
+ * unconfirmed  the commit was sent, the link failed before the destination confirmed the
+ *              resume, and the destination could not be asked afterwards: the source keeps the
+ *              guest paused and never runs it on a guess (see resolve.ts).
  * lost         post-copy: the link failed after the resume, before every page had arrived:
  *              the destination stopped the guest for good, the source keeps its paused copy
  *              and never resumes it.
+ * A commit whose confirmation was lost ends completed or failed once the destination, asked,
+ * says it took or dropped the guest; `resolution` then holds its answer.
  */
 export type MigrationStatus = "completed" | "failed" | "cancelled" | "unconfirmed" | "lost";
 
@@ -97,6 +99,8 @@ export interface MigrationReport {
   model?: { input: ModelInput; prediction: ModelPrediction };
   /** SHA-256 over the per-page CRC-32s both sides agreed on at stop-and-copy (hex). */
   memoryDigest?: string;
+  /** After a commit whose confirmation was lost: the destination's answer when asked, or "unreachable". */
+  resolution?: SessionFate | "unreachable";
   /** Where the guest ended up after its run on the destination, when it was awaited. */
   destination?: { virtualNs: number; digest: string; ticks: number; exits: number };
 }

@@ -11,7 +11,9 @@
 // Post-copy (and hybrid) hand the guest over before its memory has all arrived:
 //   S pages* → S handoff → D ready → S commit → D resumed →
 //   (D fault | S pages)* → S complete → D received [→ D finished]
-// Either side may send `error` instead of its next message and close.
+// Either side may send `error` instead of its next message and close. A source whose link
+// failed after it sent `commit` connects again and, authenticated, sends `query` in place of
+// `config`: the destination answers `outcome`, which decides where the guest runs.
 
 import { createHash } from "node:crypto";
 import { Packr, Unpackr } from "msgpackr";
@@ -26,7 +28,7 @@ export const PROTOCOL_VERSION = 1;
 /** The oldest peer version this build still accepts; a newer build raises it to drop one. */
 export const MIN_PROTOCOL_VERSION = 1;
 /** Optional features: each side announces what it can do and uses the common ones. */
-export const CAPABILITIES = ["zero-pages", "xbzrle", "postcopy"] as const;
+export const CAPABILITIES = ["zero-pages", "xbzrle", "postcopy", "outcome-query"] as const;
 
 /** Largest frame either side accepts (a 1 MiB batch plus its headers fits with room). */
 export const MAX_PAYLOAD = 4 * 1024 * 1024;
@@ -51,7 +53,7 @@ const MAX_CAPABILITIES = 32;
 export type ErrorCode =
   | "version" // no protocol version both sides speak
   | "auth" // authentication failed
-  | "busy" // the destination is already receiving a guest
+  | "busy" // the destination has no room for another guest or connection
   | "bad-message" // undecodable, malformed or out of range
   | "unexpected" // a valid message at the wrong step
   | "config" // a configuration this side cannot host
@@ -114,8 +116,20 @@ export interface Received { t: "received"; faults: number; blockedUs: number; la
  */
 export interface Deltas { t: "deltas"; round: number; seq: number; pages: number[]; lengths: number[]; data: Uint8Array; crc: number }
 export interface ErrorMessage { t: "error"; code: ErrorCode; message: string }
+/** After a link lost past the commit: what became of the session named by the destination's challenge nonce. */
+export interface Query { t: "query"; session: Uint8Array }
+/**
+ * taken    the commit arrived: the guest is the destination's.
+ * dropped  it never will: the destination discarded the guest, the source must run it.
+ * unknown  no record of that session (it never got ready here, or the destination restarted).
+ */
+export interface Outcome { t: "outcome"; outcome: SessionFate }
+export type SessionFate = "taken" | "dropped" | "unknown";
+const FATES: readonly SessionFate[] = ["taken", "dropped", "unknown"];
 
-export type Message = Hello | Challenge | Auth | Accepted | Config | Prepared | Pages | Deltas | State | Handoff | Ready | Commit | Resumed | Fault | Complete | Received | Finished | ErrorMessage;
+export type Message =
+  | Hello | Challenge | Auth | Accepted | Config | Prepared | Pages | Deltas | State | Handoff | Ready | Commit | Resumed
+  | Fault | Complete | Received | Finished | ErrorMessage | Query | Outcome;
 export type MessageType = Message["t"];
 
 /** A frame that is not a valid message; `code` is what the receiver tells its peer. */
@@ -166,7 +180,39 @@ export function decode(frame: Uint8Array, bounds?: MemoryBounds): Message {
   const o = object(value, "message");
   const t = o.t;
   if (typeof t !== "string" || !Object.hasOwn(VALIDATORS, t)) throw new ProtocolError("bad-message", `unknown message type ${show(t)}`);
+  onlyFields(o, t, ["t", ...FIELDS[t as MessageType]]);
   return VALIDATORS[t as MessageType](o, bounds);
+}
+
+/** The fields each message may carry besides `t`: anything else is refused, not ignored. */
+const FIELDS: Record<MessageType, readonly string[]> = {
+  hello: ["magic", "version", "minVersion", "capabilities", "nonce"],
+  challenge: ["version", "capabilities", "nonce"],
+  auth: ["proof"],
+  accepted: ["proof"],
+  config: ["memoryBytes", "pageSize", "machine", "workload", "endNs"],
+  prepared: [],
+  pages: ["round", "seq", "runs", "zeros", "data", "crc"],
+  deltas: ["round", "seq", "pages", "lengths", "data", "crc"],
+  state: ["batches", "cpu", "devices", "digest"],
+  handoff: ["batches", "missing", "cpu", "devices", "digest"],
+  ready: ["digest"],
+  commit: [],
+  resumed: ["virtualNs"],
+  fault: ["page"],
+  complete: ["batches", "memoryDigest"],
+  received: ["faults", "blockedUs", "latencyMedianUs", "latencyP99Us"],
+  finished: ["virtualNs", "digest", "ticks", "exits"],
+  error: ["code", "message"],
+  query: ["session"],
+  outcome: ["outcome"],
+};
+const MACHINE_FIELDS = [...Object.keys(DEFAULT_CONFIG), "policy"];
+
+function onlyFields(o: Fields, path: string, allowed: readonly string[]): void {
+  for (const key of Object.keys(o)) {
+    if (!allowed.includes(key)) throw new ProtocolError("bad-message", `${path}: unknown field ${show(key)}`);
+  }
 }
 
 type Fields = Record<string, unknown>;
@@ -289,10 +335,17 @@ const VALIDATORS: Record<MessageType, (o: Fields, bounds?: MemoryBounds) => Mess
     // An error from a newer peer may carry a code this build does not know: keep its message.
     return { t: "error", code: (ERROR_CODES as readonly string[]).includes(code) ? (code as ErrorCode) : "internal", message: text(o.message, "error.message") };
   },
+  query: (o) => ({ t: "query", session: bytes(o.session, "query.session", NONCE_BYTES, NONCE_BYTES) }),
+  outcome: (o) => {
+    const outcome = text(o.outcome, "outcome.outcome");
+    if (!(FATES as readonly string[]).includes(outcome)) throw new ProtocolError("bad-message", `outcome.outcome: expected ${FATES.join(", ")}, got ${show(outcome)}`);
+    return { t: "outcome", outcome: outcome as SessionFate };
+  },
 };
 
 function machineSpec(v: unknown): MachineSpec {
   const o = object(v, "config.machine");
+  onlyFields(o, "config.machine", MACHINE_FIELDS);
   const policy = text(o.policy, "config.machine.policy");
   if (!(POLICIES as readonly string[]).includes(policy)) throw new ProtocolError("config", `config.machine.policy: unknown policy ${show(policy)}`);
   return {

@@ -50,8 +50,7 @@ const STATUS_TEXT: Record<MigrationReport["status"], string> = {
   completed: "completed: the guest runs on the destination",
   failed: "FAILED before the commit: the guest keeps running on the source, unchanged",
   cancelled: "cancelled before the commit: the guest keeps running on the source, unchanged",
-  unconfirmed:
-    "commit sent, confirmation lost: the source will never run the guest again; the destination runs it if the commit reached it",
+  unconfirmed: "commit sent, confirmation lost and the destination unreachable: the guest stays paused on the source, never run on a guess",
   lost: "LOST in post-copy: the link failed before all memory arrived; the destination stopped the guest, the source keeps its paused copy and never resumes it",
 };
 
@@ -62,11 +61,19 @@ const TITLE: Record<Technique, string> = {
   "stop-and-copy": "Non-live migration (stop-and-copy)",
 };
 
+const RESOLUTION_TEXT: Record<NonNullable<MigrationReport["resolution"]>, string> = {
+  taken: "the destination, asked again, took the guest: the commit had reached it",
+  dropped: "the destination, asked again, dropped the guest: the source runs it on",
+  unknown: "the destination, asked again, has no record of the session",
+  unreachable: "the destination could not be asked again",
+};
+
 export function formatReport(r: MigrationReport): string {
   const lines: string[] = [];
   const row = (label: string, value: string): number => lines.push(`  ${label.padEnd(18)}${value}`);
   lines.push(`${TITLE[r.technique]} ${STATUS_TEXT[r.status]}`);
   if (r.error) row("error", `${r.error.code}${r.error.byPeer ? " (reported by the destination)" : ""} at ${r.failedAt}: ${r.error.message}`);
+  if (r.resolution) row("after the commit", RESOLUTION_TEXT[r.resolution]);
   row("workload", `${r.workload}, ${formatBytes(r.memoryBytes)} of guest memory in ${formatBytes(r.pageSize)} pages`);
   row("total time", `${formatMs(r.totalMs)}  (setup ${formatMs(r.setupMs)})`);
   if (r.status === "completed") row("downtime", `${formatMs(r.downtimeMs)}  (expected ${formatMs(r.expectedDowntimeMs)}, limit ${formatMs(r.downtimeLimitMs)})`);

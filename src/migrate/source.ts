@@ -7,38 +7,28 @@
 //
 // The commit rule: until the source sends `commit`, any failure leaves it running the guest
 // exactly as before; once it has sent `commit` it never runs the guest again, whatever
-// happens to the link. The destination resumes only on receiving `commit`.
+// happens to the link, unless the destination, asked afterwards, says it dropped the guest
+// (see resolve.ts). The destination resumes only on receiving `commit`.
 //
 // The other techniques share these steps: stop-and-copy skips the pre-copy rounds; post-copy
 // (postcopy-source.ts) hands the guest over before its memory, hybrid after a few rounds.
 
 import { performance } from "node:perf_hooks";
-import WebSocket from "ws";
 import { DeviceStateError } from "../core/machine.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../guest/digest.js";
 import { countBits } from "../guest/memory.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../guest/page.js";
-import { newNonce, proof, verifyProof } from "./auth.js";
 import { BatchBuilder } from "./batch.js";
 import { postcopy } from "./postcopy-source.js";
 import type { StopConditions } from "./stop-conditions.js";
 import { negotiate, roundCap, stopConditions, type TechniqueOptions } from "./techniques.js";
 import type { XbzrleEncoder } from "./xbzrle.js";
 import { Channel, MigrationFailure } from "./channel.js";
+import { authenticate, openChannel, type ConnectOptions } from "./connect.js";
+import { DEFAULT_RESOLVE_TIMEOUT_MS, askOutcome } from "./resolve.js";
 import type { LiveGuest } from "./live.js";
 import { newReport, summarize, type MigrationReport, type RoundStat } from "./metrics.js";
-import {
-  CAPABILITIES,
-  MAX_PAYLOAD,
-  MAX_ROUNDS,
-  MIN_PROTOCOL_VERSION,
-  PROTOCOL_MAGIC,
-  PROTOCOL_VERSION,
-  countPages,
-  encodeRecord,
-  machineSpecOf,
-  stateDigest,
-} from "./protocol.js";
+import { MAX_ROUNDS, countPages, encodeRecord, machineSpecOf, stateDigest } from "./protocol.js";
 
 export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
 export const DEFAULT_MAX_ROUNDS = 30;
@@ -49,8 +39,10 @@ export const THROTTLE_STEP = 0.1;
 export const THROTTLE_MAX = 0.99;
 
 export interface SourceOptions extends TechniqueOptions {
-  /** ws://host:port of a listening destination. */
+  /** ws://host:port or wss://host:port of a listening destination. */
   url: string;
+  /** For wss://: the PEM certificate(s) the destination must present or chain to. */
+  ca?: string | Buffer;
   token: string;
   /** Name of the workload, for the destination's log and the report. */
   workload: string;
@@ -61,6 +53,8 @@ export interface SourceOptions extends TechniqueOptions {
   autoConverge?: boolean;
   /** How long to wait for each answer of the destination. */
   timeoutMs?: number;
+  /** After a commit whose confirmation was lost: how long to keep trying to ask the destination. */
+  resolveTimeoutMs?: number;
   signal?: AbortSignal;
   /** Wait for the destination to run the guest to its end and report its digest. */
   awaitFinish?: boolean;
@@ -104,6 +98,9 @@ export class SourceSession {
   seq = 0;
   private zeroPages = false;
   private xbzrle?: XbzrleEncoder;
+  /** The destination's challenge nonce names the session in a later outcome query. */
+  private session?: Uint8Array;
+  private canQuery = false;
   readonly checksums: PageChecksums;
   private readonly batch = new BatchBuilder();
   /** Time spent in finished memory rounds, and when the current one started. */
@@ -147,7 +144,7 @@ export class SourceSession {
       if (this.options.awaitFinish) await this.awaitFinish();
     } catch (e) {
       if (this.report.status !== "completed") this.report.totalMs = performance.now() - start;
-      this.fail(e);
+      await this.fail(e);
     } finally {
       this.report.bytes.total = this.channel?.bytesSent ?? 0;
       this.live.guest.memory.stopDirtyLog();
@@ -161,11 +158,8 @@ export class SourceSession {
   // ---- steps ----------------------------------------------------------------------------------
 
   private async setup(): Promise<void> {
-    const { url, token } = this.options;
     this.progress("setup", 0, 0);
-    const ws = new WebSocket(url, { maxPayload: MAX_PAYLOAD, perMessageDeflate: false, handshakeTimeout: this.timeoutMs });
-    const { bandwidth, latencyMs } = this.options;
-    const channel = (this.channel = new Channel(ws, { timeoutMs: this.timeoutMs, bandwidth, latencyMs, idle: () => this.idle() }));
+    const channel = (this.channel = openChannel(this.connectOptions()));
     // A cancel counts only before the commit: after it, the guest is the destination's.
     const signal = this.options.signal;
     const cancel = (): void => {
@@ -173,25 +167,11 @@ export class SourceSession {
     };
     if (signal?.aborted) cancel();
     signal?.addEventListener("abort", cancel, { once: true });
-    ws.once("close", () => signal?.removeEventListener("abort", cancel));
-    await channel.opened();
-
-    this.step = "hello";
-    const nonce = newNonce();
-    await channel.send({ t: "hello", magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, minVersion: MIN_PROTOCOL_VERSION, capabilities: [...CAPABILITIES], nonce });
-    this.step = "challenge";
-    const challenge = await channel.expect("challenge");
-    if (challenge.version < MIN_PROTOCOL_VERSION || challenge.version > PROTOCOL_VERSION) {
-      throw new MigrationFailure("version", `the destination chose protocol version ${challenge.version}; this source speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}`);
-    }
+    channel.onClose(() => signal?.removeEventListener("abort", cancel));
+    const challenge = await authenticate(channel, this.options.token, (step) => (this.step = step));
     ({ zeroPages: this.zeroPages, xbzrle: this.xbzrle } = negotiate(this.options, challenge.capabilities));
-    this.step = "auth";
-    await channel.send({ t: "auth", proof: proof(token, "source", challenge.version, nonce, challenge.nonce) });
-    this.step = "accepted";
-    const accepted = await channel.expect("accepted");
-    if (!verifyProof(accepted.proof, token, "destination", challenge.version, nonce, challenge.nonce)) {
-      throw new MigrationFailure("auth", "the destination does not know the token");
-    }
+    this.canQuery = challenge.capabilities.includes("outcome-query");
+    this.session = challenge.nonce;
 
     this.step = "config";
     const { guest } = this.live;
@@ -393,7 +373,7 @@ export class SourceSession {
     return this.live.running;
   }
 
-  private fail(e: unknown): void {
+  private async fail(e: unknown): Promise<void> {
     const f = e instanceof MigrationFailure ? e : new MigrationFailure("internal", e instanceof Error ? e.message : String(e));
     this.report.error = { code: f.code, message: f.message, byPeer: f.byPeer };
     this.report.failedAt = this.step;
@@ -402,17 +382,31 @@ export class SourceSession {
       this.channel?.close();
       return;
     }
-    if (this.handedOver) {
-      this.report.status = "lost";
-    } else if (this.committed) {
-      this.report.status = "unconfirmed";
-    } else {
-      this.report.status = f.code === "cancelled" ? "cancelled" : "failed";
-      // The guest goes on where it stopped, at full speed, as if nothing had happened.
-      this.live.throttle = 0;
-      if (!this.live.running) this.live.resume();
-    }
     this.channel?.close(f);
+    if (this.handedOver) {
+      // Post-copy: the guest resumed on the destination before all its memory arrived there
+      // (postcopy-source.ts); neither copy can run alone any more.
+      this.report.status = "lost";
+      return;
+    }
+    if (this.committed) {
+      // The ambiguous case: the destination decides, and says so when asked (resolve.ts).
+      const fate = this.canQuery ? await askOutcome(this.connectOptions(), this.options.token, this.session!, performance.now() + (this.options.resolveTimeoutMs ?? DEFAULT_RESOLVE_TIMEOUT_MS)) : undefined;
+      this.report.resolution = fate ?? "unreachable";
+      if (fate !== "dropped") {
+        this.report.status = fate === "taken" ? "completed" : "unconfirmed";
+        return;
+      }
+    }
+    this.report.status = f.code === "cancelled" ? "cancelled" : "failed";
+    // The guest goes on where it stopped, at full speed, as if nothing had happened.
+    this.live.throttle = 0;
+    if (!this.live.running) this.live.resume();
+  }
+
+  private connectOptions(): ConnectOptions {
+    const { url, ca, bandwidth, latencyMs } = this.options;
+    return { url, ca, timeoutMs: this.timeoutMs, bandwidth, latencyMs, idle: () => this.idle() };
   }
 
   progress(phase: Progress["phase"], round: number, remainingBytes: number): void {

@@ -1,0 +1,173 @@
+// The destination's defences as a user meets them: authentication on by default with a random
+// token it prints, a lockout after repeated failed proofs, TLS with a certificate made here,
+// the limits several sessions share, and the CLI refusing wrong security options with exit 2.
+
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import WebSocket from "ws";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { Admission, DEFAULT_LIMITS } from "../src/migrate/admission.js";
+import { newNonce, proof } from "../src/migrate/auth.js";
+import { DestinationSession, HANDSHAKE_TIMEOUT_MS } from "../src/migrate/destination.js";
+import { referenceDigest, type GuestRunSpec } from "../src/migrate/guest-run.js";
+import { PROTOCOL_MAGIC } from "../src/migrate/protocol.js";
+import { bootAndMigrate } from "../src/migrate/run.js";
+import { BareClient, CLI, Destination, killChildren, runCli } from "./migrate-harness.js";
+import { MemorySocket } from "./migrate-stream.js";
+
+const MiB = 2 ** 20;
+const MS = 1_000_000;
+const SPEC: GuestRunSpec = { workload: "hot", interrupts: "pic", memoryBytes: 8 * MiB, seed: 21, endNs: 300 * MS };
+const reference = referenceDigest(SPEC);
+const dir = mkdtempSync(join(tmpdir(), "blmv-security-"));
+
+afterEach(killChildren);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const hello = () => ({ t: "hello", magic: PROTOCOL_MAGIC, version: 1, minVersion: 1, capabilities: [], nonce: newNonce() });
+
+/** Sends a hello and an auth proof made with `token`, from `localAddress`; returns the reply to the auth (or the refusal). */
+async function tryToken(url: string, token: string, localAddress = "127.0.0.1"): Promise<Record<string, unknown>> {
+  const ws = new WebSocket(url, { perMessageDeflate: false, localAddress });
+  const c = await BareClient.wrap(ws);
+  const h = hello();
+  c.send(h);
+  const challenge = await c.next();
+  if (challenge.t !== "challenge") return challenge;
+  c.send({ t: "auth", proof: proof(token, "source", 1, h.nonce, challenge.nonce as Uint8Array) });
+  const reply = await c.next();
+  ws.terminate();
+  return reply;
+}
+
+describe("authentication", () => {
+  it("is on by default: a listener given no token makes one up, prints it, and says where it listens", async () => {
+    const env = { ...process.env };
+    delete env.BLMV_TOKEN;
+    const child = spawn(process.execPath, [CLI, "migrate", "listen", "--port", "0"], { env, stdio: ["ignore", "pipe", "inherit"] });
+    const lines: string[] = [];
+    const rl = createInterface({ input: child.stdout! });
+    await new Promise<void>((resolve) => rl.on("line", (l) => (lines.push(l), l.startsWith("token: ") && resolve())));
+    child.kill("SIGKILL");
+    const listening = lines.find((l) => l.startsWith("listening on "))!;
+    expect(listening).toMatch(/^listening on ws:\/\/127\.0\.0\.1:\d+ \(this host only; --host 0\.0\.0\.0 accepts other hosts\), not encrypted/);
+    const token = lines.find((l) => l.startsWith("token: "))!.slice(7);
+    expect(token).toMatch(/^[A-Za-z0-9_-]{32}$/);
+  });
+
+  it("locks an address out after repeated failed proofs, even with the right token then; other addresses still get in", async () => {
+    const dest = await Destination.start("right", ["--max-auth-failures", "3"]);
+    for (let i = 0; i < 3; i++) expect(await tryToken(dest.url, `guess-${i}`)).toMatchObject({ t: "error", code: "auth", message: expect.stringMatching(/does not know the token/) });
+    expect(await tryToken(dest.url, "right")).toMatchObject({ t: "error", code: "auth", message: expect.stringMatching(/too many failed authentications from 127\.0\.0\.1: locked out for 60 s/) });
+    expect(await tryToken(dest.url, "right", "127.0.0.2")).toMatchObject({ t: "accepted" });
+  });
+
+  it("a peer that connects and says nothing is dropped after the handshake timeout, however long the session timeout", () => {
+    vi.useFakeTimers();
+    try {
+      const socket = new MemorySocket();
+      void new DestinationSession(socket.asWebSocket, "10.0.0.9:1", { token: "t", maxMemoryBytes: MiB, timeoutMs: 60_000 });
+      vi.advanceTimersByTime(HANDSHAKE_TIMEOUT_MS - 1);
+      expect(socket.sent).toEqual([]);
+      vi.advanceTimersByTime(1);
+      expect(socket.sent).toEqual([{ t: "error", code: "timeout", message: `no hello from the source within ${HANDSHAKE_TIMEOUT_MS} ms` }]);
+      expect(socket.readyState).toBe(socket.CLOSED);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe("TLS", () => {
+  const cert = join(dir, "cert.pem");
+  const key = join(dir, "key.pem");
+  // A self-signed certificate for 127.0.0.1, made for this test.
+  beforeAll(() => {
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=blmv test", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });
+  });
+
+  it("migrates over wss:// to a source that trusts the certificate", async () => {
+    const dest = await Destination.start("t", ["--cert", cert, "--key", key]);
+    expect(dest.url).toMatch(/^wss:\/\/127\.0\.0\.1:\d+$/);
+    const { report } = await bootAndMigrate(SPEC, { url: dest.url, ca: readFileSync(cert), token: "t", migrateAtNs: 100 * MS });
+    expect(report.status).toBe("completed");
+    expect(report.destination?.digest).toBe(reference);
+  });
+
+  it("a source that does not trust the certificate, or speaks plain ws://, sends nothing of the guest and runs on", async () => {
+    const dest = await Destination.start("t", ["--cert", cert, "--key", key]);
+    const untrusted = await bootAndMigrate(SPEC, { url: dest.url, token: "t", migrateAtNs: 100 * MS });
+    expect(untrusted.report).toMatchObject({ status: "failed", failedAt: "connect", error: { code: "connection", message: expect.stringMatching(/self-signed certificate/) } });
+    expect(untrusted.source?.digest).toBe(reference);
+    const plain = await bootAndMigrate(SPEC, { url: dest.url.replace("wss:", "ws:"), token: "t", migrateAtNs: 100 * MS, timeoutMs: 2000 });
+    expect(plain.report).toMatchObject({ status: "failed", failedAt: "connect" });
+    expect(plain.source?.digest).toBe(reference);
+    expect(dest.events.some((e) => e.event === "session")).toBe(false);
+  });
+
+  it("wrong or missing certificate options are usage errors (exit 2)", async () => {
+    writeFileSync(join(dir, "junk.pem"), "not a certificate");
+    const cases: [string[], RegExp][] = [
+      [["migrate", "listen", "--port", "0", "--cert", cert], /--cert and --key go together/],
+      [["migrate", "listen", "--port", "0", "--cert", join(dir, "none.pem"), "--key", key], /--cert .*none\.pem: no such file/],
+      [["migrate", "listen", "--port", "0", "--cert", join(dir, "junk.pem"), "--key", key], /cannot listen on 127\.0\.0\.1:0/],
+      [["migrate", "send", "--to", "ws://127.0.0.1:1", "--ca", cert], /--ca applies to wss:\/\/ destinations only/],
+      [["migrate", "send", "--to", "wss://127.0.0.1:1", "--ca", join(dir, "none.pem")], /--ca .*none\.pem: no such file/],
+      [["migrate", "listen", "--port", "0", "--max-sessions", "0"], /--max-sessions must be at least 1/],
+      [["migrate", "listen", "--port", "0", "--memory-budget", "lots"], /--memory-budget expects a size/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await runCli(args, { BLMV_TOKEN: "t" });
+      expect({ args, code: r.code }).toEqual({ args, code: 2 });
+      expect(r.stderr).toMatch(message);
+    }
+  });
+});
+
+describe("what sessions share", () => {
+  it("a lockout ends after its time, and failures from other addresses do not count", () => {
+    const a = new Admission({ ...DEFAULT_LIMITS, maxAuthFailures: 2, authLockoutMs: 1000 });
+    a.authFailed("10.0.0.1", 0);
+    a.authFailed("10.0.0.2", 0);
+    expect(a.refuseConnection("10.0.0.1", 1)).toBeUndefined();
+    a.authFailed("10.0.0.1", 2);
+    expect(a.refuseConnection("10.0.0.1", 3)?.code).toBe("auth");
+    expect(a.refuseConnection("10.0.0.2", 3)).toBeUndefined();
+    expect(a.refuseConnection("10.0.0.1", 1002)).toBeUndefined();
+    a.authFailed("10.0.0.1", 1003);
+    expect(a.refuseConnection("10.0.0.1", 1004)).toBeUndefined();
+  });
+
+  it("sessions, connections and guest memory stay within their limits and are given back", () => {
+    const a = new Admission({ ...DEFAULT_LIMITS, maxSessions: 2, maxConnections: 3, memoryBudgetBytes: 10 * MiB });
+    const holdings = [0, 1, 2].map(() => ({ connection: false, session: false, bytes: 0 }));
+    holdings.forEach((h) => a.enter(h));
+    expect(a.refuseConnection("x")?.code).toBe("busy");
+    expect(a.admit(holdings[0])).toBeUndefined();
+    expect(a.admit(holdings[1])).toBeUndefined();
+    expect(a.admit(holdings[2])).toMatch(/already receiving or running 2 guests/);
+    expect(a.reserve(holdings[0], 8 * MiB)).toBeUndefined();
+    expect(a.reserve(holdings[1], 4 * MiB)).toMatch(/does not fit: 8388608 of 10485760 bytes are held/);
+    a.release(holdings[0]);
+    expect(a.reserve(holdings[1], 4 * MiB)).toBeUndefined();
+    holdings.forEach((h) => a.release(h));
+    expect(a).toMatchObject({ connections: 0, sessions: 0, reservedBytes: 0 });
+  });
+
+  it("a ready session's fate is decided once; a query drops one still waiting for its commit", () => {
+    const a = new Admission();
+    let dropped = 0;
+    a.awaitCommit("s1", () => (dropped++, a.decide("s1", "dropped")));
+    a.awaitCommit("s2", () => a.decide("s2", "dropped"));
+    a.decide("s2", "taken");
+    a.decide("s2", "dropped");
+    expect(a.query("s2")).toBe("taken");
+    expect(a.query("s1")).toBe("dropped");
+    expect(a.query("s1")).toBe("dropped");
+    expect(dropped).toBe(1);
+    expect(a.query("never")).toBe("unknown");
+  });
+});
