@@ -2,11 +2,12 @@
 // token it prints, a lockout after repeated failed proofs, TLS with a certificate made here,
 // the limits several sessions share, and the CLI refusing wrong security options with exit 2.
 
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { generate } from "selfsigned";
 import WebSocket from "ws";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { Admission, DEFAULT_LIMITS } from "../src/migrate/admission.js";
@@ -85,8 +86,10 @@ describe("TLS", () => {
   const cert = join(dir, "cert.pem");
   const key = join(dir, "key.pem");
   // A self-signed certificate for 127.0.0.1, made for this test.
-  beforeAll(() => {
-    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=blmv test", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });
+  beforeAll(async () => {
+    const pems = await generate([{ name: "commonName", value: "blmv test" }], { days: 1, keySize: 2048, extensions: [{ name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }] }] });
+    writeFileSync(cert, pems.cert);
+    writeFileSync(key, pems.private);
   });
 
   it("migrates over wss:// to a source that trusts the certificate", async () => {
