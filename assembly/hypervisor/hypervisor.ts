@@ -62,7 +62,7 @@ export class Hypervisor {
     const t = this.traps;
     t.clear();
     if (this.policy == Policy.Full) {
-      for (let port: u32 = 0; port < 65536; port++) t.set(port, TRAP_READ | TRAP_WRITE, true);
+      t.setAll(TRAP_READ | TRAP_WRITE);
     } else if (this.policy == Policy.Blmvisor) {
       const c = this.board.config;
       if (c.pic) this.picShadow.armTraps(t);

@@ -48,6 +48,7 @@ export interface CoreExports extends ASUtil {
   fixupActive(): number;
   replayScratch(bytes: number): number;
   replayRecords(from: number, to: number): number;
+  decodeRecords(from: number, to: number): number;
   replayStatus(which: number): number;
   RECORD_SIZE: WebAssembly.Global;
   STOP_END: WebAssembly.Global;
