@@ -18,6 +18,7 @@ export {
 const fields = new FieldIO();
 const record = new DeviceRecord();
 let msrHigh: u32 = 0;
+const portList = new StaticArray<u32>(65536);
 
 /** Power-on (also of a reused instance): builds the board, starts the clock at `start` ns under the hypervisor's `policy`. */
 export function init(
@@ -186,6 +187,13 @@ export function exitsByReason(): usize {
 }
 export function exitsByPort(): usize {
   return hypervisor.exits.byPort;
+}
+/** Ports with at least one exit, listed in exitPortList(): their count. */
+export function exitPortsUsed(): i32 {
+  return hypervisor.exits.usedPorts(changetype<usize>(portList));
+}
+export function exitPortList(): usize {
+  return changetype<usize>(portList);
 }
 export function exitsByMmioRegister(): usize {
   return changetype<usize>(hypervisor.exits.byMmioRegister);

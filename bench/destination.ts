@@ -13,6 +13,8 @@ if (!token) {
   process.stderr.write("bench destination: BLMV_TOKEN is not set\n");
   process.exit(2);
 }
+// Stopped by the benchmark with SIGTERM once its migration is measured: exit cleanly.
+process.once("SIGTERM", () => process.exit(0));
 const say = (o: object): void => void process.stdout.write(`${JSON.stringify(o)}\n`);
 
 const listener = await listen({ host: "127.0.0.1", port: 0, token, maxMemoryBytes: 2 ** 31, onEvent: say });

@@ -48,7 +48,12 @@ async function withDestination<T>(fn: (d: Destination) => Promise<T>): Promise<T
     });
     return await fn({ child, migrateUrl: first.migrate, sinkUrl: first.sink, token });
   } finally {
-    child.kill("SIGKILL");
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, "exit");
+      child.kill("SIGTERM");
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000).unref())]);
+      child.kill("SIGKILL");
+    }
   }
 }
 

@@ -63,6 +63,19 @@ export class ExitCounters {
     this.portsCounted = true;
   }
 
+  /** Writes the ports with at least one exit, ascending, as u32s at `list`; returns how many. */
+  usedPorts(list: usize): i32 {
+    if (!this.portsCounted) return 0;
+    let n = 0;
+    for (let port: usize = 0; port < 65536; port++) {
+      if ((load<u32>(this.byPort + (port << 2)) | load<u32>(this.byPort + ((65536 + port) << 2))) != 0) {
+        store<u32>(list + (<usize>n << 2), <u32>port);
+        n++;
+      }
+    }
+    return n;
+  }
+
   @inline
   mmio(region: MmioRegion, offset: u32, write: bool): void {
     unchecked((this.byReason[write ? ExitReason.MmioWrite : ExitReason.MmioRead] += 1));

@@ -42,6 +42,8 @@ export interface CoreExports extends ASUtil {
   shadowState(): void;
   exitsByReason(): number;
   exitsByPort(): number;
+  exitPortsUsed(): number;
+  exitPortList(): number;
   exitsByMmioRegister(): number;
   exitsByMsr(): number;
   reconstructWindow(): number;

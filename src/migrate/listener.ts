@@ -4,7 +4,7 @@
 
 import type { AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
-import { instantiateCore } from "../core/core.js";
+import { Machine } from "../core/machine.js";
 import { DestinationSession, type DestinationOptions } from "./destination.js";
 import { MAX_PAYLOAD, encode } from "./protocol.js";
 import { closeSoon } from "./channel.js";
@@ -28,8 +28,8 @@ export interface Listener {
 }
 
 export async function listen(options: ListenOptions): Promise<Listener> {
-  // Compiled now, the core's module is ready when a migration's downtime starts.
-  instantiateCore();
+  // Prepared now, the core is ready when a migration's downtime starts.
+  Machine.prepare();
   const server = new WebSocketServer({ host: options.host, port: options.port, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
   await new Promise<void>((resolve, reject) => {
     server.once("listening", resolve);

@@ -11,9 +11,9 @@
 
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
-import { DeviceStateError } from "../core/machine.js";
+import { DeviceStateError, Machine } from "../core/machine.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../guest/digest.js";
-import { countBits } from "../guest/memory.js";
+import { countBits, nextSetBit } from "../guest/memory.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../guest/page.js";
 import { newNonce, proof, verifyProof } from "./auth.js";
 import { BatchBuilder } from "./batch.js";
@@ -135,6 +135,8 @@ class SourceSession {
 
   private async setup(): Promise<void> {
     const { url, token } = this.options;
+    // Capture and the exit report then run warm inside the downtime.
+    Machine.prepare();
     this.progress("setup", 0, 0);
     const ws = new WebSocket(url, { maxPayload: MAX_PAYLOAD, perMessageDeflate: false, handshakeTimeout: this.timeoutMs });
     const channel = (this.channel = new Channel(ws, { timeoutMs: this.timeoutMs, bandwidth: this.options.bandwidth, idle: () => this.idle() }));
@@ -261,17 +263,12 @@ class SourceSession {
     const start = (this.roundStart = performance.now());
     const total = pages ? countBits(pages) : this.live.guest.memory.pageCount;
     let done = 0;
-    const send = async (p: number): Promise<void> => {
+    // Pages in order: every page, or the set bits of `pages`. Only a full batch waits.
+    const next = pages ? (q: number) => nextSetBit(pages, q + 1) : (q: number) => (q + 1 < total ? q + 1 : -1);
+    for (let p = next(-1); p >= 0; p = next(p)) {
       if (this.batch.full) await this.flush(stat, round, (total - done) * PAGE_SIZE);
       this.addPage(p);
       done++;
-    };
-    if (pages) {
-      for (let w = 0; w < pages.length; w++) {
-        for (let bits = pages[w]; bits !== 0; bits &= bits - 1) await send(32 * w + (31 - Math.clz32(bits & -bits)));
-      }
-    } else {
-      for (let p = 0; p < total; p++) await send(p);
     }
     if (!this.batch.empty) await this.flush(stat, round, 0);
     stat.durationMs = performance.now() - start;
@@ -283,14 +280,14 @@ class SourceSession {
   /** Copies page p into the batch and records the CRC the destination will compute for it. */
   private addPage(p: number): void {
     const memory = this.live.guest.memory;
-    const zero = memory.isZero(p);
-    if (zero && this.zeroPages) {
+    const page = memory.page(p);
+    const crc = pageChecksum(page);
+    // Only a page with the zero page's CRC can be zero: every other page skips the scan.
+    if (this.zeroPages && crc === ZERO_PAGE_CRC && memory.isZero(p)) {
       this.batch.add(p, ZERO_PAGE, ZERO_PAGE_CRC, true);
       this.checksums.crcs[p] = ZERO_PAGE_CRC;
       return;
     }
-    const page = memory.page(p);
-    const crc = zero ? ZERO_PAGE_CRC : pageChecksum(page);
     this.batch.add(p, page, crc, false);
     this.checksums.crcs[p] = crc;
   }
