@@ -39,11 +39,16 @@ export async function benchReplay(quick: boolean): Promise<BenchResult> {
     const records = await writeBenchTrace(path, quick ? 200_000 : 10_000_000);
     const replayMs: number[] = [];
     const decodeMs: number[] = [];
+    const bareMs: number[] = [];
     let last;
     for (let i = 0; i < RUNS; i++) {
       let t = performance.now();
       last = await replayCompiled(path, { policy: "blmvisor" });
       replayMs.push(performance.now() - t);
+      // The same devices with no hypervisor at all: what the traps and shadows add.
+      t = performance.now();
+      await replayCompiled(path, { policy: "none" });
+      bareMs.push(performance.now() - t);
       t = performance.now();
       const decoded = await decodeOnly(path);
       decodeMs.push(performance.now() - t);
@@ -71,6 +76,8 @@ export async function benchReplay(quick: boolean): Promise<BenchResult> {
         records,
         replayMs,
         decodeMs,
+        noHypervisorMs: bareMs,
+        noHypervisorMAccessesPerSec: records / median(bareMs) / 1000,
         checkedExpectations: report.checked,
         mismatches: report.mismatchCount,
         interrupts: report.interrupts,

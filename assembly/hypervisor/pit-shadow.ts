@@ -66,11 +66,9 @@ export class PitShadow extends DeviceShadow {
 
   armTraps(traps: IoTraps): void {
     for (let i = 0; i < PIT_CHANNELS; i++) {
-      const port = FIRST_DATA_PORT + <u32>i;
-      traps.set(port, TRAP_WRITE, true);
-      traps.set(port, TRAP_READ, unchecked(this.channels[i]).readChangesState());
+      traps.put(FIRST_DATA_PORT + <u32>i, unchecked(this.channels[i]).readChangesState() ? TRAP_READ | TRAP_WRITE : TRAP_WRITE);
     }
-    traps.set(PIT_CONTROL_PORT, TRAP_WRITE, true);
+    traps.put(PIT_CONTROL_PORT, TRAP_WRITE);
   }
 
   describe(io: FieldIO): void {

@@ -26,6 +26,17 @@ export class IoTraps {
     }
   }
 
+  /** Sets both of a port's bits at once (its device's shadow owns them). */
+  @inline
+  put(port: u32, bits: u8): void {
+    const p = <usize>(port & 0xffff);
+    store<u8>(this.bits + p, bits);
+    if (bits != 0) {
+      if (p < this.low) this.low = p;
+      if (p > this.high) this.high = p;
+    }
+  }
+
   @inline
   traps(port: u32, mask: u8): bool {
     return (load<u8>(this.bits + <usize>(port & 0xffff)) & mask) != 0;
