@@ -8,9 +8,11 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { pack, unpack } from "msgpackr";
 import { Machine } from "../src/core/machine.js";
+import {
+  DELIVERY_EXTINT, IOAPIC_SELECT, IOAPIC_WINDOW, LAPIC_DIVIDE, LAPIC_INITIAL_COUNT, LAPIC_LVT_LINT0, LAPIC_LVT_TIMER, LAPIC_SVR,
+  LVT_PERIODIC, SVR_ENABLE,
+} from "../src/guest/drivers.js";
 import { median, type BenchResult } from "./result.js";
-
-const LAPIC = 0xfee00000;
 
 /**
  * All four chips mid-flight: both PICs initialised with interrupts in service, PIT channel 0
@@ -25,13 +27,13 @@ export function busyMachine(): Machine {
   m.outb(0x43, 0x34);
   m.outb(0x40, 0xa9);
   m.outb(0x40, 0x04);
-  m.writel(LAPIC + 0xf0, 0x1ff);
-  m.writel(LAPIC + 0x350, 0x700);
-  m.writel(LAPIC + 0x3e0, 0x3);
-  m.writel(LAPIC + 0x320, 0x20000 | 0xec);
-  m.writel(LAPIC + 0x380, 250_000);
-  m.writel(0xfec00000, 0x10 + 2 * 9);
-  m.writel(0xfec00010, 0x8000 | 0x49);
+  m.writel(LAPIC_SVR, SVR_ENABLE | 0xff);
+  m.writel(LAPIC_LVT_LINT0, DELIVERY_EXTINT);
+  m.writel(LAPIC_DIVIDE, 0x3);
+  m.writel(LAPIC_LVT_TIMER, LVT_PERIODIC | 0xec);
+  m.writel(LAPIC_INITIAL_COUNT, 250_000);
+  m.writel(IOAPIC_SELECT, 0x10 + 2 * 9);
+  m.writel(IOAPIC_WINDOW, 0x8000 | 0x49);
   m.advanceTo(3_300_000);
   m.inta();
   m.setGsi(9, 1);

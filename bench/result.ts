@@ -1,6 +1,6 @@
 // What one benchmark reports, how the table shows it, and the machine it ran on.
 
-import { cpus, totalmem } from "node:os";
+import { cpus, loadavg, totalmem } from "node:os";
 
 export interface BenchResult {
   id: string;
@@ -25,6 +25,8 @@ export interface MachineInfo {
   memoryGiB: number;
   node: string;
   platform: string;
+  /** 1-minute load average when the run started: other work on the machine skews timings. */
+  loadAverage: number;
 }
 
 export function machineInfo(): MachineInfo {
@@ -35,6 +37,7 @@ export function machineInfo(): MachineInfo {
     memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
     node: process.version,
     platform: `${process.platform} ${process.arch}`,
+    loadAverage: Math.round(loadavg()[0] * 100) / 100,
   };
 }
 

@@ -3,6 +3,7 @@
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
+import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
 import { benchDeviceMigration, benchPropertyThroughput } from "./devices.js";
@@ -46,7 +47,7 @@ function options(): { quick: boolean; only: string[]; json: string } {
 
 const { quick, only, json } = options();
 const machine = machineInfo();
-process.stdout.write(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.platform}${quick ? " — quick mode (small sizes)" : ""}\n`);
+process.stdout.write(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.platform}, load average ${machine.loadAverage}${quick ? " — quick mode (small sizes)" : ""}\n`);
 const results: BenchResult[] = [];
 const failures: { id: string; error: string }[] = [];
 const started = performance.now();
@@ -63,6 +64,8 @@ for (const id of only) {
 }
 process.stdout.write(`\n${table(results)}\n`);
 mkdirSync(dirname(json), { recursive: true });
-writeFileSync(json, `${JSON.stringify({ date: new Date().toISOString(), quick, machine, seconds: (performance.now() - started) / 1000, results, failures }, null, 2)}\n`);
+const loadAfter = Math.round(loadavg()[0] * 100) / 100;
+process.stdout.write(`load average at the end: ${loadAfter}\n`);
+writeFileSync(json, `${JSON.stringify({ date: new Date().toISOString(), quick, machine, loadAverageAtEnd: loadAfter, seconds: (performance.now() - started) / 1000, results, failures }, null, 2)}\n`);
 process.stdout.write(`\nwritten to ${json}\n`);
 process.exit(failures.length > 0 ? 1 : 0);

@@ -5,21 +5,15 @@
 // every read and acknowledge carries the value the model gave as its expectation.
 
 import { Machine } from "../src/core/machine.js";
+import {
+  DELIVERY_EXTINT, IOAPIC_SELECT, IOAPIC_WINDOW, LAPIC_CURRENT_COUNT, LAPIC_DIVIDE, LAPIC_EOI, LAPIC_INITIAL_COUNT,
+  LAPIC_LVT_LINT0, LAPIC_LVT_TIMER, LAPIC_SVR, SVR_ENABLE,
+} from "../src/guest/drivers.js";
 import { CompiledTraceWriter } from "../src/trace/compiled.js";
 import { Check, Op, valueWidthMask, type TraceEvent, type TraceHeader } from "../src/trace/event.js";
 
 const BATCH = 65536;
 const STEP_NS = 5_000;
-const LAPIC = 0xfee00000;
-const APIC_EOI = LAPIC + 0xb0;
-const APIC_SVR = LAPIC + 0xf0;
-const APIC_LVT_TIMER = LAPIC + 0x320;
-const APIC_LINT0 = LAPIC + 0x350;
-const APIC_INITIAL_COUNT = LAPIC + 0x380;
-const APIC_CURRENT_COUNT = LAPIC + 0x390;
-const APIC_DIVIDE = LAPIC + 0x3e0;
-const IOREGSEL = 0xfec00000;
-const IOWIN = 0xfec00010;
 const DEVICE_PIN = 9;
 const PIT_VECTOR = 0x20;
 const APIC_TIMER_VECTOR = 0xec;
@@ -64,15 +58,15 @@ class Recorder {
     this.write(Op.Outb, 0x43, 0x34);
     this.write(Op.Outb, 0x40, 1193 & 0xff);
     this.write(Op.Outb, 0x40, 1193 >> 8);
-    this.write(Op.Writel, APIC_SVR, 0x1ff);
-    this.write(Op.Writel, APIC_LINT0, 0x700);
-    this.write(Op.Writel, APIC_DIVIDE, 0xb);
-    this.write(Op.Writel, APIC_LVT_TIMER, APIC_TIMER_VECTOR);
-    this.write(Op.Writel, APIC_INITIAL_COUNT, APIC_TIMER_COUNT);
-    this.write(Op.Writel, IOREGSEL, 0x11 + 2 * DEVICE_PIN);
-    this.write(Op.Writel, IOWIN, 0);
-    this.write(Op.Writel, IOREGSEL, 0x10 + 2 * DEVICE_PIN);
-    this.write(Op.Writel, IOWIN, 0x8000 | DEVICE_VECTOR);
+    this.write(Op.Writel, LAPIC_SVR, SVR_ENABLE | 0xff);
+    this.write(Op.Writel, LAPIC_LVT_LINT0, DELIVERY_EXTINT);
+    this.write(Op.Writel, LAPIC_DIVIDE, 0xb);
+    this.write(Op.Writel, LAPIC_LVT_TIMER, APIC_TIMER_VECTOR);
+    this.write(Op.Writel, LAPIC_INITIAL_COUNT, APIC_TIMER_COUNT);
+    this.write(Op.Writel, IOAPIC_SELECT, 0x11 + 2 * DEVICE_PIN);
+    this.write(Op.Writel, IOAPIC_WINDOW, 0);
+    this.write(Op.Writel, IOAPIC_SELECT, 0x10 + 2 * DEVICE_PIN);
+    this.write(Op.Writel, IOAPIC_WINDOW, 0x8000 | DEVICE_VECTOR);
   }
 
   async step(n: number): Promise<void> {
@@ -84,11 +78,11 @@ class Recorder {
         this.read(Op.Inb, 0x40);
         break;
       case 1:
-        this.write(Op.Writel, IOREGSEL, 0x10 + 2 * DEVICE_PIN);
-        this.read(Op.Readl, IOWIN);
+        this.write(Op.Writel, IOAPIC_SELECT, 0x10 + 2 * DEVICE_PIN);
+        this.read(Op.Readl, IOAPIC_WINDOW);
         break;
       case 2:
-        this.read(Op.Readl, APIC_CURRENT_COUNT);
+        this.read(Op.Readl, LAPIC_CURRENT_COUNT);
         break;
       default:
         if (n % 64 === 3) this.write(Op.Gsi, DEVICE_PIN, 1);
@@ -99,11 +93,11 @@ class Recorder {
     if (vector === PIT_VECTOR) {
       this.write(Op.Outb, 0x20, 0x20);
     } else if (vector === APIC_TIMER_VECTOR) {
-      this.write(Op.Writel, APIC_EOI, 0);
-      this.write(Op.Writel, APIC_INITIAL_COUNT, APIC_TIMER_COUNT);
+      this.write(Op.Writel, LAPIC_EOI, 0);
+      this.write(Op.Writel, LAPIC_INITIAL_COUNT, APIC_TIMER_COUNT);
     } else if (vector === DEVICE_VECTOR) {
       this.write(Op.Gsi, DEVICE_PIN, 0);
-      this.write(Op.Writel, APIC_EOI, 0);
+      this.write(Op.Writel, LAPIC_EOI, 0);
     }
     if (this.used >= BATCH - 16) await this.flush();
   }
