@@ -14,18 +14,6 @@ export class IoTraps {
   private low: usize = PORTS;
   private high: usize = 0;
 
-  @inline
-  set(port: u32, mask: u8, on: bool): void {
-    const p = <usize>(port & 0xffff);
-    const at = this.bits + p;
-    const b = load<u8>(at);
-    store<u8>(at, on ? b | mask : b & ~mask);
-    if (on) {
-      if (p < this.low) this.low = p;
-      if (p > this.high) this.high = p;
-    }
-  }
-
   /** Sets both of a port's bits at once (its device's shadow owns them). */
   @inline
   put(port: u32, bits: u8): void {
