@@ -5,6 +5,7 @@
 import { BoardConfig } from "./board-config";
 import { NEVER, edgesAt } from "./clock";
 import { FieldIO } from "./fields";
+import { PIT_CONTROL_PORT, pitCommandOnlyLatches } from "./pit-registers";
 import { ApicMessageSink } from "./devices/apic-message";
 import { PicPair } from "./devices/pic";
 import { Pit8254 } from "./devices/pit";
@@ -54,9 +55,9 @@ export class Board {
   private intr: bool = false;
   /**
    * The earliest timer event, remembered so that advancing the clock between accesses costs a
-   * compare. Forgotten by every operation that can move a timer: PIT writes, local APIC MMIO
-   * and MSR writes, local APIC acknowledges, line changes, reset. Port reads, PIC and I/O APIC
-   * writes, MMIO reads and PIC acknowledges cannot.
+   * compare. Forgotten by every operation that can move a timer: PIT writes other than latch
+   * commands, local APIC MMIO and MSR writes, local APIC acknowledges, line changes, reset.
+   * Port reads, PIC and I/O APIC writes, MMIO reads and PIC acknowledges cannot.
    */
   private nextEvent: i64 = NEVER;
   private nextEventKnown: bool = false;
@@ -159,7 +160,7 @@ export class Board {
       this.pic.ioWrite(port, value & 0xff);
       this.followPicInt();
     } else if (c.pit && isPitPort(port)) {
-      this.timersTouched();
+      if (port != PIT_CONTROL_PORT || !pitCommandOnlyLatches(value & 0xff)) this.timersTouched();
       this.pit.ioWrite(port, value & 0xff, this.now);
       this.followPitOut0();
     }

@@ -122,7 +122,7 @@ export class Hypervisor {
     if (c.pic && isPicPort(port)) {
       if (write) this.picShadow.observeWrite(port, value);
       else this.picShadow.observeRead(port, value);
-      if (this.policy == Policy.Blmvisor) this.picShadow.armTraps(this.traps);
+      if (this.policy == Policy.Blmvisor) this.picShadow.armChipTraps(port, this.traps);
     } else if (c.pit && isPitPort(port)) {
       this.pitShadow.now = this.board.now;
       if (write) this.pitShadow.observeWrite(port, value);

@@ -229,6 +229,12 @@ export class PicShadow extends DeviceShadow {
     traps.put(ELCR_SLAVE_PORT, 0);
   }
 
+  /** After an access to `port`: only that chip's needs can have changed (ELCR has none). */
+  armChipTraps(port: u32, traps: IoTraps): void {
+    const chip = this.chipOf(port);
+    if (chip) chip.armTraps(traps);
+  }
+
   describe(io: FieldIO): void {
     io.begin("master");
     this.master.describe(io);
