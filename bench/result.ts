@@ -63,7 +63,7 @@ export function table(results: readonly BenchResult[]): string {
     r.what,
     `${figure(r.measured)} ${r.unit}`,
     r.baseline ? `${figure(r.baseline.value)} ${r.unit} (${r.baseline.what})` : "—",
-    r.ratio === undefined ? "—" : `${figure(r.ratio)}×${r.ratioOf ? ` ${r.ratioOf}` : ""}`,
+    r.ratio === undefined ? "—" : `${r.ratio.toFixed(2)}×${r.ratioOf ? ` ${r.ratioOf}` : ""}`,
     r.target,
     r.met ? "yes" : "**no**",
   ]);
