@@ -18,9 +18,13 @@ export {
 const fields = new FieldIO();
 const record = new DeviceRecord();
 let msrHigh: u32 = 0;
-const portList = new StaticArray<u32>(65536);
+/** Where exitPortsUsed() lists ports: static memory, untouched until an exit report asks. */
+const PORT_LIST: usize = memory.data(65536 * 4, 16);
 
-/** Power-on (also of a reused instance): builds the board, starts the clock at `start` ns under the hypervisor's `policy`. */
+/**
+ * Power-on, also of an instance that ran a machine before: builds the board, starts the clock
+ * at `start` ns under the hypervisor's `policy`.
+ */
 export function init(
   pic: bool, pit: bool, lapic: bool, ioapic: bool, pitIrq0: bool, compatQemu: bool,
   apicBusHz: f64, tscHz: f64, policy: i32, start: f64,
@@ -190,10 +194,10 @@ export function exitsByPort(): usize {
 }
 /** Ports with at least one exit, listed in exitPortList(): their count. */
 export function exitPortsUsed(): i32 {
-  return hypervisor.exits.usedPorts(changetype<usize>(portList));
+  return hypervisor.exits.usedPorts(PORT_LIST);
 }
 export function exitPortList(): usize {
-  return changetype<usize>(portList);
+  return PORT_LIST;
 }
 export function exitsByMmioRegister(): usize {
   return changetype<usize>(hypervisor.exits.byMmioRegister);

@@ -66,7 +66,8 @@ export class PitShadow extends DeviceShadow {
 
   armTraps(traps: IoTraps): void {
     for (let i = 0; i < PIT_CHANNELS; i++) {
-      traps.put(FIRST_DATA_PORT + <u32>i, unchecked(this.channels[i]).readChangesState() ? TRAP_READ | TRAP_WRITE : TRAP_WRITE);
+      const reads: u8 = unchecked(this.channels[i]).readChangesState() ? TRAP_READ : 0;
+      traps.put(FIRST_DATA_PORT + <u32>i, TRAP_WRITE | reads);
     }
     traps.put(PIT_CONTROL_PORT, TRAP_WRITE);
   }

@@ -10,7 +10,7 @@ const TRAP_BITS: usize = memory.data(<i32>PORTS, 16);
 
 export class IoTraps {
   private bits: usize = TRAP_BITS;
-  /** The ports a bit may be set on since the last clear (none when low > high): clear() wipes only those. */
+  /** The ports a bit may be set on since the last clear (none when low > high): all clear() wipes. */
   private low: usize = PORTS;
   private high: usize = 0;
 
