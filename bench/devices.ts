@@ -5,6 +5,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
 import { pack, unpack } from "msgpackr";
 import { Machine } from "../src/core/machine.js";
@@ -91,6 +92,8 @@ const PROPERTIES: readonly { file: string; name: string }[] = [
   { file: "test/pit-migration.test.ts", name: "rebuilds the captured state" },
   { file: "test/apic-migration.test.ts", name: "capture → msgpack → reconstruct gives the same local APIC" },
 ];
+/** The repository (dist/bench/ is two levels below it): vitest and the tests are found from there. */
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 /** fast-check runs per property in the test suite (without DEEP). */
 const CASES_PER_PROPERTY = 1000;
 
@@ -104,7 +107,9 @@ export function benchPropertyThroughput(quick: boolean): BenchResult {
   const out = join(dir, "vitest.json");
   try {
     const pattern = chosen.map((p) => escapeRegExp(p.name)).join("|");
-    const run = spawnSync(process.execPath, ["node_modules/vitest/vitest.mjs", "run", ...chosen.map((p) => p.file), "-t", pattern, "--reporter=json", `--outputFile=${out}`], {
+    const vitest = join(ROOT, "node_modules/vitest/vitest.mjs");
+    const run = spawnSync(process.execPath, [vitest, "run", ...chosen.map((p) => p.file), "-t", pattern, "--reporter=json", `--outputFile=${out}`], {
+      cwd: ROOT,
       encoding: "utf8",
       env: { ...process.env, DEEP: "" },
     });
