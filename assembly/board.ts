@@ -5,6 +5,7 @@
 import { BoardConfig } from "./board-config";
 import { NEVER, edgesAt } from "./clock";
 import { FieldIO } from "./fields";
+import { PIT_CONTROL_PORT, pitCommandOnlyLatches } from "./pit-registers";
 import { ApicMessageSink } from "./devices/apic-message";
 import { PicPair } from "./devices/pic";
 import { Pit8254 } from "./devices/pit";
@@ -52,6 +53,14 @@ export class Board {
   private pinLevels: u32 = 0;
   private pitRouted: bool = true;
   private intr: bool = false;
+  /**
+   * The earliest timer event, remembered so that advancing the clock between accesses costs a
+   * compare. Forgotten by every operation that can move a timer: PIT writes other than latch
+   * commands, local APIC MMIO and MSR writes, local APIC acknowledges, line changes, reset.
+   * Port reads, PIC and I/O APIC writes, MMIO reads and PIC acknowledges cannot.
+   */
+  private nextEvent: i64 = NEVER;
+  private nextEventKnown: bool = false;
 
   constructor() {
     this.ioapic.sink = new ApicBusRouter(this);
@@ -61,6 +70,7 @@ export class Board {
   reset(start: i64): void {
     const c = this.config;
     this.now = start;
+    this.nextEventKnown = false;
     this.isaDriven = 0;
     this.isaLevels = 0;
     this.gsiDriven = 0;
@@ -88,18 +98,32 @@ export class Board {
   /** Runs the clock to `t`, firing every timer event on the way in time order. */
   advanceTo(t: i64): void {
     if (t < this.now) return;
+    if (this.nextEventKnown && this.nextEvent > t) {
+      this.now = t;
+      return;
+    }
     while (true) {
       const tp = this.nextPitEvent();
       const tl = this.nextLapicEvent();
       const tn = tp < tl ? tp : tl;
-      if (tn > t) break;
+      if (tn > t) {
+        this.nextEvent = tn;
+        break;
+      }
       if (tp == tn) {
         this.pit.syncTo(tn);
         this.followPitOut0();
       }
       if (tl == tn) this.lapic.syncTo(tn);
     }
+    this.nextEventKnown = true;
     this.now = t;
+  }
+
+  /** A timer may have moved: the next advance looks again. */
+  @inline
+  private timersTouched(): void {
+    this.nextEventKnown = false;
   }
 
   /** The earliest pending device timer event (PIT OUT0 change or local APIC timer). */
@@ -136,6 +160,7 @@ export class Board {
       this.pic.ioWrite(port, value & 0xff);
       this.followPicInt();
     } else if (c.pit && isPitPort(port)) {
+      if (port != PIT_CONTROL_PORT || !pitCommandOnlyLatches(value & 0xff)) this.timersTouched();
       this.pit.ioWrite(port, value & 0xff, this.now);
       this.followPitOut0();
     }
@@ -173,6 +198,7 @@ export class Board {
 
   mmioWrite(addr: u32, value: u32): void {
     if (this.isLapicAddr(addr)) {
+      this.timersTouched();
       this.lapic.mmioWrite(addr & 0xfff, value, this.now);
       this.forwardEoiBroadcast();
     } else if (this.isIoapicAddr(addr)) {
@@ -191,6 +217,7 @@ export class Board {
   }
 
   wrmsr(msr: u32, value: u64): void {
+    this.timersTouched();
     if (this.config.lapic && (msr == MSR_APIC_BASE || msr == MSR_TSC_DEADLINE)) {
       this.lapic.wrmsr(msr, value, this.now);
       // A globally disabled APIC hands the PIC's INT straight to the CPU, and back.
@@ -210,6 +237,7 @@ export class Board {
 
   /** An external source drives ISA line 0–15. Line 0 follows PIT OUT0 while it is routed. */
   setIsaLine(line: i32, level: bool): void {
+    this.timersTouched();
     const bit: u32 = 1 << (<u32>line & 15);
     this.isaDriven = level ? this.isaDriven | bit : this.isaDriven & ~bit;
     if (line != 0 || !this.pitRouted) this.applyIsaLine(line & 15, level);
@@ -217,6 +245,7 @@ export class Board {
 
   /** An external source drives I/O APIC pin 0–23 directly. */
   setGsiLine(pin: i32, level: bool): void {
+    this.timersTouched();
     const bit: u32 = 1 << <u32>pin;
     this.gsiDriven = level ? this.gsiDriven | bit : this.gsiDriven & ~bit;
     this.updatePin(pin);
@@ -228,6 +257,7 @@ export class Board {
 
   /** Connects PIT OUT0 to ISA line 0, or hands the line back to its external driver. */
   setPitIrq0Route(connected: bool): void {
+    this.timersTouched();
     this.pitRouted = connected && this.config.pit;
     if (connected) this.followPitOut0();
     else this.applyIsaLine(0, (this.isaDriven & 1) != 0);
@@ -299,7 +329,10 @@ export class Board {
       // The acknowledge carries no time: bring the APIC timer up to now first.
       this.lapic.syncTo(this.now);
       if (!(this.config.pic && this.lapic.extIntPending())) {
-        return this.lapic.interruptPending() ? this.lapic.acknowledge() : -1;
+        if (!this.lapic.interruptPending()) return -1;
+        // Taking the timer's own request lets a held timer count again.
+        this.timersTouched();
+        return this.lapic.acknowledge();
       }
     } else if (!this.intr || !this.config.pic) {
       return -1;
@@ -313,6 +346,7 @@ export class Board {
 
   /** Every device's complete internal state (tests only: capture never calls this). */
   inspect(io: FieldIO): void {
+    this.timersTouched();
     io.begin("pic");
     this.pic.inspect(io);
     io.end();

@@ -7,9 +7,10 @@ import { DeviceRecord, captureDevices, reconstructDevices } from "./hypervisor/d
 import { RECONSTRUCT_WINDOW_NS } from "./hypervisor/bus";
 import { Policy } from "./hypervisor/hypervisor";
 import { board, hypervisor } from "./machine";
+import { resetReplay } from "./replay";
 
 export {
-  replayRecords, replayStatus, replayScratch, RECORD_SIZE, STOP_END, STOP_MISMATCH, STOP_MIGRATE, STOP_MARK,
+  replayRecords, decodeRecords, replayStatus, replayScratch, RECORD_SIZE, STOP_END, STOP_MISMATCH, STOP_MIGRATE, STOP_MARK,
   OP_OUTB, OP_OUTW, OP_OUTL, OP_INB, OP_INW, OP_INL, OP_WRITEL, OP_READL, OP_WRMSR, OP_RDMSR, OP_IRQ, OP_GSI,
   OP_INTA, OP_MARK, OP_MIGRATE,
 } from "./replay";
@@ -17,8 +18,13 @@ export {
 const fields = new FieldIO();
 const record = new DeviceRecord();
 let msrHigh: u32 = 0;
+/** Where exitPortsUsed() lists ports: static memory, untouched until an exit report asks. */
+const PORT_LIST: usize = memory.data(65536 * 4, 16);
 
-/** Power-on: builds the board, starts the clock at `start` ns under the hypervisor's `policy`. */
+/**
+ * Power-on, also of an instance that ran a machine before: builds the board, starts the clock
+ * at `start` ns under the hypervisor's `policy`.
+ */
 export function init(
   pic: bool, pit: bool, lapic: bool, ioapic: bool, pitIrq0: bool, compatQemu: bool,
   apicBusHz: f64, tscHz: f64, policy: i32, start: f64,
@@ -34,6 +40,8 @@ export function init(
   c.tscHz = <i64>tscHz;
   board.reset(<i64>start);
   hypervisor.start(<Policy>policy);
+  resetReplay();
+  msrHigh = 0;
 }
 
 // ---- guest operations ---------------------------------------------------------------------
@@ -188,7 +196,14 @@ export function exitsByReason(): usize {
   return changetype<usize>(hypervisor.exits.byReason);
 }
 export function exitsByPort(): usize {
-  return changetype<usize>(hypervisor.exits.byPort);
+  return hypervisor.exits.byPort;
+}
+/** Ports with at least one exit, listed in exitPortList(): their count. */
+export function exitPortsUsed(): i32 {
+  return hypervisor.exits.usedPorts(PORT_LIST);
+}
+export function exitPortList(): usize {
+  return PORT_LIST;
 }
 export function exitsByMmioRegister(): usize {
   return changetype<usize>(hypervisor.exits.byMmioRegister);

@@ -201,6 +201,12 @@ export class PitChannelRegisters {
   }
 }
 
+/** Whether a control-port write only latches (counter latch or read-back): no counting changes. */
+@inline
+export function pitCommandOnlyLatches(value: u32): bool {
+  return value >>> 6 == 3 || (value & 0x30) == 0;
+}
+
 /** A write to the control port: control word, counter latch, or read-back command. */
 export function pitCommand<T extends PitChannelRegisters>(channels: StaticArray<T>, value: u32): void {
   const select = value >>> 6;

@@ -49,6 +49,13 @@ let reads: f64 = 0;
 let checked: f64 = 0;
 let interrupts: f64 = 0;
 
+/** Power-on: the counters start again (a reused instance keeps its scratch buffer). */
+export function resetReplay(): void {
+  stopReason = STOP_END;
+  actualLow = actualHigh = 0;
+  reads = checked = interrupts = 0;
+}
+
 /** A buffer of at least `bytes` bytes for the host to fill with records. */
 export function replayScratch(bytes: i32): usize {
   if (scratch.length < bytes) scratch = new StaticArray<u8>(bytes);
@@ -150,6 +157,22 @@ export function replayRecords(from: i32, to: i32): i32 {
   }
   stopReason = STOP_END;
   return to;
+}
+
+/**
+ * Reads every field of records `from` .. `to` - 1 and executes none: the floor a replay of the
+ * same records cannot go below (a benchmark's baseline). Returns a checksum of what it read.
+ */
+export function decodeRecords(from: i32, to: i32): f64 {
+  const base = changetype<usize>(scratch);
+  let sum: u64 = 0;
+  for (let i = from; i < to; i++) {
+    const r = base + <usize>(i * RECORD_SIZE);
+    sum += load<u64>(r, AT_TIME) ^ <u64>load<u8>(r, AT_OP) ^ <u64>load<u8>(r, AT_CHECK);
+    sum += <u64>(load<u32>(r, AT_A) ^ load<u32>(r, AT_B) ^ load<u32>(r, AT_HIGH));
+    sum += <u64>(load<u32>(r, AT_VALUE) ^ load<u32>(r, AT_MASK) ^ load<u32>(r, AT_MASK_HIGH));
+  }
+  return <f64>(sum & 0xfffffffffffff);
 }
 
 function stop(i: i32, reason: i32, actual: u64): i32 {

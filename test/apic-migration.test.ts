@@ -139,6 +139,9 @@ describe("APIC migration properties", () => {
         const dst = migrate(src, settings.policy);
         expect(dst.now()).toBe(src.now());
         expectSameApics(src, dst);
+        // Passed: both cores can serve the next case's machines.
+        src.release();
+        dst.release();
       }),
       { numRuns: RUNS },
     );

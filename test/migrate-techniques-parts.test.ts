@@ -45,6 +45,16 @@ describe("demand-paged memory", () => {
     expect(mem.read32(8 * PAGE_SIZE)).toBe(3);
   });
 
+  it("a run of zero pages arrives as a run", () => {
+    const mem = new DemandMemory(64 * PAGE_SIZE);
+    mem.write32(40 * PAGE_SIZE, 5);
+    mem.markAbsent(new Uint8Array(8).fill(0xff));
+    mem.zeroPages(32, 16);
+    expect(mem.missingPages).toBe(48);
+    expect(mem.read32(40 * PAGE_SIZE)).toBe(0);
+    expect(() => mem.read32(48 * PAGE_SIZE)).toThrow(PageFault);
+  });
+
   it("a guest whose pages arrive only when it faults on them ends exactly as one that never moved", () => {
     const spec: GuestRunSpec = { workload: "hot", interrupts: "apic", memoryBytes: 4 * MiB, seed: 11, endNs: 80 * MS };
     const reference = bootGuest(spec);

@@ -305,6 +305,9 @@ describe("PIC migration properties", () => {
         expect(comparable(picOf(d), exceptions)).toEqual(comparable(picOf(src.m), exceptions));
         expect(d.inspect().board).toEqual(src.m.inspect().board);
         expect(d.shadows().pic).toEqual(src.m.shadows().pic);
+        // Passed: both cores can serve the next case's machines.
+        src.m.release();
+        d.release();
       }),
       { numRuns: RUNS },
     );

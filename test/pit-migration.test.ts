@@ -201,6 +201,9 @@ describe("PIT reconstruction", () => {
             expectRebuilt(pitState(d), pitState(m), exceptions, compatQemu);
             const shadow = (d.shadows().pit as unknown as { channels: PitChannelState[] }).channels;
             expect(shadow.map((c) => pick(c, PIT_SHADOW_FIELDS))).toEqual(pitState(d).channels.map((c) => pick(c, PIT_SHADOW_FIELDS)));
+            // Passed: both cores can serve the next case's machines.
+            m.release();
+            d.release();
           }),
           { numRuns: RUNS },
         );

@@ -135,10 +135,12 @@ export class LocalApic {
   }
 
   /** Where the board decodes the register page. QEMU 7.2 (TCG) never moves it. */
+  @inline
   base(): u32 {
     return this.qemu ? APIC_DEFAULT_PAGE : <u32>(this.apicBase & APIC_BASE_ADDRESS);
   }
 
+  @inline
   enabled(): bool {
     return (this.apicBase & APIC_BASE_ENABLE) != 0;
   }
@@ -362,6 +364,7 @@ export class LocalApic {
     return true;
   }
 
+  @inline
   interruptPending(): bool {
     return this.deliverableVector() >= 0;
   }
@@ -532,6 +535,7 @@ export class LocalApic {
   }
 
   /** LINT0 programmed ExtINT, unmasked and asserted: the CPU should acknowledge the PIC. */
+  @inline
   extIntPending(): bool {
     const entry = unchecked(this.lvt[LVT_LINT0]);
     return (entry & LVT_MASKED) == 0 && ((entry >>> MODE_SHIFT) & 7) == DeliveryMode.ExtINT && this.lintAsserted(LVT_LINT0);

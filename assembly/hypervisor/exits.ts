@@ -29,10 +29,18 @@ export const enum MsrSlot {
   Count = 4,
 }
 
+const PORT_TABLE_BYTES: i32 = 2 * 65536 * 4;
+/**
+ * The per-port table is static memory, which a fresh instance has zeroed without touching it:
+ * a new machine pays for the pages only once exits land in them. (One hypervisor per instance.)
+ */
+const PORT_TABLE: usize = memory.data(PORT_TABLE_BYTES, 16);
+
 export class ExitCounters {
   byReason: StaticArray<f64> = new StaticArray<f64>(ExitReason.Count);
-  /** [direction (0 in, 1 out) × 65536 ports] */
-  byPort: StaticArray<u32> = new StaticArray<u32>(2 * 65536);
+  /** [direction (0 in, 1 out) × 65536 ports] of u32 */
+  byPort: usize = PORT_TABLE;
+  private portsCounted: bool = false;
   /** [direction (0 read, 1 write) × region × 256 registers (offset >> 4)] */
   byMmioRegister: StaticArray<u32> = new StaticArray<u32>(2 * MmioRegion.Count * 256);
   /** [direction (0 read, 1 write) × MSR slot] */
@@ -40,7 +48,8 @@ export class ExitCounters {
 
   clear(): void {
     this.byReason.fill(0);
-    this.byPort.fill(0);
+    if (this.portsCounted) memory.fill(this.byPort, 0, PORT_TABLE_BYTES);
+    this.portsCounted = false;
     this.byMmioRegister.fill(0);
     this.byMsr.fill(0);
   }
@@ -49,8 +58,22 @@ export class ExitCounters {
   io(port: u32, write: bool): void {
     const reason = write ? ExitReason.IoOut : ExitReason.IoIn;
     unchecked((this.byReason[reason] += 1));
-    const i = (write ? 65536 : 0) + <i32>(port & 0xffff);
-    unchecked((this.byPort[i] += 1));
+    const at = this.byPort + ((<usize>(write ? 65536 : 0) + <usize>(port & 0xffff)) << 2);
+    store<u32>(at, load<u32>(at) + 1);
+    this.portsCounted = true;
+  }
+
+  /** Writes the ports with at least one exit, ascending, as u32s at `list`; returns how many. */
+  usedPorts(list: usize): i32 {
+    if (!this.portsCounted) return 0;
+    let n = 0;
+    for (let port: usize = 0; port < 65536; port++) {
+      if ((load<u32>(this.byPort + (port << 2)) | load<u32>(this.byPort + ((65536 + port) << 2))) != 0) {
+        store<u32>(list + (<usize>n << 2), <u32>port);
+        n++;
+      }
+    }
+    return n;
   }
 
   @inline

@@ -64,7 +64,7 @@ export class Hypervisor {
     const t = this.traps;
     t.clear();
     if (this.policy == Policy.Full) {
-      for (let port: u32 = 0; port < 65536; port++) t.set(port, TRAP_READ | TRAP_WRITE, true);
+      t.setAll(TRAP_READ | TRAP_WRITE);
     } else if (this.policy == Policy.Blmvisor) {
       const c = this.board.config;
       if (c.pic) this.picShadow.armTraps(t);
@@ -124,7 +124,7 @@ export class Hypervisor {
     if (c.pic && isPicPort(port)) {
       if (write) this.picShadow.observeWrite(port, value);
       else this.picShadow.observeRead(port, value);
-      if (this.policy == Policy.Blmvisor) this.picShadow.armTraps(this.traps);
+      if (this.policy == Policy.Blmvisor) this.picShadow.armChipTraps(port, this.traps);
     } else if (c.pit && isPitPort(port)) {
       this.pitShadow.now = this.board.now;
       if (write) this.pitShadow.observeWrite(port, value);

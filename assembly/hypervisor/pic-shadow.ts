@@ -158,10 +158,9 @@ export class PicChipShadow {
 
   armTraps(traps: IoTraps): void {
     const c = this.ctl;
-    traps.set(this.command, TRAP_WRITE, true);
-    traps.set(this.data, TRAP_WRITE, c.initStep != InitStep.Ready || c.pollPending);
-    traps.set(this.command, TRAP_READ, c.pollPending);
-    traps.set(this.data, TRAP_READ, c.pollPending);
+    const reads: u8 = c.pollPending ? TRAP_READ : 0;
+    traps.put(this.command, TRAP_WRITE | reads);
+    traps.put(this.data, (c.initStep != InitStep.Ready || c.pollPending ? TRAP_WRITE : 0) | reads);
   }
 
   describe(io: FieldIO): void {
@@ -226,8 +225,14 @@ export class PicShadow extends DeviceShadow {
   armTraps(traps: IoTraps): void {
     this.master.armTraps(traps);
     this.slave.armTraps(traps);
-    traps.set(ELCR_MASTER_PORT, TRAP_READ | TRAP_WRITE, false);
-    traps.set(ELCR_SLAVE_PORT, TRAP_READ | TRAP_WRITE, false);
+    traps.put(ELCR_MASTER_PORT, 0);
+    traps.put(ELCR_SLAVE_PORT, 0);
+  }
+
+  /** After an access to `port`: only that chip's needs can have changed (ELCR has none). */
+  armChipTraps(port: u32, traps: IoTraps): void {
+    const chip = this.chipOf(port);
+    if (chip) chip.armTraps(traps);
   }
 
   describe(io: FieldIO): void {

@@ -66,11 +66,10 @@ export class PitShadow extends DeviceShadow {
 
   armTraps(traps: IoTraps): void {
     for (let i = 0; i < PIT_CHANNELS; i++) {
-      const port = FIRST_DATA_PORT + <u32>i;
-      traps.set(port, TRAP_WRITE, true);
-      traps.set(port, TRAP_READ, unchecked(this.channels[i]).readChangesState());
+      const reads: u8 = unchecked(this.channels[i]).readChangesState() ? TRAP_READ : 0;
+      traps.put(FIRST_DATA_PORT + <u32>i, TRAP_WRITE | reads);
     }
-    traps.set(PIT_CONTROL_PORT, TRAP_WRITE, true);
+    traps.put(PIT_CONTROL_PORT, TRAP_WRITE);
   }
 
   describe(io: FieldIO): void {

@@ -4,21 +4,43 @@
 export const TRAP_READ: u8 = 1;
 export const TRAP_WRITE: u8 = 2;
 
-export class IoTraps {
-  bits: StaticArray<u8> = new StaticArray<u8>(65536);
+const PORTS: usize = 65536;
+/** Static memory, zero in a fresh instance without being touched. (One trap set per instance.) */
+const TRAP_BITS: usize = memory.data(<i32>PORTS, 16);
 
-  set(port: u32, mask: u8, on: bool): void {
-    const i = <i32>(port & 0xffff);
-    const b = unchecked(this.bits[i]);
-    unchecked((this.bits[i] = on ? b | mask : b & ~mask));
+export class IoTraps {
+  private bits: usize = TRAP_BITS;
+  /** The ports a bit may be set on since the last clear (none when low > high): all clear() wipes. */
+  private low: usize = PORTS;
+  private high: usize = 0;
+
+  /** Sets both of a port's bits at once (its device's shadow owns them). */
+  @inline
+  put(port: u32, bits: u8): void {
+    const p = <usize>(port & 0xffff);
+    store<u8>(this.bits + p, bits);
+    if (bits != 0) {
+      if (p < this.low) this.low = p;
+      if (p > this.high) this.high = p;
+    }
   }
 
+  @inline
   traps(port: u32, mask: u8): bool {
-    return (unchecked(this.bits[<i32>(port & 0xffff)]) & mask) != 0;
+    return (load<u8>(this.bits + <usize>(port & 0xffff)) & mask) != 0;
+  }
+
+  /** Sets `mask` on every port at once. */
+  setAll(mask: u8): void {
+    memory.fill(this.bits, mask, PORTS);
+    this.low = 0;
+    this.high = PORTS - 1;
   }
 
   clear(): void {
-    for (let i = 0; i < 65536; i++) unchecked((this.bits[i] = 0));
+    if (this.low <= this.high) memory.fill(this.bits + this.low, 0, this.high - this.low + 1);
+    this.low = PORTS;
+    this.high = 0;
   }
 }
 

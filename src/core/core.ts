@@ -42,12 +42,15 @@ export interface CoreExports extends ASUtil {
   shadowState(): void;
   exitsByReason(): number;
   exitsByPort(): number;
+  exitPortsUsed(): number;
+  exitPortList(): number;
   exitsByMmioRegister(): number;
   exitsByMsr(): number;
   reconstructWindow(): number;
   fixupActive(): number;
   replayScratch(bytes: number): number;
   replayRecords(from: number, to: number): number;
+  decodeRecords(from: number, to: number): number;
   replayStatus(which: number): number;
   RECORD_SIZE: WebAssembly.Global;
   STOP_END: WebAssembly.Global;

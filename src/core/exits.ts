@@ -20,18 +20,15 @@ export interface ExitReport {
 }
 
 export function readExits(core: CoreExports): ExitReport {
+  const used = core.exitPortsUsed();
   const buf = core.memory.buffer;
   const reasons = new Float64Array(buf, core.exitsByReason(), EXIT_REASONS.length);
   const ports = new Uint32Array(buf, core.exitsByPort(), 2 * 65536);
   const regs = new Uint32Array(buf, core.exitsByMmioRegister(), 2 * MMIO_REGIONS.length * 256);
   const msrs = new Uint32Array(buf, core.exitsByMsr(), 2 * MSR_SLOTS.length);
   const byReason = Object.fromEntries(EXIT_REASONS.map((r, i) => [r, reasons[i]])) as Record<ExitReason, number>;
-  const byPort: ExitReport["byPort"] = [];
-  for (let port = 0; port < 65536; port++) {
-    const i = ports[port];
-    const o = ports[65536 + port];
-    if (i || o) byPort.push({ port, in: i, out: o });
-  }
+  // The core lists the ports with exits: no 65536-port scan here.
+  const byPort: ExitReport["byPort"] = [...new Uint32Array(buf, core.exitPortList(), used)].map((port) => ({ port, in: ports[port], out: ports[65536 + port] }));
   const byRegister: ExitReport["byRegister"] = [];
   const half = MMIO_REGIONS.length * 256;
   for (let k = 0; k < half; k++) {

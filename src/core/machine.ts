@@ -60,6 +60,10 @@ export class DeviceStateError extends Error {
   override name = "DeviceStateError";
 }
 
+/** Cores of released machines, for create() to reset and reuse: a new instance costs far more. */
+const spareCores: CoreExports[] = [];
+const MAX_SPARE_CORES = 8;
+
 /** Schemas depend only on the core build, so one copy serves every machine. */
 const schemas = new Map<string, Schema>();
 let reconstructWindowNs: number | undefined;
@@ -88,6 +92,7 @@ export class Machine {
   readonly now: () => number;
   /** Time of the next device timer event (PIT OUT0 change or local APIC timer); about 9.2e18 if none. */
   readonly nextTimerEvent: () => number;
+  private released = false;
 
   private constructor(options: MachineOptions) {
     this.config = { ...DEFAULT_CONFIG, ...stripUndefined(options) };
@@ -97,7 +102,7 @@ export class Machine {
       const hz = this.config[k];
       if (!Number.isInteger(hz) || hz < 1 || hz > MAX_CLOCK_HZ) throw new RangeError(`${k} must be a whole number of Hz from 1 to ${MAX_CLOCK_HZ}, got ${hz}`);
     }
-    const core = (this.core = instantiateCore());
+    const core = (this.core = spareCores.pop() ?? instantiateCore());
     const c = this.config;
     core.init(+c.pic, +c.pit, +c.lapic, +c.ioapic, +c.pitIrq0, +c.compatQemu, c.apicBusHz, c.tscHz, POLICY_CODE[this.policy], options.startTime ?? 0);
     this.outb = core.outb;
@@ -118,6 +123,29 @@ export class Machine {
 
   static create(options: MachineOptions = {}): Machine {
     return new Machine(options);
+  }
+
+  /**
+   * Gets the core ready before time matters (a migration's downtime): compiles the module,
+   * runs capture, reconstruction and the exit report once so that their first real use is not
+   * their first use, and leaves spare cores for the next create() calls.
+   */
+  static prepare(): void {
+    const m = Machine.create();
+    const copy = Machine.reconstruct(m.capture());
+    copy.exits();
+    m.release();
+    copy.release();
+  }
+
+  /**
+   * Hands this machine's core to the next create() (which resets it). The machine must not be
+   * used afterwards: its operations are the core's own exports and would drive the new owner.
+   */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    if (spareCores.length < MAX_SPARE_CORES) spareCores.push(this.core);
   }
 
   rdmsr(msr: number): bigint {
@@ -198,7 +226,7 @@ export class Machine {
     // The values must be copied before the schema is fetched: building it reuses the buffer.
     const values = this.fieldView(this.core.fieldCount()).slice();
     const schema = this.schema(kind, schemaOf);
-    return fieldsToObject(schema.names, values);
+    return fieldsToObject(schema, values);
   }
 
   private schema(kind: string, schemaOf: () => number): Schema {

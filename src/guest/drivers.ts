@@ -45,22 +45,22 @@ export function interruptDriver(setup: InterruptSetup, machine: Machine): Interr
 }
 
 const PIT_HZ = 1_193_182;
-const LAPIC = 0xfee0_0000;
-const LAPIC_EOI = LAPIC + 0xb0;
-const LAPIC_SVR = LAPIC + 0xf0;
+export const LAPIC = 0xfee0_0000;
+export const LAPIC_EOI = LAPIC + 0xb0;
+export const LAPIC_SVR = LAPIC + 0xf0;
 const LAPIC_ISR = LAPIC + 0x100;
-const LAPIC_LVT_TIMER = LAPIC + 0x320;
-const LAPIC_LVT_LINT0 = LAPIC + 0x350;
+export const LAPIC_LVT_TIMER = LAPIC + 0x320;
+export const LAPIC_LVT_LINT0 = LAPIC + 0x350;
 const LAPIC_LVT_LINT1 = LAPIC + 0x360;
 const LAPIC_LVT_ERROR = LAPIC + 0x370;
-const LAPIC_INITIAL_COUNT = LAPIC + 0x380;
-const LAPIC_CURRENT_COUNT = LAPIC + 0x390;
-const LAPIC_DIVIDE = LAPIC + 0x3e0;
+export const LAPIC_INITIAL_COUNT = LAPIC + 0x380;
+export const LAPIC_CURRENT_COUNT = LAPIC + 0x390;
+export const LAPIC_DIVIDE = LAPIC + 0x3e0;
 const LVT_MASKED = 1 << 16;
-const LVT_PERIODIC = 1 << 17;
+export const LVT_PERIODIC = 1 << 17;
 const DELIVERY_NMI = 4 << 8;
-const DELIVERY_EXTINT = 7 << 8;
-const SVR_ENABLE = 1 << 8;
+export const DELIVERY_EXTINT = 7 << 8;
+export const SVR_ENABLE = 1 << 8;
 const SPURIOUS_VECTOR = 0xff;
 const ERROR_VECTOR = 0xfe;
 
@@ -144,8 +144,8 @@ class PicDriver implements InterruptDriver {
   }
 }
 
-const IOAPIC_SELECT = 0xfec0_0000;
-const IOAPIC_WINDOW = 0xfec0_0010;
+export const IOAPIC_SELECT = 0xfec0_0000;
+export const IOAPIC_WINDOW = 0xfec0_0010;
 const REDIRECTION_LEVEL = 1 << 15;
 /**
  * Divide configuration 0b1011: divide by 1. The phase of a divided clock within its period is

@@ -35,6 +35,18 @@ export function countBits(bitmap: Uint32Array): number {
   return n;
 }
 
+/** The first page at or after `from` whose bit is set in a page bitmap, or -1. */
+export function nextSetBit(bitmap: Uint32Array, from: number): number {
+  let w = from >>> 5;
+  if (w >= bitmap.length) return -1;
+  let bits = bitmap[w] & (~0 << (from & 31));
+  while (bits === 0) {
+    if (++w >= bitmap.length) return -1;
+    bits = bitmap[w];
+  }
+  return 32 * w + (31 - Math.clz32(bits & -bits));
+}
+
 export class GuestMemory {
   readonly bytes: number;
   readonly pageCount: number;
@@ -89,7 +101,22 @@ export class GuestMemory {
   /** Makes page p zero again (and cheap to recognise as such). Not dirty-logged. */
   zeroPage(p: number): void {
     this.checkPage(p);
-    if (!this.isTouched(p)) return;
+    if (this.isTouched(p)) this.clearPage(p);
+  }
+
+  /** zeroPage for `count` pages from `first`; 32 untouched pages at a time cost one test. */
+  zeroPages(first: number, count: number): void {
+    if (count === 0) return;
+    this.checkPage(first);
+    this.checkPage(first + count - 1);
+    const end = first + count;
+    for (let p = first; p < end; p++) {
+      if ((p & 31) === 0 && p + 32 <= end && this.touched[p >>> 5] === 0) p += 31;
+      else if (this.isTouched(p)) this.clearPage(p);
+    }
+  }
+
+  private clearPage(p: number): void {
     const slab = this.slabs[p >>> SLAB_PAGE_SHIFT]!;
     const start = (p & SLAB_PAGE_MASK) * WORDS_PER_PAGE;
     slab.fill(0, start, start + WORDS_PER_PAGE);

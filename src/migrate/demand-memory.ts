@@ -54,6 +54,11 @@ export class DemandMemory extends GuestMemory {
     this.arrived(p);
   }
 
+  override zeroPages(first: number, count: number): void {
+    super.zeroPages(first, count);
+    for (let p = first; p < first + count; p++) this.arrived(p);
+  }
+
   override write32(addr: number, value: number): void {
     if (this.absent !== undefined) this.check(Math.floor(addr / PAGE_SIZE));
     super.write32(addr, value);

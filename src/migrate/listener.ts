@@ -6,7 +6,7 @@
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
-import { instantiateCore } from "../core/core.js";
+import { Machine } from "../core/machine.js";
 import { Admission, DEFAULT_LIMITS, addressOf, type AdmissionLimits } from "./admission.js";
 import { DestinationSession, type DestinationOptions } from "./destination.js";
 import { MAX_PAYLOAD, encode } from "./protocol.js";
@@ -37,8 +37,8 @@ export interface Listener {
 }
 
 export async function listen(options: ListenOptions): Promise<Listener> {
-  // Compiled now, the core's module is ready when a migration's downtime starts.
-  instantiateCore();
+  // Prepared now, the core is ready when a migration's downtime starts.
+  Machine.prepare();
   const admission = new Admission({ ...DEFAULT_LIMITS, ...options.limits });
   let https: Server | undefined;
   let server: WebSocketServer;

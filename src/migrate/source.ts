@@ -14,9 +14,9 @@
 // (postcopy-source.ts) hands the guest over before its memory, hybrid after a few rounds.
 
 import { performance } from "node:perf_hooks";
-import { DeviceStateError } from "../core/machine.js";
+import { DeviceStateError, Machine } from "../core/machine.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../guest/digest.js";
-import { countBits } from "../guest/memory.js";
+import { countBits, nextSetBit } from "../guest/memory.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../guest/page.js";
 import { BatchBuilder } from "./batch.js";
 import { postcopy } from "./postcopy-source.js";
@@ -158,6 +158,8 @@ export class SourceSession {
   // ---- steps ----------------------------------------------------------------------------------
 
   private async setup(): Promise<void> {
+    // Capture and the exit report then run warm inside the downtime.
+    Machine.prepare();
     this.progress("setup", 0, 0);
     const channel = (this.channel = openChannel(this.connectOptions()));
     // A cancel counts only before the commit: after it, the guest is the destination's.
@@ -283,17 +285,12 @@ export class SourceSession {
     const start = (this.roundStart = performance.now());
     const total = pages ? countBits(pages) : this.live.guest.memory.pageCount;
     let done = 0;
-    const send = async (p: number): Promise<void> => {
+    // Pages in order: every page, or the set bits of `pages`. Only a full batch waits.
+    const next = pages ? (q: number) => nextSetBit(pages, q + 1) : (q: number) => (q + 1 < total ? q + 1 : -1);
+    for (let p = next(-1); p >= 0; p = next(p)) {
       if (this.batchFull) await this.flush(stat, round, (total - done) * PAGE_SIZE);
       this.addPage(p, round > 0);
       done++;
-    };
-    if (pages) {
-      for (let w = 0; w < pages.length; w++) {
-        for (let bits = pages[w]; bits !== 0; bits &= bits - 1) await send(32 * w + (31 - Math.clz32(bits & -bits)));
-      }
-    } else {
-      for (let p = 0; p < total; p++) await send(p);
     }
     if (!this.batchEmpty) await this.flush(stat, round, 0);
     stat.durationMs = performance.now() - start;
@@ -309,15 +306,15 @@ export class SourceSession {
    */
   addPage(p: number, resent: boolean): boolean {
     const memory = this.live.guest.memory;
-    const zero = memory.isZero(p);
-    if (zero && this.zeroPages) {
+    const page = memory.page(p);
+    const crc = pageChecksum(page);
+    // Only a page with the zero page's CRC can be zero: every other page skips the scan.
+    if (this.zeroPages && crc === ZERO_PAGE_CRC && memory.isZero(p)) {
       this.batch.add(p, ZERO_PAGE, ZERO_PAGE_CRC, true);
       this.checksums.crcs[p] = ZERO_PAGE_CRC;
       this.xbzrle?.forget(p);
       return false;
     }
-    const page = memory.page(p);
-    const crc = zero ? ZERO_PAGE_CRC : pageChecksum(page);
     this.checksums.crcs[p] = crc;
     if (!this.xbzrle?.add(p, page, crc, resent)) this.batch.add(p, page, crc, false);
     return true;

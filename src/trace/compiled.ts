@@ -136,46 +136,73 @@ function readTime(view: DataView, offset: number): number {
 /** Compiles a text trace into a .btrace file, streaming. Throws TraceError on a bad trace. */
 export async function compileTrace(inPath: string, outPath: string): Promise<{ records: number; labels: number }> {
   const trace = await openTrace(inPath);
-  const out = await open(outPath, "w");
+  const writer = await CompiledTraceWriter.create(outPath, trace.header);
   try {
-    const source = trace.header.source === undefined ? Buffer.alloc(0) : Buffer.from(trace.header.source, "utf8");
-    const recordsOffset = align8(HEADER_SIZE + source.length);
-    const head = Buffer.alloc(recordsOffset);
+    for await (const batch of trace.batches()) await writer.append(batch);
+    return await writer.finish();
+  } finally {
+    await writer.close();
+  }
+}
+
+/** Writes a .btrace file batch by batch: header space first, the header itself at the end. */
+export class CompiledTraceWriter {
+  private readonly labels = new Map<string, number>();
+  private records = 0;
+  private position: number;
+
+  private constructor(
+    private readonly out: FileHandle,
+    private readonly header: TraceHeader,
+    private readonly head: Buffer,
+    private readonly sourceLength: number,
+  ) {
+    this.position = head.length;
+  }
+
+  static async create(path: string, header: TraceHeader): Promise<CompiledTraceWriter> {
+    const out = await open(path, "w");
+    const source = header.source === undefined ? Buffer.alloc(0) : Buffer.from(header.source, "utf8");
+    const head = Buffer.alloc(align8(HEADER_SIZE + source.length));
     source.copy(head, HEADER_SIZE);
     await out.write(head, 0, head.length, 0);
+    return new CompiledTraceWriter(out, header, head, source.length);
+  }
 
-    const labels = new Map<string, number>();
-    let records = 0;
-    let position = recordsOffset;
-    for await (const batch of trace.batches()) {
-      const bytes = Buffer.alloc(batch.length * RECORD_SIZE);
-      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-      for (let i = 0; i < batch.length; i++) {
-        const e = batch[i];
-        let labelIndex = 0;
-        if (e.op === Op.Mark) {
-          labelIndex = labels.get(e.label) ?? labels.size;
-          labels.set(e.label, labelIndex);
-        }
-        encodeRecord(view, i * RECORD_SIZE, e, labelIndex);
+  /** Appends the events of `batch` as records. */
+  async append(batch: readonly TraceEvent[]): Promise<void> {
+    const bytes = Buffer.alloc(batch.length * RECORD_SIZE);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+    for (let i = 0; i < batch.length; i++) {
+      const e = batch[i];
+      let labelIndex = 0;
+      if (e.op === Op.Mark) {
+        labelIndex = this.labels.get(e.label) ?? this.labels.size;
+        this.labels.set(e.label, labelIndex);
       }
-      await out.write(bytes, 0, bytes.length, position);
-      position += bytes.length;
-      records += batch.length;
+      encodeRecord(view, i * RECORD_SIZE, e, labelIndex);
     }
+    await this.out.write(bytes, 0, bytes.length, this.position);
+    this.position += bytes.length;
+    this.records += batch.length;
+  }
 
-    const labelTable = Buffer.concat([...labels.keys()].flatMap((label) => {
+  /** Writes the label table and the header. */
+  async finish(): Promise<{ records: number; labels: number }> {
+    const labelTable = Buffer.concat([...this.labels.keys()].flatMap((label) => {
       const text = Buffer.from(label, "utf8");
       const length = Buffer.alloc(4);
       length.writeUInt32LE(text.length);
       return [length, text];
     }));
-    await out.write(labelTable, 0, labelTable.length, position);
-    writeHeader(head, trace.header, source.length, recordsOffset, records, position, labels.size);
-    await out.write(head, 0, HEADER_SIZE, 0);
-    return { records, labels: labels.size };
-  } finally {
-    await out.close();
+    await this.out.write(labelTable, 0, labelTable.length, this.position);
+    writeHeader(this.head, this.header, this.sourceLength, this.head.length, this.records, this.position, this.labels.size);
+    await this.out.write(this.head, 0, HEADER_SIZE, 0);
+    return { records: this.records, labels: this.labels.size };
+  }
+
+  async close(): Promise<void> {
+    await this.out.close();
   }
 }
 
@@ -299,7 +326,8 @@ export async function readCompiledChunks(path: string, recordsPerChunk: number =
 }
 
 async function readAt(file: FileHandle, position: number, length: number): Promise<Buffer> {
-  const bytes = Buffer.alloc(length);
+  // Every byte is either read from the file or cut off below.
+  const bytes = Buffer.allocUnsafe(length);
   const { bytesRead } = await file.read(bytes, 0, length, position);
   return bytes.subarray(0, bytesRead);
 }

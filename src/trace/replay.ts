@@ -265,6 +265,7 @@ export class Replayer {
     const t2 = performance.now();
     this.finishedExits.push(this.machine.exits());
     this.absorbCoreCounters(this.machine);
+    this.machine.release();
     this.machine = next;
     r.migrations.push({
       event: r.events,

@@ -1,0 +1,31 @@
+// The benchmark's destination process: a migration listener and, beside it, a plain WebSocket
+// sink that counts what it receives, so raw ws throughput is measured between the very same
+// two processes as the migration. It prints one JSON line with both addresses, then events.
+
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
+import { WebSocketServer } from "ws";
+import { listen } from "../src/migrate/listener.js";
+import { MAX_PAYLOAD } from "../src/migrate/protocol.js";
+
+const token = process.env.BLMV_TOKEN;
+if (!token) {
+  process.stderr.write("bench destination: BLMV_TOKEN is not set\n");
+  process.exit(2);
+}
+// Stopped by the benchmark with SIGTERM once its migration is measured: exit cleanly.
+process.once("SIGTERM", () => process.exit(0));
+const say = (o: object): void => void process.stdout.write(`${JSON.stringify(o)}\n`);
+
+const listener = await listen({ host: "127.0.0.1", port: 0, token, maxMemoryBytes: 2 ** 31, onEvent: say });
+const sink = new WebSocketServer({ host: "127.0.0.1", port: 0, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
+await once(sink, "listening");
+// Binary frames are counted; a text frame asks for the count so far.
+sink.on("connection", (ws) => {
+  let bytes = 0;
+  ws.on("message", (data: Buffer, binary: boolean) => {
+    if (binary) bytes += data.length;
+    else ws.send(String(bytes));
+  });
+});
+say({ event: "listening", migrate: listener.url, sink: `ws://127.0.0.1:${(sink.address() as AddressInfo).port}` });

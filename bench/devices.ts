@@ -1,0 +1,144 @@
+// B5: capture → msgpack → reconstruct of all four chips in a busy state, and B6: how many cases
+// per second the reconstruction property tests check (the tests themselves, run by vitest).
+
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { performance } from "node:perf_hooks";
+import { pack, unpack } from "msgpackr";
+import { Machine } from "../src/core/machine.js";
+import {
+  DELIVERY_EXTINT, IOAPIC_SELECT, IOAPIC_WINDOW, LAPIC_DIVIDE, LAPIC_INITIAL_COUNT, LAPIC_LVT_LINT0, LAPIC_LVT_TIMER, LAPIC_SVR,
+  LVT_PERIODIC, SVR_ENABLE,
+} from "../src/guest/drivers.js";
+import { median, type BenchResult } from "./result.js";
+
+/**
+ * All four chips mid-flight: both PICs initialised with interrupts in service, PIT channel 0
+ * ticking into IRQ0, channel 2 half way through a count write with a latch outstanding, the
+ * APIC timer periodic, an I/O APIC level line asserted and delivered, a pending ExtINT.
+ */
+export function busyMachine(): Machine {
+  const m = Machine.create({ policy: "blmvisor" });
+  for (const [port, value] of [[0x20, 0x11], [0x21, 0x20], [0x21, 0x04], [0x21, 0x01], [0xa0, 0x11], [0xa1, 0x28], [0xa1, 0x02], [0xa1, 0x01], [0x21, 0xf8], [0xa1, 0xfe]]) {
+    m.outb(port, value);
+  }
+  m.outb(0x43, 0x34);
+  m.outb(0x40, 0xa9);
+  m.outb(0x40, 0x04);
+  m.writel(LAPIC_SVR, SVR_ENABLE | 0xff);
+  m.writel(LAPIC_LVT_LINT0, DELIVERY_EXTINT);
+  m.writel(LAPIC_DIVIDE, 0x3);
+  m.writel(LAPIC_LVT_TIMER, LVT_PERIODIC | 0xec);
+  m.writel(LAPIC_INITIAL_COUNT, 250_000);
+  m.writel(IOAPIC_SELECT, 0x10 + 2 * 9);
+  m.writel(IOAPIC_WINDOW, 0x8000 | 0x49);
+  m.advanceTo(3_300_000);
+  m.inta();
+  m.setGsi(9, 1);
+  m.inta();
+  m.inta();
+  m.outb(0x61, 0x01);
+  m.outb(0x43, 0xb6);
+  m.outb(0x42, 0x34);
+  m.outb(0x43, 0x80);
+  m.advanceTo(4_700_123);
+  m.setIrq(1, 1);
+  return m;
+}
+
+export function benchDeviceMigration(quick: boolean): BenchResult {
+  const source = busyMachine();
+  const rounds = quick ? 50 : 1000;
+  const total: number[] = [];
+  const sourceSide: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < rounds + 10; i++) {
+    const t0 = performance.now();
+    const wire = pack(source.capture());
+    const t1 = performance.now();
+    const rebuilt = Machine.reconstruct(unpack(wire));
+    const t2 = performance.now();
+    if (rebuilt.now() < source.now()) throw new Error("B5: the rebuilt machine resumes before the source's time");
+    // As the replayer does when a migrated machine takes over: the old core serves the next one.
+    rebuilt.release();
+    // The first rounds warm the JIT and the core; they are not counted.
+    if (i >= 10) {
+      total.push((t2 - t0) * 1000);
+      sourceSide.push((t1 - t0) * 1000);
+    }
+    bytes = wire.length;
+  }
+  const measured = median(total);
+  const baseline = median(sourceSide);
+  return {
+    id: "B5",
+    what: "capture + msgpack + unpack + reconstruct, all four devices, busy",
+    measured,
+    unit: "µs",
+    baseline: { what: "capture + msgpack alone", value: baseline },
+    ratio: measured / baseline,
+    target: "median < 200 µs",
+    met: measured < 200,
+    details: { rounds, recordBytes: bytes, p90Us: percentile(total, 0.9), maxUs: Math.max(...total) },
+  };
+}
+
+/** The reconstruction properties of the test suite: file, test-name pattern. */
+const PROPERTIES: readonly { file: string; name: string }[] = [
+  { file: "test/pic-migration.test.ts", name: "capture → msgpack → reconstruct reproduces the PIC state" },
+  { file: "test/pit-migration.test.ts", name: "rebuilds the captured state" },
+  { file: "test/apic-migration.test.ts", name: "capture → msgpack → reconstruct gives the same local APIC" },
+];
+/** The repository (dist/bench/ is two levels below it): vitest and the tests are found from there. */
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+/** fast-check runs per property in the test suite (without DEEP). */
+const CASES_PER_PROPERTY = 1000;
+
+interface VitestJson {
+  testResults: { assertionResults: { fullName: string; status: string; duration: number }[] }[];
+}
+
+export function benchPropertyThroughput(quick: boolean): BenchResult {
+  const chosen = quick ? PROPERTIES.slice(0, 1) : PROPERTIES;
+  const dir = mkdtempSync(join(tmpdir(), "blmv-bench-"));
+  const out = join(dir, "vitest.json");
+  try {
+    const pattern = chosen.map((p) => escapeRegExp(p.name)).join("|");
+    const vitest = join(ROOT, "node_modules/vitest/vitest.mjs");
+    const run = spawnSync(process.execPath, [vitest, "run", ...chosen.map((p) => p.file), "-t", pattern, "--reporter=json", `--outputFile=${out}`], {
+      cwd: ROOT,
+      encoding: "utf8",
+      env: { ...process.env, DEEP: "" },
+    });
+    if (run.status !== 0) throw new Error(`B6: the property tests failed (exit ${run.status}): ${run.stderr.slice(-2000)}`);
+    const report = JSON.parse(readFileSync(out, "utf8")) as VitestJson;
+    const passed = report.testResults.flatMap((f) => f.assertionResults).filter((a) => a.status === "passed");
+    if (passed.length === 0) throw new Error("B6: no property test ran");
+    const ms = passed.reduce((a, t) => a + t.duration, 0);
+    const cases = passed.length * CASES_PER_PROPERTY;
+    const perSecond = (cases * 1000) / ms;
+    return {
+      id: "B6",
+      what: "reconstruction property tests (fast-check, vitest)",
+      measured: perSecond,
+      unit: "cases/s",
+      target: "≥ 1,000 cases/s",
+      met: perSecond >= 1000,
+      details: { properties: passed.map((t) => ({ name: t.fullName, cases: CASES_PER_PROPERTY, ms: t.duration })), cases, ms },
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function percentile(values: readonly number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}

@@ -1,0 +1,249 @@
+// B2, B3, B4, B7: live migrations of a running guest from this process to a destination process
+// over loopback WebSockets, and (B2) raw ws throughput between the same two processes.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes, randomFillSync } from "node:crypto";
+import { once } from "node:events";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+import { performance } from "node:perf_hooks";
+import WebSocket from "ws";
+import { GuestMemory } from "../src/guest/memory.js";
+import { WORK_BASE_PAGE } from "../src/guest/layout.js";
+import { PAGE_SIZE } from "../src/guest/page.js";
+import { BatchBuilder } from "../src/migrate/batch.js";
+import { bootGuest, type GuestRunSpec } from "../src/migrate/guest-run.js";
+import { LiveGuest } from "../src/migrate/live.js";
+import type { MigrationReport } from "../src/migrate/metrics.js";
+import { BATCH_DATA_BYTES, MAX_PAYLOAD, encode } from "../src/migrate/protocol.js";
+import { migrate, type SourceOptions } from "../src/migrate/source.js";
+import { median, type BenchResult } from "./result.js";
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+/** Bytes handed to the raw socket and not yet written, above which the raw sender waits. */
+const RAW_HIGH_WATER = 4 * MiB;
+/** The guest runs this long (virtual, in real time) before its migration starts. */
+const MIGRATE_AT_NS = 50_000_000;
+/** Long enough that the guest is still running (and dirtying) when its migration ends. */
+const RUN_END_NS = 600_000_000_000;
+const DESTINATION = fileURLToPath(new URL("./destination.js", import.meta.url));
+
+interface Destination {
+  child: ChildProcess;
+  migrateUrl: string;
+  sinkUrl: string;
+  token: string;
+}
+
+/** Runs `fn` with a fresh destination process, stopped afterwards whatever happens. */
+async function withDestination<T>(fn: (d: Destination) => Promise<T>): Promise<T> {
+  const token = randomBytes(16).toString("hex");
+  const child = spawn(process.execPath, [DESTINATION], { env: { ...process.env, BLMV_TOKEN: token }, stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    const lines = createInterface({ input: child.stdout! });
+    const first = await new Promise<{ migrate: string; sink: string }>((resolve, reject) => {
+      lines.once("line", (line) => resolve(JSON.parse(line) as { migrate: string; sink: string }));
+      child.once("exit", (code) => reject(new Error(`bench destination exited (${code}) before listening`)));
+    });
+    return await fn({ child, migrateUrl: first.migrate, sinkUrl: first.sink, token });
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, "exit");
+      child.kill("SIGTERM");
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000).unref())]);
+      child.kill("SIGKILL");
+    }
+  }
+}
+
+interface MigrationRun {
+  spec: GuestRunSpec;
+  /** Fill guest memory from 1 MiB up with random bytes before the guest starts. */
+  randomMemory: boolean;
+  bandwidth?: number;
+  downtimeLimitMs?: number;
+}
+
+/** Boots the guest here, lets it run, migrates it to `d` while it keeps running. */
+async function migrateOnce(d: Destination, run: MigrationRun): Promise<MigrationReport> {
+  const guest = bootGuest(run.spec);
+  if (run.randomMemory) fillRandom(guest.memory);
+  const live = new LiveGuest(guest, run.spec.endNs);
+  live.resume();
+  let handedOver = false;
+  const running = live.runLive(() => handedOver);
+  while (guest.now() < MIGRATE_AT_NS) await new Promise((r) => setTimeout(r, 2));
+  const options: SourceOptions = { url: d.migrateUrl, token: d.token, workload: run.spec.workload, bandwidth: run.bandwidth, downtimeLimitMs: run.downtimeLimitMs };
+  const report = await migrate(live, options);
+  handedOver = true;
+  await running;
+  if (report.status !== "completed") throw new Error(`migration ${report.status}: ${report.error?.message ?? "no reason given"}`);
+  return report;
+}
+
+function fillRandom(memory: GuestMemory): void {
+  const chunk = Buffer.allocUnsafe(64 * MiB);
+  for (let p = WORK_BASE_PAGE; p < memory.pageCount; p += chunk.length / PAGE_SIZE) {
+    randomFillSync(chunk);
+    const n = Math.min(chunk.length / PAGE_SIZE, memory.pageCount - p);
+    for (let i = 0; i < n; i++) memory.writePage(p + i, chunk.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+  }
+}
+
+function spec(memoryBytes: number, workload: string, extra: Partial<GuestRunSpec> = {}): GuestRunSpec {
+  return { workload, interrupts: "apic", memoryBytes, seed: 7, endNs: RUN_END_NS, ...extra };
+}
+
+/** Page bytes (not frame headers) over the time spent sending memory rounds. */
+function payloadThroughput(r: MigrationReport): { bytes: number; ms: number } {
+  const ms = r.roundStats.reduce((a, s) => a + s.durationMs, 0);
+  return { bytes: r.pages.normal * PAGE_SIZE, ms };
+}
+
+/**
+ * How fast pages go into guest memory never written before (the destination's case: each
+ * first write faults a fresh page in) and into memory written once already, in MiB/s; the
+ * median of three fresh memories of `bytes` each.
+ */
+function pageStoreRates(bytes: number): { freshMiBps: number; touchedMiBps: number } {
+  const page = randomBytes(PAGE_SIZE);
+  const pass = (memory: GuestMemory): number => {
+    const start = performance.now();
+    for (let p = 0; p < memory.pageCount; p++) memory.writePage(p, page);
+    return bytes / MiB / ((performance.now() - start) / 1000);
+  };
+  const fresh: number[] = [];
+  const touched: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const memory = new GuestMemory(bytes);
+    fresh.push(pass(memory));
+    touched.push(pass(memory));
+  }
+  return { freshMiBps: median(fresh), touchedMiBps: median(touched) };
+}
+
+/** The size of a full `pages` frame of data pages: what the migration puts on the wire. */
+function pagesFrameBytes(): number {
+  const batch = new BatchBuilder();
+  const page = randomBytes(PAGE_SIZE);
+  for (let p = 0; p < BATCH_DATA_BYTES / PAGE_SIZE; p++) batch.add(WORK_BASE_PAGE + p, page, 0, false);
+  return encode(batch.take(0, 0)).length;
+}
+
+/** Sends `total` bytes as binary frames of `frameBytes` to the sink; returns the time until it has them all. */
+async function rawSend(url: string, frameBytes: number, total: number): Promise<{ bytes: number; ms: number }> {
+  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: MAX_PAYLOAD });
+  await once(ws, "open");
+  try {
+    const frame = randomBytes(frameBytes);
+    const frames = Math.ceil(total / frameBytes);
+    let inflight = 0;
+    let wake: (() => void) | undefined;
+    const start = performance.now();
+    for (let i = 0; i < frames; i++) {
+      while (inflight > RAW_HIGH_WATER) await new Promise<void>((r) => (wake = r));
+      inflight += frame.length;
+      ws.send(frame, { binary: true }, () => {
+        inflight -= frame.length;
+        wake?.();
+      });
+    }
+    ws.send("count");
+    const [reply] = (await once(ws, "message")) as [Buffer];
+    const ms = performance.now() - start;
+    const bytes = Number(reply.toString());
+    if (bytes !== frames * frameBytes) throw new Error(`raw sink counted ${bytes} bytes, ${frames * frameBytes} were sent`);
+    return { bytes, ms };
+  } finally {
+    ws.close();
+  }
+}
+
+export async function benchIncompressible(quick: boolean): Promise<BenchResult> {
+  const memoryBytes = quick ? 32 * MiB : GiB;
+  // Measured while no other process of the benchmark runs.
+  const pageStores = pageStoreRates(quick ? 16 * MiB : 128 * MiB);
+  return withDestination(async (d) => {
+    const frameBytes = pagesFrameBytes();
+    const raw = await rawSend(d.sinkUrl, frameBytes, memoryBytes);
+    const report = await migrateOnce(d, { spec: spec(memoryBytes, "idle", { dirtyBytesPerSecond: 0 }), randomMemory: true });
+    const moved = payloadThroughput(report);
+    const rawRate = (raw.bytes / raw.ms) * 1000;
+    const rate = (moved.bytes / moved.ms) * 1000;
+    return {
+      id: "B2",
+      what: `migration payload throughput, ${memoryBytes / MiB} MiB incompressible guest, loopback`,
+      measured: rate / MiB,
+      unit: "MiB/s",
+      baseline: { what: `raw ws, same processes, ${frameBytes}-byte frames`, value: rawRate / MiB },
+      ratio: rate / rawRate,
+      ratioOf: "of raw",
+      target: "≥ 0.75× raw ws",
+      met: rate >= 0.75 * rawRate,
+      details: { frameBytes, raw, pageStores, migration: { payloadBytes: moved.bytes, memoryMs: moved.ms, totalMs: report.totalMs, rounds: report.rounds, bytesOnWire: report.bytes.total } },
+    };
+  });
+}
+
+export async function benchIdle(quick: boolean): Promise<BenchResult> {
+  const memoryBytes = quick ? 32 * MiB : GiB;
+  const report = await withDestination((d) => migrateOnce(d, { spec: spec(memoryBytes, "idle", { dirtyBytesPerSecond: 0 }), randomMemory: false }));
+  return {
+    id: "B3",
+    what: `migration of an idle ${memoryBytes / MiB} MiB guest (zero pages)`,
+    measured: report.totalMs,
+    unit: "ms",
+    target: "total < 300 ms",
+    met: report.totalMs < 300,
+    details: { setupMs: report.setupMs, downtimeMs: report.downtimeMs, pages: report.pages, bytesOnWire: report.bytes.total },
+  };
+}
+
+export async function benchHotSet(quick: boolean): Promise<BenchResult> {
+  const memoryBytes = quick ? 32 * MiB : GiB;
+  const runs: MigrationReport[] = [];
+  for (let i = 0; i < 5; i++) {
+    const run = spec(memoryBytes, "uniform", { workingSetBytes: 4 * MiB, dirtyBytesPerSecond: 256 * MiB, seed: 7 + i });
+    runs.push(await withDestination((d) => migrateOnce(d, { spec: run, randomMemory: false })));
+  }
+  const downtimes = runs.map((r) => r.downtimeMs);
+  const measured = median(downtimes);
+  return {
+    id: "B4",
+    what: `downtime, ${memoryBytes / MiB} MiB guest, 4 MiB hot set dirtied at 256 MiB/s`,
+    measured,
+    unit: "ms",
+    target: "median of 5 ≤ 10 ms",
+    met: measured <= 10,
+    details: {
+      downtimesMs: downtimes,
+      stopCopyPages: runs.map((r) => r.roundStats[r.roundStats.length - 1].pages),
+      stopCopyMs: runs.map((r) => r.roundStats[r.roundStats.length - 1].durationMs),
+      rounds: runs.map((r) => r.rounds),
+    },
+  };
+}
+
+export async function benchModel(quick: boolean): Promise<BenchResult> {
+  const memoryBytes = quick ? 32 * MiB : GiB;
+  const bandwidth = 1e9 / 8;
+  const dirty = 16 * MiB;
+  const run = spec(memoryBytes, "uniform", { workingSetBytes: memoryBytes / 2, dirtyBytesPerSecond: dirty });
+  const report = await withDestination((d) => migrateOnce(d, { spec: run, randomMemory: true, bandwidth }));
+  const predicted = report.model?.prediction.totalMs;
+  if (predicted === undefined) throw new Error("B7: the migration report carries no model prediction");
+  const ratio = report.totalMs / predicted;
+  return {
+    id: "B7",
+    what: `total time vs model, ${memoryBytes / MiB} MiB guest dirtying ${dirty / MiB} MiB/s, 1 Gbit/s link`,
+    measured: report.totalMs,
+    unit: "ms",
+    baseline: { what: "model's prediction", value: predicted },
+    ratio,
+    ratioOf: "of prediction",
+    target: "within ±10 % of the model",
+    met: Math.abs(ratio - 1) <= 0.1,
+    details: { model: report.model, rounds: report.rounds, downtimeMs: report.downtimeMs, setupMs: report.setupMs, dirtyRateBytesPerSec: report.dirtyRateBytesPerSec },
+  };
+}

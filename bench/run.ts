@@ -1,0 +1,71 @@
+// `npm run bench [-- --quick] [-- --only B1,B5] [-- --json FILE]`: runs the benchmarks, prints
+// the machine and a table (measured, same-run baseline, ratio, target, met), writes the JSON.
+
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { loadavg } from "node:os";
+import { parseArgs } from "node:util";
+import { performance } from "node:perf_hooks";
+import { benchDeviceMigration, benchPropertyThroughput } from "./devices.js";
+import { benchHotSet, benchIdle, benchIncompressible, benchModel } from "./migration.js";
+import { benchReplay } from "./replay.js";
+import { machineInfo, table, type BenchResult } from "./result.js";
+
+type Bench = (quick: boolean) => BenchResult | Promise<BenchResult>;
+const BENCHES: Record<string, Bench> = {
+  B1: benchReplay,
+  B2: benchIncompressible,
+  B3: benchIdle,
+  B4: benchHotSet,
+  B5: benchDeviceMigration,
+  B6: benchPropertyThroughput,
+  B7: benchModel,
+};
+
+const USAGE = "usage: npm run bench [-- --quick] [--only B1,B2,...] [--json FILE]";
+
+function options(): { quick: boolean; only: string[]; json: string } {
+  try {
+    const { values } = parseArgs({
+      options: { quick: { type: "boolean", default: false }, only: { type: "string" }, json: { type: "string" }, help: { type: "boolean", default: false } },
+      strict: true,
+    });
+    if (values.help) {
+      process.stdout.write(`${USAGE}\n`);
+      process.exit(0);
+    }
+    const only = values.only ? values.only.split(",").map((s) => s.trim().toUpperCase()) : Object.keys(BENCHES);
+    const unknown = only.filter((id) => !(id in BENCHES));
+    if (unknown.length > 0) throw new Error(`--only: unknown benchmark ${unknown.join(", ")} (known: ${Object.keys(BENCHES).join(", ")})`);
+    const json = values.json ?? (values.quick ? "bench-results/quick.json" : "bench-results/results.json");
+    return { quick: values.quick, only, json };
+  } catch (e) {
+    process.stderr.write(`bench: ${e instanceof Error ? e.message : String(e)}\n${USAGE}\n`);
+    process.exit(2);
+  }
+}
+
+const { quick, only, json } = options();
+const machine = machineInfo();
+process.stdout.write(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.platform}, load average ${machine.loadAverage}${quick ? " — quick mode (small sizes)" : ""}\n`);
+const results: BenchResult[] = [];
+const failures: { id: string; error: string }[] = [];
+const started = performance.now();
+for (const id of only) {
+  const t = performance.now();
+  try {
+    const r = await BENCHES[id](quick);
+    results.push(r);
+    process.stdout.write(`${id} ${r.met ? "met" : "NOT met"}: ${r.what} (${((performance.now() - t) / 1000).toFixed(1)} s)\n`);
+  } catch (e) {
+    failures.push({ id, error: e instanceof Error ? e.message : String(e) });
+    process.stdout.write(`${id} FAILED: ${failures[failures.length - 1].error}\n`);
+  }
+}
+process.stdout.write(`\n${table(results)}\n`);
+mkdirSync(dirname(json), { recursive: true });
+const loadAfter = Math.round(loadavg()[0] * 100) / 100;
+process.stdout.write(`load average at the end: ${loadAfter}\n`);
+writeFileSync(json, `${JSON.stringify({ date: new Date().toISOString(), quick, machine, loadAverageAtEnd: loadAfter, seconds: (performance.now() - started) / 1000, results, failures }, null, 2)}\n`);
+process.stdout.write(`\nwritten to ${json}\n`);
+process.exit(failures.length > 0 ? 1 : 0);
