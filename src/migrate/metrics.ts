@@ -1,5 +1,6 @@
 // What a migration measured, as one plain object (the `--json` output).
 
+import type { AckStats } from "./ack-window.js";
 import { EXIT_REASONS, type ExitReason } from "../core/exits.js";
 import { PAGE_SIZE } from "../guest/page.js";
 import type { ErrorCode, SessionFate } from "./protocol.js";
@@ -97,6 +98,8 @@ export interface MigrationReport {
   /** VM exits the hypervisor counted on the source up to the pause, by reason. */
   exits: { total: number; byReason: Record<ExitReason, number> };
   model?: { input: ModelInput; prediction: ModelPrediction };
+  /** Flow control, when the destination acknowledged batches. */
+  acks?: AckStats;
   /** SHA-256 over the per-page CRC-32s both sides agreed on at stop-and-copy (hex). */
   memoryDigest?: string;
   /** After a commit whose confirmation was lost: the destination's answer when asked, or "unreachable". */
