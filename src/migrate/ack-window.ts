@@ -6,10 +6,10 @@
 // link: twice its bandwidth-delay product — the delivery rate while something was in flight,
 // times the shortest send-to-acknowledgement time seen — within fixed bounds.
 
-import { ProtocolError } from "./protocol.js";
+import { BATCH_DATA_BYTES, ProtocolError } from "./protocol.js";
 
-/** Two batches: one on its way while the destination stores the one before. */
-export const MIN_WINDOW_BYTES = 2 * 1024 * 1024;
+/** Two full batches with their headers: one on its way while the destination stores the one before. */
+export const MIN_WINDOW_BYTES = 2 * (BATCH_DATA_BYTES + 64 * 1024);
 export const MAX_WINDOW_BYTES = 64 * 1024 * 1024;
 /** Batches in flight at most, whatever their size (post-copy batches are small). */
 export const MAX_BATCHES_IN_FLIGHT = 1024;

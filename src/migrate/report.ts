@@ -93,7 +93,7 @@ export function formatReport(r: MigrationReport): string {
   row("throughput", `${formatRate(r.throughputBytesPerSec)}${r.bandwidthLimitBytesPerSec ? `  (limit ${formatRate(r.bandwidthLimitBytesPerSec)})` : ""}`);
   if (r.acks) {
     const a = r.acks;
-    row("acknowledged", `${formatBytes(a.ackedBytes)} at ${formatRate(a.deliveryBytesPerSec)} while in flight; in flight at most ${formatBytes(a.maxInFlightBytes)} (window up to ${formatBytes(a.maxWindowBytes)}), quickest ack ${formatMs(a.minRttMs)}`);
+    row("acknowledged", `${formatBytes(a.ackedBytes)}; in flight at most ${formatBytes(a.maxInFlightBytes)} (window up to ${formatBytes(a.maxWindowBytes)}), quickest ack ${formatMs(a.minRttMs)}`);
   }
   row("throttle", r.throttleSteps ? `${r.throttlePercent}% after ${r.throttleSteps} auto-converge step(s)` : "none");
   const reasons = Object.entries(r.exits.byReason).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
