@@ -6,8 +6,9 @@
 // sides see a peer that lacks it.
 
 import { unpack } from "msgpackr";
-import WebSocket, { WebSocketServer } from "ws";
+import WebSocket, { type WebSocketServer } from "ws";
 import { MAX_PAYLOAD, encode, type Message } from "../src/migrate/protocol.js";
+import { closeRelay, relayServer, tieEnds } from "./migrate-harness.js";
 
 export class PacedRelay {
   maxHeldBytes = 0;
@@ -20,9 +21,8 @@ export class PacedRelay {
 
   /** Relays to `target` at `bytesPerSec` (Infinity: no pacing), without `strip` among the source's capabilities. */
   static async start(target: string, bytesPerSec: number, strip?: string): Promise<PacedRelay> {
-    const server = new WebSocketServer({ host: "127.0.0.1", port: 0, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
-    await new Promise((r) => server.once("listening", r));
-    const relay = new PacedRelay(server, `ws://127.0.0.1:${(server.address() as { port: number }).port}`);
+    const { server, url } = await relayServer();
+    const relay = new PacedRelay(server, url);
     server.on("connection", (down) => relay.relay(down, target, bytesPerSec, strip));
     return relay;
   }
@@ -53,13 +53,10 @@ export class PacedRelay {
     });
     up.on("open", pump);
     up.on("message", (d: Buffer) => down.readyState === WebSocket.OPEN && down.send(d));
-    down.on("close", () => up.terminate());
-    up.on("close", () => down.terminate());
-    up.on("error", () => down.terminate());
+    tieEnds(down, up);
   }
 
   close(): Promise<void> {
-    for (const c of this.server.clients) c.terminate();
-    return new Promise((r) => this.server.close(() => r()));
+    return closeRelay(this.server);
   }
 }

@@ -1,6 +1,8 @@
 // The pre-copy engine on the source. Round 0 sends all memory while the guest runs; each
 // further round sends the pages the guest dirtied meanwhile, until the expected downtime
 // (remaining dirty bytes ÷ measured bandwidth) fits the limit or the round cap is reached.
+// With a destination that acknowledges batches, a round ends once all of it has arrived, and
+// the bandwidth is what arrived per second (ack-window.ts).
 // A guest that dirties memory faster than the link drains it is throttled step by step
 // (auto-converge). Then the guest pauses, the last dirty pages go with the CPU and device
 // records, and the destination checks everything against the source's digest.
