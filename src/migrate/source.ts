@@ -312,7 +312,7 @@ export class SourceSession {
    * the pages the guest dirtied meanwhile, the round's time and the bandwidth measured from it
    * are then those of the transfer itself, and nothing is left in flight at a pause.
    */
-  async endRound(stat: RoundStat): Promise<void> {
+  private async endRound(stat: RoundStat): Promise<void> {
     await this.channel!.drain();
     stat.durationMs = performance.now() - this.roundStart!;
     this.memoryMs += stat.durationMs;
