@@ -72,7 +72,7 @@ function bogusRecord(kind: "cpu" | "devices", record: Record<string, unknown>) {
 }
 
 const pagesIndex = fc.integer({ min: 3, max: STATE - 1 });
-const messageTypes = [...new Set(stream.messages.map((m) => m.t)), "commit", "query", "finished", "error", "outcome", "deltas", "handoff", "fault", "complete", "received"];
+const messageTypes = [...new Set(stream.messages.map((m) => m.t)), "commit", "query", "finished", "error", "outcome", "deltas", "ack", "handoff", "fault", "complete", "received"];
 const randomMessage = fc
   .tuple(fc.oneof(fc.constantFrom(...messageTypes), fc.string({ maxLength: 10 })), fc.dictionary(fc.string({ maxLength: 12 }), fc.anything({ maxDepth: 2 }), { maxKeys: 6 }))
   .map(([t, fields]) => encode({ ...fields, t } as unknown as Message));

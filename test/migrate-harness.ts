@@ -122,9 +122,8 @@ export class FaultProxy {
   ) {}
 
   static async start(target: string, fault: Fault): Promise<FaultProxy> {
-    const server = new WebSocketServer({ host: "127.0.0.1", port: 0, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
-    await new Promise((r) => server.once("listening", r));
-    const proxy = new FaultProxy(server, `ws://127.0.0.1:${(server.address() as { port: number }).port}`);
+    const { server, url } = await relayServer();
+    const proxy = new FaultProxy(server, url);
     server.on("connection", (down) => proxy.relay(down, target, proxy.connections++ === 0 ? fault : undefined));
     return proxy;
   }
@@ -160,15 +159,31 @@ export class FaultProxy {
     up.on("open", () => early.splice(0).forEach((d) => up.send(d)));
     down.on("message", (d: Buffer) => forward("source", d, up));
     up.on("message", (d: Buffer) => forward("destination", d, down));
-    down.on("close", () => up.terminate());
-    up.on("close", () => down.terminate());
-    up.on("error", () => down.terminate());
+    tieEnds(down, up);
   }
 
   close(): Promise<void> {
-    for (const c of this.server.clients) c.terminate();
-    return new Promise((r) => this.server.close(() => r()));
+    return closeRelay(this.server);
   }
+}
+
+/** A WebSocket server on a free loopback port, for a relay between source and destination. */
+export async function relayServer(): Promise<{ server: WebSocketServer; url: string }> {
+  const server = new WebSocketServer({ host: "127.0.0.1", port: 0, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
+  await new Promise((r) => server.once("listening", r));
+  return { server, url: `ws://127.0.0.1:${(server.address() as { port: number }).port}` };
+}
+
+/** Either end of a relayed connection drops when the other does. */
+export function tieEnds(down: WebSocket, up: WebSocket): void {
+  down.on("close", () => up.terminate());
+  up.on("close", () => down.terminate());
+  up.on("error", () => down.terminate());
+}
+
+export function closeRelay(server: WebSocketServer): Promise<void> {
+  for (const c of server.clients) c.terminate();
+  return new Promise((r) => server.close(() => r()));
 }
 
 /** A client that sends hand-made frames and reads the replies, decoded but not validated. */

@@ -33,6 +33,7 @@ const VALID: Message[] = [
   { t: "config", memoryBytes: 16 << 20, pageSize: PAGE_SIZE, machine, workload: "hot", endNs: 4e9 },
   { t: "prepared" },
   { t: "pages", round: 2, seq: 9, runs: [10, 2], zeros: [0, 10, 4000, 96], data: new Uint8Array(2 * PAGE_SIZE).fill(3), crc: 0xdeadbeef },
+  { t: "ack", seq: 9 },
   { t: "state", batches: 10, cpu: new Uint8Array([1, 2]), devices: new Uint8Array([3]), digest: new Uint8Array(32) },
   { t: "ready", digest: new Uint8Array(32) },
   { t: "commit" },
@@ -86,11 +87,14 @@ describe("protocol messages", () => {
     refuses(sample("finished"), { digest: "<script>" }, /hex string/);
     refuses(sample("query"), { session: new Uint8Array(8) }, /query.session: expected 32 bytes/);
     refuses(sample("outcome"), { outcome: "maybe" }, /outcome.outcome: expected taken, dropped, unknown/);
+    refuses(sample("ack"), { seq: -1 }, /ack.seq: expected an integer/);
+    refuses(sample("ack"), { seq: 1.5 }, /ack.seq/);
   });
 
   it("refuses fields a message does not have, at every level", () => {
     refuses(sample("hello"), { token: "x" }, /hello: unknown field "token"/);
     refuses(sample("commit"), { force: true }, /commit: unknown field "force"/);
+    refuses(sample("ack"), { bytes: 4096 }, /ack: unknown field "bytes"/);
     refuses(sample("pages"), { __proto__x: 1 }, /pages: unknown field/);
     refuses(sample("config"), { machine: { ...machine, hpet: true } }, /config.machine: unknown field "hpet"/);
   });

@@ -1,9 +1,12 @@
 // One side of a migration connection as a sequence of awaited steps: send a message (paced by
-// backpressure and an optional bandwidth limit), or wait for the peer's next one. While it
-// waits it keeps calling `idle`, so the guest keeps running between the network's events.
+// backpressure, an optional bandwidth limit and, once acknowledgements are agreed, the window
+// of batches in flight), or wait for the peer's next one. While it waits it keeps calling
+// `idle`, so the guest keeps running between the network's events. A wait times out after
+// `timeoutMs` without progress: an acknowledgement counts as progress.
 
 import { performance } from "node:perf_hooks";
 import type WebSocket from "ws";
+import { AckWindow } from "./ack-window.js";
 import { TokenBucket } from "./link.js";
 import { ProtocolError, decode, encode, type Message, type MessageType } from "./protocol.js";
 import type { FailureCode } from "./metrics.js";
@@ -43,6 +46,10 @@ export class Channel {
   private failure?: MigrationFailure;
   private wake?: () => void;
   private readonly bucket?: TokenBucket;
+  /** Batches in flight, once the peer acknowledges them. */
+  window?: AckWindow;
+  /** When the peer last showed progress (an acknowledgement). */
+  private progressAt = 0;
 
   constructor(
     private readonly ws: WebSocket,
@@ -79,12 +86,16 @@ export class Channel {
   /** Puts a message on the wire once the link has room; returns the frame's size. */
   async send(message: Message): Promise<number> {
     const frame = encode(message);
+    const seq = message.t === "pages" || message.t === "deltas" ? message.seq : -1;
+    const batch = seq >= 0 ? this.window : undefined;
+    if (batch && !batch.fits(frame.length)) await this.waitUntil(() => batch.fits(frame.length), "acknowledgement");
     for (;;) {
       this.check();
       const wait = this.inflight > HIGH_WATER ? IDLE_NAP_MS : (this.bucket?.take(frame.length) ?? 0);
       if (wait === 0) break;
       await this.nap(wait);
     }
+    batch?.sent(seq, frame.length, performance.now());
     this.inflight += frame.length;
     this.bytesSent += frame.length;
     const put = (): void => {
@@ -116,16 +127,27 @@ export class Channel {
 
   /** The peer's next message, whatever its type (`awaited` names it in a timeout); an `error` throws. */
   async next(awaited: string, timeoutMs = this.options.timeoutMs): Promise<Message> {
-    const deadline = performance.now() + timeoutMs;
-    while (this.queue.length === 0) {
-      this.check();
-      const left = deadline - performance.now();
-      if (left <= 0) throw new MigrationFailure("timeout", `no ${awaited} from the peer within ${timeoutMs} ms`);
-      await this.nap(left);
-    }
+    await this.waitUntil(() => this.queue.length > 0, awaited, timeoutMs);
     const m = this.queue.shift()!;
     if (m.t === "error") throw new MigrationFailure(m.code, m.message, true);
     return m;
+  }
+
+  /** Waits until the peer has acknowledged every batch sent (at once without acknowledgements). */
+  async drain(): Promise<void> {
+    const window = this.window;
+    if (window && !window.empty) await this.waitUntil(() => window.empty, "acknowledgement");
+  }
+
+  /** Waits until `done`, failing after `timeoutMs` without progress from the peer. */
+  private async waitUntil(done: () => boolean, awaited: string, timeoutMs = this.options.timeoutMs): Promise<void> {
+    const start = performance.now();
+    while (!done()) {
+      this.check();
+      const left = Math.max(start, this.progressAt) + timeoutMs - performance.now();
+      if (left <= 0) throw new MigrationFailure("timeout", `no ${awaited} from the peer within ${timeoutMs} ms`);
+      await this.nap(left);
+    }
   }
 
   /** Stops whatever step is under way with a "cancelled" failure. */
@@ -153,13 +175,21 @@ export class Channel {
     if (this.failure) return;
     try {
       if (!isBinary) throw new ProtocolError("bad-message", "text frame on a binary protocol");
-      if (this.queue.length === MAX_QUEUED) throw new ProtocolError("bad-message", "the peer sends messages nobody asked for");
-      this.queue.push(decode(data));
+      const m = decode(data);
+      if (m.t === "ack") this.acked(m.seq);
+      else if (this.queue.length === MAX_QUEUED) throw new ProtocolError("bad-message", "the peer sends messages nobody asked for");
+      else this.queue.push(m);
     } catch (e) {
       const p = e as ProtocolError;
       this.fail(new MigrationFailure(p.code ?? "bad-message", `from the peer: ${p.message}`));
     }
     this.wake?.();
+  }
+
+  private acked(seq: number): void {
+    if (!this.window) throw new ProtocolError("unexpected", "an acknowledgement nobody asked for");
+    this.progressAt = performance.now();
+    this.window.acked(seq, this.progressAt);
   }
 
   private fail(f: MigrationFailure): void {

@@ -66,6 +66,8 @@ export class DestinationSession {
   private version = PROTOCOL_VERSION;
   private seq = 0;
   private round = 0;
+  /** The source asked for an `ack` after each stored batch. */
+  private acks = false;
   private deltaPairs?: Uint32Array;
   private readonly scratchPage = new Uint8Array(PAGE_SIZE);
   private config?: Config;
@@ -130,6 +132,7 @@ export class DestinationSession {
         this.sourceNonce = m.nonce;
         this.destinationNonce = newNonce();
         const capabilities = CAPABILITIES.filter((c) => m.capabilities.includes(c));
+        this.acks = capabilities.includes("acks");
         this.send({ t: "challenge", version, capabilities, nonce: this.destinationNonce });
         this.expecting = "auth";
         return;
@@ -210,8 +213,7 @@ export class DestinationSession {
       memory.zeroPages(m.zeros[i], m.zeros[i + 1]);
       checksums.crcs.fill(ZERO_PAGE_CRC, m.zeros[i], m.zeros[i] + m.zeros[i + 1]);
     }
-    this.seq++;
-    this.round = m.round;
+    this.stored(m);
   }
 
   private checkOrder(m: Pages | Deltas): void {
@@ -224,8 +226,14 @@ export class DestinationSession {
     this.checkOrder(m);
     this.deltaPairs ??= new Uint32Array(2 * MAX_DELTA_PAGES);
     applyDeltas(memory, checksums, this.deltaPairs, this.scratchPage, m);
+    this.stored(m);
+  }
+
+  /** A batch is checked and in memory: the next is due, and the source hears of it when it asked. */
+  private stored(m: Pages | Deltas): void {
     this.seq++;
     this.round = m.round;
+    if (this.acks) this.send({ t: "ack", seq: m.seq });
   }
 
   /** Rebuilds CPU, devices and guest from the records, then compares digests. */

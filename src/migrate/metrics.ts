@@ -1,5 +1,6 @@
 // What a migration measured, as one plain object (the `--json` output).
 
+import type { AckStats } from "./ack-window.js";
 import { EXIT_REASONS, type ExitReason } from "../core/exits.js";
 import { PAGE_SIZE } from "../guest/page.js";
 import type { ErrorCode, SessionFate } from "./protocol.js";
@@ -89,7 +90,7 @@ export interface MigrationReport {
   pages: { normal: number; zero: number; total: number };
   /** Distinct bytes dirtied per second of pre-copy. */
   dirtyRateBytesPerSec: number;
-  /** Memory bytes on the wire per second of pre-copy and stop-and-copy. */
+  /** Memory bytes per second of the memory rounds: those the destination acknowledged, when it does, else those on the wire. */
   throughputBytesPerSec: number;
   bandwidthLimitBytesPerSec?: number;
   throttlePercent: number;
@@ -97,6 +98,8 @@ export interface MigrationReport {
   /** VM exits the hypervisor counted on the source up to the pause, by reason. */
   exits: { total: number; byReason: Record<ExitReason, number> };
   model?: { input: ModelInput; prediction: ModelPrediction };
+  /** Flow control, when the destination acknowledged batches. */
+  acks?: AckStats;
   /** SHA-256 over the per-page CRC-32s both sides agreed on at stop-and-copy (hex). */
   memoryDigest?: string;
   /** After a commit whose confirmation was lost: the destination's answer when asked, or "unreachable". */
@@ -142,7 +145,7 @@ export function summarize(r: MigrationReport, memoryMs: number, maxRounds: numbe
   const precopy = r.roundStats.filter((s) => !s.stopAndCopy && !s.postcopy);
   const precopyMs = sum(precopy, (s) => s.durationMs);
   r.dirtyRateBytesPerSec = precopyMs > 0 ? (sum(precopy, (s) => s.dirtiedPages) * PAGE_SIZE * 1000) / precopyMs : 0;
-  r.throughputBytesPerSec = memoryMs > 0 ? (r.bytes.memory * 1000) / memoryMs : 0;
+  r.throughputBytesPerSec = memoryMs > 0 ? ((r.acks?.ackedBytes ?? r.bytes.memory) * 1000) / memoryMs : 0;
   r.throttlePercent = Math.max(0, ...r.roundStats.map((s) => s.throttlePercent));
   const bandwidth = r.bandwidthLimitBytesPerSec ?? r.throughputBytesPerSec;
   if (r.roundStats.length > 0 && bandwidth > 0 && (r.status === "completed" || r.status === "unconfirmed")) {

@@ -122,6 +122,7 @@ class Push {
       // Without a bandwidth limit sending never waits: let the destination's faults in.
       await new Promise((r) => setImmediate(r));
     }
+    await this.s.channel!.drain();
     this.stat.durationMs = performance.now() - start;
     this.s.memoryMs += this.stat.durationMs;
   }

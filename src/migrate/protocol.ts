@@ -8,6 +8,8 @@
 //   S hello → D challenge → S auth → D accepted → S config → D prepared →
 //   S pages* → S state → D ready → S commit → D resumed [→ D finished]
 // With XBZRLE, `deltas` frames travel among the `pages` frames, numbered in the same sequence.
+// With `acks`, the destination answers every batch it has checked and stored (`pages` and
+// `deltas`, post-copy batches included) with `ack`, which the source paces itself by.
 // Post-copy (and hybrid) hand the guest over before its memory has all arrived:
 //   S pages* → S handoff → D ready → S commit → D resumed →
 //   (D fault | S pages)* → S complete → D received [→ D finished]
@@ -28,7 +30,7 @@ export const PROTOCOL_VERSION = 1;
 /** The oldest peer version this build still accepts; a newer build raises it to drop one. */
 export const MIN_PROTOCOL_VERSION = 1;
 /** Optional features: each side announces what it can do and uses the common ones. */
-export const CAPABILITIES = ["zero-pages", "xbzrle", "postcopy", "outcome-query"] as const;
+export const CAPABILITIES = ["zero-pages", "xbzrle", "postcopy", "outcome-query", "acks"] as const;
 
 /** Largest frame either side accepts (a 1 MiB batch plus its headers fits with room). */
 export const MAX_PAYLOAD = 4 * 1024 * 1024;
@@ -115,6 +117,8 @@ export interface Received { t: "received"; faults: number; blockedUs: number; la
  * `crc` is the batch checksum over (page, CRC-32 of the page after decoding).
  */
 export interface Deltas { t: "deltas"; round: number; seq: number; pages: number[]; lengths: number[]; data: Uint8Array; crc: number }
+/** Batches up to and including `seq` are checked and stored (acks are cumulative and in order). */
+export interface Ack { t: "ack"; seq: number }
 export interface ErrorMessage { t: "error"; code: ErrorCode; message: string }
 /** After a link lost past the commit: what became of the session named by the destination's challenge nonce. */
 export interface Query { t: "query"; session: Uint8Array }
@@ -128,7 +132,7 @@ export type SessionFate = "taken" | "dropped" | "unknown";
 const FATES: readonly SessionFate[] = ["taken", "dropped", "unknown"];
 
 export type Message =
-  | Hello | Challenge | Auth | Accepted | Config | Prepared | Pages | Deltas | State | Handoff | Ready | Commit | Resumed
+  | Hello | Challenge | Auth | Accepted | Config | Prepared | Pages | Deltas | Ack | State | Handoff | Ready | Commit | Resumed
   | Fault | Complete | Received | Finished | ErrorMessage | Query | Outcome;
 export type MessageType = Message["t"];
 
@@ -194,6 +198,7 @@ const FIELDS: Record<MessageType, readonly string[]> = {
   prepared: [],
   pages: ["round", "seq", "runs", "zeros", "data", "crc"],
   deltas: ["round", "seq", "pages", "lengths", "data", "crc"],
+  ack: ["seq"],
   state: ["batches", "cpu", "devices", "digest"],
   handoff: ["batches", "missing", "cpu", "devices", "digest"],
   ready: ["digest"],
@@ -291,6 +296,7 @@ const VALIDATORS: Record<MessageType, (o: Fields, bounds?: MemoryBounds) => Mess
       crc: uint(o.crc, "deltas.crc", 0xffff_ffff),
     };
   },
+  ack: (o) => ({ t: "ack", seq: uint(o.seq, "ack.seq", Number.MAX_SAFE_INTEGER) }),
   handoff: (o, bounds) => {
     if (!bounds) throw new ProtocolError("unexpected", "handoff before the memory size is agreed");
     const bitmapBytes = Math.ceil(bounds.pageCount / 8);

@@ -91,6 +91,10 @@ export function formatReport(r: MigrationReport): string {
   row("transferred", `${formatBytes(r.bytes.total)} on the wire: ${r.pages.normal} pages with data, ${r.pages.zero} zero pages elided, state ${formatBytes(r.bytes.state)}`);
   row("dirty rate", formatRate(r.dirtyRateBytesPerSec));
   row("throughput", `${formatRate(r.throughputBytesPerSec)}${r.bandwidthLimitBytesPerSec ? `  (limit ${formatRate(r.bandwidthLimitBytesPerSec)})` : ""}`);
+  if (r.acks) {
+    const a = r.acks;
+    row("acknowledged", `${formatBytes(a.ackedBytes)}; in flight at most ${formatBytes(a.maxInFlightBytes)} (window up to ${formatBytes(a.maxWindowBytes)}), quickest ack ${formatMs(a.minRttMs)}`);
+  }
   row("throttle", r.throttleSteps ? `${r.throttlePercent}% after ${r.throttleSteps} auto-converge step(s)` : "none");
   const reasons = Object.entries(r.exits.byReason).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
   row("VM exits (source)", `${r.exits.total}${reasons.length ? `  (${reasons.join(", ")})` : ""}`);

@@ -1,6 +1,8 @@
 // The pre-copy engine on the source. Round 0 sends all memory while the guest runs; each
 // further round sends the pages the guest dirtied meanwhile, until the expected downtime
 // (remaining dirty bytes ÷ measured bandwidth) fits the limit or the round cap is reached.
+// With a destination that acknowledges batches, a round ends once all of it has arrived, and
+// the bandwidth is what arrived per second (ack-window.ts).
 // A guest that dirties memory faster than the link drains it is throttled step by step
 // (auto-converge). Then the guest pauses, the last dirty pages go with the CPU and device
 // records, and the destination checks everything against the source's digest.
@@ -14,6 +16,7 @@
 // (postcopy-source.ts) hands the guest over before its memory, hybrid after a few rounds.
 
 import { performance } from "node:perf_hooks";
+import { AckWindow } from "./ack-window.js";
 import { DeviceStateError, Machine } from "../core/machine.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../guest/digest.js";
 import { countBits, nextSetBit } from "../guest/memory.js";
@@ -147,6 +150,7 @@ export class SourceSession {
       await this.fail(e);
     } finally {
       this.report.bytes.total = this.channel?.bytesSent ?? 0;
+      this.report.acks = this.channel?.window?.stats();
       this.live.guest.memory.stopDirtyLog();
       if (this.report.status === "completed" && !this.report.error) this.channel?.close();
       if (this.xbzrle) this.report.xbzrle = this.xbzrle.stats;
@@ -173,6 +177,7 @@ export class SourceSession {
     const challenge = await authenticate(channel, this.options.token, (step) => (this.step = step));
     ({ zeroPages: this.zeroPages, xbzrle: this.xbzrle } = negotiate(this.options, challenge.capabilities));
     this.canQuery = challenge.capabilities.includes("outcome-query");
+    if (challenge.capabilities.includes("acks")) channel.window = new AckWindow();
     this.session = challenge.nonce;
 
     this.step = "config";
@@ -257,12 +262,13 @@ export class SourceSession {
   private async stopAndCopy(dirty: Uint32Array | undefined): Promise<void> {
     this.step = "stop-and-copy";
     this.pause(dirty);
-    await this.sendRound(this.report.rounds, dirty, true);
+    const stat = await this.sendRound(this.report.rounds, dirty, true);
     this.step = "state";
     const { cpu, devices } = this.capture();
     const memoryDigest = this.checksums.digest();
     const digest = stateDigest(memoryDigest, cpu, devices);
     this.report.bytes.state = await this.channel!.send({ t: "state", batches: this.seq, cpu, devices, digest });
+    await this.endRound(stat);
     this.progress("stop-and-copy", this.report.rounds, 0);
     await this.commit(digest);
     this.report.memoryDigest = memoryDigest;
@@ -282,7 +288,7 @@ export class SourceSession {
   async sendRound(round: number, pages: Uint32Array | undefined, stopAndCopy: boolean): Promise<RoundStat> {
     const stat: RoundStat = { round, stopAndCopy, pages: 0, zeroPages: 0, bytes: 0, durationMs: 0, dirtiedPages: 0, expectedDowntimeMs: 0, throttlePercent: Math.round(this.live.throttle * 100) };
     this.report.roundStats.push(stat);
-    const start = (this.roundStart = performance.now());
+    this.roundStart = performance.now();
     const total = pages ? countBits(pages) : this.live.guest.memory.pageCount;
     let done = 0;
     // Pages in order: every page, or the set bits of `pages`. Only a full batch waits.
@@ -293,10 +299,21 @@ export class SourceSession {
       done++;
     }
     if (!this.batchEmpty) await this.flush(stat, round, 0);
-    stat.durationMs = performance.now() - start;
+    // The stop-and-copy's batches drain along with the state that follows them (stopAndCopy).
+    if (!stopAndCopy) await this.endRound(stat);
+    return stat;
+  }
+
+  /**
+   * A round ends when the destination has acknowledged all of it (when it acknowledges at all):
+   * the pages the guest dirtied meanwhile, the round's time and the bandwidth measured from it
+   * are then those of the transfer itself, and nothing is left in flight at a pause.
+   */
+  private async endRound(stat: RoundStat): Promise<void> {
+    await this.channel!.drain();
+    stat.durationMs = performance.now() - this.roundStart!;
     this.memoryMs += stat.durationMs;
     this.roundStart = undefined;
-    return stat;
   }
 
   /**
@@ -352,10 +369,14 @@ export class SourceSession {
 
   // ---- helpers --------------------------------------------------------------------------------
 
-  /** Measured bandwidth: memory bytes on the wire per second spent sending them (this round's so far included). */
+  /**
+   * Measured bandwidth: memory bytes per second of the rounds (this one's so far included) —
+   * bytes the destination acknowledged when it does, else bytes the socket took.
+   */
   bandwidth(): number {
     const ms = this.memoryMs + (this.roundStart === undefined ? 0 : performance.now() - this.roundStart);
-    return ms > 0 ? (this.report.bytes.memory * 1000) / ms : Infinity;
+    const bytes = this.channel?.window?.ackedBytes ?? this.report.bytes.memory;
+    return ms > 0 ? (bytes * 1000) / ms : Infinity;
   }
 
   private raiseThrottle(): void {
