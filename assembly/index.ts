@@ -5,6 +5,8 @@
 import { FieldIO, FieldMode } from "./fields";
 import { DeviceRecord, captureDevices, reconstructDevices } from "./hypervisor/device-state";
 import { RECONSTRUCT_WINDOW_NS } from "./hypervisor/bus";
+import { applyTimerPhase as applyPhase, captureApics } from "./hypervisor/apic-state";
+import { MAX_TIMER_PHASE_NS } from "./hypervisor/apic-phase";
 import { Policy } from "./hypervisor/hypervisor";
 import { board, hypervisor } from "./machine";
 import { resetReplay } from "./replay";
@@ -17,6 +19,8 @@ export {
 
 const fields = new FieldIO();
 const record = new DeviceRecord();
+/** The time of the reconstruction `record` holds, while nothing has moved since; else -1. */
+let rebuiltAt: i64 = -1;
 let msrHigh: u32 = 0;
 /** Where exitPortsUsed() lists ports: static memory, untouched until an exit report asks. */
 const PORT_LIST: usize = memory.data(65536 * 4, 16);
@@ -127,17 +131,36 @@ export function recordSchema(): string {
 }
 
 /** Captures all device state into the field buffer. */
-/**
- * Captures the device state at the current time. With `probePhase` the source is being left
- * for good: the clock then runs on for up to one APIC timer period to measure the timer's
- * phase (see hypervisor/apic-phase.ts).
- */
-export function captureState(probePhase: bool): i32 {
+export function captureState(): i32 {
   if (!hypervisor.shadowsValid()) return STATE_NO_SHADOWS;
   captureDevices(hypervisor.bus, hypervisor.picShadow, hypervisor.pitShadow, hypervisor.fixup, record);
-  if (probePhase && board.config.lapic) hypervisor.probeTimerPhase(record.apic.lapic);
+  rebuiltAt = -1;
   fields.start(FieldMode.Write);
   record.describe(fields);
+  return STATE_OK;
+}
+
+/**
+ * For a source that will never run the guest again: lets the clock run until the local APIC
+ * timer's count changes (at most one divided period) and returns how many ns that took, or 0
+ * (see hypervisor/apic-phase.ts).
+ */
+export function probeTimerPhase(): u32 {
+  if (!board.config.lapic) return 0;
+  captureApics(hypervisor.bus, record.apic, hypervisor.fixup);
+  rebuiltAt = -1;
+  return hypervisor.probeTimerPhase(record.apic.lapic);
+}
+
+export const MAX_TIMER_PHASE: u32 = MAX_TIMER_PHASE_NS;
+
+/**
+ * Applies the source's timer phase to the machine just reconstructed, before its clock has
+ * moved; STATE_BAD_RECORD if the phase is out of range or the moment has passed.
+ */
+export function applyTimerPhase(phase: u32): i32 {
+  if (phase > MAX_TIMER_PHASE_NS || rebuiltAt != board.now) return STATE_BAD_RECORD;
+  hypervisor.setFixup(applyPhase(hypervisor.bus, record.apic, hypervisor.fixup, phase));
   return STATE_OK;
 }
 
@@ -157,6 +180,7 @@ export function reconstructState(count: i32): i32 {
   const fixup = reconstructDevices(hypervisor.bus, record, hypervisor.picShadow, hypervisor.pitShadow);
   hypervisor.setFixup(fixup);
   hypervisor.armTraps();
+  rebuiltAt = record.time;
   return STATE_OK;
 }
 

@@ -1,19 +1,23 @@
 // The local APIC timer's phase: where inside a divided-clock period the count stands. No
 // register holds it, so a timer rebuilt from its current count alone starts a fresh period
 // at the resume and lags by up to one period. Software learns the phase the only way it can:
-// by watching the current count change while time passes. With the guest paused for good (a
-// migration's downtime) the hypervisor polls the count once per nanosecond for at most one
-// divided period; the source's clock runs on meanwhile, which only the paused guest could
-// have noticed. The destination then restarts the count at the moment it changed (see
-// ApicTimerFixup). A count that cannot change (0, or a periodic count of 1 on the datasheet
-// model, which reloads 1) shows no phase, and none is needed but for that periodic 1.
+// by watching the current count change while time passes. Once the source will never run the
+// guest again (a migration's commit) the hypervisor polls the count once per nanosecond for at
+// most one divided period; the source's clock runs on meanwhile, which only the guest, paused
+// for good, could have noticed. The destination, told the phase before it resumes the guest,
+// restarts the count at the moment it changed (see ApicTimerFixup). A count that cannot change
+// (0, or a periodic count of 1 on the datasheet model, which reloads 1) shows no phase, and
+// none is needed but for that periodic 1.
 
 import { edgeTime } from "../clock";
 import { REG_CURRENT_COUNT, TimerMode, divisorOf, timerModeOf } from "../lapic-registers";
 import { LapicPort, lapicPage } from "./apic-access";
-import { LocalApicRecord, MAX_TIMER_PHASE_NS } from "./apic-record";
+import { LocalApicRecord } from "./apic-record";
 import { HardwareBus } from "./bus";
 import { PendingFixup } from "./fixup";
+
+/** Longest divided period the probe waits out (128 × a 2 MHz bus clock). */
+export const MAX_TIMER_PHASE_NS: u32 = 65_536;
 
 export class TimerPhaseProbe {
   /** How many nanoseconds to watch: one divided period, or 0 when there is nothing to learn. */
@@ -25,14 +29,9 @@ export class TimerPhaseProbe {
     this.window = probeWindow(bus, rec);
   }
 
-  /**
-   * Called with the clock `elapsed` ns past the capture; true once the count, as the guest
-   * would read it (through `fixup`, during a countdown), has changed.
-   */
-  sample(elapsed: i64, fixup: PendingFixup | null): bool {
-    if (this.lapic.readAsGuest(REG_CURRENT_COUNT, fixup) == this.rec.currentCount) return false;
-    this.rec.timerPhase = <u32>elapsed;
-    return true;
+  /** True once the count, as the guest would read it (through `fixup`, during a countdown), has changed. */
+  changed(fixup: PendingFixup | null): bool {
+    return this.lapic.readAsGuest(REG_CURRENT_COUNT, fixup) != this.rec.currentCount;
   }
 }
 

@@ -6,8 +6,6 @@ import { FieldIO, FieldMode } from "../fields";
 import { APIC_BASE_ADDRESS, APIC_BASE_BSP, APIC_BASE_ENABLE, APIC_BASE_RESET, LVT_COUNT, LVT_MASKED } from "../lapic-registers";
 import { ENTRY_MASKED, IOAPIC_ID_BITS, IOAPIC_PIN_COUNT } from "../ioapic-registers";
 
-/** Longest divided period the timer-phase probe waits out (128 × a 2 MHz bus clock). */
-export const MAX_TIMER_PHASE_NS: u32 = 65_536;
 const INDEX_NAMES: StaticArray<string> = ["0", "1", "2", "3", "4", "5", "6", "7"];
 const APIC_BASE_LEGAL: u64 = APIC_BASE_ADDRESS | APIC_BASE_ENABLE | APIC_BASE_BSP;
 
@@ -32,11 +30,6 @@ export class LocalApicRecord {
   initialCount: u32 = 0;
   currentCount: u32 = 0;
   divideConfig: u32 = 0;
-  /**
-   * Nanoseconds from the capture to the count's next change, as the phase probe saw it
-   * (apic-phase.ts); 0 when not measured.
-   */
-  timerPhase: u32 = 0;
 
   /** Power-on register values: what a page that was not readable is taken to hold. */
   clear(): void {
@@ -60,7 +53,6 @@ export class LocalApicRecord {
     this.initialCount = 0;
     this.currentCount = 0;
     this.divideConfig = 0;
-    this.timerPhase = 0;
   }
 
   describe(io: FieldIO): void {
@@ -83,7 +75,6 @@ export class LocalApicRecord {
     this.initialCount = io.field("initialCount", this.initialCount);
     this.currentCount = io.field("currentCount", this.currentCount);
     this.divideConfig = io.bits("divideConfig", this.divideConfig, 0xb);
-    this.timerPhase = io.field("timerPhase", this.timerPhase, MAX_TIMER_PHASE_NS);
   }
 }
 

@@ -17,15 +17,16 @@
 // values (datasheet model) and the final disable puts them back there.
 //
 // What cannot be rebuilt exactly, and what it does:
-// - The divided clock's phase within a period is not readable. A migration's capture probes it
-//   (apic-phase.ts) and the fixup restarts the count at the source's instant. Without the
-//   probe (a plain capture, a datasheet periodic count of 1 that never changes, a period over
-//   MAX_TIMER_PHASE_NS), or for a count of 1 whose expiry is nearer than the shortest load
-//   can reach (one bus clock; two in QEMU mode: never so at a 1 GHz bus), the rebuilt counter
-//   starts a period at T, so each later decrement and expiry comes up to one divided period
-//   late, never early; exact when T falls on a period boundary of the source. Restarts and the true initial count of a periodic timer are written
-//   at whole nanoseconds: with divided periods that are not a whole number of ns, the fraction
-//   of a nanosecond is lost. TSC-deadline timers are exact.
+// - The divided clock's phase within a period is not readable. A source left for good measures
+//   it (apic-phase.ts), and applyTimerPhase has the fixup restart the count at the source's
+//   instant. Without it (a plain reconstruction, a datasheet periodic count of 1 that never
+//   changes, a period over MAX_TIMER_PHASE_NS), or for a count of 1 whose expiry is nearer than
+//   the shortest load can reach (one bus clock; two in QEMU mode: never so at a 1 GHz bus), the
+//   rebuilt counter starts a period at T, so each later decrement and expiry comes up to one
+//   divided period late, never early; exact when T falls on a period boundary of the source.
+//   Restarts and the true initial count of a periodic timer are written at whole nanoseconds:
+//   with divided periods that are not a whole number of ns, the fraction of a nanosecond is
+//   lost. TSC-deadline timers are exact.
 // - Errors detected after the guest's last ESR write cannot be read without latching them,
 //   which would change what the guest reads next: the guest's next ESR write latches none.
 // - Without an I/O APIC no level-triggered delivery can set TMR: those vectors come back
@@ -128,7 +129,7 @@ export function reconstructApics(bus: HardwareBus, rec: ApicRecord, gsiLevels: u
     const f = new ApicTimerFixup(bus);
     rebuild.rebuildVectors();
     rebuild.rebuildErrorsAndIcr(f);
-    rebuild.rebuildTimer(f);
+    rebuild.rebuildTimer(f, 0);
     if (f.active()) fixup = f;
   }
   // Entries still waiting for an EOI that the local APIC did not account for (it was
@@ -140,6 +141,18 @@ export function reconstructApics(bus: HardwareBus, rec: ApicRecord, gsiLevels: u
   else driveGsiLines(bus, gsiLevels);
   if (rebuildPage) rebuild.finish();
   return fixup;
+}
+
+/**
+ * The timer's phase, learnt after the reconstruction (the source measures it only once it has
+ * left the guest for good) and applied at the resume time itself, before anything ran: the
+ * timer is loaded again, now at that phase. Returns the fixup to install.
+ */
+export function applyTimerPhase(bus: HardwareBus, rec: ApicRecord, fixup: PendingFixup | null, phase: u32): PendingFixup | null {
+  if (!bus.config().lapic || !rec.lapic.pageCaptured || phase == 0) return fixup;
+  const f = fixup instanceof ApicTimerFixup ? <ApicTimerFixup>fixup : new ApicTimerFixup(bus);
+  new LapicRebuild(bus, lapicPage(bus), rec.lapic, rec.ioapic).rebuildTimer(f, <i64>phase);
+  return f.active() ? f : fixup;
 }
 
 function reconstructIoApic(bus: HardwareBus, rec: IoApicRecord, gsiLevels: u32): void {

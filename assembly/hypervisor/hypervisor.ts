@@ -201,16 +201,18 @@ export class Hypervisor {
   }
 
   /**
-   * After a capture at the current time, with the guest paused for good: lets the clock run
-   * until the local APIC's count changes (at most one divided period) and records when.
+   * After a capture `rec` at the current time, with the guest paused for good: lets the clock
+   * run until the local APIC's count changes (at most one divided period) and returns how many
+   * ns that took, or 0 if it did not change.
    */
-  probeTimerPhase(rec: LocalApicRecord): void {
+  probeTimerPhase(rec: LocalApicRecord): u32 {
     const probe = new TimerPhaseProbe(this.bus, rec);
     const start = this.board.now;
     for (let elapsed: i64 = 1; elapsed <= probe.window; elapsed++) {
       this.advanceTo(start + elapsed);
-      if (probe.sample(elapsed, this.fixup)) return;
+      if (probe.changed(this.fixup)) return <u32>elapsed;
     }
+    return 0;
   }
 
   /** Runs the clock, stopping at the fixup's deadline (like a VMX preemption timer) to act. */

@@ -193,8 +193,11 @@ export class LapicRebuild {
     this.lapic.write(REG_LVT_FIRST, LVT_MASKED); // leaving TSC-deadline mode disarms
   }
 
-  /** The timer, continuing from the source's current count (see ApicTimerFixup). */
-  rebuildTimer(fixup: ApicTimerFixup): void {
+  /**
+   * The timer, continuing from the source's current count (see ApicTimerFixup); `phase`: when
+   * the source's count next changed, in ns from now, if measured (else 0).
+   */
+  rebuildTimer(fixup: ApicTimerFixup, phase: i64): void {
     const rec = this.rec;
     const lvt = unchecked(rec.lvt[0]);
     const mode = timerModeOf(lvt, this.compat);
@@ -214,8 +217,6 @@ export class LapicRebuild {
     const now = this.bus.now();
     const divisor = divisorOf(rec.divideConfig);
     const busHz = this.bus.config().apicBusHz;
-    // When the source's count next changes, `phase` ns from now, if the probe measured it.
-    const phase = <i64>rec.timerPhase;
     const phaseKnown = phase > 0 && phase < edgeTime(divisor, busHz);
     if (this.compat && mode == TimerMode.Periodic && count == 0 && rec.initialCount != 0) {
       // QEMU reads 0 in the period before each expiry, but loading 0 stops the timer.

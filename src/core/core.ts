@@ -34,8 +34,10 @@ export interface CoreExports extends ASUtil {
   fieldCount(): number;
   fieldError(): number;
   recordSchema(): number;
-  captureState(probePhase: number): number;
+  captureState(): number;
   reconstructState(count: number): number;
+  probeTimerPhase(): number;
+  applyTimerPhase(phase: number): number;
   inspectSchema(): number;
   inspectState(): void;
   shadowSchema(): number;
@@ -61,6 +63,7 @@ export interface CoreExports extends ASUtil {
   STATE_NO_SHADOWS: WebAssembly.Global;
   STATE_BAD_RECORD: WebAssembly.Global;
   STATE_CONFIG_MISMATCH: WebAssembly.Global;
+  MAX_TIMER_PHASE: WebAssembly.Global;
 }
 
 let compiled: WebAssembly.Module | undefined;

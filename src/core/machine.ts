@@ -46,8 +46,7 @@ export const DEFAULT_CONFIG: Readonly<MachineConfig> = {
 
 /** What a device-state record is, so a reader can tell one from any other msgpack. */
 export const RECORD_FORMAT = "blmv-devices";
-/** Bumped whenever the record's layout or meaning changes (2: the APIC timer's phase). */
-export const RECORD_VERSION = 2;
+export const RECORD_VERSION = 1;
 
 export interface DeviceRecord {
   format: typeof RECORD_FORMAT;
@@ -165,13 +164,9 @@ export class Machine {
   /**
    * Captures the device state through the hypervisor (guest paused, clock stopped): a plain,
    * versioned object that msgpackr can carry. Throws if the policy kept no shadows.
-   * `leaving`: the guest stays paused past this moment (a migration's capture), so the clock
-   * may run on for up to one APIC timer period while the hypervisor measures the timer's phase,
-   * which lets the destination rebuild the timer exactly; the record still describes the
-   * capture time.
    */
-  capture(options: { leaving?: boolean } = {}): DeviceRecord {
-    const status = this.core.captureState(options.leaving ? 1 : 0);
+  capture(): DeviceRecord {
+    const status = this.core.captureState();
     if (status === this.core.STATE_NO_SHADOWS.value) {
       throw new DeviceStateError(
         `capture refused: under policy "${this.policy}" the hypervisor did not trap the PIC and PIT writes that carry write-only state, so that state is unknown`,
@@ -203,6 +198,29 @@ export class Machine {
     }
     if (status !== m.core.STATE_OK.value) throw new DeviceStateError(`record does not match the machine it describes (status ${status})`);
     return m;
+  }
+
+  /**
+   * The local APIC timer's phase, which no register shows: for a source that will never run
+   * the guest again (a migration past its commit). The clock runs on until the timer's count
+   * changes, at most one divided period, and the nanoseconds that took are returned (0: no
+   * count is running that could change). See `applyTimerPhase`.
+   */
+  probeTimerPhase(): number {
+    return this.core.probeTimerPhase();
+  }
+
+  /**
+   * Restarts the rebuilt APIC timer at the source's `phase` (from `probeTimerPhase` there):
+   * right after `reconstruct`, before any guest access, so that every later decrement and
+   * expiry falls where the source's would have.
+   */
+  applyTimerPhase(phase: number): void {
+    const max = this.core.MAX_TIMER_PHASE.value as number;
+    if (!Number.isInteger(phase) || phase < 0 || phase > max) throw new DeviceStateError(`timer phase ${phase}: expected an integer 0..${max} ns`);
+    if (this.core.applyTimerPhase(phase) !== this.core.STATE_OK.value) {
+      throw new DeviceStateError("timer phase: only a machine just reconstructed, whose clock has not moved, takes one");
+    }
   }
 
   /** Every device's complete internal state, for tests only: capture never sees this. */

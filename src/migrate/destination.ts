@@ -161,9 +161,12 @@ export class DestinationSession {
         return this.rebuild(m);
       case "handoff":
         return this.handoff(m);
-      case "commit":
+      case "commit": {
+        const machine = this.handoffRecords?.machine ?? this.staging!.guest!.machine;
+        this.asState(() => machine.applyTimerPhase(m.timerPhase));
         void (this.handoffRecords ? this.resumePostcopy() : this.resume());
         return;
+      }
       default:
         throw new ProtocolError("unexpected", `a destination does not take ${m.t}`);
     }

@@ -95,7 +95,8 @@ export interface Pages { t: "pages"; round: number; seq: number; runs: number[];
 /** Stop-and-copy is done: the CPU and device records (msgpack each), and the digest of all. */
 export interface State { t: "state"; batches: number; cpu: Uint8Array; devices: Uint8Array; digest: Uint8Array }
 export interface Ready { t: "ready"; digest: Uint8Array }
-export interface Commit { t: "commit" }
+/** The guest is the destination's; `timerPhase` is the source's APIC timer phase (Machine.probeTimerPhase), in ns. */
+export interface Commit { t: "commit"; timerPhase: number }
 export interface Resumed { t: "resumed"; virtualNs: number }
 /** The guest reached the end of its run on the destination. */
 export interface Finished { t: "finished"; virtualNs: number; digest: string; ticks: number; exits: number }
@@ -202,7 +203,7 @@ const FIELDS: Record<MessageType, readonly string[]> = {
   state: ["batches", "cpu", "devices", "digest"],
   handoff: ["batches", "missing", "cpu", "devices", "digest"],
   ready: ["digest"],
-  commit: [],
+  commit: ["timerPhase"],
   resumed: ["virtualNs"],
   fault: ["page"],
   complete: ["batches", "memoryDigest"],
@@ -323,7 +324,7 @@ const VALIDATORS: Record<MessageType, (o: Fields, bounds?: MemoryBounds) => Mess
     latencyP99Us: uint(o.latencyP99Us, "received.latencyP99Us", Number.MAX_SAFE_INTEGER),
   }),
   ready: (o) => ({ t: "ready", digest: bytes(o.digest, "ready.digest", DIGEST_BYTES, DIGEST_BYTES) }),
-  commit: () => ({ t: "commit" }),
+  commit: (o) => ({ t: "commit", timerPhase: uint(o.timerPhase, "commit.timerPhase", 0xffff_ffff) }),
   resumed: (o) => ({ t: "resumed", virtualNs: uint(o.virtualNs, "resumed.virtualNs", Number.MAX_SAFE_INTEGER) }),
   finished: (o) => {
     const digest = text(o.digest, "finished.digest");

@@ -236,7 +236,7 @@ export class SourceSession {
     const exits = guest.machine.exits();
     this.report.exits = { total: exits.total, byReason: exits.byReason };
     try {
-      return { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(guest.machine.capture({ leaving: true })) };
+      return { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(guest.machine.capture()) };
     } catch (e) {
       if (e instanceof DeviceStateError) throw new MigrationFailure("state", e.message);
       throw e;
@@ -251,7 +251,10 @@ export class SourceSession {
     if (!digest.equals(ready.digest)) throw new MigrationFailure("digest", "the destination's digest differs from the source's");
     this.step = "commit";
     this.committed = true;
-    await channel.send({ t: "commit" });
+    // From here the source never runs the guest again, so it may let the clock run to measure
+    // the APIC timer's phase, which the destination applies before it resumes the guest.
+    const timerPhase = this.live.guest.machine.probeTimerPhase();
+    await channel.send({ t: "commit", timerPhase });
     this.progress("commit", this.report.rounds, 0);
     this.step = "resumed";
     await channel.expect("resumed");

@@ -258,10 +258,12 @@ export class Replayer {
       return;
     }
     const t0 = performance.now();
-    const record = this.machine.capture({ leaving: true });
+    const record = this.machine.capture();
     const bytes = packr.pack(record);
     const t1 = performance.now();
     const next = Machine.reconstruct(packr.unpack(bytes), { policy: this.machine.policy });
+    // The source is left for good: its timer's phase goes along, as a migration's commit carries it.
+    next.applyTimerPhase(this.machine.probeTimerPhase());
     const t2 = performance.now();
     this.finishedExits.push(this.machine.exits());
     this.absorbCoreCounters(this.machine);
