@@ -1,6 +1,13 @@
 // The core's WebAssembly interface. One instance is one machine: a board with its devices and
 // the hypervisor under the guest. Guest operations pass plain numbers and allocate nothing;
 // times cross the boundary as f64 nanoseconds (exact up to 2^53 ns, about 104 days).
+//
+// Memory: the core runs on AssemblyScript's minimal runtime (asconfig.json). The incremental
+// one kept a shadow stack of every object reference on every call, which cost the replay more
+// than the device models themselves; the minimal one collects only when asked, at a moment no
+// reference lives on the wasm stack. Every export that allocates (records, schemas, the replay
+// buffer, reconstruction's helpers) therefore collects on entry; guest operations allocate
+// nothing but a rebuilt APIC timer's few fixup helpers, collected at the next such call.
 
 import { FieldIO, FieldMode } from "./fields";
 import { DeviceRecord, captureDevices, reconstructDevices } from "./hypervisor/device-state";
@@ -29,6 +36,7 @@ export function init(
   pic: bool, pit: bool, lapic: bool, ioapic: bool, pitIrq0: bool, compatQemu: bool,
   apicBusHz: f64, tscHz: f64, policy: i32, start: f64,
 ): void {
+  __collect();
   const c = board.config;
   c.pic = pic;
   c.pit = pit;
@@ -121,6 +129,7 @@ export const STATE_CONFIG_MISMATCH: i32 = 3;
 
 /** Names of the device record's fields, comma-separated, in buffer order. */
 export function recordSchema(): string {
+  __collect();
   fields.start(FieldMode.Schema);
   record.describe(fields);
   return fields.names;
@@ -133,6 +142,7 @@ export function recordSchema(): string {
  * phase (see hypervisor/apic-phase.ts).
  */
 export function captureState(probePhase: bool): i32 {
+  __collect();
   if (!hypervisor.shadowsValid()) return STATE_NO_SHADOWS;
   captureDevices(hypervisor.bus, hypervisor.picShadow, hypervisor.pitShadow, hypervisor.fixup, record);
   if (probePhase && board.config.lapic) hypervisor.probeTimerPhase(record.apic.lapic);
@@ -146,6 +156,7 @@ export function captureState(probePhase: bool): i32 {
  * only if all are legal and describe this board, rebuilds the devices from them.
  */
 export function reconstructState(count: i32): i32 {
+  __collect();
   fields.start(FieldMode.Read, count);
   record.describe(fields);
   if (fields.error >= 0 || fields.count != count) return STATE_BAD_RECORD;
@@ -162,22 +173,26 @@ export function reconstructState(count: i32): i32 {
 
 /** Every device's internal state (tests only). */
 export function inspectSchema(): string {
+  __collect();
   fields.start(FieldMode.Schema);
   board.inspect(fields);
   return fields.names;
 }
 export function inspectState(): void {
+  __collect();
   fields.start(FieldMode.Write);
   board.inspect(fields);
 }
 
 /** The hypervisor's shadows (tests compare them with the hidden state they mirror). */
 export function shadowSchema(): string {
+  __collect();
   fields.start(FieldMode.Schema);
   describeShadows();
   return fields.names;
 }
 export function shadowState(): void {
+  __collect();
   fields.start(FieldMode.Write);
   describeShadows();
 }
