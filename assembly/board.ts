@@ -96,12 +96,15 @@ export class Board {
   // ---- time ----------------------------------------------------------------------------
 
   /** Runs the clock to `t`, firing every timer event on the way in time order. */
+  @inline
   advanceTo(t: i64): void {
     if (t < this.now) return;
-    if (this.nextEventKnown && this.nextEvent > t) {
-      this.now = t;
-      return;
-    }
+    if (this.nextEventKnown && this.nextEvent > t) this.now = t;
+    else this.runTimersTo(t);
+  }
+
+  /** advanceTo() when a timer event may fall on the way: fires them all, then finds the next. */
+  private runTimersTo(t: i64): void {
     while (true) {
       const tp = this.nextPitEvent();
       const tl = this.nextLapicEvent();
@@ -160,8 +163,11 @@ export class Board {
       this.pic.ioWrite(port, value & 0xff);
       this.followPicInt();
     } else if (c.pit && isPitPort(port)) {
-      if (port != PIT_CONTROL_PORT || !pitCommandOnlyLatches(value & 0xff)) this.timersTouched();
+      // A latch or read-back command moves no counting element, so OUT0 and the timers stay.
+      const onlyLatches = port == PIT_CONTROL_PORT && pitCommandOnlyLatches(value & 0xff);
       this.pit.ioWrite(port, value & 0xff, this.now);
+      if (onlyLatches) return;
+      this.timersTouched();
       this.followPitOut0();
     }
   }

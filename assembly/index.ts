@@ -1,6 +1,13 @@
 // The core's WebAssembly interface. One instance is one machine: a board with its devices and
 // the hypervisor under the guest. Guest operations pass plain numbers and allocate nothing;
 // times cross the boundary as f64 nanoseconds (exact up to 2^53 ns, about 104 days).
+//
+// Memory: the core runs on AssemblyScript's minimal runtime (asconfig.json). The incremental
+// one kept a shadow stack of every object reference on every call, which cost the replay more
+// than the device models themselves; the minimal one collects only when asked, at a moment no
+// reference lives on the wasm stack. Every export that allocates (records, schemas, the replay
+// buffer, reconstruction's helpers) therefore collects on entry; guest operations allocate
+// nothing but a rebuilt APIC timer's few fixup helpers, collected at the next such call.
 
 import { FieldIO, FieldMode } from "./fields";
 import { DeviceRecord, captureDevices, reconstructDevices } from "./hypervisor/device-state";
@@ -33,6 +40,7 @@ export function init(
   pic: bool, pit: bool, lapic: bool, ioapic: bool, pitIrq0: bool, compatQemu: bool,
   apicBusHz: f64, tscHz: f64, policy: i32, start: f64,
 ): void {
+  __collect();
   const c = board.config;
   c.pic = pic;
   c.pit = pit;
@@ -125,6 +133,7 @@ export const STATE_CONFIG_MISMATCH: i32 = 3;
 
 /** Names of the device record's fields, comma-separated, in buffer order. */
 export function recordSchema(): string {
+  __collect();
   fields.start(FieldMode.Schema);
   record.describe(fields);
   return fields.names;
@@ -132,6 +141,7 @@ export function recordSchema(): string {
 
 /** Captures all device state into the field buffer. */
 export function captureState(): i32 {
+  __collect();
   if (!hypervisor.shadowsValid()) return STATE_NO_SHADOWS;
   captureDevices(hypervisor.bus, hypervisor.picShadow, hypervisor.pitShadow, hypervisor.fixup, record);
   rebuiltAt = -1;
@@ -146,6 +156,7 @@ export function captureState(): i32 {
  * (see hypervisor/apic-phase.ts).
  */
 export function probeTimerPhase(): u32 {
+  __collect();
   if (!board.config.lapic) return 0;
   captureApics(hypervisor.bus, record.apic, hypervisor.fixup);
   rebuiltAt = -1;
@@ -159,6 +170,7 @@ export const MAX_TIMER_PHASE: u32 = MAX_TIMER_PHASE_NS;
  * moved; STATE_BAD_RECORD if the phase is out of range or the moment has passed.
  */
 export function applyTimerPhase(phase: u32): i32 {
+  __collect();
   if (phase > MAX_TIMER_PHASE_NS || rebuiltAt != board.now) return STATE_BAD_RECORD;
   hypervisor.setFixup(applyPhase(hypervisor.bus, record.apic, hypervisor.fixup, phase));
   return STATE_OK;
@@ -169,6 +181,7 @@ export function applyTimerPhase(phase: u32): i32 {
  * only if all are legal and describe this board, rebuilds the devices from them.
  */
 export function reconstructState(count: i32): i32 {
+  __collect();
   fields.start(FieldMode.Read, count);
   record.describe(fields);
   if (fields.error >= 0 || fields.count != count) return STATE_BAD_RECORD;
@@ -186,22 +199,26 @@ export function reconstructState(count: i32): i32 {
 
 /** Every device's internal state (tests only). */
 export function inspectSchema(): string {
+  __collect();
   fields.start(FieldMode.Schema);
   board.inspect(fields);
   return fields.names;
 }
 export function inspectState(): void {
+  __collect();
   fields.start(FieldMode.Write);
   board.inspect(fields);
 }
 
 /** The hypervisor's shadows (tests compare them with the hidden state they mirror). */
 export function shadowSchema(): string {
+  __collect();
   fields.start(FieldMode.Schema);
   describeShadows();
   return fields.names;
 }
 export function shadowState(): void {
+  __collect();
   fields.start(FieldMode.Write);
   describeShadows();
 }

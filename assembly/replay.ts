@@ -58,6 +58,7 @@ export function resetReplay(): void {
 
 /** A buffer of at least `bytes` bytes for the host to fill with records. */
 export function replayScratch(bytes: i32): usize {
+  __collect(); // a buffer outgrown by an earlier call is freed here (see index.ts)
   if (scratch.length < bytes) scratch = new StaticArray<u8>(bytes);
   return changetype<usize>(scratch);
 }

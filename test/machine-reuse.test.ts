@@ -49,6 +49,24 @@ describe("machine reuse", () => {
     expect(a.core).not.toBe(b.core);
   });
 
+  it("a reused core's memory stays bounded over thousands of captures and rebuilds", () => {
+    // The core collects its garbage only at the exports that allocate: were one to skip it,
+    // every round's records and reconstruction helpers would pile up and the memory would grow.
+    const source = busyMachine();
+    const cores = new Set([source.core]);
+    const sizes = () => [...cores].map((core) => core.memory.buffer.byteLength);
+    let early: number[] = [];
+    for (let round = 0; round < 3000; round++) {
+      const copy = Machine.reconstruct(source.capture());
+      copy.inspect();
+      cores.add(copy.core);
+      copy.release();
+      if (round === 300) early = sizes();
+    }
+    expect(cores.size).toBe(2);
+    expect(sizes()).toEqual(early);
+  });
+
   it("Machine.prepare leaves cores that create() resets", () => {
     Machine.prepare();
     const m = Machine.create({ lapic: false, ioapic: false });

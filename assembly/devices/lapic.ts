@@ -29,6 +29,7 @@ import {
 } from "../lapic-registers";
 import { DeliveryMode } from "./apic-message";
 import { ApicTimer } from "./lapic-timer";
+import { VectorRegister } from "./apic-vectors";
 
 /** Writable bits of each LVT entry (timer, thermal, perf, LINT0, LINT1, error). */
 const LVT_WRITABLE: StaticArray<u32> = [0x0007_00ff, 0x0001_07ff, 0x0001_07ff, 0x0001_a7ff, 0x0001_a7ff, 0x0001_00ff];
@@ -66,9 +67,9 @@ export class LocalApic {
   private ldr: u32 = 0;
   private dfr: u32 = 0xffff_ffff;
   private svr: u32 = 0xff;
-  private isr: StaticArray<u32> = new StaticArray<u32>(8);
-  private tmr: StaticArray<u32> = new StaticArray<u32>(8);
-  private irr: StaticArray<u32> = new StaticArray<u32>(8);
+  private isr: VectorRegister = new VectorRegister();
+  private tmr: VectorRegister = new VectorRegister();
+  private irr: VectorRegister = new VectorRegister();
   /** ESR as software reads it, and the errors detected since the last ESR write. */
   private esr: u32 = 0;
   private esrPending: u32 = 0;
@@ -118,11 +119,9 @@ export class LocalApic {
     this.ldr = 0;
     this.dfr = 0xffff_ffff;
     this.svr = 0xff;
-    for (let i = 0; i < 8; i++) {
-      unchecked((this.isr[i] = 0));
-      unchecked((this.tmr[i] = 0));
-      unchecked((this.irr[i] = 0));
-    }
+    this.isr.clear();
+    this.tmr.clear();
+    this.irr.clear();
     this.esr = 0;
     this.esrPending = 0;
     this.icrLow = 0;
@@ -163,7 +162,7 @@ export class LocalApic {
     this.localInterrupt(LVT_TIMER);
     const entry = unchecked(this.lvt[LVT_TIMER]);
     this.timerHeld = this.timer.nextEvent != NEVER && ((entry >>> MODE_SHIFT) & 7) == DeliveryMode.Fixed
-      && testBit(this.irr, entry & VECTOR_MASK);
+      && this.irr.test(entry & VECTOR_MASK);
   }
 
   /**
@@ -247,9 +246,9 @@ export class LocalApic {
 
   private vectorRegister(index: u32): u32 {
     const i = <i32>(index & 7);
-    if (index < 0x18) return unchecked(this.isr[i]);
-    if (index < 0x20) return unchecked(this.tmr[i]);
-    return unchecked(this.irr[i]);
+    if (index < 0x18) return this.isr.word(i);
+    if (index < 0x20) return this.tmr.word(i);
+    return this.irr.word(i);
   }
 
   // ---- MSRs ----------------------------------------------------------------------------
@@ -293,7 +292,7 @@ export class LocalApic {
 
   /** SDM 10.8.3.1: PPR is the TPR or the class of the highest in-service vector, whichever is higher. */
   private ppr(): u32 {
-    const isrv = highestBit(this.isr);
+    const isrv = this.isr.highest();
     const isrClass: u32 = isrv < 0 ? 0 : <u32>isrv & 0xf0;
     return (this.tpr & 0xf0) >= isrClass ? this.tpr : isrClass;
   }
@@ -305,8 +304,8 @@ export class LocalApic {
    */
   private apr(): u32 {
     if (this.qemu) return 0;
-    const isrv = highestBit(this.isr);
-    const irrv = highestBit(this.irr);
+    const isrv = this.isr.highest();
+    const irrv = this.irr.highest();
     const tprClass = this.tpr & 0xf0;
     const isrClass: u32 = isrv < 0 ? 0 : <u32>isrv & 0xf0;
     const irrClass: u32 = irrv < 0 ? 0 : <u32>irrv & 0xf0;
@@ -358,9 +357,9 @@ export class LocalApic {
       // QEMU: a software-disabled APIC still collects requests in IRR.
       if (!this.softwareEnabled()) return false;
     }
-    setBit(this.irr, vector);
-    if (level) setBit(this.tmr, vector);
-    else clearBit(this.tmr, vector);
+    this.irr.set(vector);
+    if (level) this.tmr.set(vector);
+    else this.tmr.unset(vector);
     return true;
   }
 
@@ -372,7 +371,7 @@ export class LocalApic {
   /** The highest requested vector if its class beats the PPR, else -1. */
   private deliverableVector(): i32 {
     if (!this.softwareEnabled()) return -1;
-    const v = highestBit(this.irr);
+    const v = this.irr.highest();
     if (v < 0) return -1;
     const ppr = this.ppr();
     // QEMU: a PPR of 0 lets any vector through, even one of class 0.
@@ -384,8 +383,8 @@ export class LocalApic {
   acknowledge(): i32 {
     const v = this.deliverableVector();
     if (v < 0) return <i32>(this.svr & VECTOR_MASK);
-    clearBit(this.irr, <u32>v);
-    setBit(this.isr, <u32>v);
+    this.irr.unset(<u32>v);
+    this.isr.set(<u32>v);
     if (<u32>v == (unchecked(this.lvt[LVT_TIMER]) & VECTOR_MASK)) this.releaseTimer();
     return v;
   }
@@ -397,10 +396,10 @@ export class LocalApic {
   }
 
   private eoi(): void {
-    const v = highestBit(this.isr);
+    const v = this.isr.highest();
     if (v < 0) return;
-    clearBit(this.isr, <u32>v);
-    if (testBit(this.tmr, <u32>v)) this.eoiBroadcast = v;
+    this.isr.unset(<u32>v);
+    if (this.tmr.test(<u32>v)) this.eoiBroadcast = v;
     if (this.qemu) return;
     // A level-triggered LINT waits for the EOI of its vector, then may deliver again.
     for (let i = LVT_LINT0; i <= LVT_LINT1; i++) {
@@ -496,7 +495,7 @@ export class LocalApic {
       // QEMU: every rise delivers; a fall withdraws a level-triggered fixed request.
       if (level) this.localInterrupt(i);
       else if (mode == DeliveryMode.Fixed && (entry & LVT_LEVEL) != 0) {
-        clearBit(this.irr, entry & VECTOR_MASK);
+        this.irr.unset(entry & VECTOR_MASK);
         if ((entry & VECTOR_MASK) == (unchecked(this.lvt[LVT_TIMER]) & VECTOR_MASK)) this.releaseTimer();
       }
       return;
@@ -575,9 +574,9 @@ export class LocalApic {
     io.field("ldr", this.ldr);
     io.field("dfr", this.dfr);
     io.field("svr", this.svr);
-    describeWords(io, "isr", this.isr);
-    describeWords(io, "tmr", this.tmr);
-    describeWords(io, "irr", this.irr);
+    this.isr.describe(io, "isr");
+    this.tmr.describe(io, "tmr");
+    this.irr.describe(io, "irr");
     io.field("esr", this.esr);
     io.field("esrPending", this.esrPending);
     io.field("icrLow", this.icrLow);
@@ -601,29 +600,4 @@ function describeWords(io: FieldIO, name: string, words: StaticArray<u32>): void
   io.begin(name);
   for (let i = 0; i < words.length; i++) io.field(i.toString(), unchecked(words[i]));
   io.end();
-}
-
-/** Highest set bit of a 256-bit register, or -1. */
-@inline
-function highestBit(words: StaticArray<u32>): i32 {
-  for (let i = 7; i >= 0; i--) {
-    const w = unchecked(words[i]);
-    if (w != 0) return (i << 5) + 31 - <i32>clz(w);
-  }
-  return -1;
-}
-
-@inline
-function testBit(words: StaticArray<u32>, bit: u32): bool {
-  return ((unchecked(words[<i32>(bit >>> 5)]) >>> (bit & 31)) & 1) != 0;
-}
-
-@inline
-function setBit(words: StaticArray<u32>, bit: u32): void {
-  unchecked((words[<i32>(bit >>> 5)] |= <u32>1 << (bit & 31)));
-}
-
-@inline
-function clearBit(words: StaticArray<u32>, bit: u32): void {
-  unchecked((words[<i32>(bit >>> 5)] &= ~(<u32>1 << (bit & 31))));
 }

@@ -87,7 +87,9 @@ export class Pit8254 {
       if (!this.compat) this.nmiEnables = value & NMI_ENABLES;
       this.channel(2).setGate((value & 1) != 0);
     } else if (port == PIT_CONTROL_PORT) {
-      this.syncTo(now);
+      // A control word or latch touches one channel; only a read-back may touch all three.
+      if (value >>> 6 == 3) this.syncTo(now);
+      else this.channel(<i32>(value >>> 6));
       pitCommand(this.channels, value);
     } else {
       this.channel(<i32>(port & 3)).writeData(value);

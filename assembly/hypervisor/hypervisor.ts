@@ -129,7 +129,7 @@ export class Hypervisor {
       this.pitShadow.now = this.board.now;
       if (write) this.pitShadow.observeWrite(port, value);
       else this.pitShadow.observeRead(port, value);
-      if (this.policy == Policy.Blmvisor) this.pitShadow.armTraps(this.traps);
+      if (this.policy == Policy.Blmvisor) this.pitShadow.armPortTraps(port, this.traps);
     }
   }
 
@@ -216,7 +216,13 @@ export class Hypervisor {
   }
 
   /** Runs the clock, stopping at the fixup's deadline (like a VMX preemption timer) to act. */
+  @inline
   advanceTo(t: i64): void {
+    if (this.fixup) this.advanceThroughFixup(t);
+    else this.board.advanceTo(t);
+  }
+
+  private advanceThroughFixup(t: i64): void {
     let fixup = this.fixup;
     while (fixup) {
       const due = fixup.deadline();

@@ -65,11 +65,20 @@ export class PitShadow extends DeviceShadow {
   }
 
   armTraps(traps: IoTraps): void {
-    for (let i = 0; i < PIT_CHANNELS; i++) {
-      const reads: u8 = unchecked(this.channels[i]).readChangesState() ? TRAP_READ : 0;
-      traps.put(FIRST_DATA_PORT + <u32>i, TRAP_WRITE | reads);
-    }
+    for (let i = 0; i < PIT_CHANNELS; i++) this.armChannelTraps(i, traps);
     traps.put(PIT_CONTROL_PORT, TRAP_WRITE);
+  }
+
+  /** After a trapped access to `port`: a data port changes only its own channel's needs. */
+  armPortTraps(port: u32, traps: IoTraps): void {
+    if (isDataPort(port)) this.armChannelTraps(<i32>(port - FIRST_DATA_PORT), traps);
+    else this.armTraps(traps);
+  }
+
+  @inline
+  private armChannelTraps(i: i32, traps: IoTraps): void {
+    const reads: u8 = unchecked(this.channels[i]).readChangesState() ? TRAP_READ : 0;
+    traps.put(FIRST_DATA_PORT + <u32>i, TRAP_WRITE | reads);
   }
 
   describe(io: FieldIO): void {
