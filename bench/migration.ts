@@ -36,10 +36,10 @@ interface Destination {
   token: string;
 }
 
-/** Runs `fn` with a fresh destination process, stopped afterwards whatever happens. */
+/** Runs `fn` with a fresh destination process (same Node flags: `node --cpu-prof` profiles both), stopped afterwards whatever happens. */
 async function withDestination<T>(fn: (d: Destination) => Promise<T>): Promise<T> {
   const token = randomBytes(16).toString("hex");
-  const child = spawn(process.execPath, [DESTINATION], { env: { ...process.env, BLMV_TOKEN: token }, stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(process.execPath, [...process.execArgv, DESTINATION], { env: { ...process.env, BLMV_TOKEN: token }, stdio: ["ignore", "pipe", "inherit"] });
   try {
     const lines = createInterface({ input: child.stdout! });
     const first = await new Promise<{ migrate: string; sink: string }>((resolve, reject) => {
