@@ -87,7 +87,7 @@ function fillRandom(memory: GuestMemory): void {
   for (let p = WORK_BASE_PAGE; p < memory.pageCount; p += chunk.length / PAGE_SIZE) {
     randomFillSync(chunk);
     const n = Math.min(chunk.length / PAGE_SIZE, memory.pageCount - p);
-    for (let i = 0; i < n; i++) memory.writePage(p + i, chunk.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+    memory.writePages(p, n, chunk, 0);
   }
 }
 
