@@ -47,6 +47,15 @@ export function nextSetBit(bitmap: Uint32Array, from: number): number {
   return 32 * w + (31 - Math.clz32(bits & -bits));
 }
 
+/** Sets the bits of pages first..first+count-1 in a page bitmap, a word at a time where it can. */
+function setBits(bitmap: Uint32Array, first: number, count: number): void {
+  const end = first + count;
+  let p = first;
+  for (; p < end && (p & 31) !== 0; p++) bitmap[p >>> 5] |= 1 << (p & 31);
+  for (; p + 32 <= end; p += 32) bitmap[p >>> 5] = ~0;
+  for (; p < end; p++) bitmap[p >>> 5] |= 1 << (p & 31);
+}
+
 export class GuestMemory {
   readonly bytes: number;
   readonly pageCount: number;
@@ -91,11 +100,29 @@ export class GuestMemory {
 
   /** Loads a page on the destination. Not a guest store, so not dirty-logged (as in KVM). */
   writePage(p: number, data: Uint8Array): void {
-    this.checkPage(p);
     if (data.length !== PAGE_SIZE) throw new RangeError(`page ${p}: expected ${PAGE_SIZE} bytes, got ${data.length}`);
-    const slab = this.slabFor(p);
-    new Uint8Array(slab.buffer, (p & SLAB_PAGE_MASK) * PAGE_SIZE, PAGE_SIZE).set(data);
-    this.touched[p >>> 5] |= 1 << (p & 31);
+    this.writePages(p, 1, data, 0);
+  }
+
+  /**
+   * Loads `count` consecutive pages from `first`, their bytes taken from `data` at `offset`:
+   * writePage for a whole run, one copy per slab it spans.
+   */
+  writePages(first: number, count: number, data: Uint8Array, offset: number): void {
+    if (count === 0) return;
+    this.checkPage(first);
+    this.checkPage(first + count - 1);
+    if (!Number.isInteger(offset) || offset < 0 || offset + count * PAGE_SIZE > data.length) {
+      throw new RangeError(`pages ${first}+${count}: ${data.length} bytes from offset ${offset} do not hold them`);
+    }
+    const end = first + count;
+    for (let p = first; p < end; ) {
+      const n = Math.min(end - p, SLAB_PAGES - (p & SLAB_PAGE_MASK));
+      const from = offset + (p - first) * PAGE_SIZE;
+      new Uint8Array(this.slabFor(p).buffer, (p & SLAB_PAGE_MASK) * PAGE_SIZE, n * PAGE_SIZE).set(data.subarray(from, from + n * PAGE_SIZE));
+      p += n;
+    }
+    setBits(this.touched, first, count);
   }
 
   /** Makes page p zero again (and cheap to recognise as such). Not dirty-logged. */

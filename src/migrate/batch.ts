@@ -12,6 +12,8 @@ export class BatchBuilder {
   /** (page, CRC) pairs, data pages first: the batch checksum's input. */
   private readonly dataPairs = new Uint32Array(2 * BATCH_DATA_PAGES);
   private readonly zeroPairs = new Uint32Array(2 * MAX_BATCH_PAGES);
+  /** Both lists joined for the checksum, reused from batch to batch. */
+  private readonly pairs = new Uint32Array(2 * MAX_BATCH_PAGES);
   private runs: number[] = [];
   private zeros: number[] = [];
   private dataPages = 0;
@@ -49,7 +51,7 @@ export class BatchBuilder {
 
   /** The frame for what was added, then empties the builder. The data is copied on encoding. */
   take(round: number, seq: number): Pages {
-    const pairs = new Uint32Array(2 * (this.dataPages + this.zeroPages));
+    const pairs = this.pairs;
     pairs.set(this.dataPairs.subarray(0, 2 * this.dataPages));
     pairs.set(this.zeroPairs.subarray(0, 2 * this.zeroPages), 2 * this.dataPages);
     const message: Pages = {

@@ -1,6 +1,6 @@
 // Guest memory on a post-copy destination: pages that have not arrived yet are absent, and a
 // guest access to one of them faults instead of reading or writing stale bytes. A page becomes
-// present when its content is loaded (writePage, zeroPage) and never absent again.
+// present when its content is loaded (writePage(s), zeroPage(s)) and never absent again.
 
 import { GuestMemory } from "../guest/memory.js";
 import { PAGE_SIZE } from "../guest/page.js";
@@ -44,9 +44,9 @@ export class DemandMemory extends GuestMemory {
     return this.absent !== undefined && (this.absent[p >>> 5] & (1 << (p & 31))) !== 0;
   }
 
-  override writePage(p: number, data: Uint8Array): void {
-    super.writePage(p, data);
-    this.arrived(p);
+  override writePages(first: number, count: number, data: Uint8Array, offset: number): void {
+    super.writePages(first, count, data, offset);
+    for (let p = first; p < first + count; p++) this.arrived(p);
   }
 
   override zeroPage(p: number): void {
