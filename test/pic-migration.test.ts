@@ -294,6 +294,27 @@ describe("PIC migration scenarios", () => {
   });
 });
 
+describe("PIC shadow after a stale priority pointer", () => {
+  it("learns the pointer back from the next rotate-on-EOI, by the ISR bit it clears", () => {
+    const m = picMachine();
+    initPicPair(m);
+    m.setIrq(8, 1);
+    m.setIrq(8, 0);
+    m.inta(); // slave IR0 through master IR2: master ISR bit 2
+    m.outb(0x20, 0x0c); // poll command
+    m.outb(0x20, 0xa0); // rotate on non-specific EOI while the poll waits: pointer unseen (2)
+    expect(shadowOf(m).master.lowestPriorityStale).toBe(1);
+    m.setIrq(0, 1);
+    m.inta();
+    m.setIrq(3, 1);
+    m.inta(); // with IR2 lowest, IR3 outranks IR0: both in service
+    m.inb(0x20); // answers the poll
+    m.outb(0x20, 0xa0); // clears IR3, the highest under the unseen pointer, and makes it lowest
+    expect(picOf(m).master.lowestPriority).toBe(3);
+    expect(shadowOf(m).master).toMatchObject({ lowestPriority: 3, lowestPriorityStale: 0 });
+  });
+});
+
 describe("PIC migration properties", () => {
   it("(1) capture → msgpack → reconstruct reproduces the PIC state, minus the named exceptions", () => {
     fc.assert(

@@ -103,9 +103,11 @@ export class Hypervisor {
       const p = (port + <u32>i) & 0xffff;
       const b = (value >>> (<u32>i * 8)) & 0xff;
       // A rotate-on-EOI or a poll command changes hidden state that only the registers as they
-      // stand before the write can tell: the PIC shadow reads them first (bus reads, no exits).
-      if (this.board.config.pic && isPicPort(p)) this.picShadow.prepareWrite(this.bus, p, b);
+      // stand around the write can tell: the PIC shadow reads them (bus reads, no exits).
+      const pic = this.board.config.pic && isPicPort(p);
+      if (pic) this.picShadow.prepareWrite(this.bus, p, b);
       this.board.outByte(p, b);
+      if (pic) this.picShadow.completeWrite(this.bus, p);
       this.observe(p, b, true);
     }
   }

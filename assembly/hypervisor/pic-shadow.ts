@@ -11,7 +11,9 @@
 //  - a rotate-on-non-specific-EOI while a poll is pending: the pointer becomes the in-service
 //    level the EOI clears, which can only be read before the write, and any read of the chip
 //    would answer the poll.
-// Every other rotate-on-non-specific-EOI is exact: prepareWrite() reads ISR just before it.
+// Every other rotate-on-non-specific-EOI is exact: prepareWrite() reads ISR just before it and
+// works out the level from the priorities, or, when the pointer is stale (so the priorities are
+// not known), completeWrite() reads ISR again just after it: the bit that went is the level.
 
 import { FieldIO } from "../fields";
 import {
@@ -24,6 +26,8 @@ export const ELCR_MASTER_PORT: u32 = 0x4d0;
 export const ELCR_SLAVE_PORT: u32 = 0x4d1;
 const EOI_LEVEL_NONE: i32 = -1;
 const EOI_LEVEL_UNKNOWN: i32 = -2;
+/** The level is the ISR bit the write clears, seen by reading ISR after it. */
+const EOI_LEVEL_FROM_ISR: i32 = -3;
 
 /** The registers software can read from one chip. */
 export class PicStatus {
@@ -62,6 +66,8 @@ export class PicChipShadow {
   /** What prepareWrite() found a rotate-on-non-specific-EOI will clear. */
   private eoiLevel: i32 = EOI_LEVEL_NONE;
   private probe: PicStatus = new PicStatus();
+  /** ISR just before a rotate-on-non-specific-EOI whose level is EOI_LEVEL_FROM_ISR. */
+  private isrBefore: u32 = 0;
 
   constructor(
     public command: u32,
@@ -107,9 +113,18 @@ export class PicChipShadow {
       } else {
         const status = this.probe;
         this.readStatus(bus, status);
-        this.eoiLevel = c.eoiTarget(status.isr, status.imr);
+        this.isrBefore = status.isr;
+        this.eoiLevel = this.lowestPriorityStale ? EOI_LEVEL_FROM_ISR : c.eoiTarget(status.isr, status.imr);
       }
     }
+  }
+
+  /** Just after a command write: a rotate whose level only ISR can tell reads it again. */
+  completeCommand(bus: HardwareBus): void {
+    if (this.eoiLevel != EOI_LEVEL_FROM_ISR) return;
+    this.readStatus(bus, this.probe);
+    const cleared = this.isrBefore & ~this.probe.isr;
+    this.eoiLevel = cleared == 0 ? EOI_LEVEL_NONE : <i32>ctz(cleared);
   }
 
   observeCommand(value: u32): void {
@@ -208,6 +223,12 @@ export class PicShadow extends DeviceShadow {
   prepareWrite(bus: HardwareBus, port: u32, value: u32): void {
     const chip = this.chipOf(port);
     if (chip && port == chip.command) chip.prepareCommand(bus, value);
+  }
+
+  /** The same write, just performed, before observeWrite() sees it. */
+  completeWrite(bus: HardwareBus, port: u32): void {
+    const chip = this.chipOf(port);
+    if (chip && port == chip.command) chip.completeCommand(bus);
   }
 
   observeWrite(port: u32, value: u32): void {
