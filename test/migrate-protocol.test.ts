@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { ZERO_PAGE_CRC, pageChecksum } from "../src/guest/digest.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../src/guest/page.js";
 import { BatchBuilder } from "../src/migrate/batch.js";
+import { decode } from "../src/migrate/decode.js";
 import {
   MAX_BATCH_PAGES,
   MAX_PAYLOAD,
@@ -15,7 +16,6 @@ import {
   PROTOCOL_MAGIC,
   ProtocolError,
   batchChecksum,
-  decode,
   encode,
   stateDigest,
   type Message,

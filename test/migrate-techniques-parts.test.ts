@@ -16,7 +16,8 @@ import { DemandMemory, PageFault } from "../src/migrate/demand-memory.js";
 import { formatComparison, type CompareRow } from "../src/migrate/compare.js";
 import { comparisonChartSvg } from "../src/migrate/compare-chart.js";
 import { predict, predictTechnique } from "../src/migrate/model.js";
-import { MAX_DELTA_BYTES, ProtocolError, decode, encode, type Message } from "../src/migrate/protocol.js";
+import { decode } from "../src/migrate/decode.js";
+import { MAX_DELTA_BYTES, ProtocolError, encode, type Message } from "../src/migrate/protocol.js";
 import { StopConditions } from "../src/migrate/stop-conditions.js";
 import { XbzrleEncoder, applyDelta, applyDeltas, encodeDelta } from "../src/migrate/xbzrle.js";
 

@@ -7,8 +7,10 @@
 import { performance } from "node:perf_hooks";
 import type WebSocket from "ws";
 import { AckWindow } from "./ack-window.js";
+import { FramePool } from "./frame-pool.js";
 import { TokenBucket } from "./link.js";
-import { ProtocolError, decode, encode, type Message, type MessageType } from "./protocol.js";
+import { decode } from "./decode.js";
+import { ProtocolError, encode, type Message, type MessageType } from "./protocol.js";
 import type { FailureCode } from "./metrics.js";
 
 /** Bytes handed to the socket but not yet written out, above which sending waits. */
@@ -50,6 +52,7 @@ export class Channel {
   window?: AckWindow;
   /** When the peer last showed progress (an acknowledgement). */
   private progressAt = 0;
+  private readonly frames = new FramePool();
 
   constructor(
     private readonly ws: WebSocket,
@@ -85,8 +88,8 @@ export class Channel {
 
   /** Puts a message on the wire once the link has room; returns the frame's size. */
   async send(message: Message): Promise<number> {
-    const frame = encode(message);
     const seq = message.t === "pages" || message.t === "deltas" ? message.seq : -1;
+    const { frame, release } = seq >= 0 ? this.frames.encode(message) : { frame: encode(message), release: undefined };
     const batch = seq >= 0 ? this.window : undefined;
     if (batch && !batch.fits(frame.length)) await this.waitUntil(() => batch.fits(frame.length), "acknowledgement");
     for (;;) {
@@ -101,6 +104,7 @@ export class Channel {
     const put = (): void => {
       if (this.ws.readyState !== this.ws.OPEN) return;
       this.ws.send(frame, { binary: true }, (e) => {
+        release?.();
         this.inflight -= frame.length;
         if (e) this.fail(new MigrationFailure("connection", e.message));
         this.wake?.();

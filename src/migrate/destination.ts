@@ -16,9 +16,10 @@ import { PAGE_SIZE } from "../guest/page.js";
 import { Guest } from "../guest/workload.js";
 import {
   CAPABILITIES, MAX_BATCH_PAGES, MAX_DELTA_PAGES, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError,
-  batchChecksum, decode, decodeRecord, encode, handoffDigest, stateDigest,
+  batchChecksum, decodeRecord, encode, handoffDigest, stateDigest,
   type Config, type Deltas, type Handoff, type Message, type MessageType, type Pages, type Query, type SessionFate, type State,
 } from "./protocol.js";
+import { decode } from "./decode.js";
 import { DemandMemory } from "./demand-memory.js";
 import { PostcopyReceiver } from "./postcopy-destination.js";
 import { applyDeltas } from "./xbzrle.js";

@@ -31,7 +31,8 @@ import { authenticate, openChannel, type ConnectOptions } from "./connect.js";
 import { DEFAULT_RESOLVE_TIMEOUT_MS, askOutcome } from "./resolve.js";
 import type { LiveGuest } from "./live.js";
 import { newReport, summarize, type MigrationReport, type RoundStat } from "./metrics.js";
-import { MAX_ROUNDS, countPages, encodeRecord, machineSpecOf, stateDigest } from "./protocol.js";
+import { countPages } from "./decode.js";
+import { MAX_ROUNDS, encodeRecord, machineSpecOf, stateDigest } from "./protocol.js";
 
 export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
 export const DEFAULT_MAX_ROUNDS = 30;
