@@ -234,6 +234,30 @@ describe("PIT reconstruction", () => {
 });
 
 describe("PIT reconstruction examples", () => {
+  it("rebuilds a mode-4 channel 2 whose gate fell in its strobe's clock, and one whose gate fell while it strobes", () => {
+    // Channel 2, mode 4, LSB only, a count of 1: the strobe comes at the second edge (1677 ns).
+    const strobed = (gateOffAt: number, rewrite: boolean): Machine => {
+      const m = pitMachine();
+      m.outb(0x43, 0x98);
+      m.outb(0x61, 0x01);
+      m.outb(0x42, 0x00);
+      m.outb(0x42, 0x01);
+      m.advanceTo(gateOffAt);
+      if (rewrite) m.outb(0x42, 0x00); // a new count, due at the next edge
+      m.outb(0x61, 0x00);
+      return m;
+    };
+    // Stopped at 0 after the strobe, OUT high again at the next edge.
+    const after = strobed(1677, false);
+    after.advanceTo(2515);
+    expect(pitState(after).channels[2]).toMatchObject({ count: 0, out: 1, gate: 0 });
+    expect(pitState(migrate(after))).toEqual(pitState(after));
+    // Stopped during the strobe itself, with a new count waiting.
+    const during = strobed(1677, true);
+    expect(pitState(during).channels[2]).toMatchObject({ count: 0, out: 0, gate: 0, nullCount: 1 });
+    expect(pitState(migrate(during))).toEqual(pitState(during));
+  });
+
   it("rebuilds Linux's periodic tick exactly, interrupts included", () => {
     const m = pitMachine({ pic: true });
     m.outb(0x43, 0x34);

@@ -279,16 +279,19 @@ export class DatasheetPlanner extends ChannelPlanner {
       }
       return;
     }
-    if (i == 2) this.gate(this.e0, gate);
     if (written > 0 && nullCount && !mode0 && !out) {
-      // Mode 4 strobing at eT with a new count due at the next edge: a 1-clock count first.
+      // Mode 4 strobing at eT with a new count due at the next edge: a 1-clock count first,
+      // counted down with the gate up (a stopped channel 2 lost it after the strobe's edge).
+      if (i == 2) this.gate(this.e0, true);
       this.control(this.e0, i, regs.mode, rw, bcd);
       let steps: i64 = 1;
       while (!writable(steps, rw, bcd)) steps++;
       this.write(this.eT - steps - 1, i, rw, bcd, steps);
+      if (i == 2) this.gate(this.eT, gate);
       this.writeRegister(this.eT, i, regs, written);
       return;
     }
+    if (i == 2) this.gate(this.e0, gate);
     if (written == 0 || nullCount) {
       const k = this.preset(i, regs, value, gate);
       if (written > 0) this.writeRegister(this.eT, i, regs, written);
@@ -302,6 +305,14 @@ export class DatasheetPlanner extends ChannelPlanner {
       if (!gate) this.gate(this.e0, true);
       this.writeRegister(L - 1, i, regs, written);
       if (!gate) this.gate(this.eT, false);
+      return;
+    }
+    if (i == 2 && !gate && value == 0 && !mode0 && out) {
+      // Mode 4 stopped at 0 after its strobe: the gate fell in the strobe's clock, before the
+      // edge that would have counted on (a full wrap back to 0 would leave the same state).
+      this.gate(this.e0, true);
+      this.writeRegister(this.eT - period - 2, i, regs, written);
+      this.gate(this.eT - 1, false);
       return;
     }
     // Terminal count (mode 4: the strobe) `since` edges ago; a paused channel stopped at eT.
