@@ -2,7 +2,7 @@
 // its configuration (written at boot, read back on the destination) and its counters, and the
 // working set above 1 MiB that its workload dirties.
 
-import type { DirtyPattern, InterruptSetup } from "./workload.js";
+import type { DirtyPattern, InterruptSetup, WorkloadConfig } from "./workload.js";
 import { GuestMemory, PAGE_SIZE } from "./memory.js";
 
 const DATA_PAGE = 1;
@@ -43,14 +43,7 @@ export function counterAddress(counter: Counter): number {
 }
 
 /** Everything the guest wrote down at boot: what it runs and how it programmed the timer. */
-export interface BootRecord {
-  name: string;
-  interrupts: InterruptSetup;
-  dirtyBytesPerSecond: number;
-  workingSetBytes: number;
-  pattern: DirtyPattern;
-  seed: number;
-  timerHz: number;
+export interface BootRecord extends WorkloadConfig {
   timerCount: number;
   bootTime: number;
 }
