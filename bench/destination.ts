@@ -5,8 +5,8 @@
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { WebSocketServer } from "ws";
-import { listen } from "../src/migrate/listener.js";
-import { MAX_PAYLOAD } from "../src/migrate/protocol.js";
+import { listen } from "../src/migrate/destination/listener.js";
+import { MAX_PAYLOAD } from "../src/migrate/wire/protocol.js";
 
 const token = process.env.BLMV_TOKEN;
 if (!token) {

@@ -11,12 +11,12 @@ import WebSocket from "ws";
 import { GuestMemory } from "../src/guest/memory.js";
 import { WORK_BASE_PAGE } from "../src/guest/layout.js";
 import { PAGE_SIZE } from "../src/guest/page.js";
-import { BatchBuilder } from "../src/migrate/batch.js";
-import { bootGuest, type GuestRunSpec } from "../src/migrate/guest-run.js";
-import { LiveGuest } from "../src/migrate/live.js";
-import type { MigrationReport } from "../src/migrate/metrics.js";
-import { BATCH_DATA_BYTES, MAX_PAYLOAD, encode } from "../src/migrate/protocol.js";
-import { migrate, type SourceOptions } from "../src/migrate/source.js";
+import { BatchBuilder } from "../src/migrate/source/batch.js";
+import { bootGuest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
+import { LiveGuest } from "../src/migrate/run/live.js";
+import type { MigrationReport } from "../src/migrate/report/metrics.js";
+import { BATCH_DATA_BYTES, MAX_PAYLOAD, encode } from "../src/migrate/wire/protocol.js";
+import { migrate, type SourceOptions } from "../src/migrate/source/source.js";
 import { median, type BenchResult } from "./result.js";
 
 const MiB = 2 ** 20;

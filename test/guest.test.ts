@@ -8,7 +8,9 @@ import { Machine } from "../src/core/machine.js";
 import { CpuState, CpuStateError, type CpuRecord } from "../src/guest/cpu.js";
 import { PageChecksums, ZERO_PAGE_CRC, memoryDigest, pageChecksum } from "../src/guest/digest.js";
 import { GuestMemory, PAGE_SIZE, ZERO_PAGE, countBits } from "../src/guest/memory.js";
-import { Guest, WORKLOADS, type InterruptSetup, type WorkloadConfig } from "../src/guest/workload.js";
+import { Guest } from "../src/guest/workload.js";
+import { WORKLOADS, type WorkloadConfig } from "../src/guest/config.js";
+import type { InterruptSetup } from "../src/guest/drivers.js";
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;

@@ -4,7 +4,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { GuestMemory, PAGE_SIZE, nextSetBit } from "../src/guest/memory.js";
-import { DemandMemory } from "../src/migrate/demand-memory.js";
+import { DemandMemory } from "../src/migrate/destination/demand-memory.js";
 
 /** A page whose every byte says which page and which write it came from. */
 function pattern(p: number, write: number): Uint8Array {

@@ -6,11 +6,11 @@
 // with a peer that lacks the capability.
 
 import { afterEach, describe, expect, it } from "vitest";
-import { AckWindow, MAX_BATCHES_IN_FLIGHT, MAX_WINDOW_BYTES, MIN_WINDOW_BYTES } from "../src/migrate/ack-window.js";
-import { referenceDigest, type GuestRunSpec } from "../src/migrate/guest-run.js";
-import { listen } from "../src/migrate/listener.js";
-import { ProtocolError, encode, type Message } from "../src/migrate/protocol.js";
-import { bootAndMigrate } from "../src/migrate/run.js";
+import { AckWindow, MAX_BATCHES_IN_FLIGHT, MAX_WINDOW_BYTES, MIN_WINDOW_BYTES } from "../src/migrate/transport/ack-window.js";
+import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
+import { listen } from "../src/migrate/destination/listener.js";
+import { ProtocolError, encode, type Message } from "../src/migrate/wire/protocol.js";
+import { bootAndMigrate } from "../src/migrate/run/run.js";
 import { Destination, killChildren } from "./migrate-harness.js";
 import { PacedRelay } from "./migrate-paced-relay.js";
 import { MemorySocket, play, validStream } from "./migrate-stream.js";

@@ -5,8 +5,8 @@
 
 import { readFileSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
-import { referenceDigest, type GuestRunSpec } from "../src/migrate/guest-run.js";
-import { bootAndMigrate } from "../src/migrate/run.js";
+import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
+import { bootAndMigrate } from "../src/migrate/run/run.js";
 import { Destination, killChildren } from "./migrate-harness.js";
 
 const MiB = 2 ** 20;

@@ -4,8 +4,8 @@
 // the digest of a run that was never migrated.
 
 import { afterEach, describe, expect, it } from "vitest";
-import { WORKLOAD_NAMES, referenceDigest, type GuestRunSpec } from "../src/migrate/guest-run.js";
-import { bootAndMigrate, type LiveMigrationOptions } from "../src/migrate/run.js";
+import { WORKLOAD_NAMES, referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
+import { bootAndMigrate, type LiveMigrationOptions } from "../src/migrate/run/run.js";
 import { Destination, killChildren, runCli } from "./migrate-harness.js";
 
 const MiB = 2 ** 20;

@@ -6,10 +6,10 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { unpack } from "msgpackr";
 import { WebSocketServer } from "ws";
-import { referenceDigest, type GuestRunSpec } from "../src/migrate/guest-run.js";
-import { bootAndMigrate } from "../src/migrate/run.js";
-import { MAX_UNAUTHENTICATED_PAYLOAD, PROTOCOL_MAGIC, encode, type Message } from "../src/migrate/protocol.js";
-import { newNonce, proof } from "../src/migrate/auth.js";
+import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
+import { bootAndMigrate } from "../src/migrate/run/run.js";
+import { MAX_UNAUTHENTICATED_PAYLOAD, PROTOCOL_MAGIC, encode, type Message } from "../src/migrate/wire/protocol.js";
+import { newNonce, proof } from "../src/migrate/transport/auth.js";
 import { BareClient, FaultProxy, Destination, killChildren } from "./migrate-harness.js";
 
 const MiB = 2 ** 20;

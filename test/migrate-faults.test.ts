@@ -4,12 +4,12 @@
 // copy of the guest runs afterwards: the source's, unless the commit reached the destination;
 // that copy ends with the digest of a run never migrated; and no process or session is left
 // hanging. The ambiguous case — the link lost right after the commit — is settled by asking the
-// destination (src/migrate/resolve.ts).
+// destination (src/migrate/source/resolve.ts).
 
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
-import { referenceDigest, type GuestRunSpec } from "../src/migrate/guest-run.js";
-import { bootAndMigrate } from "../src/migrate/run.js";
+import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
+import { bootAndMigrate } from "../src/migrate/run/run.js";
 import { Destination, FaultProxy, killChildren, type Fault } from "./migrate-harness.js";
 
 const MiB = 2 ** 20;

@@ -10,10 +10,10 @@
 
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { referenceDigest, type GuestRunSpec } from "../src/migrate/guest-run.js";
-import { listen, type Listener } from "../src/migrate/listener.js";
-import { MAX_PAYLOAD, MAX_UNAUTHENTICATED_PAYLOAD, encode, type Message } from "../src/migrate/protocol.js";
-import { bootAndMigrate } from "../src/migrate/run.js";
+import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
+import { listen, type Listener } from "../src/migrate/destination/listener.js";
+import { MAX_PAYLOAD, MAX_UNAUTHENTICATED_PAYLOAD, encode, type Message } from "../src/migrate/wire/protocol.js";
+import { bootAndMigrate } from "../src/migrate/run/run.js";
 import { MemorySocket, play, validStream, withRecords } from "./migrate-stream.js";
 
 const MiB = 2 ** 20;

@@ -8,8 +8,8 @@ import { resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { unpack } from "msgpackr";
 import WebSocket, { WebSocketServer } from "ws";
-import type { DestinationEvent } from "../src/migrate/destination.js";
-import { MAX_PAYLOAD, encode, type Message, type MessageType } from "../src/migrate/protocol.js";
+import type { DestinationEvent } from "../src/migrate/destination/destination.js";
+import { MAX_PAYLOAD, encode, type Message, type MessageType } from "../src/migrate/wire/protocol.js";
 
 export const CLI = resolve("dist/src/cli/main.js");
 if (!existsSync(CLI)) throw new Error("dist/src/cli/main.js is missing: run `npm run build` first (npm test does)");

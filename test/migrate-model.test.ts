@@ -6,12 +6,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { loadToken, newNonce, proof, verifyProof } from "../src/migrate/auth.js";
-import { TokenBucket } from "../src/migrate/link.js";
-import { predict } from "../src/migrate/model.js";
-import { roundChartSvg, sparkline } from "../src/migrate/report.js";
-import type { MigrationReport } from "../src/migrate/metrics.js";
-import { parseRate, parseSize } from "../src/migrate/units.js";
+import { loadToken, newNonce, proof, verifyProof } from "../src/migrate/transport/auth.js";
+import { TokenBucket } from "../src/migrate/transport/link.js";
+import { predict } from "../src/migrate/report/model.js";
+import { roundChartSvg, sparkline } from "../src/migrate/report/report.js";
+import type { MigrationReport } from "../src/migrate/report/metrics.js";
+import { parseRate, parseSize } from "../src/migrate/report/units.js";
 
 const MiB = 2 ** 20;
 

@@ -7,7 +7,7 @@
 
 import { unpack } from "msgpackr";
 import WebSocket, { type WebSocketServer } from "ws";
-import { MAX_PAYLOAD, encode, type Message } from "../src/migrate/protocol.js";
+import { MAX_PAYLOAD, encode, type Message } from "../src/migrate/wire/protocol.js";
 import { closeRelay, relayServer, tieEnds } from "./migrate-harness.js";
 
 export class PacedRelay {

@@ -7,8 +7,8 @@ import { pack } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { ZERO_PAGE_CRC, pageChecksum } from "../src/guest/digest.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../src/guest/page.js";
-import { BatchBuilder } from "../src/migrate/batch.js";
-import { decode } from "../src/migrate/decode.js";
+import { BatchBuilder } from "../src/migrate/source/batch.js";
+import { decode } from "../src/migrate/wire/decode.js";
 import {
   MAX_BATCH_PAGES,
   MAX_PAYLOAD,
@@ -19,7 +19,7 @@ import {
   encode,
   stateDigest,
   type Message,
-} from "../src/migrate/protocol.js";
+} from "../src/migrate/wire/protocol.js";
 
 const BOUNDS = { pageCount: 4096 };
 const nonce = new Uint8Array(32).fill(7);

@@ -10,12 +10,12 @@ import { createInterface } from "node:readline";
 import { generate } from "selfsigned";
 import WebSocket from "ws";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { Admission, DEFAULT_LIMITS } from "../src/migrate/admission.js";
-import { newNonce, proof } from "../src/migrate/auth.js";
-import { DestinationSession, HANDSHAKE_TIMEOUT_MS } from "../src/migrate/destination.js";
-import { referenceDigest, type GuestRunSpec } from "../src/migrate/guest-run.js";
-import { PROTOCOL_MAGIC } from "../src/migrate/protocol.js";
-import { bootAndMigrate } from "../src/migrate/run.js";
+import { Admission, DEFAULT_LIMITS } from "../src/migrate/destination/admission.js";
+import { newNonce, proof } from "../src/migrate/transport/auth.js";
+import { DestinationSession, HANDSHAKE_TIMEOUT_MS } from "../src/migrate/destination/destination.js";
+import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
+import { PROTOCOL_MAGIC } from "../src/migrate/wire/protocol.js";
+import { bootAndMigrate } from "../src/migrate/run/run.js";
 import { BareClient, CLI, Destination, killChildren, runCli } from "./migrate-harness.js";
 import { MemorySocket } from "./migrate-stream.js";
 

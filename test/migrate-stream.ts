@@ -7,10 +7,10 @@ import { unpack } from "msgpackr";
 import type WebSocket from "ws";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../src/guest/digest.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../src/guest/page.js";
-import { proof } from "../src/migrate/auth.js";
-import { BatchBuilder } from "../src/migrate/batch.js";
-import { bootGuest, type GuestRunSpec } from "../src/migrate/guest-run.js";
-import { PROTOCOL_MAGIC, encode, encodeRecord, machineSpecOf, stateDigest, type Message } from "../src/migrate/protocol.js";
+import { proof } from "../src/migrate/transport/auth.js";
+import { BatchBuilder } from "../src/migrate/source/batch.js";
+import { bootGuest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
+import { PROTOCOL_MAGIC, encode, encodeRecord, machineSpecOf, stateDigest, type Message } from "../src/migrate/wire/protocol.js";
 
 /** Pages per `pages` frame here, so that a small guest still takes several frames. */
 const PAGES_PER_BATCH = 64;

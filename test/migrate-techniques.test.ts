@@ -8,9 +8,9 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { referenceDigest, type GuestRunSpec } from "../src/migrate/guest-run.js";
-import { bootAndMigrate, type LiveMigrationOptions } from "../src/migrate/run.js";
-import type { CompareRow } from "../src/migrate/compare.js";
+import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
+import { bootAndMigrate, type LiveMigrationOptions } from "../src/migrate/run/run.js";
+import type { CompareRow } from "../src/migrate/run/compare.js";
 import { Destination, FaultProxy, killChildren, runCli } from "./migrate-harness.js";
 
 const MiB = 2 ** 20;

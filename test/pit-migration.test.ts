@@ -1,7 +1,7 @@
 // The PIT's hypervisor shadow, its traps, and capture → msgpack record → reconstruction,
 // checked against the device's hidden state (inspect), which capture itself never sees.
 //
-// Documented exceptions (assembly/hypervisor/pit-state.ts), named where a test allows for them,
+// Documented exceptions (assembly/hypervisor/pit/state.ts), named where a test allows for them,
 // each detectable from the source's state at T; a channel they apply to is compared on its
 // registers and OUT only:
 //   BYTE_LOST       RW mode LSB-/MSB-only (or a never-programmed channel given counts): one

@@ -8,9 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Check, Op } from "../src/trace/event.js";
 import { formatEvent } from "../src/trace/writer.js";
 import { readTraceFile } from "../src/trace/reader.js";
-import { parseLogLine } from "../src/trace/qemu-log.js";
-import { QemuLogConverter } from "../src/trace/qemu-convert.js";
-import { MultiCpuLogError, NotQemuLogError, formatImportSummary, importQemuLog } from "../src/trace/qemu-import.js";
+import { parseLogLine } from "../src/trace/qemu/log.js";
+import { QemuLogConverter } from "../src/trace/qemu/convert.js";
+import { MultiCpuLogError, NotQemuLogError, formatImportSummary, importQemuLog } from "../src/trace/qemu/import.js";
 import { replayEvents } from "../src/trace/replay.js";
 import { POLICIES } from "../src/core/machine.js";
 

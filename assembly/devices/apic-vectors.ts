@@ -3,7 +3,7 @@
 // acknowledge and every interrupt check reads a field instead of scanning eight words. Only
 // clearing the highest bit rescans, and that happens once per acknowledge or EOI.
 
-import { FieldIO } from "../fields";
+import { FieldIO } from "../common/fields";
 
 const WORDS: i32 = 8;
 

@@ -12,7 +12,7 @@
 //
 // QEMU 7.2 (hw/intc/ioapic.c), with compatQemu, differs as marked "QEMU:" below.
 
-import { FieldIO } from "../fields";
+import { FieldIO } from "../common/fields";
 import { ApicMessageSink } from "./apic-message";
 
 export const IOAPIC_PINS: i32 = 24;

@@ -7,11 +7,11 @@
 // QEMU 7.2 (compat): it reads I - d for d periods since the load and expires one period after
 // reading 0, so its period is I + 1 and its count touches 0.
 
-import { FieldIO } from "../fields";
-import { NEVER, edgeTime } from "../clock";
+import { FieldIO } from "../common/fields";
+import { NEVER, edgeTime } from "../common/clock";
 import {
   TimerMode, divisorOf, ticksToExpiry, timerTickTime, timerTicksBetween,
-} from "../lapic-registers";
+} from "../registers/lapic";
 
 /** Deadlines beyond this many TSC periods per hertz lie centuries ahead: "never". */
 const FAR_DEADLINE_SECONDS: u64 = 9_000_000_000;

@@ -17,8 +17,8 @@
 //   Of the shorthands "self" and "all including self", only fixed delivery is valid (SDM
 //   table 10-3); other combinations, and the reserved delivery modes, send nothing.
 
-import { FieldIO } from "../fields";
-import { NEVER } from "../clock";
+import { FieldIO } from "../common/fields";
+import { NEVER } from "../common/clock";
 import {
   APIC_BASE_ADDRESS, APIC_BASE_BSP, APIC_BASE_ENABLE, APIC_BASE_RESET, APIC_DEFAULT_PAGE,
   APIC_VERSION, ESR_ILLEGAL_REGISTER, ESR_RECEIVE_ILLEGAL_VECTOR,
@@ -26,7 +26,7 @@ import {
   ICR_SHORTHAND_SHIFT, LVT_ACTIVE_LOW, LVT_COUNT, LVT_ERROR, LVT_LEVEL, LVT_LINT0, LVT_LINT1,
   LVT_MASKED, LVT_REMOTE_IRR, LVT_TIMER, MODE_SHIFT, MSR_APIC_BASE, MSR_TSC_DEADLINE,
   SVR_ENABLE, Shorthand, VECTOR_MASK, timerModeOf,
-} from "../lapic-registers";
+} from "../registers/lapic";
 import { DeliveryMode } from "./apic-message";
 import { ApicTimer } from "./lapic-timer";
 import { VectorRegister } from "./apic-vectors";

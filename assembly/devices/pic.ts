@@ -9,8 +9,8 @@
 // vector and sets no in-service bit (a "default IR7", the spurious interrupt). QEMU 7.2
 // honours the latched edge instead (compat).
 
-import { FieldIO } from "../fields";
-import { PicControl, ICW1_ADI, ICW1_INIT, OCW3_SELECT, Ocw2, InitStep } from "../pic-control";
+import { FieldIO } from "../common/fields";
+import { PicControl, ICW1_ADI, ICW1_INIT, OCW3_SELECT, Ocw2, InitStep } from "../registers/pic";
 
 const SLAVE_INPUT: u32 = 2;
 /** The answer of a poll that finds no request. */

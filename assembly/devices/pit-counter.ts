@@ -1,8 +1,8 @@
 // One channel of the 8254 as the device sees it: the shared register interface plus a counting
 // element. The datasheet and QEMU counting elements differ enough to be separate subclasses.
 
-import { FieldIO } from "../fields";
-import { PitChannelRegisters } from "../pit-registers";
+import { FieldIO } from "../common/fields";
+import { PitChannelRegisters } from "../registers/pit";
 
 export abstract class PitCounter extends PitChannelRegisters {
   /** GATE input. Channels 0 and 1 have theirs tied high. */

@@ -19,9 +19,9 @@
 // - The first byte of a two-byte count in mode 0 also cancels a transfer not yet done.
 // - In BCD a non-decimal digit counts at its nibble value; once counting the value is decimal.
 
-import { NEVER, pitEdgeTime } from "../clock";
-import { FieldIO } from "../fields";
-import { countModulus, countSteps, countValue, effectiveMode, toBcd, STATUS_NULL_COUNT, STATUS_OUT } from "../pit-registers";
+import { NEVER, pitEdgeTime } from "../common/clock";
+import { FieldIO } from "../common/fields";
+import { countModulus, countSteps, countValue, effectiveMode, toBcd, STATUS_NULL_COUNT, STATUS_OUT } from "../registers/pit";
 import { PitCounter } from "./pit-counter";
 
 export class DatasheetCounter extends PitCounter {

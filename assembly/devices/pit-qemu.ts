@@ -17,9 +17,9 @@
 //   after the sample), so it can lag or skip OUT as computed here.
 // - Power-on: every channel in mode 3 with count 0x10000 loaded at time 0, gate 2 low.
 
-import { NEVER, NS_PER_S, PIT_HZ, ticksIn } from "../clock";
-import { FieldIO } from "../fields";
-import { STATUS_OUT } from "../pit-registers";
+import { NEVER, NS_PER_S, PIT_HZ, ticksIn } from "../common/clock";
+import { FieldIO } from "../common/fields";
+import { STATUS_OUT } from "../registers/pit";
 import { PitCounter } from "./pit-counter";
 
 export class QemuCounter extends PitCounter {

@@ -12,9 +12,9 @@
 // QEMU 7.2 (hw/audio/pcspk.c, i8254.c) with compatQemu: port 0x61 bits 2–3 are not stored and
 // read 0, bit 4 toggles on every read of port 0x61 (not with time), and 0x43 reads 0.
 
-import { pitEdgesAt } from "../clock";
-import { FieldIO } from "../fields";
-import { PIT_CHANNELS, PIT_CONTROL_PORT, pitCommand } from "../pit-registers";
+import { pitEdgesAt } from "../common/clock";
+import { FieldIO } from "../common/fields";
+import { PIT_CHANNELS, PIT_CONTROL_PORT, pitCommand } from "../registers/pit";
 import { DatasheetCounter } from "./pit-datasheet";
 import { PitCounter } from "./pit-counter";
 import { QemuCounter } from "./pit-qemu";

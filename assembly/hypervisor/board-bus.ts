@@ -1,8 +1,8 @@
 // The hypervisor's own access path to the hardware: the same port, MMIO, MSR, line and
 // acknowledge operations the board offers any software, without traps, exits or shadows.
 
-import { Board } from "../board";
-import { BoardConfig } from "../board-config";
+import { Board } from "../board/board";
+import { BoardConfig } from "../board/config";
 import { HardwareBus } from "./bus";
 
 export class BoardBus extends HardwareBus {

@@ -4,8 +4,8 @@
 // time — and nothing else. Modules that capture or rebuild device state import this file and
 // their own shadow, never a device module; that is how a reader can check the honesty rule.
 
-export { BoardConfig } from "../board-config";
-import { BoardConfig } from "../board-config";
+export { BoardConfig } from "../board/config";
+import { BoardConfig } from "../board/config";
 
 /**
  * How long before the resume time T a destination starts reconstruction. The PIT needs clock

@@ -2,15 +2,15 @@
 // rebuilt on the destination. Everything here goes through the HardwareBus and the shadows:
 // no device module is imported.
 
-import { BoardConfig } from "../board-config";
-import { FieldIO } from "../fields";
+import { BoardConfig } from "../board/config";
+import { FieldIO } from "../common/fields";
 import { HardwareBus } from "./bus";
 import { PendingFixup } from "./fixup";
-import { ApicRecord, captureApics, reconstructApics } from "./apic-state";
-import { PicRecord, capturePic, reconstructPic } from "./pic-state";
-import { PicShadow } from "./pic-shadow";
-import { PitRecord, capturePit, reconstructPit } from "./pit-state";
-import { PitShadow } from "./pit-shadow";
+import { ApicRecord, captureApics, reconstructApics } from "./apic/state";
+import { PicRecord, capturePic, reconstructPic } from "./pic/state";
+import { PicShadow } from "./pic/shadow";
+import { PitRecord, capturePit, reconstructPit } from "./pit/state";
+import { PitShadow } from "./pit/shadow";
 
 /** Above this the clock arithmetic (clock.ts) would overflow 64 bits. */
 const MAX_HZ: u64 = 9_000_000_000;

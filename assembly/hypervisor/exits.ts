@@ -1,33 +1,7 @@
 // VM-exit accounting: a counter per reason and per port, register offset or MSR. Counting is a
 // few array increments, cheap enough to leave on for every run.
 
-export const enum ExitReason {
-  IoIn = 0,
-  IoOut = 1,
-  MmioRead = 2,
-  MmioWrite = 3,
-  MsrRead = 4,
-  MsrWrite = 5,
-  ExternalInterrupt = 6,
-  Count = 7,
-}
-
-/** Which MMIO region an exit hit, for the per-register tables. */
-export const enum MmioRegion {
-  LocalApic = 0,
-  IoApic = 1,
-  Other = 2,
-  Count = 3,
-}
-
-/** MSRs with a counter of their own; everything else counts as "other". */
-export const enum MsrSlot {
-  Tsc = 0,
-  ApicBase = 1,
-  TscDeadline = 2,
-  Other = 3,
-  Count = 4,
-}
+import { ExitReason, MmioRegion, MsrSlot } from "../abi/codes";
 
 const PORT_TABLE_BYTES: i32 = 2 * 65536 * 4;
 /**

@@ -6,22 +6,17 @@
 //   blmvisor  the minimum that still captures every write-only state, as each shadow asks,
 //             plus temporary traps a reconstruction leaves behind (see fixup.ts).
 
-import { Board, IOAPIC_BASE, isPicPort, isPitPort } from "../board";
-import { NEVER } from "../clock";
-import { LocalApicRecord } from "./apic-record";
-import { TimerPhaseProbe } from "./apic-phase";
+import { Board, IOAPIC_BASE, isPicPort, isPitPort } from "../board/board";
+import { NEVER } from "../common/clock";
+import { LocalApicRecord } from "./apic/record";
+import { TimerPhaseProbe } from "./apic/timer-phase";
 import { BoardBus } from "./board-bus";
-import { ExitCounters, MmioRegion } from "./exits";
+import { ExitCounters } from "./exits";
+import { MmioRegion, Policy } from "../abi/codes";
 import { PendingFixup } from "./fixup";
-import { PicShadow } from "./pic-shadow";
-import { PitShadow } from "./pit-shadow";
+import { PicShadow } from "./pic/shadow";
+import { PitShadow } from "./pit/shadow";
 import { IoTraps, TRAP_READ, TRAP_WRITE } from "./traps";
-
-export const enum Policy {
-  None = 0,
-  Blmvisor = 1,
-  Full = 2,
-}
 
 const MSR_APIC_BASE: u32 = 0x1b;
 const APIC_BASE_MASK: u64 = 0xfffff000;

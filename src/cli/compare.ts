@@ -2,10 +2,10 @@
 // and prints its table (or JSON), optionally with the SVG chart.
 
 import { writeFileSync } from "node:fs";
-import { comparisonChartSvg } from "../migrate/compare-chart.js";
-import { compareTechniques, formatComparison, type CompareSetting } from "../migrate/compare.js";
-import { startDestinationProcess } from "../migrate/destination-process.js";
-import { TECHNIQUES, type Technique } from "../migrate/techniques.js";
+import { comparisonChartSvg } from "../migrate/report/compare-chart.js";
+import { compareTechniques, formatComparison, type CompareSetting } from "../migrate/run/compare.js";
+import { startDestinationProcess } from "./destination-process.js";
+import { TECHNIQUES, type Technique } from "../migrate/source/techniques.js";
 import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "./migrate-options.js";
 import { EXIT_FAILED, EXIT_OK, UsageError, parseOptions } from "./usage.js";
 

@@ -2,7 +2,7 @@
 // trace log (raw or with iotime lines) as a blmv-trace.
 
 import { basename } from "node:path";
-import { MultiCpuLogError, NotQemuLogError, formatImportSummary, importQemuLog } from "../trace/qemu-import.js";
+import { MultiCpuLogError, NotQemuLogError, formatImportSummary, importQemuLog } from "../trace/qemu/import.js";
 import { EXIT_OK, UsageError, checkReadable, checkWritable, parseOptions } from "./usage.js";
 
 export const IMPORT_USAGE = `usage: blmv import-qemu <log[.gz]> [-o <out.trace.gz>] [--untimed] [--json]

@@ -10,7 +10,7 @@ import { runCompile, COMPILE_USAGE } from "./compile.js";
 import { runImportQemu, IMPORT_USAGE } from "./import-qemu.js";
 import { runRecord, RECORD_USAGE } from "./record.js";
 import { runMigrateCommand, MIGRATE_USAGE } from "./migrate.js";
-import { runDemo, DEMO_USAGE } from "../migrate/demo.js";
+import { runDemo, DEMO_USAGE } from "./demo.js";
 import { runCompare, COMPARE_USAGE } from "./compare.js";
 import { EXIT_BAD_INPUT, EXIT_FAILED, UsageError } from "./usage.js";
 

@@ -1,13 +1,13 @@
 // Options shared by `blmv migrate send` and `blmv demo`: the guest to run and how to move it.
 
-import { WORKLOAD_NAMES, type GuestRunSpec } from "../migrate/guest-run.js";
-import type { LiveMigrationOptions } from "../migrate/run.js";
-import { DEFAULT_DOWNTIME_LIMIT_MS, DEFAULT_MAX_ROUNDS, DEFAULT_TIMEOUT_MS } from "../migrate/source.js";
-import { DEFAULT_HYBRID_ROUNDS, TECHNIQUES, type Technique } from "../migrate/techniques.js";
-import { DEFAULT_PREPAGE_PAGES, MAX_PREPAGE_PAGES } from "../migrate/postcopy-source.js";
-import { DEFAULT_XBZRLE_CACHE_BYTES } from "../migrate/xbzrle.js";
-import { MAX_ROUNDS } from "../migrate/protocol.js";
-import { parseRate, parseSize } from "../migrate/units.js";
+import { WORKLOAD_NAMES, type GuestRunSpec } from "../migrate/run/guest-run.js";
+import type { LiveMigrationOptions } from "../migrate/run/run.js";
+import { DEFAULT_DOWNTIME_LIMIT_MS, DEFAULT_MAX_ROUNDS, DEFAULT_TIMEOUT_MS } from "../migrate/source/source.js";
+import { DEFAULT_HYBRID_ROUNDS, TECHNIQUES, type Technique } from "../migrate/source/techniques.js";
+import { DEFAULT_PREPAGE_PAGES, MAX_PREPAGE_PAGES } from "../migrate/source/postcopy.js";
+import { DEFAULT_XBZRLE_CACHE_BYTES } from "../migrate/wire/xbzrle.js";
+import { MAX_ROUNDS } from "../migrate/wire/protocol.js";
+import { parseRate, parseSize } from "../migrate/report/units.js";
 import { PAGE_SIZE } from "../guest/page.js";
 import { UsageError, integerOption } from "./usage.js";
 

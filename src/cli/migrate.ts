@@ -2,15 +2,15 @@
 // lets it run and migrates it live).
 
 import { readFileSync, writeFileSync } from "node:fs";
-import { TOKEN_ENV, generateToken, loadToken } from "../migrate/auth.js";
-import type { DestinationEvent } from "../migrate/destination.js";
-import { DEFAULT_DESTINATION_TIMEOUT_MS } from "../migrate/destination.js";
-import { referenceDigest } from "../migrate/guest-run.js";
-import { listen } from "../migrate/listener.js";
-import { DEFAULT_LIMITS } from "../migrate/admission.js";
-import { formatReport, roundChartSvg } from "../migrate/report.js";
-import { bootAndMigrate, type LiveMigrationResult } from "../migrate/run.js";
-import { formatBytes, parseSize } from "../migrate/units.js";
+import { TOKEN_ENV, generateToken, loadToken } from "../migrate/transport/auth.js";
+import type { DestinationEvent } from "../migrate/destination/destination.js";
+import { DEFAULT_DESTINATION_TIMEOUT_MS } from "../migrate/destination/destination.js";
+import { referenceDigest } from "../migrate/run/guest-run.js";
+import { listen } from "../migrate/destination/listener.js";
+import { DEFAULT_LIMITS } from "../migrate/destination/admission.js";
+import { formatReport, roundChartSvg } from "../migrate/report/report.js";
+import { bootAndMigrate, type LiveMigrationResult } from "../migrate/run/run.js";
+import { formatBytes, parseSize } from "../migrate/report/units.js";
 import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "./migrate-options.js";
 import { EXIT_FAILED, EXIT_OK, UsageError, checkWritable, fileProblem, integerOption, parseOptions } from "./usage.js";
 

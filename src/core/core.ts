@@ -5,13 +5,14 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { instantiateSync, type ASUtil } from "@assemblyscript/loader";
+import type { Policy, ReplayCounter, StateResult } from "../../assembly/abi/codes.js";
 
-/** The core's exports (assembly/index.ts), as the host calls them. */
+/** The core's exports (assembly/abi/index.ts), as the host calls them; their codes are in assembly/abi/codes.ts. */
 export interface CoreExports extends ASUtil {
   memory: WebAssembly.Memory;
   init(
     pic: number, pit: number, lapic: number, ioapic: number, pitIrq0: number, compatQemu: number,
-    apicBusHz: number, tscHz: number, policy: number, start: number,
+    apicBusHz: number, tscHz: number, policy: Policy, start: number,
   ): void;
   outb(port: number, value: number): void;
   outw(port: number, value: number): void;
@@ -34,10 +35,10 @@ export interface CoreExports extends ASUtil {
   fieldCount(): number;
   fieldError(): number;
   recordSchema(): number;
-  captureState(): number;
-  reconstructState(count: number): number;
+  captureState(): StateResult;
+  reconstructState(count: number): StateResult;
   probeTimerPhase(): number;
-  applyTimerPhase(phase: number): number;
+  applyTimerPhase(phase: number): StateResult;
   inspectSchema(): number;
   inspectState(): void;
   shadowSchema(): number;
@@ -53,16 +54,7 @@ export interface CoreExports extends ASUtil {
   replayScratch(bytes: number): number;
   replayRecords(from: number, to: number): number;
   decodeRecords(from: number, to: number): number;
-  replayStatus(which: number): number;
-  RECORD_SIZE: WebAssembly.Global;
-  STOP_END: WebAssembly.Global;
-  STOP_MISMATCH: WebAssembly.Global;
-  STOP_MIGRATE: WebAssembly.Global;
-  STOP_MARK: WebAssembly.Global;
-  STATE_OK: WebAssembly.Global;
-  STATE_NO_SHADOWS: WebAssembly.Global;
-  STATE_BAD_RECORD: WebAssembly.Global;
-  STATE_CONFIG_MISMATCH: WebAssembly.Global;
+  replayStatus(which: ReplayCounter): number;
   MAX_TIMER_PHASE: WebAssembly.Global;
 }
 

@@ -1,13 +1,26 @@
 // The VM-exit report, read from the core's counters (assembly/hypervisor/exits.ts).
 
+import { ExitReason as Reason, MmioRegion, MsrSlot } from "../../assembly/abi/codes.js";
 import type { CoreExports } from "./core.js";
 
-/** Exit reasons in the core's ExitReason order. */
-export const EXIT_REASONS = ["io-in", "io-out", "mmio-read", "mmio-write", "msr-read", "msr-write", "external-interrupt"] as const;
-export type ExitReason = (typeof EXIT_REASONS)[number];
-/** MMIO regions and MSR slots in the core's MmioRegion and MsrSlot order. */
-const MMIO_REGIONS = ["lapic", "ioapic", "other"] as const;
-const MSR_SLOTS = ["0x10", "0x1b", "0x6e0", "other"] as const;
+/** How the report names each of the core's ExitReason, MmioRegion and MsrSlot codes. */
+const REASON_NAMES = {
+  [Reason.IoIn]: "io-in",
+  [Reason.IoOut]: "io-out",
+  [Reason.MmioRead]: "mmio-read",
+  [Reason.MmioWrite]: "mmio-write",
+  [Reason.MsrRead]: "msr-read",
+  [Reason.MsrWrite]: "msr-write",
+  [Reason.ExternalInterrupt]: "external-interrupt",
+} as const satisfies Record<Exclude<Reason, Reason.Count>, string>;
+const REGION_NAMES = { [MmioRegion.LocalApic]: "lapic", [MmioRegion.IoApic]: "ioapic", [MmioRegion.Other]: "other" } as const satisfies Record<Exclude<MmioRegion, MmioRegion.Count>, string>;
+const MSR_NAMES = { [MsrSlot.Tsc]: "0x10", [MsrSlot.ApicBase]: "0x1b", [MsrSlot.TscDeadline]: "0x6e0", [MsrSlot.Other]: "other" } as const satisfies Record<Exclude<MsrSlot, MsrSlot.Count>, string>;
+
+/** Exit reasons in the core's order. */
+export const EXIT_REASONS = Object.values(REASON_NAMES);
+export type ExitReason = (typeof REASON_NAMES)[keyof typeof REASON_NAMES];
+const MMIO_REGIONS = Object.values(REGION_NAMES);
+const MSR_SLOTS = Object.values(MSR_NAMES);
 
 export interface ExitReport {
   total: number;

@@ -1,5 +1,5 @@
 // Conversion between the core's flat field buffers (u32 values in schema order, see
-// assembly/fields.ts) and plain nested objects. Dotted names nest; groups whose keys are all
+// assembly/common/fields.ts) and plain nested objects. Dotted names nest; groups whose keys are all
 // numbers become arrays; a group of exactly `lo` and `hi` is one 64-bit value (a number when
 // it fits in 2^53, else a bigint).
 

@@ -2,14 +2,15 @@
 // core's exports themselves, bound once, so a call costs one JS→WASM transition and no
 // allocation.
 
+import { Policy as PolicyCode, StateResult } from "../../assembly/abi/codes.js";
 import { instantiateCore, type CoreExports } from "./core.js";
 import { describeValue, fieldsToObject, objectToFields, prepareSchema, type FieldObject, type Schema } from "./fields.js";
 import { readExits, type ExitReport } from "./exits.js";
 
 export type Policy = "none" | "blmvisor" | "full";
-export const POLICIES: readonly Policy[] = ["none", "blmvisor", "full"];
-/** The core's Policy enum values (assembly/hypervisor/hypervisor.ts), in POLICIES order. */
-const POLICY_CODE: Record<Policy, number> = { none: 0, blmvisor: 1, full: 2 };
+/** The policies by name, and the core's code for each. */
+const POLICY_CODE: Record<Policy, PolicyCode> = { none: PolicyCode.None, blmvisor: PolicyCode.Blmvisor, full: PolicyCode.Full };
+export const POLICIES = Object.keys(POLICY_CODE) as readonly Policy[];
 
 export interface MachineConfig {
   pic: boolean;
@@ -167,7 +168,7 @@ export class Machine {
    */
   capture(): DeviceRecord {
     const status = this.core.captureState();
-    if (status === this.core.STATE_NO_SHADOWS.value) {
+    if (status === StateResult.NoShadows) {
       throw new DeviceStateError(
         `capture refused: under policy "${this.policy}" the hypervisor did not trap the PIC and PIT writes that carry write-only state, so that state is unknown`,
       );
@@ -191,12 +192,12 @@ export class Machine {
     const schema = m.schema("record", () => m.core.recordSchema());
     const count = objectToFields(schema, body, m.fieldView(schema.names.length), "record");
     const status = m.core.reconstructState(count);
-    if (status === m.core.STATE_BAD_RECORD.value) {
+    if (status === StateResult.BadRecord) {
       const i = m.core.fieldError();
       const where = i >= 0 && i < schema.names.length ? `record.${schema.names[i]}` : "record.time";
       throw new DeviceStateError(`${where}: value out of range for the register it describes`);
     }
-    if (status !== m.core.STATE_OK.value) throw new DeviceStateError(`record does not match the machine it describes (status ${status})`);
+    if (status !== StateResult.Ok) throw new DeviceStateError(`record does not match the machine it describes (status ${status})`);
     return m;
   }
 
@@ -218,7 +219,7 @@ export class Machine {
   applyTimerPhase(phase: number): void {
     const max = this.core.MAX_TIMER_PHASE.value as number;
     if (!Number.isInteger(phase) || phase < 0 || phase > max) throw new DeviceStateError(`timer phase ${phase}: expected an integer 0..${max} ns`);
-    if (this.core.applyTimerPhase(phase) !== this.core.STATE_OK.value) {
+    if (this.core.applyTimerPhase(phase) !== StateResult.Ok) {
       throw new DeviceStateError("timer phase: only a machine just reconstructed, whose clock has not moved, takes one");
     }
   }

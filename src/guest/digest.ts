@@ -4,8 +4,7 @@
 
 import { createHash } from "node:crypto";
 import * as zlib from "node:zlib";
-import type { GuestMemory } from "./memory.js";
-import { PAGE_SIZE, ZERO_PAGE } from "./page.js";
+import { PAGE_SIZE, ZERO_PAGE, type PagedMemory } from "./page.js";
 
 // zlib.crc32 exists from Node 20.15 / 22.2 on; older typings do not declare it.
 const crc32 = zlibCrc32();
@@ -33,7 +32,7 @@ export class PageChecksums {
   }
 
   /** Checksums of every page of `memory` as it is now. */
-  static of(memory: GuestMemory): PageChecksums {
+  static of(memory: PagedMemory): PageChecksums {
     const sums = new PageChecksums(memory.pageCount);
     for (let p = 0; p < memory.pageCount; p++) sums.update(p, memory.page(p));
     return sums;
@@ -50,6 +49,6 @@ export class PageChecksums {
   }
 }
 
-export function memoryDigest(memory: GuestMemory): string {
+export function memoryDigest(memory: PagedMemory): string {
   return PageChecksums.of(memory).digest();
 }

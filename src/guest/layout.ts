@@ -2,7 +2,8 @@
 // its configuration (written at boot, read back on the destination) and its counters, and the
 // working set above 1 MiB that its workload dirties.
 
-import type { DirtyPattern, InterruptSetup, WorkloadConfig } from "./workload.js";
+import type { DirtyPattern, WorkloadConfig } from "./config.js";
+import type { InterruptSetup } from "./drivers.js";
 import { GuestMemory, PAGE_SIZE } from "./memory.js";
 
 const DATA_PAGE = 1;

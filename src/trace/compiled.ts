@@ -38,6 +38,7 @@
 
 import { MAX_CLOCK_HZ } from "../core/machine.js";
 import { open, type FileHandle } from "node:fs/promises";
+import { RecordField } from "../../assembly/abi/codes.js";
 import { Check, Op, isCheckable, type TraceEvent, type TraceHeader } from "./event.js";
 import { TraceError } from "./parse.js";
 import { openTrace } from "./reader.js";
@@ -45,7 +46,8 @@ import { openTrace } from "./reader.js";
 export const BTRACE_MAGIC = "BLMVBTRC";
 export const BTRACE_VERSION = 1;
 export const HEADER_SIZE = 64;
-export const RECORD_SIZE = 40;
+/** Bytes per record. */
+export const RECORD_SIZE: number = RecordField.Size;
 
 /** Byte offsets of the header fields. */
 export const HeaderField = {
@@ -71,21 +73,6 @@ export const HeaderFlag = {
   PitIrq0: 1 << 4,
   CompatQemu: 1 << 5,
   HasSource: 1 << 6,
-} as const;
-
-/** Byte offsets of the record fields. */
-export const RecordField = {
-  Op: 0,
-  Check: 1,
-  Reserved: 2,
-  Line: 4,
-  A: 8,
-  B: 12,
-  High: 16,
-  Value: 20,
-  Mask: 24,
-  MaskHigh: 28,
-  Time: 32,
 } as const;
 
 const TWO_32 = 0x1_0000_0000;

@@ -7,25 +7,10 @@
 // `rdmsr`, are split into low and high 32-bit halves (`b`/`bHi`, `value`/`valueHi`,
 // `mask`/`maskHi`); `msrValue()` and `msrExpectation()` join them into bigints.
 
-/** Operation codes. The same numbers are the op byte of a compiled (.btrace) record. */
-export const Op = {
-  Outb: 1,
-  Outw: 2,
-  Outl: 3,
-  Inb: 4,
-  Inw: 5,
-  Inl: 6,
-  Writel: 7,
-  Readl: 8,
-  Wrmsr: 9,
-  Rdmsr: 10,
-  Irq: 11,
-  Gsi: 12,
-  Inta: 13,
-  Mark: 14,
-  Migrate: 15,
-} as const;
-export type Op = (typeof Op)[keyof typeof Op];
+import { TraceOp as Op, TraceCheck as Check } from "../../assembly/abi/codes.js";
+
+/** Operation codes and expectation kinds: the same numbers are the bytes of a compiled (.btrace) record. */
+export { Op, Check };
 
 /** The op's spelling in a trace file, indexed by op code. */
 export const OP_NAMES: readonly string[] = [
@@ -47,16 +32,7 @@ export const OP_NAMES: readonly string[] = [
   "migrate",
 ];
 
-/** What an event's expectation asks for. */
-export const Check = {
-  /** No expectation: a read is executed and its value is not compared. */
-  None: 0,
-  /** `= V` or `= V/M`: (result & mask) must equal (value & mask). */
-  Value: 1,
-  /** `inta = none`: no interrupt may be deliverable. */
-  NoInterrupt: 2,
-} as const;
-export type Check = (typeof Check)[keyof typeof Check];
+
 
 export interface TraceEvent {
   /** Virtual ns since machine reset, an integer in 0 .. 2^53 − 1 (always absolute here). */

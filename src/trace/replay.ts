@@ -8,6 +8,7 @@ import { Machine, type Policy } from "../core/machine.js";
 import { EXIT_REASONS, type ExitReport } from "../core/exits.js";
 import { Check, OP_NAMES, Op, msrExpectation, msrValue, valueWidthMask, type TraceEvent, type TraceHeader } from "./event.js";
 import { RECORD_SIZE, decodeRecord, readCompiledChunks } from "./compiled.js";
+import { ReplayCounter, ReplayStop } from "../../assembly/abi/codes.js";
 
 export interface MigrationPoints {
   /** Migrate after this many events (1-based event counts). */
@@ -130,11 +131,11 @@ export class Replayer {
       i = Math.min(stoppedAt + 1, to);
       let migrate = this.migrationDue();
       if (stoppedAt < to) {
-        const reason = core.replayStatus(3);
+        const reason: ReplayStop = core.replayStatus(ReplayCounter.StopReason);
         const e = decodeRecord(view, stoppedAt * RECORD_SIZE, labels);
-        if (reason === core.STOP_MISMATCH.value) this.compiledMismatch(e, core.replayStatus(4), core.replayStatus(5));
-        else if (reason === core.STOP_MIGRATE.value) migrate = true;
-        else if (reason === core.STOP_MARK.value) migrate ||= this.labels.has(e.label);
+        if (reason === ReplayStop.Mismatch) this.compiledMismatch(e, core.replayStatus(ReplayCounter.ActualLow), core.replayStatus(ReplayCounter.ActualHigh));
+        else if (reason === ReplayStop.Migrate) migrate = true;
+        else if (reason === ReplayStop.Mark) migrate ||= this.labels.has(e.label);
         if (migrate) this.migrate(e);
       } else if (migrate && to > 0) {
         this.migrate(decodeRecord(view, (to - 1) * RECORD_SIZE, labels));
@@ -178,9 +179,9 @@ export class Replayer {
   /** Folds the core's own replay counters of a machine that stops running the trace. */
   private absorbCoreCounters(m: Machine): void {
     const r = this.report;
-    r.reads += m.core.replayStatus(0);
-    r.checked += m.core.replayStatus(1);
-    r.interrupts += m.core.replayStatus(2);
+    r.reads += m.core.replayStatus(ReplayCounter.Reads);
+    r.checked += m.core.replayStatus(ReplayCounter.Checked);
+    r.interrupts += m.core.replayStatus(ReplayCounter.Interrupts);
   }
 
   /** Runs one event. */

@@ -1,0 +1,119 @@
+// The numbers that cross the core's WebAssembly boundary, each named once. This file is plain
+// TypeScript that AssemblyScript compiles too: the core (assembly/) and the host (src/) both
+// import it, so neither side keeps a copy. docs/architecture.md describes the boundary.
+
+/** The hypervisor's intercept policy (init's `policy`). */
+export const enum Policy {
+  /** No hypervisor: nothing is trapped, so nothing can be captured. */
+  None = 0,
+  /** Trap only what carries write-only state (BLMVisor's policy). */
+  Blmvisor = 1,
+  /** Trap every device access and every interrupt acknowledge. */
+  Full = 2,
+}
+
+/** Rows of the exit counters (exitsByReason). */
+export const enum ExitReason {
+  IoIn = 0,
+  IoOut = 1,
+  MmioRead = 2,
+  MmioWrite = 3,
+  MsrRead = 4,
+  MsrWrite = 5,
+  ExternalInterrupt = 6,
+  Count = 7,
+}
+
+/** MMIO regions of the per-register exit counters (exitsByMmioRegister), 256 registers each. */
+export const enum MmioRegion {
+  LocalApic = 0,
+  IoApic = 1,
+  Other = 2,
+  Count = 3,
+}
+
+/** MSRs with a counter of their own (exitsByMsr); every other MSR counts as Other. */
+export const enum MsrSlot {
+  Tsc = 0,
+  ApicBase = 1,
+  TscDeadline = 2,
+  Other = 3,
+  Count = 4,
+}
+
+/** What captureState, reconstructState and applyTimerPhase answer. */
+export const enum StateResult {
+  Ok = 0,
+  /** The policy kept no shadows of the write-only state (policy None). */
+  NoShadows = 1,
+  /** A field out of its register's range, a wrong field count, or a moment already past. */
+  BadRecord = 2,
+  /** The record describes another board (devices, clocks, compatibility mode). */
+  ConfigMismatch = 3,
+}
+
+/** Why replayRecords returned. */
+export const enum ReplayStop {
+  End = 0,
+  Mismatch = 1,
+  Migrate = 2,
+  Mark = 3,
+}
+
+/** What replayStatus(which) reports. */
+export const enum ReplayCounter {
+  Reads = 0,
+  Checked = 1,
+  Interrupts = 2,
+  /** A ReplayStop. */
+  StopReason = 3,
+  /** The value the stopping record got (a mismatch), low and high 32 bits. */
+  ActualLow = 4,
+  ActualHigh = 5,
+}
+
+/** A compiled trace record's operation (docs/traces.md, the .btrace layout). */
+export const enum TraceOp {
+  Outb = 1,
+  Outw = 2,
+  Outl = 3,
+  Inb = 4,
+  Inw = 5,
+  Inl = 6,
+  Writel = 7,
+  Readl = 8,
+  Wrmsr = 9,
+  Rdmsr = 10,
+  Irq = 11,
+  Gsi = 12,
+  Inta = 13,
+  Mark = 14,
+  Migrate = 15,
+}
+
+/** What a record's expectation asks for. */
+export const enum TraceCheck {
+  /** No expectation: a read is executed and its value is not compared. */
+  None = 0,
+  /** `= V` or `= V/M`: (result & mask) must equal (value & mask). */
+  Value = 1,
+  /** `inta = none`: no interrupt may be deliverable. */
+  NoInterrupt = 2,
+}
+
+/** Byte offsets of a compiled trace record's fields. */
+export const enum RecordField {
+  Op = 0,
+  Check = 1,
+  Reserved = 2,
+  Line = 4,
+  A = 8,
+  B = 12,
+  High = 16,
+  Value = 20,
+  Mask = 24,
+  MaskHigh = 28,
+  Time = 32,
+  /** The record's size. */
+  Size = 40,
+}

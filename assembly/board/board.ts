@@ -1,0 +1,384 @@
+// The PC board: the wiring between the interrupt and timer chips, the decode of port, MMIO and
+// MSR accesses, the CPU's interrupt pin, and the virtual clock. The devices know nothing of
+// each other; every signal between them passes through here (spec: "Board wiring").
+
+import { BoardConfig } from "./config";
+import { NEVER, edgesAt } from "../common/clock";
+import { FieldIO } from "../common/fields";
+import { PIT_CONTROL_PORT, pitCommandOnlyLatches } from "../registers/pit";
+import { ApicMessageSink } from "../devices/apic-message";
+import { PicPair } from "../devices/pic";
+import { Pit8254 } from "../devices/pit";
+import { LocalApic } from "../devices/lapic";
+import { IoApic } from "../devices/ioapic";
+
+export const IOAPIC_BASE: u32 = 0xfec00000;
+const IOAPIC_PAGE: u32 = IOAPIC_BASE >>> 12;
+const MSR_TSC: u32 = 0x10;
+const MSR_APIC_BASE: u32 = 0x1b;
+const MSR_TSC_DEADLINE: u32 = 0x6e0;
+
+/** Messages from the I/O APIC reach the one local APIC (if the board has one). */
+class ApicBusRouter extends ApicMessageSink {
+  constructor(private board: Board) {
+    super();
+  }
+  deliver(dest: u32, logical: bool, mode: u32, vector: u32, level: bool): bool {
+    const b = this.board;
+    return b.config.lapic ? b.lapic.accept(dest, logical, mode, vector, level) : false;
+  }
+}
+
+/** I/O APIC pin fed by ISA line `line`: line 0 is routed to pin 2 (interrupt source override). */
+@inline
+function ioapicPinOf(line: i32): i32 {
+  return line == 0 ? 2 : line;
+}
+
+export class Board {
+  config: BoardConfig = new BoardConfig();
+  pic: PicPair = new PicPair();
+  pit: Pit8254 = new Pit8254();
+  lapic: LocalApic = new LocalApic();
+  ioapic: IoApic = new IoApic();
+  now: i64 = 0;
+
+  /** ISA line levels driven from outside the board (trace `irq`, hypervisor). */
+  private isaDriven: u32 = 0;
+  /** Effective ISA line levels, as the PIC and I/O APIC see them. */
+  private isaLevels: u32 = 0;
+  /** Levels driven straight onto I/O APIC pins (trace `gsi`). */
+  private gsiDriven: u32 = 0;
+  /** Effective I/O APIC pin levels. */
+  private pinLevels: u32 = 0;
+  private pitRouted: bool = true;
+  private intr: bool = false;
+  /**
+   * The earliest timer event, remembered so that advancing the clock between accesses costs a
+   * compare. Forgotten by every operation that can move a timer: PIT writes other than latch
+   * commands, local APIC MMIO and MSR writes, local APIC acknowledges, line changes, reset.
+   * Port reads, PIC and I/O APIC writes, MMIO reads and PIC acknowledges cannot.
+   */
+  private nextEvent: i64 = NEVER;
+  private nextEventKnown: bool = false;
+
+  constructor() {
+    this.ioapic.sink = new ApicBusRouter(this);
+  }
+
+  /** Power-on reset of the whole board, with the clock starting at `start`. */
+  reset(start: i64): void {
+    const c = this.config;
+    this.now = start;
+    this.nextEventKnown = false;
+    this.isaDriven = 0;
+    this.isaLevels = 0;
+    this.gsiDriven = 0;
+    this.pinLevels = 0;
+    this.intr = false;
+    // Without a PIT nothing drives the wire, and line 0 is an ordinary external line.
+    this.pitRouted = c.pitIrq0 && c.pit;
+    this.pic.reset();
+    this.pic.compatQemu = c.compatQemu;
+    this.pit.reset();
+    this.pit.compatQemu = c.compatQemu;
+    this.lapic.reset();
+    this.lapic.compatQemu = c.compatQemu;
+    this.lapic.busHz = c.apicBusHz;
+    this.lapic.tscHz = c.tscHz;
+    this.ioapic.reset();
+    this.ioapic.compatQemu = c.compatQemu;
+    if (c.pit) this.pit.syncTo(start);
+    if (c.lapic) this.lapic.syncTo(start);
+    this.followPitOut0();
+  }
+
+  // ---- time ----------------------------------------------------------------------------
+
+  /** Runs the clock to `t`, firing every timer event on the way in time order. */
+  @inline
+  advanceTo(t: i64): void {
+    if (t < this.now) return;
+    if (this.nextEventKnown && this.nextEvent > t) this.now = t;
+    else this.runTimersTo(t);
+  }
+
+  /** advanceTo() when a timer event may fall on the way: fires them all, then finds the next. */
+  private runTimersTo(t: i64): void {
+    while (true) {
+      const tp = this.nextPitEvent();
+      const tl = this.nextLapicEvent();
+      const tn = tp < tl ? tp : tl;
+      if (tn > t) {
+        this.nextEvent = tn;
+        break;
+      }
+      if (tp == tn) {
+        this.pit.syncTo(tn);
+        this.followPitOut0();
+      }
+      if (tl == tn) this.lapic.syncTo(tn);
+    }
+    this.nextEventKnown = true;
+    this.now = t;
+  }
+
+  /** A timer may have moved: the next advance looks again. */
+  @inline
+  private timersTouched(): void {
+    this.nextEventKnown = false;
+  }
+
+  /** The earliest pending device timer event (PIT OUT0 change or local APIC timer). */
+  nextTimerEvent(): i64 {
+    const tp = this.nextPitEvent();
+    const tl = this.nextLapicEvent();
+    return tp < tl ? tp : tl;
+  }
+
+  /** OUT0 changes matter to the board only while they drive ISA line 0. */
+  @inline
+  private nextPitEvent(): i64 {
+    return this.pitRouted ? this.pit.nextOut0Change() : NEVER;
+  }
+
+  @inline
+  private nextLapicEvent(): i64 {
+    return this.config.lapic ? this.lapic.nextTimerEvent() : NEVER;
+  }
+
+  // ---- port I/O -------------------------------------------------------------------------
+
+  /** One byte from an I/O port; unassigned ports float high. */
+  inByte(port: u32): u32 {
+    const c = this.config;
+    if (c.pic && isPicPort(port)) return this.pic.ioRead(port);
+    if (c.pit && isPitPort(port)) return this.pit.ioRead(port, this.now);
+    return 0xff;
+  }
+
+  outByte(port: u32, value: u32): void {
+    const c = this.config;
+    if (c.pic && isPicPort(port)) {
+      this.pic.ioWrite(port, value & 0xff);
+      this.followPicInt();
+    } else if (c.pit && isPitPort(port)) {
+      // A latch or read-back command moves no counting element, so OUT0 and the timers stay.
+      const onlyLatches = port == PIT_CONTROL_PORT && pitCommandOnlyLatches(value & 0xff);
+      this.pit.ioWrite(port, value & 0xff, this.now);
+      if (onlyLatches) return;
+      this.timersTouched();
+      this.followPitOut0();
+    }
+  }
+
+  /** A port read of `size` bytes: the 8-bit devices see one byte cycle per port, low first. */
+  portRead(port: u32, size: i32): u32 {
+    let v: u32 = 0;
+    for (let i = 0; i < size; i++) v |= this.inByte((port + <u32>i) & 0xffff) << (<u32>i * 8);
+    return v;
+  }
+
+  portWrite(port: u32, value: u32, size: i32): void {
+    for (let i = 0; i < size; i++) this.outByte((port + <u32>i) & 0xffff, (value >>> (<u32>i * 8)) & 0xff);
+  }
+
+  // ---- MMIO -----------------------------------------------------------------------------
+
+  /** Whether `addr` decodes to the local APIC page (it follows IA32_APIC_BASE). */
+  @inline
+  isLapicAddr(addr: u32): bool {
+    return this.config.lapic && this.lapic.enabled() && (addr & 0xfffff000) == this.lapic.base();
+  }
+
+  @inline
+  isIoapicAddr(addr: u32): bool {
+    return this.config.ioapic && addr >>> 12 == IOAPIC_PAGE;
+  }
+
+  mmioRead(addr: u32): u32 {
+    if (this.isLapicAddr(addr)) return this.lapic.mmioRead(addr & 0xfff, this.now);
+    if (this.isIoapicAddr(addr)) return this.ioapic.mmioRead(addr & 0xfff);
+    return 0xffffffff;
+  }
+
+  mmioWrite(addr: u32, value: u32): void {
+    if (this.isLapicAddr(addr)) {
+      this.timersTouched();
+      this.lapic.mmioWrite(addr & 0xfff, value, this.now);
+      this.forwardEoiBroadcast();
+    } else if (this.isIoapicAddr(addr)) {
+      this.ioapic.mmioWrite(addr & 0xfff, value);
+    }
+  }
+
+  // ---- MSRs -----------------------------------------------------------------------------
+
+  rdmsr(msr: u32): u64 {
+    if (msr == MSR_TSC) return <u64>edgesAt(this.now, this.config.tscHz);
+    if (this.config.lapic && (msr == MSR_APIC_BASE || msr == MSR_TSC_DEADLINE)) {
+      return this.lapic.rdmsr(msr, this.now);
+    }
+    return 0;
+  }
+
+  wrmsr(msr: u32, value: u64): void {
+    this.timersTouched();
+    if (this.config.lapic && (msr == MSR_APIC_BASE || msr == MSR_TSC_DEADLINE)) {
+      this.lapic.wrmsr(msr, value, this.now);
+      // A globally disabled APIC hands the PIC's INT straight to the CPU, and back.
+      this.followPicInt();
+    }
+  }
+
+  // ---- interrupt lines -----------------------------------------------------------------
+
+  isaLine(line: i32): bool {
+    return ((this.isaLevels >>> (<u32>line & 15)) & 1) != 0;
+  }
+
+  gsiLine(pin: i32): bool {
+    return ((this.gsiDriven >>> <u32>pin) & 1) != 0;
+  }
+
+  /** An external source drives ISA line 0–15. Line 0 follows PIT OUT0 while it is routed. */
+  setIsaLine(line: i32, level: bool): void {
+    this.timersTouched();
+    const bit: u32 = 1 << (<u32>line & 15);
+    this.isaDriven = level ? this.isaDriven | bit : this.isaDriven & ~bit;
+    if (line != 0 || !this.pitRouted) this.applyIsaLine(line & 15, level);
+  }
+
+  /** An external source drives I/O APIC pin 0–23 directly. */
+  setGsiLine(pin: i32, level: bool): void {
+    this.timersTouched();
+    const bit: u32 = 1 << <u32>pin;
+    this.gsiDriven = level ? this.gsiDriven | bit : this.gsiDriven & ~bit;
+    this.updatePin(pin);
+  }
+
+  pitIrq0Routed(): bool {
+    return this.pitRouted;
+  }
+
+  /** Connects PIT OUT0 to ISA line 0, or hands the line back to its external driver. */
+  setPitIrq0Route(connected: bool): void {
+    this.timersTouched();
+    this.pitRouted = connected && this.config.pit;
+    if (connected) this.followPitOut0();
+    else this.applyIsaLine(0, (this.isaDriven & 1) != 0);
+  }
+
+  private followPitOut0(): void {
+    if (this.pitRouted) this.applyIsaLine(0, this.pit.out0());
+  }
+
+  private applyIsaLine(line: i32, level: bool): void {
+    const bit: u32 = 1 << <u32>line;
+    if (((this.isaLevels & bit) != 0) == level) return;
+    this.isaLevels = level ? this.isaLevels | bit : this.isaLevels & ~bit;
+    if (this.config.pic) {
+      this.pic.setIrq(line, level);
+      this.followPicInt();
+    }
+    this.updatePin(ioapicPinOf(line));
+  }
+
+  /** An I/O APIC pin sees its direct driver OR every ISA line routed to it. */
+  private updatePin(pin: i32): void {
+    let level = ((this.gsiDriven >>> <u32>pin) & 1) != 0;
+    if (pin < 16) {
+      if (pin == 2) level = level || (this.isaLevels & 0b101) != 0;
+      else if (pin != 0) level = level || ((this.isaLevels >>> <u32>pin) & 1) != 0;
+    }
+    const bit: u32 = 1 << <u32>pin;
+    if (((this.pinLevels & bit) != 0) == level) return;
+    this.pinLevels = level ? this.pinLevels | bit : this.pinLevels & ~bit;
+    if (this.config.ioapic) this.ioapic.setPin(pin, level);
+  }
+
+  /** The master PIC's INT output feeds local APIC LINT0. */
+  private followPicInt(): void {
+    const level = this.config.pic && this.pic.intOutput();
+    if (level == this.intr) return;
+    this.intr = level;
+    if (this.config.lapic) this.lapic.setLint0(level);
+  }
+
+  private forwardEoiBroadcast(): void {
+    const vector = this.lapic.takeEoiBroadcast();
+    if (vector >= 0 && this.config.ioapic) this.ioapic.eoi(<u32>vector);
+  }
+
+  // ---- the CPU's interrupt pin -----------------------------------------------------------
+
+  /** Whether the local APIC is in the path between the PIC and the CPU. */
+  @inline
+  private apicActive(): bool {
+    return this.config.lapic && this.lapic.enabled();
+  }
+
+  /** Whether the CPU's interrupt pin is asserted: inta() would return a vector. */
+  interruptRequested(): bool {
+    if (!this.apicActive()) return this.intr;
+    return this.lapic.interruptPending() || (this.config.pic && this.lapic.extIntPending());
+  }
+
+  /**
+   * The CPU, with interrupts enabled, takes the next interrupt: its vector, or -1. An ExtINT
+   * through LINT0 goes first — it ignores the APIC's priorities — then a fixed interrupt from
+   * the local APIC (QEMU orders them the same way); without a (globally enabled) local APIC the
+   * PIC's INT reaches the CPU directly.
+   */
+  inta(): i32 {
+    if (this.apicActive()) {
+      // The acknowledge carries no time: bring the APIC timer up to now first.
+      this.lapic.syncTo(this.now);
+      if (!(this.config.pic && this.lapic.extIntPending())) {
+        if (!this.lapic.interruptPending()) return -1;
+        // Taking the timer's own request lets a held timer count again.
+        this.timersTouched();
+        return this.lapic.acknowledge();
+      }
+    } else if (!this.intr || !this.config.pic) {
+      return -1;
+    }
+    const vector = this.pic.acknowledge();
+    this.followPicInt();
+    return vector;
+  }
+
+  // ---- test-only view ------------------------------------------------------------------
+
+  /** Every device's complete internal state (tests only: capture never calls this). */
+  inspect(io: FieldIO): void {
+    this.timersTouched();
+    io.begin("pic");
+    this.pic.inspect(io);
+    io.end();
+    io.begin("pit");
+    this.pit.inspect(io);
+    io.end();
+    io.begin("lapic");
+    this.lapic.inspect(io);
+    io.end();
+    io.begin("ioapic");
+    this.ioapic.inspect(io);
+    io.end();
+    io.begin("board");
+    io.field("isaLevels", this.isaLevels);
+    io.field("gsiDriven", this.gsiDriven);
+    io.flag("pitRouted", this.pitRouted);
+    io.end();
+  }
+}
+
+@inline
+export function isPicPort(port: u32): bool {
+  return port == 0x20 || port == 0x21 || port == 0xa0 || port == 0xa1 || port == 0x4d0 || port == 0x4d1;
+}
+
+@inline
+export function isPitPort(port: u32): bool {
+  return (port >= 0x40 && port <= 0x43) || port == 0x61;
+}

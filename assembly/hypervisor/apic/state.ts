@@ -1,0 +1,188 @@
+// Capture and reconstruction of the local APIC and the I/O APIC, through the HardwareBus only.
+//
+// Capture reads registers with the clock stopped; no read it makes has a side effect, and the
+// I/O APIC's IOREGSEL is put back after the entries are read through IOWIN. The ESR is read
+// as the guest would read it now, without the write that would latch newer errors.
+//
+// Reconstruction, at the resume time T on a freshly reset destination whose PICs and PIT are
+// rebuilt and whose ISA lines stand at their captured levels:
+//   1. IA32_APIC_BASE with the page where it was, enabled for the rebuild;
+//   2. the local APIC (see LapicRebuild): ISR/IRR/TMR with the I/O APIC entries that wait for
+//      an EOI, then ESR and ICR, the timer, LDR and DFR, and software disable;
+//   3. IA32_APIC_BASE as captured, if the APIC was globally disabled;
+//   4. the I/O APIC: entries written masked (remote IRR, set in step 2, survives), then the
+//      directly driven pin levels, then the unmasking, and IOREGSEL last;
+//   5. the local APIC's LVTs, TPR and SVR.
+// A globally disabled local APIC has no readable page; its registers were at their power-on
+// values (datasheet model) and the final disable puts them back there.
+//
+// What cannot be rebuilt exactly, and what it does:
+// - The divided clock's phase within a period is not readable. A source left for good measures
+//   it (apic/timer-phase.ts), and applyTimerPhase has the fixup restart the count at the source's
+//   instant. Without it (a plain reconstruction, a datasheet periodic count of 1 that never
+//   changes, a period over MAX_TIMER_PHASE_NS), or for a count of 1 whose expiry is nearer than
+//   the shortest load can reach (one bus clock; two in QEMU mode: never so at a 1 GHz bus), the
+//   rebuilt counter starts a period at T, so each later decrement and expiry comes up to one
+//   divided period late, never early; exact when T falls on a period boundary of the source.
+//   Restarts and the true initial count of a periodic timer are written at whole nanoseconds:
+//   with divided periods that are not a whole number of ns, the fraction of a nanosecond is
+//   lost. TSC-deadline timers are exact.
+// - Errors detected after the guest's last ESR write cannot be read without latching them,
+//   which would change what the guest reads next: the guest's next ESR write latches none.
+// - Without an I/O APIC no level-triggered delivery can set TMR: those vectors come back
+//   edge-triggered, so their EOI is not broadcast (there is no I/O APIC to hear it anyway).
+// - Receive-illegal-vector (ESR bit 6) is caused through a TSC deadline already passed: at a
+//   resume time before the TSC's first tick it cannot be, and stays clear.
+// - The remote IRR of a level-triggered fixed LINT is not rebuilt (no pin to drive); writing
+//   its LVT while the pin is asserted delivers the vector once more.
+// - QEMU mode: a one-shot count read as 0 may still be one period from its expiry; it is taken
+//   as expired. QEMU's count is a formula of its load time and initial count; the
+//   destination loaded the remaining count at T, so a divider or LVT timer change before the
+//   guest reloads the count re-derives a different count (an expired one-shot switched to
+//   periodic revives on the source only). QEMU's I/O
+//   APIC latches a request per pin that cannot be read: a masked entry's latch depends on the
+//   trigger mode it had when its line rose; the destination latches masked level entries whose
+//   line is high and no others. A level line held high by an ISA line rose before its entry was
+//   rebuilt, so it is not latched, and an entry waiting for its EOI on such a line cannot get
+//   its remote IRR back. A globally disabled APIC's page is not captured (this board does not
+//   decode it; QEMU does).
+
+import { HardwareBus } from "../bus";
+import { PendingFixup } from "../fixup";
+import { ApicTimerFixup } from "./timer-fixup";
+import { IoApicPort, LapicPort, lapicEnabled, lapicPage } from "./access";
+import { ApicRecord, IoApicRecord, LocalApicRecord } from "./record";
+import { LapicRebuild } from "./lapic-rebuild";
+import { ENTRY_LEVEL, ENTRY_MASKED, ENTRY_REMOTE_IRR, IOAPIC_PIN_COUNT, IOAPIC_REG_ID } from "../../registers/ioapic";
+import {
+  APIC_BASE_ENABLE, LVT_COUNT, MSR_APIC_BASE, MSR_TSC_DEADLINE, REG_DFR, REG_DIVIDE, REG_ESR,
+  REG_ICR_HIGH, REG_ICR_LOW, REG_ID, REG_INITIAL_COUNT, REG_CURRENT_COUNT, REG_IRR, REG_ISR,
+  REG_LDR, REG_LVT_FIRST, REG_SVR, REG_TMR, REG_TPR,
+} from "../../registers/lapic";
+
+export { ApicRecord, IoApicRecord, LocalApicRecord } from "./record";
+export { ApicTimerFixup } from "./timer-fixup";
+
+/**
+ * Reads both APICs into `out`. `fixup` is the work a previous reconstruction may still have
+ * pending on this machine: registers it answers for are taken as the guest would read them.
+ */
+export function captureApics(bus: HardwareBus, out: ApicRecord, fixup: PendingFixup | null = null): void {
+  const c = bus.config();
+  out.lapic.clear();
+  out.ioapic.clear();
+  if (c.lapic) captureLocalApic(bus, out.lapic, fixup);
+  if (c.ioapic) captureIoApic(bus, out.ioapic);
+}
+
+function captureLocalApic(bus: HardwareBus, rec: LocalApicRecord, fixup: PendingFixup | null): void {
+  rec.apicBase = bus.rdmsr(MSR_APIC_BASE);
+  rec.tscDeadline = bus.rdmsr(MSR_TSC_DEADLINE);
+  if (!lapicEnabled(bus)) return;
+  rec.pageCaptured = true;
+  const lapic = new LapicPort(bus, lapicPage(bus));
+  rec.id = lapic.read(REG_ID);
+  rec.tpr = lapic.read(REG_TPR);
+  rec.ldr = lapic.read(REG_LDR);
+  rec.dfr = lapic.read(REG_DFR);
+  rec.svr = lapic.read(REG_SVR);
+  for (let i = 0; i < 8; i++) {
+    const offset = <u32>i << 4;
+    unchecked((rec.isr[i] = lapic.read(REG_ISR + offset)));
+    unchecked((rec.tmr[i] = lapic.read(REG_TMR + offset)));
+    unchecked((rec.irr[i] = lapic.read(REG_IRR + offset)));
+  }
+  rec.esr = lapic.read(REG_ESR);
+  rec.icrLow = lapic.readAsGuest(REG_ICR_LOW, fixup);
+  rec.icrHigh = lapic.read(REG_ICR_HIGH);
+  for (let i = 0; i < LVT_COUNT; i++) unchecked((rec.lvt[i] = lapic.read(REG_LVT_FIRST + (<u32>i << 4))));
+  rec.initialCount = lapic.readAsGuest(REG_INITIAL_COUNT, fixup);
+  rec.currentCount = lapic.readAsGuest(REG_CURRENT_COUNT, fixup);
+  rec.divideConfig = lapic.readAsGuest(REG_DIVIDE, fixup);
+}
+
+function captureIoApic(bus: HardwareBus, rec: IoApicRecord): void {
+  const io = new IoApicPort(bus);
+  rec.ioregsel = io.selected();
+  rec.id = io.read(IOAPIC_REG_ID);
+  for (let pin = 0; pin < IOAPIC_PIN_COUNT; pin++) {
+    unchecked((rec.low[pin] = io.readLow(pin)));
+    unchecked((rec.high[pin] = io.readHigh(pin)));
+  }
+  io.select(rec.ioregsel);
+}
+
+/**
+ * Rebuilds both APICs at the current time T. `gsiLevels` bit p is the captured level driven
+ * directly onto I/O APIC pin p; every such line is left at that level. Returns the work left
+ * for after the resume (an ApicTimerFixup), or null.
+ */
+export function reconstructApics(bus: HardwareBus, rec: ApicRecord, gsiLevels: u32): PendingFixup | null {
+  const c = bus.config();
+  let fixup: ApicTimerFixup | null = null;
+  const saved = rec.lapic;
+  const rebuildPage = c.lapic && saved.pageCaptured;
+  if (c.lapic) bus.wrmsr(MSR_APIC_BASE, saved.apicBase | APIC_BASE_ENABLE);
+  const rebuild = new LapicRebuild(bus, lapicPage(bus), saved, rec.ioapic);
+  if (c.lapic) rebuild.prepare();
+  if (rebuildPage) {
+    const f = new ApicTimerFixup(bus);
+    rebuild.rebuildVectors();
+    rebuild.rebuildErrorsAndIcr(f);
+    rebuild.rebuildTimer(f, 0);
+    if (f.active()) fixup = f;
+  }
+  // Entries still waiting for an EOI that the local APIC did not account for (it was
+  // disabled, or absent: QEMU sets remote IRR even when nobody accepts).
+  if (c.ioapic) rebuild.deliverPendingPins();
+  if (rebuildPage) rebuild.quiesce();
+  else if (c.lapic && (saved.apicBase & APIC_BASE_ENABLE) == 0) bus.wrmsr(MSR_APIC_BASE, saved.apicBase);
+  if (c.ioapic) reconstructIoApic(bus, rec.ioapic, gsiLevels);
+  else driveGsiLines(bus, gsiLevels);
+  if (rebuildPage) rebuild.finish();
+  return fixup;
+}
+
+/**
+ * The timer's phase, learnt after the reconstruction (the source measures it only once it has
+ * left the guest for good) and applied at the resume time itself, before anything ran: the
+ * timer is loaded again, now at that phase. Returns the fixup to install.
+ */
+export function applyTimerPhase(bus: HardwareBus, rec: ApicRecord, fixup: PendingFixup | null, phase: u32): PendingFixup | null {
+  if (!bus.config().lapic || !rec.lapic.pageCaptured || phase == 0) return fixup;
+  const f = fixup instanceof ApicTimerFixup ? <ApicTimerFixup>fixup : new ApicTimerFixup(bus);
+  new LapicRebuild(bus, lapicPage(bus), rec.lapic, rec.ioapic).rebuildTimer(f, <i64>phase);
+  return f.active() ? f : fixup;
+}
+
+function reconstructIoApic(bus: HardwareBus, rec: IoApicRecord, gsiLevels: u32): void {
+  const io = new IoApicPort(bus);
+  const qemu = bus.config().compatQemu;
+  io.write(IOAPIC_REG_ID, rec.id);
+  let unlatched: u32 = 0;
+  for (let pin = 0; pin < IOAPIC_PIN_COUNT; pin++) {
+    const low = unchecked(rec.low[pin]);
+    io.writeHigh(pin, unchecked(rec.high[pin]));
+    // QEMU: an unmasked level entry whose line is high and that is not waiting for an EOI
+    // cannot have latched the line (it would have sent it): its line must rise while the
+    // entry is not level-triggered, or the unmasking below would send.
+    if (qemu && (low & (ENTRY_LEVEL | ENTRY_MASKED | ENTRY_REMOTE_IRR)) == ENTRY_LEVEL && ((gsiLevels >>> <u32>pin) & 1) != 0) {
+      unlatched |= 1 << <u32>pin;
+      io.writeLow(pin, (low & ~ENTRY_LEVEL) | ENTRY_MASKED);
+    } else {
+      io.writeLow(pin, low | ENTRY_MASKED);
+    }
+  }
+  // Lines rise while their entries are masked: a level entry latches its request (QEMU) or
+  // sees it at the unmasking (datasheet); a masked edge entry ignores it, as on the source.
+  driveGsiLines(bus, gsiLevels);
+  for (let pin = 0; pin < IOAPIC_PIN_COUNT; pin++) {
+    const low = unchecked(rec.low[pin]);
+    if ((low & ENTRY_MASKED) == 0 || (unlatched & (1 << <u32>pin)) != 0) io.writeLow(pin, low);
+  }
+  io.select(rec.ioregsel);
+}
+
+function driveGsiLines(bus: HardwareBus, gsiLevels: u32): void {
+  for (let pin = 0; pin < IOAPIC_PIN_COUNT; pin++) bus.setGsiLine(pin, ((gsiLevels >>> <u32>pin) & 1) != 0);
+}

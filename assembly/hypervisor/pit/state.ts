@@ -1,0 +1,191 @@
+// Capture and reconstruction of the 8254 and port 0x61, through the hardware bus and the shadow.
+//
+// Capture (guest paused, clock stopped at T), per channel: whatever the guest left latched is
+// read out first (a chip answers reads with a pending status, then count, latch, and ignores
+// a new read-back while one is pending: the first latch wins); then a read-back of status and
+// count gives OUT, NULL COUNT and the counting element at T. Every access is also run through a
+// copy of the shadow, so the capture knows exactly how the read flip-flop and latches moved,
+// and puts them back: the flip-flop by a live read, the latches by latching again at T.
+//
+// Reconstruction runs on a freshly reset chip whose clock starts RECONSTRUCT_WINDOW_NS before
+// T: a timeline of control words, count writes and gate changes per channel (pit/plan.ts for
+// the datasheet model, pit/plan-qemu.ts for QEMU's), then at T the read flip-flop, latches and
+// write flip-flop with partial operations, then port 0x61. The destination's shadow is fed
+// every access of the rebuild and so ends up mirroring the rebuilt chip.
+//
+// What cannot be rebuilt exactly (reason → effect):
+// - A latch pending at capture holds a value only the chip knows; reading it consumes it. Both
+//   the source (after capture) and the destination latch again at T → a guest that latched
+//   before T and reads after reads the count/status at T instead (exact when it latched
+//   within the same PIT clock as T).
+// - RW mode LSB-only or MSB-only (or a never-programmed channel given counts) reads back one
+//   byte of the counting element; the other is taken as 0 → exact for LSB-only counts below
+//   256 before any wrap; MSB-only channels may be off by up to 255 clocks, and MSB-only
+//   periodic channels cannot replay their period (NULL COUNT reads 1 until the next reload).
+// - Datasheet model, inferences from what reads back: mode 3 with a new count pending during a
+//   high half-cycle assumes the half came from a count of the same parity (else OUT moves by
+//   one clock), and at a half's extra clock from a count of at least 3 (the illegal count 1
+//   takes the new count at a high start); modes 4/5 assume the strobe is still ahead while
+//   the count is not above the register's (else it strobes once more, at least 2^16 clocks
+//   after the last); a gate-2 trigger, or a second count write, less than one PIT clock
+//   before T is not seen.
+// - Datasheet model, window: exact replays need the last load, reload or trigger within the
+//   window (up to 2^17 clocks back; RECONSTRUCT_WINDOW_NS covers it). With a shorter window:
+//   NULL COUNT reads 1 until the next reload or trigger, modes 0/4 keep the remaining count in
+//   the count register (seen only by a later trigger or mode change without a new count), a
+//   one-shot past terminal count may hold another wrapped value, and the shadow's counts
+//   written since the control word may read 2 where the guest wrote 1.
+// - QEMU model: see pit/plan-qemu.ts (the restart's nanosecond inside its PIT tick; modes 4/5
+//   with OUT low assumed before their strobe unless a restart at time 0 fits); a count
+//   latch QEMU kept across a control word that changed the RW mode is rebuilt in the current
+//   RW mode's shape, and a latched status in the current control fields.
+// - A channel given counts but never a control word (RW mode 0) cannot get its power-on RW
+//   mode back through a control word: it is rebuilt by count writes alone from its power-on
+//   state; if gate 2 stopped it after a load, the frozen count is not rebuilt.
+
+import { FieldIO } from "../../common/fields";
+import { PIT_CHANNELS, PIT_CONTROL_PORT, LATCH_MSB, LATCH_NONE, LATCH_WORD, PitChannelRegisters, RW_NONE, RW_WORD } from "../../registers/pit";
+import { HardwareBus } from "../bus";
+import { DatasheetPlanner } from "./plan";
+import { QemuPlanner } from "./plan-qemu";
+import { PitShadow } from "./shadow";
+import { ChannelPlanner, Timeline } from "./timeline";
+
+const PORT_61: u32 = 0x61;
+const REFRESH: u32 = 0x10;
+/** Port 0x61 bits a write can set back: gate 2, speaker, and (datasheet) the NMI enables. */
+const PORT_61_WRITABLE: u32 = 0x0f;
+const QEMU_PORT_61_WRITABLE: u32 = 0x03;
+
+export class PitRecord {
+  /** T, the capture time; the destination resumes at it. */
+  time: i64 = 0;
+  /** Port 0x61 as first read at T (QEMU: that read flipped the refresh bit). */
+  port61: u32 = 0;
+  /** Per channel, read back at T: the status byte and the counting element's bytes. */
+  status: StaticArray<u32> = new StaticArray<u32>(PIT_CHANNELS);
+  count: StaticArray<u32> = new StaticArray<u32>(PIT_CHANNELS);
+  shadow: PitShadow = new PitShadow();
+
+  describe(io: FieldIO): void {
+    this.time = io.time("time", this.time);
+    this.port61 = io.field("port61", this.port61, 0xff);
+    io.begin("channels");
+    for (let i = 0; i < PIT_CHANNELS; i++) {
+      io.beginIndex(i);
+      unchecked((this.status[i] = io.field("status", unchecked(this.status[i]), 0xff)));
+      unchecked((this.count[i] = io.field("count", unchecked(this.count[i]), 0xffff)));
+      io.end();
+    }
+    io.end();
+    io.begin("shadow");
+    this.shadow.describe(io);
+    io.end();
+  }
+}
+
+export function capturePit(bus: HardwareBus, shadow: PitShadow, out: PitRecord): void {
+  const compat = bus.config().compatQemu;
+  out.time = bus.now();
+  out.shadow.copyFrom(shadow);
+  out.shadow.compatQemu = compat;
+  out.port61 = bus.inb(PORT_61);
+  // QEMU flips the refresh bit on every read: a second read flips it back.
+  if (compat) bus.inb(PORT_61);
+  const mirror = new PitShadow();
+  mirror.copyFrom(out.shadow);
+  for (let i = 0; i < PIT_CHANNELS; i++) {
+    readBack(bus, mirror, i, out);
+    restoreReadState(bus, mirror, i, unchecked(out.shadow.channels[i]));
+  }
+}
+
+export function reconstructPit(bus: HardwareBus, rec: PitRecord, shadow: PitShadow): void {
+  const compat = bus.config().compatQemu;
+  shadow.compatQemu = compat;
+  shadow.reset();
+  const timeline = new Timeline();
+  const start = bus.now();
+  const gate2 = (rec.port61 & 1) != 0;
+  const planner: ChannelPlanner = compat
+    ? new QemuPlanner(timeline, start, rec.time, rec.port61, rec.shadow)
+    : new DatasheetPlanner(timeline, start, rec.time, rec.port61);
+  for (let i = 0; i < PIT_CHANNELS; i++) {
+    planner.plan(i, unchecked(rec.shadow.channels[i]), unchecked(rec.status[i]), unchecked(rec.count[i]), i != 2 || gate2);
+  }
+  timeline.run(bus, shadow, rec.time);
+  bus.advanceTo(rec.time);
+  for (let i = 0; i < PIT_CHANNELS; i++) restoreReadState(bus, shadow, i, unchecked(rec.shadow.channels[i]));
+  bus.outb(PORT_61, rec.port61 & (compat ? QEMU_PORT_61_WRITABLE : PORT_61_WRITABLE));
+  // A fresh QEMU speaker's refresh bit is clear; the source's stood at the opposite of what
+  // its first capture read returned.
+  if (compat && (rec.port61 & REFRESH) == 0) bus.inb(PORT_61);
+  shadow.copyRestarts(rec.shadow);
+  // The shadow has seen every access of the rebuild, so it now mirrors this chip: the record's
+  // registers wherever they could be put back, and what was written where they could not.
+}
+
+// ---- per channel ----------------------------------------------------------------------------
+
+function read(bus: HardwareBus, mirror: PitShadow, port: u32): u32 {
+  const v = bus.inb(port);
+  mirror.observeRead(port, v);
+  return v;
+}
+
+function write(bus: HardwareBus, mirror: PitShadow, port: u32, value: u32): void {
+  bus.outb(port, value);
+  mirror.now = bus.now();
+  mirror.observeWrite(port, value);
+}
+
+/** Reads channel `i`'s status and counting element at T into `out`, draining pending latches. */
+function readBack(bus: HardwareBus, mirror: PitShadow, i: i32, out: PitRecord): void {
+  const port = 0x40 + <u32>i;
+  const ch = unchecked(mirror.channels[i]);
+  while (ch.statusLatched || ch.countLatched != LATCH_NONE) read(bus, mirror, port);
+  write(bus, mirror, PIT_CONTROL_PORT, 0xc0 | (2 << <u32>i));
+  unchecked((out.status[i] = read(bus, mirror, port)));
+  let count: u32 = 0;
+  if (ch.rwMode == RW_NONE) {
+    // A never-programmed channel latches nothing; its live reads return the low byte.
+    count = read(bus, mirror, port);
+  } else {
+    // With the read flip-flop half way (datasheet), a latch reads its MSB only: latch again.
+    let seen: u32 = 0;
+    const wanted: u32 = ch.rwMode == RW_WORD ? 3 : ch.rwMode;
+    while (true) {
+      while (ch.countLatched != LATCH_NONE) {
+        const msb = ch.countLatched == LATCH_MSB;
+        const b = read(bus, mirror, port);
+        count = msb ? (count & 0xff) | (b << 8) : (count & 0xff00) | b;
+        seen |= msb ? 2 : 1;
+      }
+      if ((seen & wanted) == wanted) break;
+      write(bus, mirror, PIT_CONTROL_PORT, <u32>i << 6);
+    }
+  }
+  unchecked((out.count[i] = count));
+}
+
+/**
+ * Brings channel `i`'s read flip-flop, count and status latches and write flip-flop (tracked
+ * in `mirror`) to those of `target`, at the current time: a live read toggles the flip-flop,
+ * a latch command (and a read of its first byte) rebuilds a count latch, a read-back a status
+ * latch, the held LSB is written back.
+ */
+function restoreReadState(bus: HardwareBus, mirror: PitShadow, i: i32, target: PitChannelRegisters): void {
+  const port = 0x40 + <u32>i;
+  const ch = unchecked(mirror.channels[i]);
+  const word = ch.rwMode == RW_WORD;
+  const latch = target.countLatched;
+  // The datasheet chip reads a latch through the same flip-flop: latch with it at the LSB.
+  const flipFlop = !ch.compatQemu && latch != LATCH_NONE ? false : target.readMsbNext;
+  if (word && ch.readMsbNext != flipFlop) read(bus, mirror, port);
+  if (latch != LATCH_NONE) {
+    write(bus, mirror, PIT_CONTROL_PORT, <u32>i << 6);
+    if (latch == LATCH_MSB && ch.countLatched == LATCH_WORD) read(bus, mirror, port);
+  }
+  if (target.statusLatched) write(bus, mirror, PIT_CONTROL_PORT, 0xe0 | (2 << <u32>i));
+  if (target.writeMsbNext && !ch.writeMsbNext) write(bus, mirror, port, target.heldLsb);
+}

@@ -1,0 +1,493 @@
+// The pre-copy engine on the source. Round 0 sends all memory while the guest runs; each
+// further round sends the pages the guest dirtied meanwhile, until the expected downtime
+// (remaining dirty bytes ÷ measured bandwidth) fits the limit or the round cap is reached.
+// With a destination that acknowledges batches, a round ends once all of it has arrived, and
+// the bandwidth is what arrived per second (transport/ack-window.ts).
+// A guest that dirties memory faster than the link drains it is throttled step by step
+// (auto-converge). Then the guest pauses, the last dirty pages go with the CPU and device
+// records, and the destination checks everything against the source's digest.
+//
+// The commit rule: until the source sends `commit`, any failure leaves it running the guest
+// exactly as before; once it has sent `commit` it never runs the guest again, whatever
+// happens to the link, unless the destination, asked afterwards, says it dropped the guest
+// (see source/resolve.ts). The destination resumes only on receiving `commit`.
+//
+// The other techniques share these steps: stop-and-copy skips the pre-copy rounds; post-copy
+// (source/postcopy.ts) hands the guest over before its memory, hybrid after a few rounds.
+
+import { performance } from "node:perf_hooks";
+import { AckWindow } from "../transport/ack-window.js";
+import { DeviceStateError, Machine } from "../../core/machine.js";
+import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../../guest/digest.js";
+import { countBits, nextSetBit } from "../../guest/memory.js";
+import { PAGE_SIZE, ZERO_PAGE } from "../../guest/page.js";
+import { BatchBuilder } from "./batch.js";
+import { DEFAULT_PREPAGE_PAGES, postcopy, type PostcopyHost } from "./postcopy.js";
+import type { StopConditions } from "./stop-conditions.js";
+import { negotiate, roundCap, stopConditions, type TechniqueOptions } from "./techniques.js";
+import type { XbzrleEncoder } from "../wire/xbzrle.js";
+import { Channel } from "../transport/channel.js";
+import { MigrationFailure } from "../failure.js";
+import { authenticate, openChannel, type ConnectOptions } from "../transport/connect.js";
+import { DEFAULT_RESOLVE_TIMEOUT_MS, askOutcome } from "./resolve.js";
+import type { LiveGuest } from "../run/live.js";
+import { newReport, summarize, type MigrationReport, type PostcopyStats, type RoundStat } from "../report/metrics.js";
+import { countPages } from "../wire/decode.js";
+import { MAX_ROUNDS, encodeRecord, machineSpecOf, stateDigest, type CapturedState } from "../wire/protocol.js";
+
+export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
+export const DEFAULT_MAX_ROUNDS = 30;
+export const DEFAULT_TIMEOUT_MS = 10_000;
+/** Auto-converge (as QEMU's): the first throttle, each further step, the ceiling. */
+export const THROTTLE_INITIAL = 0.2;
+export const THROTTLE_STEP = 0.1;
+export const THROTTLE_MAX = 0.99;
+
+export interface SourceOptions extends TechniqueOptions {
+  /** ws://host:port or wss://host:port of a listening destination. */
+  url: string;
+  /** For wss://: the PEM certificate(s) the destination must present or chain to. */
+  ca?: string | Buffer;
+  token: string;
+  /** Name of the workload, for the destination's log and the report. */
+  workload: string;
+  downtimeLimitMs?: number;
+  maxRounds?: number;
+  /** Emulated link speed, bytes per second (token bucket); none when undefined. */
+  bandwidth?: number;
+  autoConverge?: boolean;
+  /** How long to wait for each answer of the destination. */
+  timeoutMs?: number;
+  /** After a commit whose confirmation was lost: how long to keep trying to ask the destination. */
+  resolveTimeoutMs?: number;
+  signal?: AbortSignal;
+  /** Wait for the destination to run the guest to its end and report its digest. */
+  awaitFinish?: boolean;
+  onProgress?: (p: Progress) => void;
+}
+
+export interface Progress {
+  phase: "setup" | "pre-copy" | "stop-and-copy" | "commit" | "post-copy" | "finishing";
+  round: number;
+  sentBytes: number;
+  /** Pages left in this round, plus the dirty pages waiting for the next, in bytes. */
+  remainingBytes: number;
+  bytesPerSec: number;
+  expectedDowntimeMs: number;
+  throttlePercent: number;
+}
+
+/** Migrates the running guest to the destination at `options.url`. Never throws for a failed migration: see the report's status. */
+export async function migrate(live: LiveGuest, options: SourceOptions): Promise<MigrationReport> {
+  return new SourceSession(live, options).run();
+}
+
+/** One migration. Pre-copy and stop-and-copy are its own steps; post-copy drives it as a PostcopyHost. */
+class SourceSession implements PostcopyHost {
+  private readonly limitMs: number;
+  private readonly maxRounds: number;
+  readonly timeoutMs: number;
+  readonly report: MigrationReport;
+  private openChannel?: Channel;
+  private step = "connect";
+  private committed = false;
+  /** The guest was resumed on the destination and memory still flows (post-copy). */
+  private handedOver = false;
+  private pausedAt = 0;
+  private seq = 0;
+  private zeroPages = false;
+  private xbzrle?: XbzrleEncoder;
+  /** The destination's challenge nonce names the session in a later outcome query. */
+  private session?: Uint8Array;
+  private canQuery = false;
+  private readonly checksums: PageChecksums;
+  private readonly batch = new BatchBuilder();
+  /** Time spent in finished memory rounds, and when the current one started. */
+  private memoryMs = 0;
+  private roundStart?: number;
+  private expectedDowntimeMs = Infinity;
+  private readonly stop: StopConditions;
+
+  constructor(
+    private readonly live: LiveGuest,
+    private readonly options: SourceOptions,
+  ) {
+    this.limitMs = options.downtimeLimitMs ?? DEFAULT_DOWNTIME_LIMIT_MS;
+    this.maxRounds = Math.min(roundCap(options, options.maxRounds ?? DEFAULT_MAX_ROUNDS), MAX_ROUNDS);
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const memory = live.guest.memory;
+    this.checksums = new PageChecksums(memory.pageCount);
+    this.report = newReport(options.workload, memory.bytes, this.limitMs, options.bandwidth);
+    this.report.technique = options.technique ?? "precopy";
+    this.stop = stopConditions(options, this.limitMs, this.maxRounds, memory.bytes);
+  }
+
+  async run(): Promise<MigrationReport> {
+    const start = performance.now();
+    try {
+      if (this.live.guest.machine.policy === "none") {
+        throw new MigrationFailure("config", 'the hypervisor runs with policy "none": it kept no shadow of the write-only device state, so the devices cannot be captured');
+      }
+      await this.setup();
+      this.report.setupMs = performance.now() - start;
+      const technique = this.report.technique;
+      if (technique === "stop-and-copy") {
+        await this.stopAndCopy(undefined);
+      } else {
+        const dirty = technique === "postcopy" ? undefined : await this.precopy();
+        if (technique === "precopy") await this.stopAndCopy(dirty!);
+        else await postcopy(this, dirty);
+      }
+      this.report.status = "completed";
+      this.report.totalMs = performance.now() - start;
+      if (this.options.awaitFinish) await this.awaitFinish();
+    } catch (e) {
+      if (this.report.status !== "completed") this.report.totalMs = performance.now() - start;
+      await this.fail(e);
+    } finally {
+      this.report.bytes.total = this.openChannel?.bytesSent ?? 0;
+      this.report.acks = this.openChannel?.window?.stats();
+      this.live.guest.memory.stopDirtyLog();
+      if (this.report.status === "completed" && !this.report.error) this.openChannel?.close();
+      if (this.xbzrle) this.report.xbzrle = this.xbzrle.stats;
+      summarize(this.report, this.memoryMs, this.maxRounds);
+    }
+    return this.report;
+  }
+
+  // ---- steps ----------------------------------------------------------------------------------
+
+  private async setup(): Promise<void> {
+    // Capture and the exit report then run warm inside the downtime.
+    Machine.prepare();
+    this.progress("setup", 0, 0);
+    const channel = (this.openChannel = openChannel(this.connectOptions()));
+    // A cancel counts only before the commit: after it, the guest is the destination's.
+    const signal = this.options.signal;
+    const cancel = (): void => {
+      if (!this.committed) channel.cancel();
+    };
+    if (signal?.aborted) cancel();
+    signal?.addEventListener("abort", cancel, { once: true });
+    channel.onClose(() => signal?.removeEventListener("abort", cancel));
+    const challenge = await authenticate(channel, this.options.token, (step) => (this.step = step));
+    ({ zeroPages: this.zeroPages, xbzrle: this.xbzrle } = negotiate(this.options, challenge.capabilities));
+    this.canQuery = challenge.capabilities.includes("outcome-query");
+    if (challenge.capabilities.includes("acks")) channel.window = new AckWindow();
+    this.session = challenge.nonce;
+
+    this.step = "config";
+    const { guest } = this.live;
+    await channel.send({
+      t: "config",
+      memoryBytes: guest.memory.bytes,
+      pageSize: PAGE_SIZE,
+      machine: machineSpecOf(guest.machine),
+      workload: this.options.workload,
+      endNs: this.live.endNs,
+    });
+    this.step = "prepared";
+    await channel.expect("prepared");
+  }
+
+  /** Pre-copy rounds; returns the dirty pages left when it is time to stop. */
+  private async precopy(): Promise<Uint32Array> {
+    const memory = this.live.guest.memory;
+    memory.startDirtyLog();
+    let pages: Uint32Array | undefined;
+    for (let round = 0; ; round++) {
+      this.step = `pre-copy round ${round}`;
+      const stat = await this.sendRound(round, pages, false);
+      const dirty = memory.harvestDirty();
+      stat.dirtiedPages = countBits(dirty);
+      const remaining = stat.dirtiedPages * PAGE_SIZE;
+      this.expectedDowntimeMs = (remaining / this.bandwidth()) * 1000;
+      stat.expectedDowntimeMs = this.expectedDowntimeMs;
+      this.report.rounds = round + 1;
+      this.progress("pre-copy", round, remaining);
+      const reason = this.stop.check({ rounds: round + 1, expectedDowntimeMs: this.expectedDowntimeMs, sentBytes: this.report.bytes.memory, dirtyPages: stat.dirtiedPages });
+      if (reason) {
+        this.report.stopReason = reason;
+        return dirty;
+      }
+      // Auto-converge: the guest dirtied more than half of what the round could carry.
+      if (this.options.autoConverge !== false && remaining > (stat.pages * PAGE_SIZE) / 2) this.raiseThrottle();
+      pages = dirty;
+    }
+  }
+
+  // ---- the steps every technique shares (PostcopyHost) -------------------------------------------
+
+  /** The connection, once setup has opened it. */
+  get channel(): Channel {
+    if (!this.openChannel) throw new Error("no connection before setup");
+    return this.openChannel;
+  }
+
+  get pageCount(): number {
+    return this.live.guest.memory.pageCount;
+  }
+
+  get prepagePages(): number {
+    return this.options.prepagePages ?? DEFAULT_PREPAGE_PAGES;
+  }
+
+  enter(step: string): void {
+    this.step = step;
+  }
+
+  /** Pauses the guest; `dirty` (when given) gains the pages written since the last harvest. */
+  pause(dirty: Uint32Array | undefined): void {
+    this.pausedAt = performance.now();
+    this.live.pause();
+    // Pages written since the last harvest: none unless the guest ran after it.
+    const late = this.live.guest.memory.harvestDirty();
+    if (dirty) for (let i = 0; i < dirty.length; i++) dirty[i] |= late[i];
+    this.report.expectedDowntimeMs = this.expectedDowntimeMs;
+  }
+
+  /** The paused guest's CPU and device records; the source's exit counts go into the report. */
+  capture(): CapturedState {
+    const { guest } = this.live;
+    const exits = guest.machine.exits();
+    this.report.exits = { total: exits.total, byReason: exits.byReason };
+    try {
+      return { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(guest.machine.capture()) };
+    } catch (e) {
+      if (e instanceof DeviceStateError) throw new MigrationFailure("state", e.message);
+      throw e;
+    }
+  }
+
+  async sendHandoff(missing: Uint8Array, { cpu, devices }: CapturedState, digest: Buffer): Promise<void> {
+    this.report.bytes.state = await this.channel.send({ t: "handoff", batches: this.seq, missing, cpu, devices, digest });
+    this.progress("post-copy", this.report.rounds, 0);
+  }
+
+  async handOver(digest: Buffer): Promise<void> {
+    await this.commit(digest);
+    this.handedOver = true;
+  }
+
+  openPushRound(): RoundStat {
+    const stat: RoundStat = { round: this.report.rounds, stopAndCopy: false, postcopy: true, pages: 0, zeroPages: 0, bytes: 0, durationMs: 0, dirtiedPages: 0, expectedDowntimeMs: 0, throttlePercent: 0 };
+    this.report.roundStats.push(stat);
+    return stat;
+  }
+
+  closePushRound(stat: RoundStat, durationMs: number): void {
+    stat.durationMs = durationMs;
+    this.memoryMs += durationMs;
+  }
+
+  async sendComplete(): Promise<string> {
+    const memoryDigest = this.checksums.digest();
+    await this.channel.send({ t: "complete", batches: this.seq, memoryDigest: Buffer.from(memoryDigest, "hex") });
+    return memoryDigest;
+  }
+
+  finish(memoryDigest: string, stats: PostcopyStats): void {
+    this.report.memoryDigest = memoryDigest;
+    this.report.postcopy = stats;
+  }
+
+  /** Waits for `ready` with the expected digest, then commits: from here on the guest belongs to the destination. */
+  private async commit(digest: Buffer): Promise<void> {
+    const channel = this.channel;
+    this.step = "ready";
+    const ready = await channel.expect("ready");
+    if (!digest.equals(ready.digest)) throw new MigrationFailure("digest", "the destination's digest differs from the source's");
+    this.step = "commit";
+    this.committed = true;
+    // From here the source never runs the guest again, so it may let the clock run to measure
+    // the APIC timer's phase, which the destination applies before it resumes the guest.
+    const timerPhase = this.live.guest.machine.probeTimerPhase();
+    await channel.send({ t: "commit", timerPhase });
+    this.progress("commit", this.report.rounds, 0);
+    this.step = "resumed";
+    await channel.expect("resumed");
+    this.report.downtimeMs = performance.now() - this.pausedAt;
+  }
+
+  /** Pauses and sends the last dirty pages (all memory when `dirty` is undefined: non-live migration) with the state. */
+  private async stopAndCopy(dirty: Uint32Array | undefined): Promise<void> {
+    this.step = "stop-and-copy";
+    this.pause(dirty);
+    const stat = await this.sendRound(this.report.rounds, dirty, true);
+    this.step = "state";
+    const { cpu, devices } = this.capture();
+    const memoryDigest = this.checksums.digest();
+    const digest = stateDigest(memoryDigest, cpu, devices);
+    this.report.bytes.state = await this.channel.send({ t: "state", batches: this.seq, cpu, devices, digest });
+    await this.endRound(stat);
+    this.progress("stop-and-copy", this.report.rounds, 0);
+    await this.commit(digest);
+    this.report.memoryDigest = memoryDigest;
+  }
+
+  private async awaitFinish(): Promise<void> {
+    const channel = this.channel;
+    this.step = "finished";
+    this.progress("finishing", this.report.rounds, 0);
+    // The destination runs the rest of the guest's run in real time.
+    const restMs = Math.max(0, this.live.endNs - this.live.guest.now()) / 1e6;
+    const f = await channel.expect("finished", restMs + this.timeoutMs);
+    this.report.destination = { virtualNs: f.virtualNs, digest: f.digest, ticks: f.ticks, exits: f.exits };
+  }
+
+  /** Sends `pages` (every page when undefined) as batches; returns the round's statistics. */
+  private async sendRound(round: number, pages: Uint32Array | undefined, stopAndCopy: boolean): Promise<RoundStat> {
+    const stat: RoundStat = { round, stopAndCopy, pages: 0, zeroPages: 0, bytes: 0, durationMs: 0, dirtiedPages: 0, expectedDowntimeMs: 0, throttlePercent: Math.round(this.live.throttle * 100) };
+    this.report.roundStats.push(stat);
+    this.roundStart = performance.now();
+    const total = pages ? countBits(pages) : this.live.guest.memory.pageCount;
+    let done = 0;
+    // Pages in order: every page, or the set bits of `pages`. Only a full batch waits.
+    const next = pages ? (q: number) => nextSetBit(pages, q + 1) : (q: number) => (q + 1 < total ? q + 1 : -1);
+    for (let p = next(-1); p >= 0; p = next(p)) {
+      if (this.batchFull) await this.flush(stat, (total - done) * PAGE_SIZE);
+      this.addPage(p, round > 0);
+      done++;
+    }
+    if (!this.batchEmpty) await this.flush(stat, 0);
+    // The stop-and-copy's batches drain along with the state that follows them (stopAndCopy).
+    if (!stopAndCopy) await this.endRound(stat);
+    return stat;
+  }
+
+  /**
+   * A round ends when the destination has acknowledged all of it (when it acknowledges at all):
+   * the pages the guest dirtied meanwhile, the round's time and the bandwidth measured from it
+   * are then those of the transfer itself, and nothing is left in flight at a pause.
+   */
+  private async endRound(stat: RoundStat): Promise<void> {
+    await this.channel.drain();
+    stat.durationMs = performance.now() - this.roundStart!;
+    this.memoryMs += stat.durationMs;
+    this.roundStart = undefined;
+  }
+
+  /**
+   * Copies page p into a batch and records the CRC the destination will compute for it. A page
+   * `resent` (it went in an earlier round) goes as an XBZRLE delta when that is on and small.
+   * Returns whether it carries bytes (false for an elided zero page).
+   */
+  addPage(p: number, resent: boolean): boolean {
+    const memory = this.live.guest.memory;
+    const page = memory.page(p);
+    const crc = pageChecksum(page);
+    // Only a page with the zero page's CRC can be zero: every other page skips the scan.
+    if (this.zeroPages && crc === ZERO_PAGE_CRC && memory.isZero(p)) {
+      this.batch.add(p, ZERO_PAGE, ZERO_PAGE_CRC, true);
+      this.checksums.crcs[p] = ZERO_PAGE_CRC;
+      this.xbzrle?.forget(p);
+      return false;
+    }
+    this.checksums.crcs[p] = crc;
+    if (!this.xbzrle?.add(p, page, crc, resent)) this.batch.add(p, page, crc, false);
+    return true;
+  }
+
+  /** Whether the batches under way should go out before another page is added. */
+  get batchFull(): boolean {
+    return this.batch.full || this.xbzrle?.full === true;
+  }
+
+  get batchEmpty(): boolean {
+    return this.batch.empty && this.xbzrle?.empty !== false;
+  }
+
+  /** Puts the batches under way on the wire. */
+  async flush(stat: RoundStat, remainingBytes: number): Promise<void> {
+    const round = stat.round;
+    if (!this.batch.empty) {
+      const message = this.batch.take(round, this.seq++);
+      const size = await this.channel.send(message);
+      stat.pages += message.data.length / PAGE_SIZE;
+      stat.zeroPages += countPages(message.zeros);
+      stat.bytes += size;
+      this.report.bytes.memory += size;
+    }
+    if (this.xbzrle && !this.xbzrle.empty) {
+      const message = this.xbzrle.take(round, this.seq++);
+      const size = await this.channel.send(message);
+      stat.pages += message.pages.length;
+      stat.bytes += size;
+      this.report.bytes.memory += size;
+    }
+    this.live.runSlice();
+    this.progress(stat.stopAndCopy ? "stop-and-copy" : stat.postcopy ? "post-copy" : "pre-copy", round, remainingBytes);
+  }
+
+  // ---- helpers --------------------------------------------------------------------------------
+
+  /**
+   * Measured bandwidth: memory bytes per second of the rounds (this one's so far included) —
+   * bytes the destination acknowledged when it does, else bytes the socket took.
+   */
+  private bandwidth(): number {
+    const ms = this.memoryMs + (this.roundStart === undefined ? 0 : performance.now() - this.roundStart);
+    const bytes = this.openChannel?.window?.ackedBytes ?? this.report.bytes.memory;
+    return ms > 0 ? (bytes * 1000) / ms : Infinity;
+  }
+
+  private raiseThrottle(): void {
+    const t = this.live.throttle;
+    this.live.throttle = t === 0 ? THROTTLE_INITIAL : Math.min(THROTTLE_MAX, Math.round((t + THROTTLE_STEP) * 100) / 100);
+    if (this.live.throttle !== t) this.report.throttleSteps++;
+  }
+
+  /** Lets the guest run while the channel waits; true when it is running. */
+  private idle(): boolean {
+    this.live.runSlice();
+    return this.live.running;
+  }
+
+  private async fail(e: unknown): Promise<void> {
+    const f = e instanceof MigrationFailure ? e : new MigrationFailure("internal", e instanceof Error ? e.message : String(e));
+    this.report.error = { code: f.code, message: f.message, byPeer: f.byPeer };
+    this.report.failedAt = this.step;
+    if (this.report.status === "completed") {
+      // Only the wait for the destination's end-of-run report failed: the migration itself stands.
+      this.openChannel?.close();
+      return;
+    }
+    this.openChannel?.close(f);
+    if (this.handedOver) {
+      // Post-copy: the guest resumed on the destination before all its memory arrived there
+      // (source/postcopy.ts); neither copy can run alone any more.
+      this.report.status = "lost";
+      return;
+    }
+    if (this.committed) {
+      // The ambiguous case: the destination decides, and says so when asked (source/resolve.ts).
+      const fate = this.canQuery ? await askOutcome(this.connectOptions(), this.options.token, this.session!, performance.now() + (this.options.resolveTimeoutMs ?? DEFAULT_RESOLVE_TIMEOUT_MS)) : undefined;
+      this.report.resolution = fate ?? "unreachable";
+      if (fate !== "dropped") {
+        this.report.status = fate === "taken" ? "completed" : "unconfirmed";
+        return;
+      }
+    }
+    this.report.status = f.code === "cancelled" ? "cancelled" : "failed";
+    // The guest goes on where it stopped, at full speed, as if nothing had happened.
+    this.live.throttle = 0;
+    if (!this.live.running) this.live.resume();
+  }
+
+  private connectOptions(): ConnectOptions {
+    const { url, ca, bandwidth, latencyMs } = this.options;
+    return { url, ca, timeoutMs: this.timeoutMs, bandwidth, latencyMs, idle: () => this.idle() };
+  }
+
+  private progress(phase: Progress["phase"], round: number, remainingBytes: number): void {
+    this.options.onProgress?.({
+      phase,
+      round,
+      sentBytes: this.report.bytes.memory,
+      remainingBytes,
+      bytesPerSec: this.bandwidth(),
+      expectedDowntimeMs: this.expectedDowntimeMs,
+      throttlePercent: Math.round(this.live.throttle * 100),
+    });
+  }
+}

@@ -1,0 +1,332 @@
+// Turns parsed QEMU log lines into blmv-trace events, one line at a time.
+//
+// Accesses to the modelled devices become port/MMIO events and keep every read's value as its
+// expectation, except the bits that depend on a time the log cannot pin down (counted by
+// reason). Interrupt-line changes become irq/gsi events — including the PIT's own OUT0 edges on
+// GSI 0, because the traces are replayed with `!wire pit-irq0=off` — and each interrupt the CPU
+// accepted becomes `inta = vector`. MSIs (the I/O APIC's own deliveries) are counted, not
+// replayed: the model's I/O APIC produces them itself.
+
+import { Check, OP_NAMES, Op, makeEvent, valueWidthMask, type TraceEvent } from "../event.js";
+import type { GsiLevel, InstructionTime, LogLine, RegionAccess } from "./log.js";
+import { VirtualClock } from "./clock.js";
+import { bump, emptyCounts } from "./summary.js";
+import { NO_FRAME, QemuLapicTiming, QemuPitTiming, type ReadDependence } from "./timers.js";
+
+/** A log the model cannot replay: it comes from more than one CPU. */
+export class MultiCpuLogError extends Error {
+  override readonly name = "MultiCpuLogError";
+  constructor(readonly line: number, cpu: number) {
+    super(`line ${line}: access by cpu ${cpu}; the model has one CPU, so a multi-CPU log (e.g. -smp 2) cannot be imported`);
+  }
+}
+
+const PIC_AND_ELCR = new Set([0x20, 0x21, 0xa0, 0xa1, 0x4d0, 0x4d1]);
+const LAPIC_PAGE = 0x1000;
+/** QEMU's `apic-msi` region: the local APIC page and, beyond it, the MSI window. */
+const APIC_MSI_WINDOW = 0x10_0000;
+const IOAPIC_BASE = 0xfec0_0000;
+const IOAPIC_WINDOW = 0x1000;
+const LAPIC_CURRENT_COUNT = 0x390;
+const IA32_APIC_BASE = 0x1b;
+const PAGE_FAULT = 14;
+const UNKNOWN_SAMPLES = 5;
+/** Lines held while waiting for the next `iotime` line; beyond this they are handled without it. */
+const MAX_HELD_LINES = 200_000;
+
+/** Lines that do not end a delivery chain by themselves (accesses decide for themselves). */
+const CHAIN_LINES: ReadonlySet<LogLine["kind"]> = new Set(["access", "detail", "apic-message", "cpu-dump", "blank", "lvt"]);
+
+type Target = "pic" | "pit" | "port61" | "lapic" | "ioapic" | "msi" | "other";
+
+const PORT_WRITE: Record<number, Op> = { 1: Op.Outb, 2: Op.Outw, 4: Op.Outl };
+const PORT_READ: Record<number, Op> = { 1: Op.Inb, 2: Op.Inw, 4: Op.Inl };
+
+export class QemuLogConverter {
+  readonly counts = emptyCounts();
+  readonly clock: VirtualClock;
+  private readonly pit: QemuPitTiming;
+  private readonly lapic: QemuLapicTiming;
+  private apicBase = 0xfee0_0000;
+  private out: TraceEvent[] = [];
+  /** Timed logs: lines since the last `iotime` line, handled once the next one is known. */
+  private held: [LogLine, number][] = [];
+  private heldPageFaults = 0;
+  /** The line being handled is the MMIO access the current `iotime` line times. */
+  private handlingStamped = false;
+  /**
+   * The lines since the last guest instruction or other event were a line change or an access
+   * to an interrupt controller, so an MSI now is the I/O APIC delivering it, not a new source.
+   */
+  private deliveryChain = false;
+
+  constructor(timed: boolean) {
+    this.clock = new VirtualClock(timed);
+    const resetFrame = timed ? 0 : NO_FRAME;
+    this.pit = new QemuPitTiming(resetFrame);
+    this.lapic = new QemuLapicTiming(resetFrame);
+  }
+
+  /** Events completed so far, in order; each is returned once. */
+  take(): TraceEvent[] {
+    const done = this.out;
+    this.out = [];
+    return done;
+  }
+
+  /** One log line: parsed, its 1-based number and its text. */
+  feed(entry: LogLine, line: number, text: string): void {
+    if (entry.kind === "unknown") this.noteUnknown(line, text);
+    if (!this.clock.timed) {
+      this.handle(entry, line);
+      return;
+    }
+    if (entry.kind === "iotime") {
+      this.checkCpu(entry.cpu, line);
+      this.handleHeld(entry);
+      return;
+    }
+    this.held.push([entry, line]);
+    if (entry.kind === "exception" && entry.vector === PAGE_FAULT) this.heldPageFaults++;
+    if (this.held.length >= MAX_HELD_LINES) this.handleHeld(null);
+  }
+
+  /** End of the log: handles whatever is still held. */
+  finish(): void {
+    if (this.clock.timed) this.handleHeld(null);
+  }
+
+  private handleHeld(stamp: InstructionTime | null): void {
+    if (stamp !== null) this.clock.expectInstruction(stamp.icount, this.heldPageFaults);
+    const held = this.held;
+    this.held = [];
+    this.heldPageFaults = 0;
+    const stamped = stamp !== null && stamp.insn.startsWith("mmio") ? this.lastAccessTo(held, stamp.pa) : -1;
+    for (let i = 0; i < held.length; i++) {
+      const [entry, line] = held[i]!;
+      this.handlingStamped = i === stamped;
+      if (this.handlingStamped) this.clock.instruction(stamp!.icount);
+      this.handle(entry, line);
+    }
+    this.handlingStamped = false;
+    if (stamp === null) return;
+    if (stamp.insn === "hlt") this.clock.hlt(stamp.icount);
+    else if (stamped < 0) this.clock.instruction(stamp.icount);
+    this.counts.pitSignalsMissing += this.pit.skipIrq0Before(this.clock.now, this.clock.frame);
+  }
+
+  /** Index of the last CPU access to physical address `pa` among held lines, or -1. */
+  private lastAccessTo(held: [LogLine, number][], pa: number): number {
+    for (let i = held.length - 1; i >= 0; i--) {
+      const entry = held[i]![0];
+      if (entry.kind === "access" && entry.cpu === 0 && entry.addr === pa) return i;
+    }
+    return -1;
+  }
+
+  private handle(entry: LogLine, line: number): void {
+    if (!CHAIN_LINES.has(entry.kind)) this.deliveryChain = false;
+    switch (entry.kind) {
+      case "access":
+        this.onAccess(entry, line);
+        break;
+      case "iotime":
+        this.checkCpu(entry.cpu, line);
+        bump(this.counts.ignoredLines, "iotime (untimed import)");
+        break;
+      case "gsi":
+        this.onGsi(entry, line);
+        break;
+      case "interrupt":
+        this.onInterrupt(entry.vector, line);
+        break;
+      case "lvt":
+        if (entry.lvt === 0) this.onLapicExpiry();
+        else bump(this.counts.ignoredLines, "apic_local_deliver (not the timer)");
+        break;
+      case "apic-base":
+        this.onApicBase(entry.write, entry.lo, entry.hi, line);
+        break;
+      case "exception":
+        bump(this.counts.exceptions, "0x" + entry.vector.toString(16));
+        if (entry.vector === PAGE_FAULT) this.clock.pageFault();
+        break;
+      case "apic-message":
+        bump(this.counts.ignoredLines, "apic_deliver_irq (message into the local APIC)");
+        break;
+      case "detail":
+        bump(this.counts.ignoredLines, entry.event);
+        break;
+      case "cpu-dump":
+        bump(this.counts.ignoredLines, "-d int CPU state");
+        break;
+      case "blank":
+        bump(this.counts.ignoredLines, "blank");
+        break;
+    }
+  }
+
+  private noteUnknown(line: number, text: string): void {
+    this.counts.unknownLines++;
+    if (this.counts.unknownSamples.length < UNKNOWN_SAMPLES) this.counts.unknownSamples.push({ line, text: text.slice(0, 200) });
+  }
+
+  private checkCpu(cpu: number, line: number): void {
+    if (cpu > 0) throw new MultiCpuLogError(line, cpu);
+  }
+
+  private target(a: RegionAccess): Target {
+    const addr = a.addr;
+    if (addr < 0x1_0000) {
+      if (PIC_AND_ELCR.has(addr)) return "pic";
+      if (addr >= 0x40 && addr <= 0x43) return "pit";
+      return addr === 0x61 ? "port61" : "other";
+    }
+    const apicOffset = addr - this.apicBase;
+    if (a.region === "apic-msi" && apicOffset >= 0 && apicOffset < APIC_MSI_WINDOW) {
+      // QEMU treats a write to offset 0x000–0x00f or past the page as an MSI message.
+      const msi = apicOffset < 0x10 || apicOffset >= LAPIC_PAGE;
+      if (msi) return a.write ? "msi" : "other";
+      return "lapic";
+    }
+    return addr >= IOAPIC_BASE && addr < IOAPIC_BASE + IOAPIC_WINDOW ? "ioapic" : "other";
+  }
+
+  private onAccess(a: RegionAccess, line: number): void {
+    this.checkCpu(a.cpu, line);
+    const target = this.target(a);
+    if (target === "msi") {
+      // Device messages logged under the vCPU, not guest instructions: the clock does not step.
+      this.counts.msiMessages++;
+      if (!this.deliveryChain) this.clock.unexplainedRise();
+      this.deliveryChain = true;
+      return;
+    }
+    if (a.cpu === 0) this.clock.access();
+    if (target === "other") {
+      this.deliveryChain = false;
+      bump(this.counts.otherDevices, a.region);
+      return;
+    }
+    this.deliveryChain = a.write && (target === "lapic" || target === "ioapic");
+    if (target === "lapic" || target === "ioapic") this.onMmio(a, target, line);
+    else this.onPort(a, target, line);
+  }
+
+  private onPort(a: RegionAccess, target: Target, line: number): void {
+    const op = (a.write ? PORT_WRITE : PORT_READ)[a.size];
+    if (op === undefined) {
+      bump(this.counts.skippedAccesses, `port access of ${a.size} bytes`);
+      return;
+    }
+    const time = this.clock.now;
+    const frame = this.clock.frame;
+    if (a.write) {
+      if (target === "pit") this.pit.write(a.addr, a.value, time, frame);
+      else if (target === "port61") this.pit.setGate2((a.value & 1) !== 0, time, frame);
+      this.emit({ op, a: a.addr, b: a.value, line });
+      return;
+    }
+    const dependence = target === "pit" ? this.pit.read(a.addr, frame) : target === "port61" ? this.pit.readPort61(frame) : null;
+    this.emitRead(op, a.addr, a.value, dependence, line);
+  }
+
+  private onMmio(a: RegionAccess, target: Target, line: number): void {
+    if (a.size !== 4) {
+      bump(this.counts.skippedAccesses, `MMIO access of ${a.size} bytes`);
+      return;
+    }
+    if (this.clock.timed && a.cpu === 0 && !this.handlingStamped) this.counts.mmioUnstamped++;
+    const time = this.clock.now;
+    const offset = a.addr - this.apicBase;
+    if (a.write) {
+      if (target === "lapic") this.lapic.write(offset, a.value, time, this.clock.frame);
+      this.emit({ op: Op.Writel, a: a.addr, b: a.value, line });
+      return;
+    }
+    const dependence = target === "lapic" && offset === LAPIC_CURRENT_COUNT ? this.lapic.readCurrentCount(this.clock.frame) : null;
+    this.emitRead(Op.Readl, a.addr, a.value, dependence, line);
+  }
+
+  private onGsi(g: GsiLevel, line: number): void {
+    if (g.gsi === 0 && this.clock.timed) this.onIrq0(g.level);
+    else if (g.level === 1) this.clock.unexplainedRise();
+    this.deliveryChain = true;
+    const op = g.gsi < 16 ? Op.Irq : Op.Gsi;
+    this.emit({ op, a: g.gsi, b: g.level, line });
+  }
+
+  /** GSI 0 is the PIT's OUT0: when it is the change QEMU's PIT makes next, its time is known (timed logs). */
+  private onIrq0(level: 0 | 1): void {
+    const next = this.pit.peekIrq0();
+    if (next !== null && next.level === level) {
+      if (this.clock.fits(next.time, next.frame)) {
+        this.pit.takeIrq0();
+        this.clock.lineSignal(next.time, next.frame, level === 1);
+        this.counts.pitSignalsTimed++;
+        return;
+      }
+      this.counts.irq0NotAtPitTime++;
+    }
+    this.counts.irq0Unpredicted++;
+    if (level === 1) this.clock.unexplainedRise();
+  }
+
+  /** The CPU took `vector` (-1: QEMU found none, which the model must agree with). */
+  private onInterrupt(vector: number, line: number): void {
+    this.clock.interruptTaken();
+    if (vector < 0) this.emit({ op: Op.Inta, check: Check.NoInterrupt, line });
+    else this.emit({ op: Op.Inta, check: Check.Value, value: vector, mask: 0xff, line });
+  }
+
+  private onLapicExpiry(): void {
+    this.counts.lapicExpiries++;
+    const expiry = this.lapic.takeExpiry();
+    if (expiry === null) {
+      this.counts.lapicExpiriesUnpredicted++;
+      this.clock.unexplainedRise();
+      return;
+    }
+    this.clock.selfTimedExpiry(expiry.time, expiry.frame);
+  }
+
+  private onApicBase(write: boolean, lo: number, hi: number, line: number): void {
+    if (write) {
+      this.apicBase = (lo & 0xffff_f000) >>> 0;
+      this.emit({ op: Op.Wrmsr, a: IA32_APIC_BASE, b: lo, bHi: hi, line });
+      return;
+    }
+    this.counts.reads++;
+    this.counts.readsChecked++;
+    this.emit({ op: Op.Rdmsr, a: IA32_APIC_BASE, check: Check.Value, value: lo, valueHi: hi, mask: 0xffff_ffff, maskHi: 0xffff_ffff, line });
+  }
+
+  /** A read keeps its logged value as expectation, except bits that depend on an unknown time. */
+  private emitRead(op: Op, addr: number, value: number, dependence: ReadDependence | null, line: number): void {
+    this.counts.reads++;
+    const full = valueWidthMask(op);
+    if (dependence === null || dependence.exact) {
+      this.counts.readsChecked++;
+      this.emit({ op, a: addr, check: Check.Value, value, mask: full, line });
+      return;
+    }
+    const why = this.clock.timed ? "its time base was set before an unexplained HLT wake-up" : "a raw log has no time";
+    const reason = `${dependence.what}: ${why}`;
+    const mask = dependence.timeFreeMask & full;
+    if (mask === 0) {
+      this.counts.readsUnchecked++;
+      bump(this.counts.uncheckedByReason, reason);
+      this.emit({ op, a: addr, line });
+      return;
+    }
+    this.counts.readsMasked++;
+    bump(this.counts.maskedByReason, reason);
+    this.emit({ op, a: addr, check: Check.Value, value: value & mask, mask, line });
+  }
+
+  /** Every event happens at the clock's current time. */
+  private emit(fields: Partial<TraceEvent> & { op: Op }): void {
+    bump(this.counts.eventsByOp, OP_NAMES[fields.op]!);
+    this.out.push(makeEvent({ ...fields, time: this.clock.now }));
+  }
+}
