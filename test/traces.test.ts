@@ -42,7 +42,7 @@ describe("hand-written scenarios", async () => {
       expect({ file, mismatches: report.mismatches }).toEqual({ file, mismatches: [] });
       expect(report.checked).toBeGreaterThan(10);
       const migrations = events.filter((e) => e.op === Op.Migrate).length;
-      expect(report.migrations.length + report.migrationsRefused).toBe(migrations);
+      expect(report.migrations.count + report.migrationsRefused).toBe(migrations);
     }
   });
 
@@ -51,7 +51,7 @@ describe("hand-written scenarios", async () => {
       const { header, events } = await readTraceFile(file);
       const report = await replayEvents(header, events, { policy: "blmvisor", every: 1 });
       expect({ file, mismatches: report.mismatches }).toEqual({ file, mismatches: [] });
-      expect(report.migrations.length).toBeGreaterThanOrEqual(events.length);
+      expect(report.migrations.count).toBeGreaterThanOrEqual(events.length);
     }
   });
 });
@@ -66,7 +66,7 @@ describe("real boots", async () => {
       const every = Math.max(1, Math.floor(events.length / (MIGRATION_POINTS + 1)));
       const report = await replayEvents(header, events, { policy, every });
       expect({ file, mismatches: report.mismatches }).toEqual({ file, mismatches: [] });
-      expect(report.migrations.length).toBeGreaterThanOrEqual(MIGRATION_POINTS);
+      expect(report.migrations.count).toBeGreaterThanOrEqual(MIGRATION_POINTS);
     }
   });
 
@@ -86,7 +86,7 @@ describe("real boots", async () => {
       const every = Math.floor(events.length / 7);
       const text = await replayEvents(header, events, { policy: "blmvisor", every });
       const fast = await replayCompiled(compiled, { policy: "blmvisor", every });
-      const summary = (r: typeof text) => ({ events: r.events, reads: r.reads, checked: r.checked, mismatches: r.mismatchCount, interrupts: r.interrupts, exits: r.exits.byReason, migrations: r.migrations.length });
+      const summary = (r: typeof text) => ({ events: r.events, reads: r.reads, checked: r.checked, mismatches: r.mismatchCount, interrupts: r.interrupts, exits: r.exits.byReason, migrations: r.migrations.count });
       expect(summary(fast)).toEqual(summary(text));
     }
   });

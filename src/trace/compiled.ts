@@ -39,9 +39,10 @@
 import { MAX_CLOCK_HZ } from "../core/machine.js";
 import { open, type FileHandle } from "node:fs/promises";
 import { RecordField } from "../../assembly/abi/codes.js";
-import { Check, Op, isCheckable, type TraceEvent, type TraceHeader } from "./event.js";
+import { Check, Op, type TraceEvent, type TraceHeader } from "./event.js";
+import { eventProblem, labelProblem, sourceProblem } from "./operands.js";
 import { TraceError } from "./parse.js";
-import { openTrace } from "./reader.js";
+import { MAX_LINE_BYTES, openTrace } from "./reader.js";
 
 export const BTRACE_MAGIC = "BLMVBTRC";
 export const BTRACE_VERSION = 1;
@@ -76,8 +77,11 @@ export const HeaderFlag = {
 } as const;
 
 const TWO_32 = 0x1_0000_0000;
-const LAST_OP = Op.Migrate;
 const DEFAULT_CHUNK_RECORDS = 65536;
+const KNOWN_FLAGS = Object.values(HeaderFlag).reduce((all, bit) => all | bit, 0);
+/** Bytes the label table is read in at a time. */
+const LABEL_READ_BYTES = 1 << 20;
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Writes event `e` as the record at `offset`; `labelIndex` is used for mark. */
 export function encodeRecord(view: DataView, offset: number, e: TraceEvent, labelIndex: number): void {
@@ -193,8 +197,9 @@ export class CompiledTraceWriter {
   }
 }
 
+/** `n` rounded up to a multiple of 8; exact for every size a file can have (no 32-bit wrap). */
 function align8(n: number): number {
-  return (n + 7) & ~7;
+  return Math.ceil(n / 8) * 8;
 }
 
 function writeHeader(head: Buffer, h: TraceHeader, sourceLength: number, recordsOffset: number, records: number, labelsOffset: number, labelCount: number): void {
@@ -257,9 +262,11 @@ export async function readCompiledChunks(path: string, recordsPerChunk: number =
     const labelCount = head.readUInt32LE(HeaderField.LabelCount);
     const apicBusHz = Number(head.readBigUInt64LE(HeaderField.ApicBusHz));
     const tscHz = Number(head.readBigUInt64LE(HeaderField.TscHz));
-    if (recordsOffset !== align8(HEADER_SIZE + sourceLength)) fail("bad record offset");
+    if (sourceLength > MAX_LINE_BYTES) fail(`source text of ${sourceLength} bytes (longer than a trace line may be)`);
+    if (recordsOffset !== align8(HEADER_SIZE + sourceLength) || recordsOffset > size) fail("bad record offset");
     if (labelsOffset !== recordsOffset + recordCount * RECORD_SIZE || labelsOffset > size) fail("record count does not match the file");
     if (apicBusHz < 1 || apicBusHz > MAX_CLOCK_HZ || tscHz < 1 || tscHz > MAX_CLOCK_HZ) fail("bad clock rate");
+    if ((flags & ~KNOWN_FLAGS) !== 0) fail(`unknown header flags 0x${(flags & ~KNOWN_FLAGS).toString(16)}`);
     const hasSource = (flags & HeaderFlag.HasSource) !== 0;
     if (!hasSource && sourceLength !== 0) fail("source text without its flag");
 
@@ -275,19 +282,15 @@ export async function readCompiledChunks(path: string, recordsPerChunk: number =
       pitIrq0: (flags & HeaderFlag.PitIrq0) !== 0,
       compatQemu: (flags & HeaderFlag.CompatQemu) !== 0,
     };
-    if (hasSource) header.source = (await readAt(file, HEADER_SIZE, sourceLength)).toString("utf8");
-
-    const table = await readAt(file, labelsOffset, size - labelsOffset);
-    const labels: string[] = [];
-    let at = 0;
-    while (labels.length < labelCount) {
-      if (at + 4 > table.length) fail("label table cut short");
-      const length = table.readUInt32LE(at);
-      if (at + 4 + length > table.length) fail("label table cut short");
-      labels.push(table.toString("utf8", at + 4, at + 4 + length));
-      at += 4 + length;
+    const sourceBytes = await readAt(file, HEADER_SIZE, recordsOffset - HEADER_SIZE);
+    if (sourceBytes.subarray(sourceLength).some((b) => b !== 0)) fail("non-zero padding after the source text");
+    if (hasSource) {
+      const source = text(sourceBytes.subarray(0, sourceLength), "source text", fail);
+      const problem = sourceProblem(source);
+      if (problem !== null) fail(problem);
+      header.source = source;
     }
-    if (at !== table.length) fail("bytes after the label table");
+    const labels = await readLabels(file, labelsOffset, size, labelCount, fail);
 
     let open = true;
     const release = async (): Promise<void> => {
@@ -310,6 +313,33 @@ export async function readCompiledChunks(path: string, recordsPerChunk: number =
     await file.close();
     throw e;
   }
+}
+
+function text(bytes: Uint8Array, what: string, fail: (what: string) => never): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return fail(`${what} is not valid UTF-8`);
+  }
+}
+
+/** The label table from `offset` to the end of the file, read a bounded piece at a time. */
+async function readLabels(file: FileHandle, offset: number, size: number, count: number, fail: (what: string) => never): Promise<string[]> {
+  const labels: string[] = [];
+  let at = offset;
+  while (labels.length < count) {
+    if (at + 4 > size) fail("label table cut short");
+    const length = (await readAt(file, at, 4)).readUInt32LE(0);
+    if (length > MAX_LINE_BYTES) fail(`label ${labels.length} of ${length} bytes (longer than a trace line may be)`);
+    if (at + 4 + length > size) fail("label table cut short");
+    const label = text(await readAt(file, at + 4, length), `label ${labels.length}`, fail);
+    const problem = labelProblem(label);
+    if (problem !== null) fail(`label ${labels.length}: ${problem}`);
+    labels.push(label);
+    at += 4 + length;
+  }
+  if (at !== size) fail("bytes after the label table");
+  return labels;
 }
 
 async function readAt(file: FileHandle, position: number, length: number): Promise<Buffer> {
@@ -345,26 +375,36 @@ async function* recordChunks(
 /** Checks every record of a chunk (see CompiledTrace.chunks); returns the last time. */
 function checkRecords(path: string, bytes: Buffer, firstIndex: number, labelCount: number, lastTime: number): number {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const e = makeScratchEvent();
   for (let offset = 0; offset < bytes.length; offset += RECORD_SIZE) {
-    const time = readTime(view, offset);
-    const problem = recordProblem(view, offset, labelCount, time, lastTime);
-    if (problem !== null) {
-      const line = view.getUint32(offset + RecordField.Line, true);
-      throw new TraceError(path, line, `compiled record ${firstIndex + offset / RECORD_SIZE}: ${problem}`);
-    }
-    lastTime = time;
+    readRaw(view, offset, e);
+    const reserved = view.getUint16(offset + RecordField.Reserved, true);
+    const problem =
+      reserved !== 0 ? `reserved bytes 0x${reserved.toString(16)} are not 0`
+      : e.time < lastTime || e.time > Number.MAX_SAFE_INTEGER ? `time ${e.time} out of order`
+      : eventProblem(e, labelCount);
+    if (problem !== null) throw new TraceError(path, e.line, `compiled record ${firstIndex + offset / RECORD_SIZE}: ${problem}`);
+    lastTime = e.time;
   }
   return lastTime;
 }
 
-function recordProblem(view: DataView, offset: number, labelCount: number, time: number, lastTime: number): string | null {
-  const op = view.getUint8(offset + RecordField.Op) as Op;
-  const check = view.getUint8(offset + RecordField.Check);
-  if (op < 1 || op > LAST_OP) return `unknown op ${op}`;
-  if (check > Check.NoInterrupt || (check === Check.Value && !isCheckable(op)) || (check === Check.NoInterrupt && op !== Op.Inta)) {
-    return `check ${check} not allowed on op ${op}`;
-  }
-  if (op === Op.Mark && view.getUint32(offset + RecordField.A, true) >= labelCount) return "label index out of range";
-  if (time < lastTime || time > Number.MAX_SAFE_INTEGER) return `time ${time} out of order`;
-  return null;
+function makeScratchEvent(): TraceEvent {
+  return { time: 0, op: Op.Migrate, a: 0, b: 0, bHi: 0, check: Check.None, value: 0, mask: 0, valueHi: 0, maskHi: 0, label: "", line: 0 };
+}
+
+/** The record at `offset` into `e` as stored: for mark, `a` is the label's index. */
+function readRaw(view: DataView, offset: number, e: TraceEvent): void {
+  e.op = view.getUint8(offset + RecordField.Op) as Op;
+  e.check = view.getUint8(offset + RecordField.Check) as Check;
+  e.line = view.getUint32(offset + RecordField.Line, true);
+  e.a = view.getUint32(offset + RecordField.A, true);
+  e.b = view.getUint32(offset + RecordField.B, true);
+  const high = view.getUint32(offset + RecordField.High, true);
+  e.bHi = e.op === Op.Wrmsr ? high : 0;
+  e.valueHi = e.op === Op.Wrmsr ? 0 : high;
+  e.value = view.getUint32(offset + RecordField.Value, true);
+  e.mask = view.getUint32(offset + RecordField.Mask, true);
+  e.maskHi = view.getUint32(offset + RecordField.MaskHigh, true);
+  e.time = readTime(view, offset);
 }

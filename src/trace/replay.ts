@@ -23,6 +23,8 @@ export interface ReplayOptions extends MigrationPoints {
   policy?: Policy;
   /** Keep at most this many mismatches in the report (all are counted). */
   keepMismatches?: number;
+  /** Keep at most this many migrations' details in the report (all are summarised). */
+  keepMigrations?: number;
 }
 
 export interface Mismatch {
@@ -43,6 +45,17 @@ export interface MigrationStat {
   reconstructUs: number;
 }
 
+/** What the migrations of a replay cost, in a size that does not grow with their number. */
+export interface MigrationSummary {
+  count: number;
+  /** The first migrations, at most `keepMigrations` of them. */
+  first: MigrationStat[];
+  /** Smallest and largest device-state record, bytes (0 when none). */
+  recordBytes: { min: number; max: number };
+  /** Capture plus reconstruction, µs: median (to the µs below 16 ms) and maximum. */
+  timeUs: { median: number; max: number };
+}
+
 export interface ReplayReport {
   policy: Policy;
   events: number;
@@ -55,7 +68,7 @@ export interface ReplayReport {
   virtualTimeNs: number;
   wallMs: number;
   eventsPerSecond: number;
-  migrations: MigrationStat[];
+  migrations: MigrationSummary;
   /** Migration points reached under a policy that keeps no shadows. */
   migrationsRefused: number;
 }
@@ -83,6 +96,7 @@ export class Replayer {
   private readonly every: number;
   private readonly finishedExits: ExitReport[] = [];
   private readonly started = performance.now();
+  private readonly migrationTimes = new MedianCounter();
 
   constructor(header: TraceHeader, private readonly options: ReplayOptions = {}) {
     const policy = options.policy ?? "blmvisor";
@@ -103,7 +117,7 @@ export class Replayer {
       virtualTimeNs: 0,
       wallMs: 0,
       eventsPerSecond: 0,
-      migrations: [],
+      migrations: { count: 0, first: [], recordBytes: { min: 0, max: 0 }, timeUs: { median: 0, max: 0 } },
       migrationsRefused: 0,
     };
   }
@@ -249,6 +263,7 @@ export class Replayer {
     r.exits = sumExits([...this.finishedExits, this.machine.exits()]);
     r.wallMs = performance.now() - this.started;
     r.eventsPerSecond = r.wallMs > 0 ? Math.round((r.events * 1000) / r.wallMs) : 0;
+    r.migrations.timeUs.median = this.migrationTimes.median();
     return r;
   }
 
@@ -270,14 +285,22 @@ export class Replayer {
     this.absorbCoreCounters(this.machine);
     this.machine.release();
     this.machine = next;
-    r.migrations.push({
+    const stat = {
       event: r.events,
       line: e.line,
       timeNs: e.time,
       recordBytes: bytes.length,
       captureUs: Math.round((t1 - t0) * 1000),
       reconstructUs: Math.round((t2 - t1) * 1000),
-    });
+    };
+    const m = r.migrations;
+    if (m.first.length < (this.options.keepMigrations ?? 100)) m.first.push(stat);
+    m.recordBytes.min = m.count === 0 ? stat.recordBytes : Math.min(m.recordBytes.min, stat.recordBytes);
+    m.recordBytes.max = Math.max(m.recordBytes.max, stat.recordBytes);
+    const us = stat.captureUs + stat.reconstructUs;
+    m.timeUs.max = Math.max(m.timeUs.max, us);
+    this.migrationTimes.add(us);
+    m.count++;
   }
 
   private checkRead(e: TraceEvent, actual: number): void {
@@ -371,4 +394,27 @@ export function sumExits(reports: readonly ExitReport[]): ExitReport {
     byRegister: [...regs.values()],
     byMsr: [...msrs.values()],
   };
+}
+
+/** Counts integers in 1-wide buckets up to a limit (those above share one): the median in fixed memory. */
+class MedianCounter {
+  private readonly buckets = new Uint32Array(16384);
+  private count = 0;
+  private maxSeen = 0;
+
+  add(value: number): void {
+    this.buckets[Math.min(Math.max(0, value), this.buckets.length - 1)]++;
+    this.maxSeen = Math.max(this.maxSeen, value);
+    this.count++;
+  }
+
+  /** The middle value (the upper one of an even count), or the largest seen if it lies above the buckets. */
+  median(): number {
+    let left = Math.floor(this.count / 2) + 1;
+    for (let v = 0; v < this.buckets.length; v++) {
+      left -= this.buckets[v];
+      if (left <= 0) return v === this.buckets.length - 1 ? this.maxSeen : v;
+    }
+    return 0;
+  }
 }
