@@ -3,6 +3,7 @@
 
 import { readFileSync, writeFileSync } from "node:fs";
 import { TOKEN_ENV, generateToken, loadToken } from "../migrate/transport/auth.js";
+import { printable } from "../common/printable.js";
 import type { DestinationEvent } from "../migrate/destination/destination.js";
 import { DEFAULT_DESTINATION_TIMEOUT_MS } from "../migrate/destination/destination.js";
 import { referenceDigest } from "../migrate/run/guest-run.js";
@@ -29,8 +30,11 @@ listen:
   --max-memory SIZE     largest guest memory accepted (default 4G)
   --memory-budget SIZE  guest memory all guests here may hold together (default 16G)
   --max-sessions N      guests received or running at once (default ${DEFAULT_LIMITS.maxSessions})
-  --max-auth-failures N failed authentications from one address before it is locked out for
-                        ${DEFAULT_LIMITS.authLockoutMs / 1000} s (default ${DEFAULT_LIMITS.maxAuthFailures})
+  --max-auth-failures N failed authentications checked per ${DEFAULT_LIMITS.authWindowMs / 1000} s, from all addresses
+                        together; beyond it proofs wait or are refused unchecked (default ${DEFAULT_LIMITS.maxAuthFailures})
+  --allow-origin LIST   browser origins that may connect, comma-separated (default: none)
+  --allow-host LIST     host names sources may address this listener by, comma-separated
+                        (IP addresses, localhost and --host always)
   --timeout MS          longest wait for the source's next message (default ${DEFAULT_DESTINATION_TIMEOUT_MS})
   --once                exit after the first migrated guest has finished its run here
   --json                one JSON object per line for each event
@@ -71,6 +75,8 @@ async function runListen(argv: string[]): Promise<number> {
     "memory-budget": { type: "string", default: "16G" },
     "max-sessions": { type: "string", default: String(DEFAULT_LIMITS.maxSessions) },
     "max-auth-failures": { type: "string", default: String(DEFAULT_LIMITS.maxAuthFailures) },
+    "allow-origin": { type: "string", default: "" },
+    "allow-host": { type: "string", default: "" },
     cert: { type: "string" },
     key: { type: "string" },
     timeout: { type: "string", default: String(DEFAULT_DESTINATION_TIMEOUT_MS) },
@@ -94,8 +100,9 @@ async function runListen(argv: string[]): Promise<number> {
 
   let listener;
   try {
-    const limits = { maxSessions, maxConnections: 4 * maxSessions, memoryBudgetBytes, maxAuthFailures };
-    listener = await listen({ host: values.host, port, token: secret, maxMemoryBytes, timeoutMs, once: values.once, tls, limits, onEvent: (e) => say(e, describeEvent(e)) });
+    const limits = { maxSessions, memoryBudgetBytes, maxAuthFailures };
+    const [allowOrigins, allowHosts] = [values["allow-origin"], values["allow-host"]].map((list) => list.split(",").filter((x) => x !== ""));
+    listener = await listen({ host: values.host, port, token: secret, maxMemoryBytes, timeoutMs, once: values.once, tls, limits, allowOrigins, allowHosts, onEvent: (e) => say(e, describeEvent(e)) });
   } catch (e) {
     throw new UsageError(`${command}: cannot listen on ${values.host}:${port}: ${(e as Error).message}`);
   }
@@ -113,8 +120,10 @@ async function runListen(argv: string[]): Promise<number> {
   return EXIT_OK;
 }
 
-function describeEvent(e: DestinationEvent): string {
+/** A log line for event `e`; what the peer chose (names, messages) is escaped and cut. */
+function describeEvent(event: DestinationEvent): string {
   const at = new Date().toISOString().slice(11, 23);
+  const e = Object.fromEntries(Object.entries(event).map(([k, v]) => [k, typeof v === "string" ? printable(v) : v])) as DestinationEvent;
   switch (e.event) {
     case "session":
       return `${at} connection from ${e.peer}`;

@@ -12,6 +12,7 @@ import { TokenBucket } from "./link.js";
 import { decode } from "../wire/decode.js";
 import { ProtocolError, encode, type Message, type MessageType } from "../wire/protocol.js";
 import { MigrationFailure } from "../failure.js";
+import { printable } from "../../common/printable.js";
 
 /** Bytes handed to the socket but not yet written out, above which sending waits. */
 const HIGH_WATER = 4 * 1024 * 1024;
@@ -51,7 +52,7 @@ export class Channel {
     const latency = options.latencyMs ?? 0;
     const later = (f: () => void): unknown => (latency > 0 ? setTimeout(f, latency) : f());
     ws.on("message", (data: Buffer, isBinary: boolean) => later(() => this.receive(data, isBinary)));
-    ws.on("close", (code: number, reason: Buffer) => later(() => this.fail(new MigrationFailure("connection", `connection closed (${code}${reason.length ? ` ${reason.toString().slice(0, 100)}` : ""})`))));
+    ws.on("close", (code: number, reason: Buffer) => later(() => this.fail(new MigrationFailure("connection", `connection closed (${code}${reason.length ? ` ${printable(reason.toString(), 100)}` : ""})`))));
     ws.on("error", (e: Error) => this.fail(new MigrationFailure("connection", e.message)));
   }
 
