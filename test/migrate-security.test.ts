@@ -112,6 +112,23 @@ describe("TLS", () => {
     expect(dest.events.some((e) => e.event === "session")).toBe(false);
   });
 
+  it("a source can pin the destination's certificate, and checks it before it sends anything", async () => {
+    const dest = await Destination.start("t", ["--cert", cert, "--key", key]);
+    const fingerprint = (dest.events.find((e) => e.event === "listening") as { fingerprint?: string }).fingerprint!;
+    expect(fingerprint).toMatch(/^sha256:[0-9a-f]{64}$/);
+    const pinned = await bootAndMigrate(SPEC, { url: dest.url, pin: fingerprint, token: dest.token, migrateAtNs: 100 * MS });
+    expect(pinned.report.status).toBe("completed");
+    expect(pinned.report.destination?.digest).toBe(reference);
+    const before = dest.events.length;
+    const other = `sha256:${"ab".repeat(32)}`;
+    const impostor = await bootAndMigrate(SPEC, { url: dest.url, ca: readFileSync(cert), pin: other, token: dest.token, migrateAtNs: 100 * MS });
+    expect(impostor.report).toMatchObject({ status: "failed", failedAt: "connect", error: { code: "auth", message: `the destination's certificate ${fingerprint} is not the pinned one` } });
+    expect(impostor.source?.digest).toBe(reference);
+    // The connection was dropped at the TLS certificate: the destination never got a hello.
+    await dest.waitFor((e) => e.event === "aborted" && dest.events.indexOf(e) >= before);
+    expect(dest.events.slice(before).find((e) => e.event === "aborted")).toMatchObject({ step: "hello", code: "connection" });
+  });
+
   it("wrong or missing certificate options are usage errors (exit 2)", async () => {
     writeFileSync(join(dir, "junk.pem"), "not a certificate");
     const cases: [string[], RegExp][] = [
@@ -119,6 +136,8 @@ describe("TLS", () => {
       [["migrate", "listen", "--port", "0", "--cert", join(dir, "none.pem"), "--key", key], /--cert .*none\.pem: no such file/],
       [["migrate", "listen", "--port", "0", "--cert", join(dir, "junk.pem"), "--key", key], /cannot listen on 127\.0\.0\.1:0/],
       [["migrate", "send", "--to", "ws://127.0.0.1:1", "--ca", cert], /--ca applies to wss:\/\/ destinations only/],
+      [["migrate", "send", "--to", "ws://127.0.0.1:1", "--pin", `sha256:${"0".repeat(64)}`], /--pin applies to wss:\/\/ destinations only/],
+      [["migrate", "send", "--to", "wss://127.0.0.1:1", "--pin", "md5:00"], /--pin expects sha256: and the 64 hex digits/],
       [["migrate", "send", "--to", "wss://127.0.0.1:1", "--ca", join(dir, "none.pem")], /--ca .*none\.pem: no such file/],
       [["migrate", "listen", "--port", "0", "--max-sessions", "0"], /--max-sessions must be at least 1/],
       [["migrate", "listen", "--port", "0", "--memory-budget", "lots"], /--memory-budget expects a size/],

@@ -4,6 +4,8 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { TOKEN_ENV, generateToken, loadToken } from "../migrate/transport/auth.js";
 import { printable } from "../common/printable.js";
+import { parsePin } from "../migrate/transport/connect.js";
+import { X509Certificate } from "node:crypto";
 import type { DestinationEvent } from "../migrate/destination/destination.js";
 import { DEFAULT_DESTINATION_TIMEOUT_MS } from "../migrate/destination/destination.js";
 import { referenceDigest } from "../migrate/run/guest-run.js";
@@ -17,7 +19,7 @@ import { EXIT_FAILED, EXIT_OK, UsageError, checkWritable, fileProblem, integerOp
 
 export const MIGRATE_USAGE = `usage:
   blmv migrate listen --port P [--host 127.0.0.1] [--token-file F] [--cert F --key F] [--max-memory SIZE] [--once] [--json]
-  blmv migrate send --to ws://HOST:P|wss://HOST:P [--token-file F] [--ca F] [--verify] [guest and link options]
+  blmv migrate send --to ws://HOST:P|wss://HOST:P [--token-file F] [--ca F] [--pin sha256:HEX] [--verify] [guest and link options]
 
 The token authenticates both sides (challenge–response; it never crosses the wire). It comes
 from --token-file F or else the ${TOKEN_ENV} environment variable; a listener given neither
@@ -43,6 +45,8 @@ send:
   --to URL              the destination, ws://HOST:PORT or wss://HOST:PORT (TLS)
   --ca F                for wss://: the PEM certificate the destination must present or chain
                         to (default: the system's certificate authorities)
+  --pin sha256:HEX      for wss://: the fingerprint of the destination's certificate (the
+                        listener prints it); checked before the source sends anything
   --verify              also run the guest without migrating it and compare the final digests
 ${GUEST_OPTIONS_HELP}`;
 
@@ -107,11 +111,13 @@ async function runListen(argv: string[]): Promise<number> {
     throw new UsageError(`${command}: cannot listen on ${values.host}:${port}: ${(e as Error).message}`);
   }
   const loopback = values.host === "127.0.0.1" || values.host === "::1" || values.host === "localhost";
+  const fingerprint = tls ? `sha256:${new X509Certificate(tls.cert).fingerprint256.replaceAll(":", "").toLowerCase()}` : undefined;
   say(
-    { event: "listening", url: listener.url, host: listener.host, port: listener.port, ...(given ? {} : { token: secret }) },
+    { event: "listening", url: listener.url, host: listener.host, port: listener.port, ...(fingerprint ? { fingerprint } : {}), ...(given ? {} : { token: secret }) },
     `listening on ${listener.url} ${loopback ? "(this host only; --host 0.0.0.0 accepts other hosts)" : "(other hosts may connect)"}, ${tls ? "TLS" : "not encrypted: use --cert/--key across a network"}; ` +
       `up to ${maxSessions} guests at once, each up to ${formatBytes(maxMemoryBytes)}, ${formatBytes(memoryBudgetBytes)} in all`,
   );
+  if (fingerprint && !json) console.log(`certificate: ${fingerprint}\n  (a source can pin it: migrate send --pin ${fingerprint})`);
   if (!given && !json) console.log(`token: ${secret}\n  (none was given: pass this one to the source with --token-file or ${TOKEN_ENV})`);
   const stop = (): void => void listener.close();
   process.once("SIGINT", stop).once("SIGTERM", stop);
@@ -147,12 +153,15 @@ function describeEvent(event: DestinationEvent): string {
 
 async function runSend(argv: string[]): Promise<number> {
   const command = "migrate send";
-  const { values } = parseOptions(command, argv, { ...GUEST_OPTIONS, to: { type: "string" }, "token-file": { type: "string" }, ca: { type: "string" }, verify: { type: "boolean", default: false } });
+  const { values } = parseOptions(command, argv, { ...GUEST_OPTIONS, to: { type: "string" }, "token-file": { type: "string" }, ca: { type: "string" }, pin: { type: "string" }, verify: { type: "boolean", default: false } });
   const url = values.to;
   if (url === undefined) throw new UsageError(`${command}: --to ws://HOST:PORT is required`);
   if (!/^wss?:\/\/[^/\s]+(\/\S*)?$/.test(url)) throw new UsageError(`${command}: --to expects ws://HOST:PORT or wss://HOST:PORT, got ${JSON.stringify(url)}`);
   if (values.ca !== undefined && !url.startsWith("wss:")) throw new UsageError(`${command}: --ca applies to wss:// destinations only`);
   const ca = values.ca !== undefined ? readInput(command, "--ca", values.ca) : undefined;
+  const pin = values.pin;
+  if (pin !== undefined && !url.startsWith("wss:")) throw new UsageError(`${command}: --pin applies to wss:// destinations only`);
+  if (pin !== undefined && parsePin(pin) === undefined) throw new UsageError(`${command}: --pin expects sha256: and the 64 hex digits of the certificate's fingerprint, got ${JSON.stringify(printable(pin))}`);
   const secret = token(command, values["token-file"]);
   if (secret === undefined) throw new UsageError(`${command}: no token: pass --token-file F or set ${TOKEN_ENV} (the listener prints the one it generated)`);
   const { spec, link, svg, json } = parseGuestAndLink(command, values);
@@ -166,7 +175,7 @@ async function runSend(argv: string[]): Promise<number> {
   process.on("SIGINT", onSignal);
   let result: LiveMigrationResult;
   try {
-    result = await bootAndMigrate(spec, { ...link, url, ca, token: secret, signal: controller.signal });
+    result = await bootAndMigrate(spec, { ...link, url, ca, pin, token: secret, signal: controller.signal });
   } finally {
     process.off("SIGINT", onSignal);
   }

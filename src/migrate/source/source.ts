@@ -48,6 +48,8 @@ export interface SourceOptions extends TechniqueOptions {
   url: string;
   /** For wss://: the PEM certificate(s) the destination must present or chain to. */
   ca?: string | Buffer;
+  /** wss://: the SHA-256 fingerprint the destination's certificate must have ("sha256:" and hex). */
+  pin?: string;
   token: string;
   /** Name of the workload, for the destination's log and the report. */
   workload: string;
@@ -475,8 +477,8 @@ class SourceSession implements PostcopyHost {
   }
 
   private connectOptions(): ConnectOptions {
-    const { url, ca, bandwidth, latencyMs } = this.options;
-    return { url, ca, timeoutMs: this.timeoutMs, bandwidth, latencyMs, idle: () => this.idle() };
+    const { url, ca, pin, bandwidth, latencyMs } = this.options;
+    return { url, ca, pin, timeoutMs: this.timeoutMs, bandwidth, latencyMs, idle: () => this.idle() };
   }
 
   private progress(phase: Progress["phase"], round: number, remainingBytes: number): void {

@@ -83,7 +83,9 @@ export class Channel {
     if (batch && !batch.fits(frame.length)) await this.waitUntil(() => batch.fits(frame.length), "acknowledgement");
     for (;;) {
       this.check();
-      const wait = this.inflight > HIGH_WATER ? IDLE_NAP_MS : (this.bucket?.take(frame.length) ?? 0);
+      // A peer that stops reading fails the send after the timeout, like any other wait on it.
+      if (this.inflight > HIGH_WATER) await this.waitUntil(() => this.inflight <= HIGH_WATER, "reading of what was sent");
+      const wait = this.bucket?.take(frame.length) ?? 0;
       if (wait === 0) break;
       await this.nap(wait);
     }
@@ -145,7 +147,12 @@ export class Channel {
 
   /** Stops whatever step is under way with a "cancelled" failure. */
   cancel(): void {
-    this.fail(new MigrationFailure("cancelled", "cancelled by the user"));
+    this.abort(new MigrationFailure("cancelled", "cancelled by the user"));
+  }
+
+  /** Stops whatever step is under way with `failure`; a connection still opening is dropped. */
+  abort(failure: MigrationFailure): void {
+    this.fail(failure);
     if (this.ws.readyState === this.ws.CONNECTING) this.ws.terminate();
   }
 
