@@ -12,6 +12,7 @@ import { runRecord, RECORD_USAGE } from "./record.js";
 import { runMigrateCommand, MIGRATE_USAGE } from "./migrate.js";
 import { runDemo, DEMO_USAGE } from "./demo.js";
 import { runCompare, COMPARE_USAGE } from "./compare.js";
+import { runResume, RESUME_USAGE } from "./resume.js";
 import { EXIT_BAD_INPUT, EXIT_FAILED, UsageError } from "./usage.js";
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; usage: string }> = {
@@ -22,6 +23,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; usage
   record: { run: runRecord, usage: RECORD_USAGE },
   migrate: { run: runMigrateCommand, usage: MIGRATE_USAGE },
   compare: { run: runCompare, usage: COMPARE_USAGE },
+  resume: { run: runResume, usage: RESUME_USAGE },
 };
 
 const HELP = `blmv — a model of BLMVisor: pass-through hypervisor, device-state capture and reconstruction,

@@ -8,18 +8,20 @@ import { parsePin } from "../migrate/transport/connect.js";
 import { X509Certificate } from "node:crypto";
 import type { DestinationEvent } from "../migrate/destination/destination.js";
 import { DEFAULT_DESTINATION_TIMEOUT_MS } from "../migrate/destination/destination.js";
-import { referenceDigest } from "../migrate/run/guest-run.js";
+import { referenceDigestOf, workloadConfig } from "../migrate/run/guest-run.js";
+import { SnapshotError, loadSnapshot } from "../migrate/run/snapshot.js";
 import { listen } from "../migrate/destination/listener.js";
 import { DEFAULT_LIMITS } from "../migrate/destination/admission.js";
 import { formatReport, roundChartSvg } from "../migrate/report/report.js";
-import { bootAndMigrate, type LiveMigrationResult } from "../migrate/run/run.js";
+import { bootAndMigrate, migrateLive, type LiveMigrationResult } from "../migrate/run/run.js";
 import { formatBytes, parseSize } from "../migrate/report/units.js";
 import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "./migrate-options.js";
 import { EXIT_FAILED, EXIT_OK, UsageError, checkWritable, fileProblem, integerOption, parseOptions } from "./usage.js";
 
 export const MIGRATE_USAGE = `usage:
   blmv migrate listen --port P [--host 127.0.0.1] [--token-file F] [--cert F --key F] [--max-memory SIZE] [--once] [--json]
-  blmv migrate send --to ws://HOST:P|wss://HOST:P [--token-file F] [--ca F] [--pin sha256:HEX] [--verify] [guest and link options]
+  blmv migrate send --to ws://HOST:P|wss://HOST:P [--token-file F] [--ca F] [--pin sha256:HEX] [--verify]
+                    [--from SNAPSHOT] [--snapshot F] [guest and link options]
 
 The token authenticates both sides (challenge–response; it never crosses the wire). It comes
 from --token-file F or else the ${TOKEN_ENV} environment variable; a listener given neither
@@ -47,7 +49,12 @@ send:
                         to (default: the system's certificate authorities)
   --pin sha256:HEX      for wss://: the fingerprint of the destination's certificate (the
                         listener prints it); checked before the source sends anything
-  --verify              also run the guest without migrating it and compare the final digests
+  --verify              also run the guest without migrating it and compare the final digests;
+                        a verification that cannot be made fails the run (exit 1)
+  --from SNAPSHOT       send the paused guest saved in SNAPSHOT (see blmv resume) instead of
+                        booting one; the guest options do not apply
+  --snapshot F          where to save the paused guest if the outcome stays unknown (the
+                        commit unconfirmed; default: a new blmv-WORKLOAD-TIME.snapshot here)
 ${GUEST_OPTIONS_HELP}`;
 
 export async function runMigrateCommand(argv: string[]): Promise<number> {
@@ -153,7 +160,7 @@ function describeEvent(event: DestinationEvent): string {
 
 async function runSend(argv: string[]): Promise<number> {
   const command = "migrate send";
-  const { values } = parseOptions(command, argv, { ...GUEST_OPTIONS, to: { type: "string" }, "token-file": { type: "string" }, ca: { type: "string" }, pin: { type: "string" }, verify: { type: "boolean", default: false } });
+  const { values } = parseOptions(command, argv, { ...GUEST_OPTIONS, to: { type: "string" }, "token-file": { type: "string" }, ca: { type: "string" }, pin: { type: "string" }, verify: { type: "boolean", default: false }, from: { type: "string" }, snapshot: { type: "string" } });
   const url = values.to;
   if (url === undefined) throw new UsageError(`${command}: --to ws://HOST:PORT is required`);
   if (!/^wss?:\/\/[^/\s]+(\/\S*)?$/.test(url)) throw new UsageError(`${command}: --to expects ws://HOST:PORT or wss://HOST:PORT, got ${JSON.stringify(url)}`);
@@ -166,6 +173,9 @@ async function runSend(argv: string[]): Promise<number> {
   if (secret === undefined) throw new UsageError(`${command}: no token: pass --token-file F or set ${TOKEN_ENV} (the listener prints the one it generated)`);
   const { spec, link, svg, json } = parseGuestAndLink(command, values);
   if (svg) await checkWritable(command, svg);
+  const saved = values.from !== undefined ? openSnapshot(command, values.from) : undefined;
+  const guestConfig = saved ? saved.guest.config : workloadConfig(spec);
+  const [memoryBytes, endNs] = saved ? [saved.config.memoryBytes, saved.config.endNs] : [spec.memoryBytes, spec.endNs];
 
   const controller = new AbortController();
   const onSignal = (): void => {
@@ -175,25 +185,41 @@ async function runSend(argv: string[]): Promise<number> {
   process.on("SIGINT", onSignal);
   let result: LiveMigrationResult;
   try {
-    result = await bootAndMigrate(spec, { ...link, url, ca, pin, token: secret, signal: controller.signal });
+    const options = { ...link, url, ca, pin, token: secret, signal: controller.signal, snapshotPath: values.snapshot };
+    result = saved ? await migrateLive(saved.guest, endNs, saved.config.workload, options) : await bootAndMigrate(spec, options);
   } finally {
     process.off("SIGINT", onSignal);
   }
   const final = result.report.destination?.digest ?? result.source?.digest;
-  const reference = values.verify ? referenceDigest(spec) : undefined;
-  const verification = reference !== undefined && final !== undefined ? { referenceDigest: reference, finalDigest: final, identical: reference === final } : undefined;
+  const reference = values.verify ? referenceDigestOf(guestConfig, memoryBytes, endNs) : undefined;
+  const verification =
+    reference === undefined ? undefined
+    : final !== undefined ? { made: true, referenceDigest: reference, finalDigest: final, identical: reference === final }
+    : { made: false, referenceDigest: reference, reason: `no final digest to compare: ${result.report.status === "completed" ? "the destination's report of the guest's end never came" : `the migration ended ${result.report.status}`}` };
   if (svg) writeFileSync(svg, roundChartSvg(result.report));
   if (json) {
-    console.log(JSON.stringify({ ...result.report, guest: spec, source: result.source, verification }, null, 2));
+    console.log(JSON.stringify({ ...result.report, guest: saved ? { snapshot: values.from, ...saved.config } : spec, source: result.source, verification }, null, 2));
   } else {
     console.log(formatReport(result.report));
     if (result.source) console.log(`  the guest ran on to ${(result.source.virtualNs / 1e9).toFixed(3)} s virtual on the source; digest ${result.source.digest}`);
-    if (verification) console.log(`  verification      ${verification.identical ? "identical to" : "DIFFERS from"} the run that was never migrated (${verification.referenceDigest})`);
+    if (verification?.made) console.log(`  verification      ${verification.identical ? "identical to" : "DIFFERS from"} the run that was never migrated (${verification.referenceDigest})`);
+    if (verification && !verification.made) console.log(`  verification      NOT MADE, asked for with --verify: ${verification.reason}`);
     if (svg) console.log(`  chart             ${svg}`);
   }
-  const ok = result.report.status === "completed" && (verification?.identical ?? true);
+  const ok = result.report.status === "completed" && (verification === undefined || (verification.made && verification.identical));
   return ok ? EXIT_OK : EXIT_FAILED;
 }
+
+/** The guest saved in a snapshot, or a bad-input error naming the file and what is wrong. */
+export function openSnapshot(command: string, file: string): ReturnType<typeof loadSnapshot> {
+  try {
+    return loadSnapshot(file);
+  } catch (e) {
+    if (e instanceof SnapshotError) throw new UsageError(`${command}: ${e.message}`);
+    throw new UsageError(`${command}: ${file}: ${fileProblem(e)}`);
+  }
+}
+
 
 function sizeOption(command: string, name: string, text: string): number {
   const bytes = parseSize(text);

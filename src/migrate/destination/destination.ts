@@ -8,15 +8,14 @@
 // ready session — is the Admission's.
 
 import type WebSocket from "ws";
-import { DEFAULT_CONFIG, DeviceStateError, Machine, type MachineConfig } from "../../core/machine.js";
-import { FieldError } from "../../core/fields.js";
-import { CpuState, CpuStateError } from "../../guest/cpu.js";
+import { Machine } from "../../core/machine.js";
+import type { CpuState } from "../../guest/cpu.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../../guest/digest.js";
 import { PAGE_SIZE } from "../../guest/page.js";
 import { Guest } from "../../guest/workload.js";
 import {
   CAPABILITIES, MAX_BATCH_PAGES, MAX_DELTA_PAGES, MAX_PAYLOAD, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError,
-  batchChecksum, decodeRecord, encode, handoffDigest, stateDigest,
+  batchChecksum, encode, handoffDigest, stateDigest,
   type Config, type Deltas, type Handoff, type Message, type MessageType, type Pages, type Query, type SessionFate, type State,
 } from "../wire/protocol.js";
 import { decode } from "../wire/decode.js";
@@ -28,6 +27,7 @@ import { Admission, addressOf, type Holding } from "./admission.js";
 import { LiveGuest } from "../run/live.js";
 import { closeSoon } from "../transport/channel.js";
 import { MigrationFailure, type FailureCode } from "../failure.js";
+import { asState, rebuildRecords } from "./rebuild.js";
 
 export const DEFAULT_DESTINATION_TIMEOUT_MS = 30_000;
 /** Longest wait for `hello` and `auth`: a peer that connects and says nothing frees its slot soon. */
@@ -55,7 +55,6 @@ export type DestinationEvent =
 /** How a session ended: its guest ran to the end here, or nothing was kept. */
 export type SessionOutcome = "finished" | "aborted" | "answered";
 
-const RECORD_ERRORS = [CpuStateError, DeviceStateError, FieldError, RangeError];
 
 /**
  * Lets an authenticated peer send frames up to MAX_PAYLOAD. Before authentication the listener's
@@ -302,22 +301,11 @@ export class DestinationSession {
 
   /** Runs `f`, turning what a bad record throws into a "state" error. */
   private asState<T>(f: () => T): T {
-    try {
-      return f();
-    } catch (e) {
-      if (RECORD_ERRORS.some((E) => e instanceof E)) throw new ProtocolError("state", (e as Error).message);
-      throw e;
-    }
+    return asState(f);
   }
 
   private records(cpuRecord: Uint8Array, devices: Uint8Array): { cpu: CpuState; machine: Machine } {
-    const config = this.config!;
-    const cpu = CpuState.fromRecord(decodeRecord(cpuRecord, "CPU"));
-    const machine = Machine.reconstruct(decodeRecord(devices, "device"), { policy: config.machine.policy });
-    for (const k of Object.keys(DEFAULT_CONFIG) as (keyof MachineConfig)[]) {
-      if (machine.config[k] !== config.machine[k]) throw new ProtocolError("state", `device record: ${k} is ${machine.config[k]}, the configuration said ${config.machine[k]}`);
-    }
-    return { cpu, machine };
+    return rebuildRecords(this.config!, cpuRecord, devices);
   }
 
   private ready(digest: Buffer): void {

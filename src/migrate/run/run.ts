@@ -23,13 +23,18 @@ export interface LiveMigrationResult {
 }
 
 export async function bootAndMigrate(spec: GuestRunSpec, options: LiveMigrationOptions): Promise<LiveMigrationResult> {
-  const live = new LiveGuest(bootGuest(spec), spec.endNs);
+  return migrateLive(bootGuest(spec), spec.endNs, spec.workload, options);
+}
+
+/** Runs `guest` in real time until `options.migrateAtNs` (at once if it is past that) and migrates it. */
+export async function migrateLive(guest: Guest, endNs: number, workload: string, options: LiveMigrationOptions): Promise<LiveMigrationResult> {
+  const live = new LiveGuest(guest, endNs);
   live.resume();
   let handedOver = false;
   const running = live.runLive(() => handedOver);
   while (live.guest.now() < options.migrateAtNs && !live.finished && !options.signal?.aborted) await new Promise((r) => setTimeout(r, 5));
   const progress = new ProgressLine();
-  const report = await migrate(live, { ...options, workload: spec.workload, awaitFinish: true, onProgress: (p) => progress.update(p) });
+  const report = await migrate(live, { ...options, workload, awaitFinish: true, onProgress: (p) => progress.update(p) });
   progress.clear();
   handedOver = report.status === "completed" || report.status === "unconfirmed" || report.status === "lost";
   await running;

@@ -33,7 +33,8 @@ import { DEFAULT_RESOLVE_TIMEOUT_MS, askOutcome } from "./resolve.js";
 import type { LiveGuest } from "../run/live.js";
 import { newReport, summarize, type MigrationReport, type PostcopyStats, type RoundStat } from "../report/metrics.js";
 import { countPages } from "../wire/decode.js";
-import { MAX_ROUNDS, encodeRecord, machineSpecOf, stateDigest, type CapturedState } from "../wire/protocol.js";
+import { MAX_ROUNDS, encodeRecord, machineSpecOf, stateDigest, type CapturedState, type Config } from "../wire/protocol.js";
+import { saveSnapshot } from "../run/snapshot.js";
 
 export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
 export const DEFAULT_MAX_ROUNDS = 30;
@@ -65,6 +66,11 @@ export interface SourceOptions extends TechniqueOptions {
   signal?: AbortSignal;
   /** Wait for the destination to run the guest to its end and report its digest. */
   awaitFinish?: boolean;
+  /**
+   * Where to save the paused guest when the outcome stays unknown (the commit unconfirmed):
+   * the source cannot run it, and must not lose it. Default: a new file in the working directory.
+   */
+  snapshotPath?: string;
   onProgress?: (p: Progress) => void;
 }
 
@@ -109,6 +115,10 @@ class SourceSession implements PostcopyHost {
   private roundStart?: number;
   private expectedDowntimeMs = Infinity;
   private readonly stop: StopConditions;
+  /** What a snapshot of the paused guest needs, as the destination got it. */
+  private config?: Config;
+  private captured?: CapturedState;
+  private timerPhase?: number;
 
   constructor(
     private readonly live: LiveGuest,
@@ -147,6 +157,8 @@ class SourceSession implements PostcopyHost {
       if (this.report.status !== "completed") this.report.totalMs = performance.now() - start;
       await this.fail(e);
     } finally {
+      // Downtime counts from the pause whatever the outcome (a failure: until the guest ran again here).
+      if (this.pausedAt > 0 && this.report.downtimeMs === 0) this.report.downtimeMs = performance.now() - this.pausedAt;
       this.report.bytes.total = this.openChannel?.bytesSent ?? 0;
       this.report.acks = this.openChannel?.window?.stats();
       this.live.guest.memory.stopDirtyLog();
@@ -180,14 +192,15 @@ class SourceSession implements PostcopyHost {
 
     this.step = "config";
     const { guest } = this.live;
-    await channel.send({
+    this.config = {
       t: "config",
       memoryBytes: guest.memory.bytes,
       pageSize: PAGE_SIZE,
       machine: machineSpecOf(guest.machine),
       workload: this.options.workload,
       endNs: this.live.endNs,
-    });
+    };
+    await channel.send(this.config);
     this.step = "prepared";
     await channel.expect("prepared");
   }
@@ -254,7 +267,7 @@ class SourceSession implements PostcopyHost {
     const exits = guest.machine.exits();
     this.report.exits = { total: exits.total, byReason: exits.byReason };
     try {
-      return { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(guest.machine.capture()) };
+      return (this.captured = { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(guest.machine.capture()) });
     } catch (e) {
       if (e instanceof DeviceStateError) throw new MigrationFailure("state", e.message);
       throw e;
@@ -303,7 +316,7 @@ class SourceSession implements PostcopyHost {
     this.committed = true;
     // From here the source never runs the guest again, so it may let the clock run to measure
     // the APIC timer's phase, which the destination applies before it resumes the guest.
-    const timerPhase = this.live.guest.machine.probeTimerPhase();
+    const timerPhase = (this.timerPhase = this.live.guest.machine.probeTimerPhase());
     await channel.send({ t: "commit", timerPhase });
     this.progress("commit", this.report.rounds, 0);
     this.step = "resumed";
@@ -467,6 +480,7 @@ class SourceSession implements PostcopyHost {
       this.report.resolution = fate ?? "unreachable";
       if (fate !== "dropped") {
         this.report.status = fate === "taken" ? "completed" : "unconfirmed";
+        if (fate === undefined) this.saveGuest();
         return;
       }
     }
@@ -474,6 +488,20 @@ class SourceSession implements PostcopyHost {
     // The guest goes on where it stopped, at full speed, as if nothing had happened.
     this.live.throttle = 0;
     if (!this.live.running) this.live.resume();
+  }
+
+  /**
+   * Nobody knows whether the destination runs the guest: it stays paused here, and is saved
+   * whole — as the destination got it — for the operator to resume or send again.
+   */
+  private saveGuest(): void {
+    const path = this.options.snapshotPath ?? `blmv-${this.options.workload.replace(/[^A-Za-z0-9_-]/g, "_")}-${new Date().toISOString().replace(/[:.]/g, "-")}.snapshot`;
+    try {
+      saveSnapshot(path, { config: this.config!, ...this.captured!, timerPhase: this.timerPhase!, memory: this.live.guest.memory });
+      this.report.snapshot = { path };
+    } catch (e) {
+      this.report.snapshot = { error: `cannot save the paused guest to ${path}: ${(e as Error).message}` };
+    }
   }
 
   private connectOptions(): ConnectOptions {

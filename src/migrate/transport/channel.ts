@@ -140,7 +140,7 @@ export class Channel {
     while (!done()) {
       this.check();
       const left = Math.max(start, this.progressAt) + timeoutMs - performance.now();
-      if (left <= 0) throw new MigrationFailure("timeout", `no ${awaited} from the peer within ${timeoutMs} ms`);
+      if (left <= 0) throw new MigrationFailure("timeout", `no ${awaited} from the peer within ${Math.round(timeoutMs)} ms`);
       await this.nap(left);
     }
   }
