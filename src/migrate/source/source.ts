@@ -480,7 +480,7 @@ class SourceSession implements PostcopyHost {
       this.report.resolution = fate ?? "unreachable";
       if (fate !== "dropped") {
         this.report.status = fate === "taken" ? "completed" : "unconfirmed";
-        if (fate === undefined) this.saveGuest();
+        if (fate !== "taken") this.saveGuest();
         return;
       }
     }
