@@ -2,6 +2,7 @@
 // what it did, with every read's value as an expectation, as a new regression trace. A script
 // that fails is reported at its own line.
 
+import { spawnSync } from "node:child_process";
 import { pathToFileURL } from "node:url";
 import { resolve } from "node:path";
 import { RecordingMachine } from "../trace/recorder.js";
@@ -39,7 +40,7 @@ export const record = defineCommand({
     try {
       run = (await import(url)).default;
     } catch (e) {
-      throw new UsageError(`record: cannot load ${scriptPlace(script, url, e)}${(e as Error).message}`);
+      throw new UsageError(`record: cannot load ${scriptPlace(script, url, e) || syntaxPlace(script)}${(e as Error).message}`);
     }
     if (typeof run !== "function") throw new UsageError(`record: ${script} must export a default function (machine) => …`);
     const m = new RecordingMachine(
@@ -49,7 +50,7 @@ export const record = defineCommand({
     try {
       await run(m);
     } catch (e) {
-      throw new UsageError(`record: ${scriptPlace(script, url, e)}${e instanceof Error ? e.message : `threw ${String(e)}`} (nothing was written)`);
+      throw new UsageError(`record: ${scriptPlace(script, url, e) || `${script}: `}${e instanceof Error ? e.message : `threw ${String(e)}`} (nothing was written)`);
     }
     await writeTrace(output, m.header, m.events);
     console.log(`${output}: ${m.events.length.toLocaleString("en-US")} events`);
@@ -57,10 +58,18 @@ export const record = defineCommand({
   },
 });
 
-/** "script.mjs:12: " for the script's innermost line in the error's stack, else "script.mjs: ". */
+/** "script.mjs:12: " for the script's innermost line in the error's stack, else "". */
 function scriptPlace(script: string, url: string, e: unknown): string {
   const stack = e instanceof Error ? (e.stack ?? "") : "";
   const at = stack.split("\n").find((line) => line.includes(url));
   const line = at?.slice(at.indexOf(url) + url.length).match(/^:(\d+)/)?.[1];
+  return line ? `${script}:${line}: ` : "";
+}
+
+/** "script.mjs:2: " for a script that does not compile (the loader's error has no place: node --check finds it). */
+function syntaxPlace(script: string): string {
+  const path = resolve(script);
+  const { stderr } = spawnSync(process.execPath, ["--check", path], { encoding: "utf8" });
+  const line = stderr?.match(new RegExp(`${path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:(\\d+)`))?.[1];
   return line ? `${script}:${line}: ` : `${script}: `;
 }
