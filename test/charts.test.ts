@@ -73,7 +73,7 @@ describe("the per-round chart", () => {
 
   it("labels its axes with their units", () => {
     expect(svg).toMatch(/class="axis-label"[^>]*>pages \(4\.00 KiB each\)</);
-    expect(svg).toMatch(/class="axis-label"[^>]*>expected downtime \(ms\)</);
+    expect(svg).toMatch(/class="axis-label"[^>]*>downtime \(ms\)</);
     expect(svg).toMatch(/class="axis-label"[^>]*>round \(pre-copy rounds, then stop-and-copy\)</);
   });
 

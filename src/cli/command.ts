@@ -87,18 +87,22 @@ const HELP_WIDTH = 100;
 export function helpText(spec: CommandSpec): string {
   const lines = [`usage: blmv ${spec.name} ${spec.synopsis}`.trimEnd()];
   if (spec.about) lines.push("", spec.about);
-  let heading: string | undefined;
-  for (const [name, o] of Object.entries(spec.options)) {
-    if ((o.group ?? "options") !== heading) {
-      heading = o.group ?? "options";
-      lines.push("", `${heading}:`);
-    }
-    const flag = `  ${o.short ? `-${o.short}, ` : ""}--${name}${o.value ? ` ${o.value}` : ""}`;
-    const def = o.defaultText !== undefined ? `default: ${o.defaultText}` : o.default !== undefined && o.default !== "" ? `default ${o.default}` : undefined;
-    lines.push(...wrap(flag, def ? `${o.help} (${def})` : o.help));
+  // Each group once, where its first option stands.
+  const groups = new Map<string, [string, OptionSpec][]>();
+  for (const [name, o] of Object.entries(spec.options)) groups.set(o.group ?? "options", [...(groups.get(o.group ?? "options") ?? []), [name, o]]);
+  for (const [heading, options] of groups) {
+    lines.push("", `${heading}:`);
+    for (const [name, o] of options) lines.push(...optionHelp(name, o));
   }
   if (spec.footer) lines.push("", spec.footer);
   return lines.join("\n");
+}
+
+/** An option's lines in the help: the flag, its text and its default. */
+function optionHelp(name: string, o: OptionSpec): string[] {
+  const flag = `  ${o.short ? `-${o.short}, ` : ""}--${name}${o.value ? ` ${o.value}` : ""}`;
+  const def = o.defaultText !== undefined ? `default: ${o.defaultText}` : o.default !== undefined && o.default !== "" ? `default ${o.default}` : undefined;
+  return wrap(flag, def ? `${o.help} (${def})` : o.help);
 }
 
 /** The option's flag column and its help, wrapped to the width. */

@@ -11,8 +11,11 @@ import { logTicks, tickText, timeUnit, verticalAxis, type Plot } from "./axis.js
 const COLOURS = ["#3b6fb6", "#e08a2c", "#2e7d4f", "#8e3b9e", "#6d4c2f"];
 /** Marker shapes, one per technique, as SVG path data centred on 0,0. */
 const MARKERS = ["M-4 -4 h8 v8 h-8 z", "M0 -5 l5 5 l-5 5 l-5 -5 z", "M0 -5 l5 9 h-10 z", "M-4 -4 l8 8 m0 -8 l-8 8", "M-4.5 0 a4.5 4.5 0 1 0 9 0 a4.5 4.5 0 1 0 -9 0"];
-/** Horizontal distance between techniques' points at the same x. */
+/** Distance between techniques' points at the same place: across, and a little up or down so that equal lines lie side by side. */
 const SPREAD_PX = 5;
+const LIFT_PX = 2;
+/** Room between the axes and the first and last setting. */
+const INSET_PX = 30;
 
 export interface ComparisonChartOptions {
   /** The varied setting (x axis). */
@@ -33,7 +36,7 @@ export function comparisonChartSvg(rows: readonly CompareRow[], options: Compari
   const hi = 10 ** Math.ceil(Math.log10(Math.max(lo * 10, ...times)));
   const unit = timeUnit(hi);
   const ticks = logTicks(lo, hi);
-  const x = (v: number): number => plot.left + (xs.length === 1 ? plot.width / 2 : (xs.indexOf(v) / (xs.length - 1)) * plot.width);
+  const x = (v: number): number => plot.left + (xs.length === 1 ? plot.width / 2 : INSET_PX + (xs.indexOf(v) / (xs.length - 1)) * (plot.width - 2 * INSET_PX));
   const y = (ms: number): number => plot.top + plot.height - ((Math.log10(Math.max(ms, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * plot.height;
   const parts: string[] = verticalAxis(plot, "left", ticks, y, `time (${unit.name}, logarithmic)`, (ms) => tickText(ms * unit.perMs));
   for (const v of xs) parts.push(`<text class="tick" x="${x(v).toFixed(1)}" y="${plot.top + plot.height + 16}" text-anchor="middle">${escapeXml(formatX(v))}</text>`);
@@ -44,15 +47,17 @@ export function comparisonChartSvg(rows: readonly CompareRow[], options: Compari
   techniques.forEach((t, i) => {
     const colour = COLOURS[i % COLOURS.length];
     const marker = MARKERS[i % MARKERS.length];
-    const offset = (i - (techniques.length - 1) / 2) * SPREAD_PX;
+    const spread = i - (techniques.length - 1) / 2;
+    const offset = spread * SPREAD_PX;
+    const at = (r: CompareRow, key: "totalMs" | "downtimeMs"): string => `${(x(r.x) + offset).toFixed(1)} ${(y(r[key]) - spread * LIFT_PX).toFixed(1)}`;
     const mine = rows.filter((r) => r.technique === t).sort((a, b) => a.x - b.x);
     for (const [key, dash] of [["totalMs", ""], ["downtimeMs", ` stroke-dasharray="6 4"`]] as const) {
-      const points = mine.map((r) => `${(x(r.x) + offset).toFixed(1)},${y(r[key]).toFixed(1)}`).join(" ");
+      const points = mine.map((r) => at(r, key).replace(" ", ",")).join(" ");
       parts.push(`<polyline points="${points}" fill="none" stroke="${colour}" stroke-width="2"${dash}/>`);
       for (const r of mine) {
         const what = `${t}, ${r.setting || "run"}: ${key === "totalMs" ? "total" : "downtime"} ${formatMs(r[key])}`;
         const fill = key === "totalMs" ? colour : "white";
-        parts.push(`<path transform="translate(${(x(r.x) + offset).toFixed(1)} ${y(r[key]).toFixed(1)})" d="${marker}" fill="${fill}" stroke="${colour}" stroke-width="1.5"><title>${escapeXml(what)}</title></path>`);
+        parts.push(`<path transform="translate(${at(r, key)})" d="${marker}" fill="${fill}" stroke="${colour}" stroke-width="1.5"><title>${escapeXml(what)}</title></path>`);
       }
     }
     const ly = plot.top + 10 + i * 20;

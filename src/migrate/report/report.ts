@@ -142,7 +142,7 @@ export function roundChartSvg(r: MigrationReport): string {
   const xOf = (i: number): number => plot.left + i * slot + slot / 2;
   const parts: string[] = [
     ...verticalAxis(plot, "left", pageTicks, yPages, `pages (${formatBytes(r.pageSize)} each)`),
-    ...verticalAxis(plot, "right", msTicks, (v) => yMs(v / unit.perMs), `expected downtime (${unit.name})`),
+    ...verticalAxis(plot, "right", msTicks, (v) => yMs(v / unit.perMs), `downtime (${unit.name})`),
   ];
   const labelEvery = Math.ceil(stats.length / 20);
   stats.forEach((s, i) => {
@@ -170,7 +170,7 @@ export function roundChartSvg(r: MigrationReport): string {
     `<rect x="${plot.left}" y="44" width="10" height="10" fill="#3b6fb6"/><text x="${plot.left + 14}" y="53">pages sent</text>`,
     `<rect x="${plot.left + 90}" y="44" width="10" height="10" fill="#e08a2c"/><text x="${plot.left + 104}" y="53">pages dirtied during the round</text>`,
     `<line x1="${plot.left + 290}" x2="${plot.left + 310}" y1="49" y2="49" stroke="#2e7d4f" stroke-width="2"/><text x="${plot.left + 314}" y="53">expected downtime</text>`,
-    `<path d="M${plot.left + 430} 43 l6 6 l-6 6 l-6 -6 z" fill="#c62828"/><text x="${plot.left + 440}" y="53">measured downtime</text>`,
+    `<path d="M${plot.left + 450} 43 l6 6 l-6 6 l-6 -6 z" fill="#c62828"/><text x="${plot.left + 460}" y="53">measured downtime</text>`,
   ];
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
