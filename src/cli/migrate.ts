@@ -161,7 +161,7 @@ async function runSend({ values }: Parsed<typeof SEND_OPTIONS>): Promise<number>
   const interrupt = cancelOnInterrupt(progress);
   let result: LiveMigrationResult;
   try {
-    result = await bootAndMigrate(spec, { ...link, url, ca, token: secret, signal: interrupt.signal, progress });
+    result = await bootAndMigrate(spec, { ...link, url, ca, token: secret, signal: interrupt.signal, stopGuest: interrupt.signal, progress });
   } finally {
     interrupt.dispose();
   }
@@ -201,7 +201,7 @@ function cancelOnInterrupt(progress: ProgressReporter): { signal: AbortSignal; d
       console.error(`blmv: ${signal} again: exiting now`);
       process.exit(EXIT_INTERRUPTED);
     }
-    console.error(`\nblmv: ${signal === "SIGINT" ? "Ctrl-C" : signal}: cancelling the migration (before the commit the guest stays on the source, unchanged)`);
+    console.error(`\nblmv: ${signal === "SIGINT" ? "Ctrl-C" : signal}: cancelling the migration: before the commit the guest stays on the source, unchanged; once committed it stays on the destination (Ctrl-C again exits at once)`);
     controller.abort();
   };
   process.on("SIGINT", onSignal).on("SIGTERM", onSignal);

@@ -12,6 +12,11 @@ import { migrate, type SourceOptions } from "../source/source.js";
 export interface LiveMigrationOptions extends Omit<SourceOptions, "workload" | "onProgress" | "awaitFinish"> {
   /** Reports progress as the migration goes (see report/progress.ts); none by default. */
   progress?: ProgressReporter;
+  /**
+   * Ends the guest's run on the source where it is, instead of at its end, once the migration
+   * has failed or been cancelled (a command line that exits at Ctrl-C; `source.finished` is then false).
+   */
+  stopGuest?: AbortSignal;
   /** Virtual time the guest runs on the source before the migration starts. */
   migrateAtNs: number;
 }
@@ -22,19 +27,18 @@ export interface LiveMigrationResult {
   guest: Guest;
   /**
    * When the guest stayed on the source: where its run there stopped — at its end, or where it
-   * was when `signal` aborted (`finished` false): a cancelled run does not wait for the guest.
+   * was when `stopGuest` aborted (`finished` false).
    */
   source?: { virtualNs: number; digest: string; ticks: number; finished: boolean };
 }
 
 export async function bootAndMigrate(spec: GuestRunSpec, options: LiveMigrationOptions): Promise<LiveMigrationResult> {
-  const { progress, ...link } = options;
+  const { progress, stopGuest, ...link } = options;
   const live = new LiveGuest(bootGuest(spec), spec.endNs);
   live.resume();
   let handedOver = false;
-  const aborted = (): boolean => options.signal?.aborted === true;
-  const running = live.runLive(() => handedOver || aborted());
-  while (live.guest.now() < options.migrateAtNs && !live.finished && !aborted()) await new Promise((r) => setTimeout(r, 5));
+  const running = live.runLive(() => handedOver || stopGuest?.aborted === true);
+  while (live.guest.now() < options.migrateAtNs && !live.finished && !options.signal?.aborted) await new Promise((r) => setTimeout(r, 5));
   const report = await migrate(live, { ...link, workload: spec.workload, awaitFinish: true, onProgress: progress && ((p) => progress.update(p)) });
   progress?.clear();
   handedOver = report.status === "completed" || report.status === "unconfirmed" || report.status === "lost";
