@@ -7,7 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { GUEST_OPTIONS, MIGRATION_OPTIONS, REPORT_OPTIONS, parseGuestAndLink, progressMode } from "./migrate-options.js";
 import { adjust, defineCommand, type Parsed } from "./command.js";
-import { EXIT_FAILED, EXIT_OK, checkWritable } from "./usage.js";
+import { EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, checkWritable } from "./usage.js";
+import { cancelOnInterrupt } from "./interrupt.js";
 import { progressReporter } from "../migrate/report/progress.js";
 import { startDestinationProcess } from "./destination-process.js";
 import { referenceDigest } from "../migrate/run/guest-run.js";
@@ -55,7 +56,12 @@ async function runDemo({ values }: Parsed<typeof DEMO_OPTIONS>): Promise<number>
       `source: booting a ${spec.workload} guest (${formatBytes(spec.memoryBytes)}, ${spec.interrupts} interrupts) in this process ${process.pid}; ` +
         `it runs in real time and migrates at ${link.migrateAtNs / 1e9} s over a ${link.bandwidth ? formatRate(link.bandwidth) : "unlimited"} link`,
     );
-    const result = await bootAndMigrate(spec, { ...link, url, token, progress });
+    const interrupt = cancelOnInterrupt(progress);
+    const result = await bootAndMigrate(spec, { ...link, url, token, progress, signal: interrupt.signal, stopGuest: interrupt.signal }).finally(() => interrupt.dispose());
+    if (interrupt.signal.aborted) {
+      if (!json) console.log(formatReport(result.report));
+      return EXIT_INTERRUPTED;
+    }
     const final = result.report.destination?.digest;
     finished = final !== undefined;
     const identical = final === reference;

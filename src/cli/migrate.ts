@@ -9,7 +9,8 @@ import { referenceDigest } from "../migrate/run/guest-run.js";
 import { listen } from "../migrate/destination/listener.js";
 import { DEFAULT_LIMITS } from "../migrate/destination/admission.js";
 import { formatReport, roundChartSvg } from "../migrate/report/report.js";
-import { progressReporter, type ProgressReporter } from "../migrate/report/progress.js";
+import { progressReporter } from "../migrate/report/progress.js";
+import { cancelOnInterrupt } from "./interrupt.js";
 import { bootAndMigrate, type LiveMigrationResult } from "../migrate/run/run.js";
 import { formatBytes, parseSize } from "../migrate/report/units.js";
 import { defineCommand, type OptionTable, type Parsed } from "./command.js";
@@ -186,29 +187,6 @@ async function runSend({ values }: Parsed<typeof SEND_OPTIONS>): Promise<number>
   if (result.report.status === "failed" && result.report.error?.code === "config") return EXIT_BAD_INPUT;
   const ok = result.report.status === "completed" && (verification?.identical ?? true);
   return ok ? EXIT_OK : EXIT_FAILED;
-}
-
-/**
- * The first Ctrl-C (or SIGTERM) cancels the migration: before the commit it stops at once and
- * the guest stays on the source; after it, only the wait for the destination's report stops. A
- * second one exits at once.
- */
-function cancelOnInterrupt(progress: ProgressReporter): { signal: AbortSignal; dispose(): void } {
-  const controller = new AbortController();
-  const onSignal = (signal: NodeJS.Signals): void => {
-    progress.clear();
-    if (controller.signal.aborted) {
-      console.error(`blmv: ${signal} again: exiting now`);
-      process.exit(EXIT_INTERRUPTED);
-    }
-    console.error(`\nblmv: ${signal === "SIGINT" ? "Ctrl-C" : signal}: cancelling the migration: before the commit the guest stays on the source, unchanged; once committed it stays on the destination (Ctrl-C again exits at once)`);
-    controller.abort();
-  };
-  process.on("SIGINT", onSignal).on("SIGTERM", onSignal);
-  return {
-    signal: controller.signal,
-    dispose: () => void process.off("SIGINT", onSignal).off("SIGTERM", onSignal),
-  };
 }
 
 function sizeOption(command: string, name: string, text: string): number {
