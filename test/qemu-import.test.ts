@@ -50,6 +50,17 @@ const gsi = (n: number, level: 0 | 1) => `x86_gsi_interrupt GSI interrupt #${n} 
 const fetchFault = "   395: v=0e e=0014 i=0 cpl=3 IP=0033:000000000040ebf0 pc=000000000040ebf0 SP=002b:00007ffee363f950 CR2=000000000040ebf0";
 const dataFault = "     3: v=0e e=0002 i=0 cpl=0 IP=0010:ffffffff949f69d2 pc=ffffffff949f69d2 SP=0000:ffffffff95a03d38 CR2=ffff8eb948c01000";
 const pageFault = (entry: string) => ["check_exception old: 0xffffffff new 0xe", entry, "RAX=0000000000000000 RBX=0000000000000000 RCX=000000000000003f RDX=0000000000008c01"];
+// PIT channel 0 in mode 2 with count 4773 (linux-pc-apic), then the CPU halts.
+const pitRateThenHlt = [
+  pio(4613773990),
+  portWrite(0x43, 0x34, "pit"),
+  pio(4613773995),
+  portWrite(0x40, 0xa5, "pit"),
+  pio(4613774000),
+  portWrite(0x40, 0x12, "pit"),
+  gsi(0, 0),
+  hlt(4613780000),
+];
 const hpetWrite = (offset: number, value: number) =>
   `memory_region_ops_write cpu 0 mr 0x555efb4b4350 addr 0x${(0xfed00000 + offset).toString(16)} value 0x${value.toString(16)} size 4 name 'hpet'`;
 
@@ -212,14 +223,7 @@ describe("time from iotime lines", () => {
   it("resynchronises after a HLT woken by a PIT tick that the I/O APIC delivers as an MSI", () => {
     const { text, clock } = convert(
       [
-        pio(4613773990),
-        portWrite(0x43, 0x34, "pit"),
-        pio(4613773995),
-        portWrite(0x40, 0xa5, "pit"),
-        pio(4613774000),
-        portWrite(0x40, 0x12, "pit"),
-        gsi(0, 0),
-        hlt(4613780000),
+        ...pitRateThenHlt,
         gsi(0, 1),
         "ioapic_set_irq vector: 0 level: 1",
         "memory_region_ops_write cpu 0 mr 0x5568ce7d2de0 addr 0xfee01004 value 0x30 size 4 name 'apic-msi'",
@@ -432,14 +436,7 @@ describe("clock conflicts", () => {
   it("after a HLT, resume no earlier than the latest signal placed while halted (rule: resume after the latest signal)", () => {
     const { text, clock } = convert(
       [
-        pio(4613773990),
-        portWrite(0x43, 0x34, "pit"),
-        pio(4613773995),
-        portWrite(0x40, 0xa5, "pit"),
-        pio(4613774000),
-        portWrite(0x40, 0x12, "pit"),
-        gsi(0, 0),
-        hlt(4613780000),
+        ...pitRateThenHlt,
         gsi(0, 1), // wakes the CPU (mode 2, count 4773) …
         gsi(0, 0), // … and OUT0 falls one PIT clock later, still before the interrupt is taken
         "Servicing hardware INT=0x30",
