@@ -355,15 +355,17 @@ describe("what is not the PIT, and lines whose time is not known", () => {
         hpetWrite(0x10, 0x1),
         gsi(0, 0), // the HPET lowers GSI 0
         gsi(0, 0), // the PIT, reconnected, drives OUT0 (low: mode 0 before the terminal count)
-        gsi(8, 1), // the RTC's level, restored
+        gsi(8, 1), // the RTC's level, restored …
+        "memory_region_ops_write cpu 0 mr 0x5568ce7d2de0 addr 0xfee01004 value 0x38 size 4 name 'apic-msi'", // … delivered by the I/O APIC
+        gsi(8, 0), // a line change the same write makes after that message
         mmio(3000, "w", 0xfed00010),
         pio(4000),
         portRead(0x21, 0xfb, "pic"),
       ],
       true,
     );
-    expect(text.slice(-4)).toEqual(["3000 irq 0 0", "3000 irq 0 0", "3000 irq 8 1", "4000 inb 0x21 = 0xfb"]);
-    expect(counts).toMatchObject({ hpetRouteSwitches: 2, hpetWriteLines: 4, pitSignalsTimed: 2 });
+    expect(text.slice(-5)).toEqual(["3000 irq 0 0", "3000 irq 0 0", "3000 irq 8 1", "3000 irq 8 0", "4000 inb 0x21 = 0xfb"]);
+    expect(counts).toMatchObject({ hpetRouteSwitches: 2, hpetWriteLines: 5, pitSignalsTimed: 2, msiMessages: 1 });
   });
 
   it("never moves the clock for a line logged between an MMIO access and its iotime line", () => {

@@ -214,7 +214,6 @@ export class QemuLogConverter {
 
   private onAccess(a: RegionAccess, line: number): void {
     this.checkCpu(a.cpu, line);
-    this.hpet.accessEnds();
     const target = this.target(a);
     if (target === "msi") {
       // Device messages logged under the vCPU, not guest instructions: the clock does not step.
@@ -223,6 +222,7 @@ export class QemuLogConverter {
       this.deliveryChain = true;
       return;
     }
+    this.hpet.accessEnds();
     if (a.cpu === 0) this.clock.access();
     if (target === "other" || target === "hpet") {
       // The model has no HPET: its accesses are not replayed, only its legacy route is followed.
