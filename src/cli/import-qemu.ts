@@ -2,9 +2,9 @@
 // trace log (raw or with iotime lines) as a blmv-trace.
 
 import { basename } from "node:path";
-import { MultiCpuLogError, NotQemuLogError, formatImportSummary, importQemuLog } from "../trace/qemu/import.js";
+import { ClockConflictError, CorruptLogError, MultiCpuLogError, NotQemuLogError, formatImportSummary, importQemuLog } from "../trace/qemu/import.js";
 import { defineCommand } from "./command.js";
-import { EXIT_OK, UsageError, checkReadable, checkWritable } from "./usage.js";
+import { EXIT_FAILED, EXIT_OK, UsageError, checkReadable, checkWritable } from "./usage.js";
 
 export const importQemu = defineCommand({
   name: "import-qemu",
@@ -13,7 +13,9 @@ export const importQemu = defineCommand({
   about:
     "Converts a QEMU 7.2 log recorded with the interrupt/timer trace events (and, optionally, the\n" +
     "iotime instruction-count lines) into a blmv-trace with '!compat qemu'. Reads keep their values\n" +
-    "as expectations; time-dependent reads stay checked wherever the virtual time is known.",
+    "as expectations; time-dependent reads stay checked wherever the virtual time is known.\n" +
+    "Exits 2 for input that is not a QEMU log or is a truncated or corrupt .gz, and 1 for a\n" +
+    "clock conflict that no stated rule resolves (naming its line); neither writes a trace.",
   positionals: 1,
   options: {
     output: { type: "string", short: "o", value: "FILE", defaultText: "the log's name with .trace.gz, here", help: "the trace to write" },
@@ -30,7 +32,11 @@ export const importQemu = defineCommand({
       const summary = await importQemuLog(input, output, { timing: values.untimed ? "untimed" : "auto" });
       console.log(values.json ? JSON.stringify(summary, null, 2) : formatImportSummary(summary));
     } catch (e) {
-      if (e instanceof NotQemuLogError || e instanceof MultiCpuLogError) throw new UsageError(`import-qemu: ${e.message}`);
+      if (e instanceof NotQemuLogError || e instanceof MultiCpuLogError || e instanceof CorruptLogError) throw new UsageError(`import-qemu: ${e.message}`);
+      if (e instanceof ClockConflictError) {
+        console.error(`blmv: import-qemu: ${input}: ${e.message}; no trace written`);
+        return EXIT_FAILED;
+      }
       throw e;
     }
     return EXIT_OK;

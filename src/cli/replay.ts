@@ -5,7 +5,7 @@ import { open } from "node:fs/promises";
 import { POLICIES, type Policy } from "../core/machine.js";
 import { BTRACE_MAGIC } from "../trace/compiled.js";
 import { openTrace } from "../trace/reader.js";
-import { replayCompiled, replayEvents, type ReplayOptions, type ReplayReport } from "../trace/replay.js";
+import { MigrationRequestError, replayCompiled, replayEvents, type ReplayOptions, type ReplayReport } from "../trace/replay.js";
 import { defineCommand } from "./command.js";
 import { EXIT_FAILED, EXIT_OK, UsageError, checkReadable, integerOption } from "./usage.js";
 
@@ -13,7 +13,12 @@ export const replay = defineCommand({
   name: "replay",
   synopsis: "<trace> [--policy blmvisor|full|none] [--migrate-at N|LABEL]... [--migrate-every N] [--json]",
   summary: "replay a trace on a fresh machine, check its expectations, migrate where asked",
-  about: "Replays a blmv-trace text file (.trace, .trace.gz) or a compiled .btrace against a fresh machine,\nchecks every expectation and reports the VM exits each policy costs.",
+  about:
+    "Replays a blmv-trace text file (.trace, .trace.gz) or a compiled .btrace against a fresh machine,\n" +
+    "checks every expectation and reports the VM exits each policy costs.",
+  footer:
+    "A migration point that cannot be carried out is an error (exit 2): any point under policy\n" +
+    "none (no shadows), a label the trace never marks, an event number past its end.",
   positionals: 1,
   options: {
     policy: { type: "string", value: "P", default: "blmvisor", help: `what the hypervisor intercepts: ${POLICIES.join(" | ")}` },
@@ -35,8 +40,17 @@ export const replay = defineCommand({
     }
     const every = integerOption("replay", "migrate-every", values["migrate-every"], 1);
     const options: ReplayOptions = { policy, afterEvents, atLabels, every };
-    const report = (await isCompiled(path)) ? await replayCompiled(path, options) : await replayText(path, options);
+    let report: ReplayReport;
+    try {
+      report = (await isCompiled(path)) ? await replayCompiled(path, options) : await replayText(path, options);
+    } catch (e) {
+      if (e instanceof MigrationRequestError) throw new UsageError(`replay: ${e.message}`);
+      throw e;
+    }
     console.log(values.json ? JSON.stringify({ trace: path, ...report }, null, 2) : formatReport(path, report));
+    if (report.migrationPointsMissed.length > 0) {
+      throw new UsageError(`replay: ${path}: migration points never reached:\n  ${report.migrationPointsMissed.join("\n  ")}`);
+    }
     return report.mismatchCount === 0 ? EXIT_OK : EXIT_FAILED;
   },
 });
