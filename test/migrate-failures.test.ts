@@ -3,6 +3,9 @@
 // run never migrated) and the destination keeps nothing. Faults injected at every step are in
 // migrate-faults.test.ts.
 
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { unpack } from "msgpackr";
 import { WebSocketServer } from "ws";
@@ -186,7 +189,9 @@ describe("after a failure", () => {
       if (m.t === "state") return { t: "ready", digest: m.digest as Uint8Array };
       return m.t === "commit" ? "close" : undefined;
     });
-    const result = await bootAndMigrate({ ...SPEC, endNs: 5000 * MS }, { url, token: "t", migrateAtNs: MIGRATE_AT, timeoutMs: 500 });
+    const snapshotPath = join(mkdtempSync(join(tmpdir(), "blmv-unconfirmed-")), "guest.snapshot");
+    const result = await bootAndMigrate({ ...SPEC, endNs: 5000 * MS }, { url, token: "t", migrateAtNs: MIGRATE_AT, timeoutMs: 500, snapshotPath });
+    expect(result.report.snapshot).toEqual({ path: snapshotPath });
     expect(result.report).toMatchObject({ status: "unconfirmed", resolution: "unreachable", failedAt: "resumed" });
     expect(result.source).toBeUndefined();
     const pausedAt = result.guest.now();
