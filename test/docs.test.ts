@@ -33,6 +33,7 @@ const NOT_RUN: Record<string, string> = {
   "npm run bench -- --quick": "builds first (test/bench.test.ts runs the quick mode)",
   "npm run bench -- --only B1,B5": "builds first, then runs two full-size benchmarks",
   "sudo scripts/netns-migrate.sh": "needs root to create network namespaces",
+  "npm pack": "builds the package again (its prepare script); test/package.test.ts packs and installs it",
   "npx blmv migrate listen --port 7000 --once": "waits for a source in another terminal (the demo runs both ends here)",
   "BLMV_TOKEN=Az_hXPSKGErR5iKMdzbg1NYIY8mOqxMH npx blmv migrate send --to ws://127.0.0.1:7000 --memory 16M --workload hot --interrupts pic --duration 2 --verify":
     "needs the listener of the other terminal",
