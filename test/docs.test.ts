@@ -7,8 +7,8 @@
 //   Each runs with `sh -c`, in order, from a temporary folder that links to every top-level
 //   entry of the repository (so `npx blmv …` and relative paths such as `traces/…` work as from
 //   the repository root, and files a command writes land in the temporary folder). A command
-//   must exit 0, or N when its line ends with the comment `# exit N`; other `# …` comments are
-//   ignored. A command repeated in another place runs once. The first `npx blmv …` goes through
+//   must exit 0, or N when its line ends with a comment starting `# exit N` (`# exit 2, why`);
+//   other `# …` comments are ignored. A command repeated in another place runs once. The first `npx blmv …` goes through
 //   npx, to check that it finds the command; the others run the same program straight (npx's
 //   own start-up would take most of this test's time).
 // - A ```text block holds output, a ```ts block code: neither is run.
@@ -97,7 +97,7 @@ function joined(block: Block): { line: number; text: string }[] {
 function parseCommand(text: string): { command: string; exitCode: number } {
   const comment = /\s+#\s*(.*)$/.exec(text);
   const command = (comment ? text.slice(0, comment.index) : text).trim();
-  const expected = comment ? /^exit (\d+)$/.exec(comment[1]!.trim()) : null;
+  const expected = comment ? /^exit (\d+)(?:$|[,;:\s])/.exec(comment[1]!.trim()) : null;
   return { command, exitCode: expected ? Number(expected[1]) : 0 };
 }
 
