@@ -21,7 +21,11 @@ export const enum ExitReason {
   MsrRead = 4,
   MsrWrite = 5,
   ExternalInterrupt = 6,
-  Count = 7,
+  /** An INIT signal to a CPU running a guest (VMX exits on every one). */
+  InitSignal = 7,
+  /** A start-up IPI to a CPU waiting for one. */
+  Sipi = 8,
+  Count = 9,
 }
 
 /** MMIO regions of the per-register exit counters (exitsByMmioRegister), 256 registers each. */
@@ -37,8 +41,26 @@ export const enum MsrSlot {
   Tsc = 0,
   ApicBase = 1,
   TscDeadline = 2,
-  Other = 3,
-  Count = 4,
+  /** The x2APIC registers, MSRs 0x800–0x8ff. */
+  X2Apic = 3,
+  Other = 4,
+  Count = 5,
+}
+
+/** What inta answers besides a vector 0–255. */
+export const enum InterruptAnswer {
+  /** Nothing is deliverable (`inta = none`). */
+  None = -1,
+  /** A non-maskable interrupt is taken (`inta = nmi`). */
+  Nmi = 256,
+}
+
+/** A CPU's start-up (sipiState): these, or the vector of the start-up IPI it started on. */
+export const enum SipiState {
+  /** Running since reset (the bootstrap processor), never sent to wait for a start-up IPI. */
+  Reset = -2,
+  /** Waiting for a start-up IPI (`sipi = none`). */
+  Waiting = -1,
 }
 
 /** What captureState, reconstructState and applyTimerPhase answer. */

@@ -2,7 +2,7 @@
 // rebuilt on the destination. Everything here goes through the HardwareBus and the shadows:
 // no device module is imported.
 
-import { BoardConfig } from "../board/config";
+import { BoardConfig, MAX_CPUS } from "../board/config";
 import { FieldIO } from "../common/fields";
 import { HardwareBus } from "./bus";
 import { PendingFixup } from "./fixup";
@@ -11,6 +11,7 @@ import { PicRecord, capturePic, reconstructPic } from "./pic/state";
 import { PicShadow } from "./pic/shadow";
 import { PitRecord, capturePit, reconstructPit } from "./pit/state";
 import { PitShadow } from "./pit/shadow";
+import { CpuRecord, captureCpus, reconstructCpus } from "./cpu-state";
 
 /** Above this the clock arithmetic (clock.ts) would overflow 64 bits. */
 const MAX_HZ: u64 = 9_000_000_000;
@@ -26,6 +27,8 @@ export class DeviceRecord {
   pic: PicRecord = new PicRecord();
   pit: PitRecord = new PitRecord();
   apic: ApicRecord = new ApicRecord();
+  /** Each CPU's activity state and pending NMI (VMCS state, not device state). */
+  cpu: CpuRecord = new CpuRecord();
 
   describe(io: FieldIO): void {
     io.begin("config");
@@ -34,11 +37,14 @@ export class DeviceRecord {
     c.pit = io.flag("pit", c.pit);
     c.lapic = io.flag("lapic", c.lapic);
     c.ioapic = io.flag("ioapic", c.ioapic);
+    c.cpus = <i32>io.field("cpus", <u32>c.cpus, MAX_CPUS);
+    if (c.cpus == 0 && io.error < 0) io.error = io.count - 1;
     c.pitIrq0 = io.flag("pitIrq0", c.pitIrq0);
     c.compatQemu = io.flag("compatQemu", c.compatQemu);
     c.apicBusHz = <i64>clampHz(io, io.wide("apicBusHz", <u64>c.apicBusHz));
     c.tscHz = <i64>clampHz(io, io.wide("tscHz", <u64>c.tscHz));
     io.end();
+    this.cpu.count = max(c.cpus, 1);
     this.time = io.time("time", this.time);
     io.begin("lines");
     this.isaLevels = io.field("isa", this.isaLevels, 0xffff);
@@ -53,6 +59,9 @@ export class DeviceRecord {
     io.end();
     io.begin("apic");
     this.apic.describe(io);
+    io.end();
+    io.begin("cpu");
+    this.cpu.describe(io);
     io.end();
   }
 }
@@ -84,6 +93,7 @@ export function captureDevices(bus: HardwareBus, pic: PicShadow, pit: PitShadow,
   if (c.pic) capturePic(bus, pic, out.pic);
   if (c.pit) capturePit(bus, pit, out.pit);
   if (c.lapic || c.ioapic) captureApics(bus, out.apic, fixup);
+  captureCpus(bus, out.cpu);
 }
 
 /**
@@ -104,6 +114,7 @@ export function reconstructDevices(bus: HardwareBus, rec: DeviceRecord, pic: Pic
   let fixup: PendingFixup | null = null;
   if (c.lapic || c.ioapic) fixup = reconstructApics(bus, rec.apic, rec.gsiLevels);
   else for (let pin = 0; pin < 24; pin++) bus.setGsiLine(pin, ((rec.gsiLevels >>> <u32>pin) & 1) != 0);
+  reconstructCpus(bus, rec.cpu);
   return fixup;
 }
 
@@ -112,6 +123,7 @@ export function copyConfig(from: BoardConfig, to: BoardConfig): void {
   to.pit = from.pit;
   to.lapic = from.lapic;
   to.ioapic = from.ioapic;
+  to.cpus = from.cpus;
   to.pitIrq0 = from.pitIrq0;
   to.compatQemu = from.compatQemu;
   to.apicBusHz = from.apicBusHz;

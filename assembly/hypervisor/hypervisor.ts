@@ -4,15 +4,18 @@
 //   none      bare metal: nothing, so hidden PIC/PIT state is lost and migration must refuse;
 //   full      a commodity VMM: every port, MMIO and MSR access and every external interrupt;
 //   blmvisor  the minimum that still captures every write-only state, as each shadow asks,
-//             plus temporary traps a reconstruction leaves behind (see fixup.ts).
+//             plus temporary traps a reconstruction leaves behind (see fixup.ts). The xAPIC
+//             page and the x2APIC MSRs pass through (EPT, MSR bitmaps).
+// On every CPU it runs on: an INIT signal to a CPU in the guest, and a start-up IPI to a CPU
+// waiting for one, always exit (as on VMX); the hypervisor counts them and carries them out.
 
-import { Board, IOAPIC_BASE, isPicPort, isPitPort } from "../board/board";
+import { Board, CpuSignals, IOAPIC_BASE, isPicPort, isPitPort } from "../board/board";
 import { NEVER } from "../common/clock";
 import { LocalApicRecord } from "./apic/record";
 import { TimerPhaseProbe } from "./apic/timer-phase";
 import { BoardBus } from "./board-bus";
 import { ExitCounters } from "./exits";
-import { MmioRegion, Policy } from "../abi/codes";
+import { ExitReason, MmioRegion, Policy } from "../abi/codes";
 import { PendingFixup } from "./fixup";
 import { PicShadow } from "./pic/shadow";
 import { PitShadow } from "./pit/shadow";
@@ -20,6 +23,24 @@ import { IoTraps, TRAP_READ, TRAP_WRITE } from "./traps";
 
 const MSR_APIC_BASE: u32 = 0x1b;
 const APIC_BASE_MASK: u64 = 0xfffff000;
+
+/** INIT and start-up signals reach the CPU through the hypervisor: each is an exit. */
+class InterceptedCpuSignals extends CpuSignals {
+  constructor(board: Board, private hypervisor: Hypervisor) {
+    super(board);
+  }
+  init(cpu: i32): void {
+    const hv = this.hypervisor;
+    if (hv.policy != Policy.None) hv.exits.cpuSignal(ExitReason.InitSignal, cpu);
+    this.board.performInit(cpu);
+    // The APIC a reconstruction left work on is back in its INIT state: nothing left to do.
+    if (cpu == 0) hv.fixup = null;
+  }
+  startUp(cpu: i32, vector: u32): void {
+    if (this.hypervisor.policy != Policy.None) this.hypervisor.exits.cpuSignal(ExitReason.Sipi, cpu);
+    this.board.performStartUp(cpu, vector);
+  }
+}
 
 export class Hypervisor {
   policy: Policy = Policy.Blmvisor;
@@ -35,6 +56,13 @@ export class Hypervisor {
 
   constructor(public board: Board) {
     this.bus = new BoardBus(board);
+    board.signals = new InterceptedCpuSignals(board, this);
+  }
+
+  /** The guest operations that follow run on CPU `cpu`. */
+  selectCpu(cpu: i32): void {
+    this.board.selectCpu(cpu);
+    this.exits.cpu = cpu;
   }
 
   /** Sets the policy on a freshly reset board: shadows start from power-on state. */

@@ -370,5 +370,6 @@ export function sumExits(reports: readonly ExitReport[]): ExitReport {
     byPort: [...ports.values()].sort((a, b) => a.port - b.port),
     byRegister: [...regs.values()],
     byMsr: [...msrs.values()],
+    byCpu: reports.reduce<number[]>((sum, r) => r.byCpu.map((n, k) => n + (sum[k] ?? 0)), []),
   };
 }
