@@ -26,6 +26,7 @@ export const BENCH_TRACE_HEADER: TraceHeader = {
   tscHz: 1_000_000_000,
   pitIrq0: true,
   compatQemu: false,
+  cpus: 1,
 };
 
 /** Records the guest for at least `minRecords` events into a .btrace at `path`; returns the record count. */

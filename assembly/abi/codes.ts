@@ -80,6 +80,8 @@ export const enum ReplayStop {
   Mismatch = 1,
   Migrate = 2,
   Mark = 3,
+  /** A port, MMIO or MSR event performed by a CPU that waits for a start-up IPI (a mismatch). */
+  CpuWaiting = 4,
 }
 
 /** What replayStatus(which) reports. */
@@ -111,6 +113,10 @@ export const enum TraceOp {
   Inta = 13,
   Mark = 14,
   Migrate = 15,
+  /** `cpu K`: the CPU-relative events that follow are CPU K's. */
+  Cpu = 16,
+  /** `sipi`: checks the current CPU's start-up. */
+  Sipi = 17,
 }
 
 /** What a record's expectation asks for. */
@@ -119,8 +125,10 @@ export const enum TraceCheck {
   None = 0,
   /** `= V` or `= V/M`: (result & mask) must equal (value & mask). */
   Value = 1,
-  /** `inta = none`: no interrupt may be deliverable. */
+  /** `= none`: `inta` — no interrupt may be deliverable; `sipi` — the CPU still waits for a start-up IPI. */
   NoInterrupt = 2,
+  /** `inta = nmi`: a non-maskable interrupt must be taken. */
+  Nmi = 3,
 }
 
 /** Byte offsets of a compiled trace record's fields. */

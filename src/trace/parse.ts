@@ -2,7 +2,7 @@
 // events, checking everything the format defines. The streaming reader feeds it; the writer
 // runs its own output through it so that nothing it writes can fail to read back.
 
-import { MAX_CLOCK_HZ } from "../core/machine.js";
+import { MAX_CLOCK_HZ, MAX_CPUS } from "../core/machine.js";
 import {
   Check,
   Op,
@@ -50,6 +50,8 @@ const OPERANDS: readonly (readonly string[])[] = [
   [], // inta
   ["LABEL"], // mark
   [], // migrate
+  ["K"], // cpu
+  [], // sipi
 ];
 
 const MAX_TIME = Number.MAX_SAFE_INTEGER;
@@ -140,6 +142,11 @@ function pairs(tokens: readonly string[], directive: string): [string, string][]
   });
 }
 
+/** More than one CPU needs the local APICs (each CPU has its own). */
+function checkCpusHaveApics(h: TraceHeader): void {
+  if (h.cpus > 1 && !h.machine.lapic) throw new Reject(`!cpus ${h.cpus} needs lapic=on (each CPU has its own local APIC)`);
+}
+
 function parseHz(tokens: readonly string[], directive: string): number {
   if (tokens.length !== 1) throw new Reject(`${directive} takes one number`);
   const hz = parseLimited(tokens[0], directive, MAX_CLOCK_HZ);
@@ -210,7 +217,16 @@ export class TraceParser {
           if (!(MACHINE_KEYS as readonly string[]).includes(key)) throw new Reject(`unknown device '${key}' in !machine`);
           h.machine[key as (typeof MACHINE_KEYS)[number]] = parseOnOff(value, key);
         }
+        checkCpusHaveApics(h);
         return;
+      case "!cpus": {
+        if (args.length !== 1) throw new Reject("!cpus takes one number");
+        const n = parseLimited(args[0], "!cpus", MAX_CPUS);
+        if (n === 0) throw new Reject(`!cpus must be 1 to ${MAX_CPUS}`);
+        h.cpus = n;
+        checkCpusHaveApics(h);
+        return;
+      }
       case "!apic-bus-hz":
         h.apicBusHz = parseHz(args, name);
         return;
@@ -321,6 +337,13 @@ export class TraceParser {
       case Op.Mark:
         e.label = t[2];
         return;
+      case Op.Cpu: {
+        const k = parseNumber(t[2], "CPU");
+        const n = this.header.cpus;
+        if (k >= n) throw new Reject(`cpu ${t[2]}: the board has ${n === 1 ? "one CPU (0)" : `CPUs 0..${n - 1} (!cpus ${n})`}`);
+        e.a = k;
+        return;
+      }
     }
   }
 
@@ -332,8 +355,13 @@ export class TraceParser {
     if (text === "") throw new Reject("missing expected value after '='");
     if (words(text).length !== 1) throw new Reject(`bad expected value '${text}'`);
     if (text === "none") {
-      if (e.op !== Op.Inta) throw new Reject(`'= none' is only for inta, not ${opName}`);
+      if (e.op !== Op.Inta && e.op !== Op.Sipi) throw new Reject(`'= none' is only for inta and sipi, not ${opName}`);
       e.check = Check.NoInterrupt;
+      return;
+    }
+    if (text === "nmi") {
+      if (e.op !== Op.Inta) throw new Reject(`'= nmi' is only for inta, not ${opName}`);
+      e.check = Check.Nmi;
       return;
     }
     const slash = text.indexOf("/");

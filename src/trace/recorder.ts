@@ -2,7 +2,7 @@
 // trace event at the machine's current virtual time, and every read carries the value it
 // returned as its expectation, so a scripted run becomes a regression trace.
 
-import { Machine, type MachineOptions } from "../core/machine.js";
+import { INTA_NMI, Machine, type MachineOptions } from "../core/machine.js";
 import { Check, Op, defaultHeader, makeEvent, splitU64, valueWidthMask, type TraceEvent, type TraceHeader } from "./event.js";
 
 export class RecordingMachine {
@@ -20,6 +20,7 @@ export class RecordingMachine {
       tscHz: c.tscHz,
       pitIrq0: c.pitIrq0,
       compatQemu: c.compatQemu,
+      cpus: c.cpus,
       source,
     };
   }
@@ -75,9 +76,23 @@ export class RecordingMachine {
   }
   inta(): number {
     const vector = this.machine.inta();
-    const check = vector < 0 ? Check.NoInterrupt : Check.Value;
-    this.events.push(makeEvent({ time: this.now(), op: Op.Inta, check, value: Math.max(vector, 0), mask: vector < 0 ? 0 : 0xff }));
+    const check = vector < 0 ? Check.NoInterrupt : vector === INTA_NMI ? Check.Nmi : Check.Value;
+    const value = check === Check.Value ? vector : 0;
+    this.events.push(makeEvent({ time: this.now(), op: Op.Inta, check, value, mask: check === Check.Value ? 0xff : 0 }));
     return vector;
+  }
+  /** The CPU-relative operations that follow are CPU `k`'s. */
+  selectCpu(k: number): void {
+    this.machine.selectCpu(k);
+    this.events.push(makeEvent({ time: this.now(), op: Op.Cpu, a: k }));
+  }
+  /** Records the current CPU's start-up as an expectation (`sipi = V` or `sipi = none`). */
+  sipi(): number | "reset" | "waiting" {
+    const state = this.machine.sipiState();
+    if (state === "reset") this.events.push(makeEvent({ time: this.now(), op: Op.Sipi }));
+    else if (state === "waiting") this.events.push(makeEvent({ time: this.now(), op: Op.Sipi, check: Check.NoInterrupt }));
+    else this.events.push(makeEvent({ time: this.now(), op: Op.Sipi, check: Check.Value, value: state, mask: 0xff }));
+    return state;
   }
   mark(label: string): void {
     this.events.push(makeEvent({ time: this.now(), op: Op.Mark, label }));
