@@ -158,7 +158,7 @@ export function recordSchema(): string {
 export function captureState(): StateResult {
   __collect();
   if (!hypervisor.shadowsValid()) return StateResult.NoShadows;
-  captureDevices(hypervisor.bus, hypervisor.picShadow, hypervisor.pitShadow, hypervisor.fixup, record);
+  captureDevices(hypervisor.bus, hypervisor.picShadow, hypervisor.pitShadow, hypervisor.fixups, record);
   rebuiltAt = -1;
   fields.start(FieldMode.Write);
   record.describe(fields);
@@ -173,7 +173,7 @@ export function captureState(): StateResult {
 export function probeTimerPhase(): u32 {
   __collect();
   if (!board.config.lapic) return 0;
-  captureApics(hypervisor.bus, record.apic, hypervisor.fixup);
+  captureApics(hypervisor.bus, record.apic, hypervisor.fixups);
   rebuiltAt = -1;
   return hypervisor.probeTimerPhase(record.apic.lapic);
 }
@@ -187,7 +187,8 @@ export const MAX_TIMER_PHASE: u32 = MAX_TIMER_PHASE_NS;
 export function applyTimerPhase(phase: u32): StateResult {
   __collect();
   if (phase > MAX_TIMER_PHASE_NS || rebuiltAt != board.now) return StateResult.BadRecord;
-  hypervisor.setFixup(applyPhase(hypervisor.bus, record.apic, hypervisor.fixup, phase));
+  applyPhase(hypervisor.bus, record.apic, hypervisor.fixups, phase);
+  hypervisor.fixupsInstalled();
   return StateResult.Ok;
 }
 
@@ -205,8 +206,8 @@ export function reconstructState(count: i32): StateResult {
   if (r.pic != c.pic || r.pit != c.pit || r.lapic != c.lapic || r.ioapic != c.ioapic || r.cpus != c.cpus) return StateResult.ConfigMismatch;
   if (r.compatQemu != c.compatQemu || r.apicBusHz != c.apicBusHz || r.tscHz != c.tscHz) return StateResult.ConfigMismatch;
   if (record.time < board.now) return StateResult.BadRecord;
-  const fixup = reconstructDevices(hypervisor.bus, record, hypervisor.picShadow, hypervisor.pitShadow);
-  hypervisor.setFixup(fixup);
+  reconstructDevices(hypervisor.bus, record, hypervisor.picShadow, hypervisor.pitShadow, hypervisor.fixups);
+  hypervisor.fixupsInstalled();
   hypervisor.armTraps();
   rebuiltAt = record.time;
   return StateResult.Ok;
@@ -275,5 +276,5 @@ export function reconstructWindow(): f64 {
   return <f64>RECONSTRUCT_WINDOW_NS;
 }
 export function fixupActive(): bool {
-  return hypervisor.fixup != null;
+  return hypervisor.fixups.count > 0;
 }

@@ -5,7 +5,7 @@
 import { BoardConfig, MAX_CPUS } from "../board/config";
 import { FieldIO } from "../common/fields";
 import { HardwareBus } from "./bus";
-import { PendingFixup } from "./fixup";
+import { FixupTable } from "./fixup";
 import { ApicRecord, captureApics, reconstructApics } from "./apic/state";
 import { PicRecord, capturePic, reconstructPic } from "./pic/state";
 import { PicShadow } from "./pic/shadow";
@@ -45,6 +45,7 @@ export class DeviceRecord {
     c.tscHz = <i64>clampHz(io, io.wide("tscHz", <u64>c.tscHz));
     io.end();
     this.cpu.count = max(c.cpus, 1);
+    this.apic.count = this.cpu.count;
     this.time = io.time("time", this.time);
     io.begin("lines");
     this.isaLevels = io.field("isa", this.isaLevels, 0xffff);
@@ -79,7 +80,7 @@ function clampHz(io: FieldIO, hz: u64): u64 {
  * Captures every device with the guest paused and the clock stopped. A fixup still pending
  * from an earlier reconstruction knows register values the hardware does not hold yet.
  */
-export function captureDevices(bus: HardwareBus, pic: PicShadow, pit: PitShadow, fixup: PendingFixup | null, out: DeviceRecord): void {
+export function captureDevices(bus: HardwareBus, pic: PicShadow, pit: PitShadow, fixups: FixupTable, out: DeviceRecord): void {
   const c = bus.config();
   copyConfig(c, out.config);
   out.time = bus.now();
@@ -92,16 +93,17 @@ export function captureDevices(bus: HardwareBus, pic: PicShadow, pit: PitShadow,
   out.pitRouted = bus.pitIrq0Routed();
   if (c.pic) capturePic(bus, pic, out.pic);
   if (c.pit) capturePit(bus, pit, out.pit);
-  if (c.lapic || c.ioapic) captureApics(bus, out.apic, fixup);
+  if (c.lapic || c.ioapic) captureApics(bus, out.apic, fixups);
   captureCpus(bus, out.cpu);
 }
 
 /**
  * Rebuilds every device on a freshly reset destination whose clock stands before rec.time
  * (see RECONSTRUCT_WINDOW_NS). Order: lines held quiet and the PIT's window first (it needs
- * clock edges), then at time T the PICs, the PIT's wire to ISA line 0, and the APICs.
+ * clock edges), then at time T the PICs, the PIT's wire to ISA line 0, the APICs (each CPU's
+ * work left for after the resume goes into `fixups`) and the CPUs' own state.
  */
-export function reconstructDevices(bus: HardwareBus, rec: DeviceRecord, pic: PicShadow, pit: PitShadow): PendingFixup | null {
+export function reconstructDevices(bus: HardwareBus, rec: DeviceRecord, pic: PicShadow, pit: PitShadow, fixups: FixupTable): void {
   const c = bus.config();
   bus.setPitIrq0Route(false);
   bus.setIsaLine(0, false);
@@ -111,11 +113,9 @@ export function reconstructDevices(bus: HardwareBus, rec: DeviceRecord, pic: Pic
   else for (let line = 0; line < 16; line++) bus.setIsaLine(line, ((rec.isaLevels >>> <u32>line) & 1) != 0);
   // Reconnecting OUT0 raises no edge: line 0 already stands at OUT0's captured level.
   bus.setPitIrq0Route(rec.pitRouted);
-  let fixup: PendingFixup | null = null;
-  if (c.lapic || c.ioapic) fixup = reconstructApics(bus, rec.apic, rec.gsiLevels);
+  if (c.lapic || c.ioapic) reconstructApics(bus, rec.apic, rec.gsiLevels, fixups);
   else for (let pin = 0; pin < 24; pin++) bus.setGsiLine(pin, ((rec.gsiLevels >>> <u32>pin) & 1) != 0);
   reconstructCpus(bus, rec.cpu);
-  return fixup;
 }
 
 export function copyConfig(from: BoardConfig, to: BoardConfig): void {
