@@ -45,6 +45,11 @@ export function captureCpus(bus: HardwareBus, out: CpuRecord): void {
   bus.selectCpu(current);
 }
 
+/** An acknowledge needs a running CPU: the current one runs until reconstructCpus. */
+export function runDuringRebuild(bus: HardwareBus): void {
+  bus.setSipiState(SipiState.Reset);
+}
+
 /** Writes every CPU's state and selects the CPU that was current at capture. */
 export function reconstructCpus(bus: HardwareBus, rec: CpuRecord): void {
   for (let k = 0; k < rec.count; k++) {

@@ -66,7 +66,7 @@ import { HardwareBus } from "../bus";
 import { FixupTable, PendingFixup } from "../fixup";
 import { ApicTimerFixup } from "./timer-fixup";
 import { IoApicPort, LapicPort, lapicEnabled, lapicPage, lapicX2 } from "./access";
-import { SipiState } from "../../abi/codes";
+import { runDuringRebuild } from "../cpu-state";
 import { ApicRecord, IoApicRecord, LocalApicRecord } from "./record";
 import { LapicRebuild } from "./lapic-rebuild";
 import { ENTRY_LEVEL, ENTRY_MASKED, ENTRY_REMOTE_IRR, IOAPIC_PIN_COUNT, IOAPIC_REG_ID } from "../../registers/ioapic";
@@ -153,8 +153,7 @@ export function reconstructApics(bus: HardwareBus, rec: ApicRecord, gsiLevels: u
   const rebuilds = new Array<LapicRebuild>(n);
   for (let k = 0; k < n; k++) {
     bus.selectCpu(k);
-    // An acknowledge needs a running CPU.
-    bus.setSipiState(SipiState.Reset);
+    runDuringRebuild(bus);
     const saved = unchecked(rec.lapics[k]);
     if (c.lapic) bus.wrmsr(MSR_APIC_BASE, (saved.apicBase & ~APIC_BASE_X2APIC) | APIC_BASE_ENABLE);
     const rebuild = new LapicRebuild(bus, lapicPage(bus), saved, rec.ioapic);
