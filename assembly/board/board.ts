@@ -69,8 +69,12 @@ export class Board {
   config: BoardConfig = new BoardConfig();
   pic: PicPair = new PicPair();
   pit: Pit8254 = new Pit8254();
-  /** Every CPU's local APIC; the first config.cpus are on the board. */
-  lapics: StaticArray<LocalApic> = new StaticArray<LocalApic>(MAX_CPUS);
+  /**
+   * The CPUs' local APICs, made as a board first needs them (the core's collector walks every
+   * live object, so a one-CPU board keeps one); the first config.cpus are on the board.
+   */
+  lapics: Array<LocalApic> = new Array<LocalApic>();
+  private router!: ApicBusRouter;
   /** The current CPU's local APIC: the one its accesses and acknowledges reach. */
   lapic!: LocalApic;
   /** The CPU whose accesses and acknowledges the board is performing. */
@@ -103,15 +107,19 @@ export class Board {
   private nextEventKnown: bool = false;
 
   constructor() {
-    const router = new ApicBusRouter(this);
-    this.ioapic.sink = router;
-    for (let k = 0; k < MAX_CPUS; k++) {
-      const apic = new LocalApic();
-      apic.attach(k, router);
-      unchecked((this.lapics[k] = apic));
-    }
+    this.router = new ApicBusRouter(this);
+    this.ioapic.sink = this.router;
+    this.addLapics(1);
     this.lapic = unchecked(this.lapics[0]);
     this.signals = new CpuSignals(this);
+  }
+
+  private addLapics(count: i32): void {
+    while (this.lapics.length < count) {
+      const apic = new LocalApic();
+      apic.attach(this.lapics.length, this.router);
+      this.lapics.push(apic);
+    }
   }
 
   /** Number of CPUs on the board. */
@@ -154,6 +162,7 @@ export class Board {
     this.pic.compatQemu = c.compatQemu;
     this.pit.reset();
     this.pit.compatQemu = c.compatQemu;
+    this.addLapics(min(c.cpus, MAX_CPUS));
     for (let k = 0; k < c.cpus; k++) {
       const apic = unchecked(this.lapics[k]);
       apic.reset();

@@ -109,18 +109,27 @@ export class IoApicRecord {
 }
 
 export class ApicRecord {
-  /** Every CPU's local APIC; the first `count` describe the board's CPUs. */
-  lapics: StaticArray<LocalApicRecord> = new StaticArray<LocalApicRecord>(MAX_CPUS);
-  count: i32 = 1;
+  /** The CPUs' local APICs, made as a record first needs them; the first `count` are described. */
+  lapics: Array<LocalApicRecord> = new Array<LocalApicRecord>();
+  private cpus: i32 = 1;
   ioapic: IoApicRecord = new IoApicRecord();
 
   constructor() {
-    for (let k = 0; k < MAX_CPUS; k++) {
+    this.count = 1;
+    this.ioapic.clear();
+  }
+
+  get count(): i32 {
+    return this.cpus;
+  }
+
+  set count(cpus: i32) {
+    this.cpus = min(max(cpus, 1), MAX_CPUS);
+    while (this.lapics.length < this.cpus) {
       const rec = new LocalApicRecord();
       rec.clear();
-      unchecked((this.lapics[k] = rec));
+      this.lapics.push(rec);
     }
-    this.ioapic.clear();
   }
 
   /** CPU 0's local APIC. */
