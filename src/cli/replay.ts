@@ -90,6 +90,7 @@ export function formatReport(path: string, r: ReplayReport): string {
   if (ports.length) lines.push(`  by port      ${ports.map((p) => `0x${p.port.toString(16)}: ${n(p.in)} in / ${n(p.out)} out`).join("; ")}`);
   const regs = [...r.exits.byRegister].sort((a, b) => b.read + b.write - (a.read + a.write)).slice(0, 8);
   if (regs.length) lines.push(`  by register  ${regs.map((g) => `${g.region}+0x${g.offset.toString(16)}: ${n(g.read)} r / ${n(g.write)} w`).join("; ")}`);
+  if (r.exits.byCpu.length > 1) lines.push(`  by CPU       ${r.exits.byCpu.map((v, k) => `cpu ${k}: ${n(v)}`).join("; ")}`);
   const m = r.migrations;
   if (m.count) {
     lines.push(

@@ -7,7 +7,8 @@
 //        0     8  magic "BLMVBTRC"
 //        8     4  u32 format version (BTRACE_VERSION = 1)
 //       12     4  u32 record size (RECORD_SIZE = 40)
-//       16     4  u32 header flags (HeaderFlag: which devices, pit-irq0 wire, compat qemu, source)
+//       16     4  u32 header flags (HeaderFlag: which devices, pit-irq0 wire, compat qemu, source;
+//                    bits 8..13: the number of CPUs minus 1, so files without them have one)
 //       20     4  u32 offset of the first record (multiple of 8)
 //       24     8  u64 apic-bus-hz
 //       32     8  u64 tsc-hz
@@ -21,10 +22,10 @@
 //
 //   offset  size  record
 //        0     1  u8  op (Op: the same codes as event.ts)
-//        1     1  u8  check (Check: 0 none, 1 value, 2 no interrupt — `inta = none`)
+//        1     1  u8  check (Check: 0 none, 1 value, 2 `= none` (inta, sipi), 3 `inta = nmi`)
 //        2     2  u16 reserved, 0
 //        4     4  u32 source line (1-based; 0 if the event did not come from text)
-//        8     4  u32 a: port, address, MSR, ISA line, pin; for mark, the label's index
+//        8     4  u32 a: port, address, MSR, ISA line, pin, CPU; for mark, the label's index
 //       12     4  u32 b: value written (wrmsr: bits 31..0), or level
 //       16     4  u32 high word: wrmsr value bits 63..32, or rdmsr expected value bits 63..32
 //       20     4  u32 expected value (rdmsr: bits 31..0)
@@ -75,10 +76,14 @@ export const HeaderFlag = {
   CompatQemu: 1 << 5,
   HasSource: 1 << 6,
 } as const;
+/** Where the header flags hold the number of CPUs minus 1 (6 bits: 1..64 CPUs). */
+const CPUS_SHIFT = 8;
+const CPUS_FIELD = 0x3f;
 
 const TWO_32 = 0x1_0000_0000;
 const DEFAULT_CHUNK_RECORDS = 65536;
-const KNOWN_FLAGS = Object.values(HeaderFlag).reduce((all, bit) => all | bit, 0);
+/** Flag bits this reader knows (the flags and the CPU count); any other bit set is an error. */
+const KNOWN_FLAGS = Object.values(HeaderFlag).reduce((all, bit) => all | bit, 0) | (CPUS_FIELD << CPUS_SHIFT);
 /** Bytes the label table is read in at a time. */
 const LABEL_READ_BYTES = 1 << 20;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -211,7 +216,8 @@ function writeHeader(head: Buffer, h: TraceHeader, sourceLength: number, records
     (m.ioapic ? HeaderFlag.Ioapic : 0) |
     (h.pitIrq0 ? HeaderFlag.PitIrq0 : 0) |
     (h.compatQemu ? HeaderFlag.CompatQemu : 0) |
-    (h.source !== undefined ? HeaderFlag.HasSource : 0);
+    (h.source !== undefined ? HeaderFlag.HasSource : 0) |
+    ((h.cpus - 1) << CPUS_SHIFT);
   head.write(BTRACE_MAGIC, HeaderField.Magic, "latin1");
   head.writeUInt32LE(BTRACE_VERSION, HeaderField.Version);
   head.writeUInt32LE(RECORD_SIZE, HeaderField.RecordSize);
@@ -269,6 +275,8 @@ export async function readCompiledChunks(path: string, recordsPerChunk: number =
     if ((flags & ~KNOWN_FLAGS) !== 0) fail(`unknown header flags 0x${(flags & ~KNOWN_FLAGS).toString(16)}`);
     const hasSource = (flags & HeaderFlag.HasSource) !== 0;
     if (!hasSource && sourceLength !== 0) fail("source text without its flag");
+    const cpus = ((flags >>> CPUS_SHIFT) & CPUS_FIELD) + 1;
+    if (cpus > 1 && (flags & HeaderFlag.Lapic) === 0) fail(`${cpus} CPUs without local APICs`);
 
     const header: TraceHeader = {
       machine: {
@@ -281,6 +289,7 @@ export async function readCompiledChunks(path: string, recordsPerChunk: number =
       tscHz,
       pitIrq0: (flags & HeaderFlag.PitIrq0) !== 0,
       compatQemu: (flags & HeaderFlag.CompatQemu) !== 0,
+      cpus,
     };
     const sourceBytes = await readAt(file, HEADER_SIZE, recordsOffset - HEADER_SIZE);
     if (sourceBytes.subarray(sourceLength).some((b) => b !== 0)) fail("non-zero padding after the source text");
@@ -297,7 +306,7 @@ export async function readCompiledChunks(path: string, recordsPerChunk: number =
       if (open) await file.close();
       open = false;
     };
-    const chunks = recordChunks(path, file, recordsOffset, recordCount, labels.length, Math.max(1, Math.floor(recordsPerChunk)), release);
+    const chunks = recordChunks(path, file, { offset: recordsOffset, count: recordCount, labelCount: labels.length, cpus }, Math.max(1, Math.floor(recordsPerChunk)), release);
     return {
       file: path,
       header,
@@ -349,22 +358,22 @@ async function readAt(file: FileHandle, position: number, length: number): Promi
   return bytes.subarray(0, bytesRead);
 }
 
-async function* recordChunks(
-  path: string,
-  file: FileHandle,
-  offset: number,
-  count: number,
-  labelCount: number,
-  perChunk: number,
-  release: () => Promise<void>,
-): AsyncGenerator<Uint8Array> {
+/** Where the records are and what their operands may name. */
+interface RecordSpan {
+  offset: number;
+  count: number;
+  labelCount: number;
+  cpus: number;
+}
+
+async function* recordChunks(path: string, file: FileHandle, span: RecordSpan, perChunk: number, release: () => Promise<void>): AsyncGenerator<Uint8Array> {
   try {
     let lastTime = 0;
-    for (let first = 0; first < count; first += perChunk) {
-      const n = Math.min(perChunk, count - first);
-      const bytes = await readAt(file, offset + first * RECORD_SIZE, n * RECORD_SIZE);
+    for (let first = 0; first < span.count; first += perChunk) {
+      const n = Math.min(perChunk, span.count - first);
+      const bytes = await readAt(file, span.offset + first * RECORD_SIZE, n * RECORD_SIZE);
       if (bytes.length !== n * RECORD_SIZE) throw new TraceError(path, 0, "records cut short");
-      lastTime = checkRecords(path, bytes, first, labelCount, lastTime);
+      lastTime = checkRecords(path, bytes, first, span, lastTime);
       yield bytes;
     }
   } finally {
@@ -373,7 +382,7 @@ async function* recordChunks(
 }
 
 /** Checks every record of a chunk (see CompiledTrace.chunks); returns the last time. */
-function checkRecords(path: string, bytes: Buffer, firstIndex: number, labelCount: number, lastTime: number): number {
+function checkRecords(path: string, bytes: Buffer, firstIndex: number, span: RecordSpan, lastTime: number): number {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   const e = makeScratchEvent();
   for (let offset = 0; offset < bytes.length; offset += RECORD_SIZE) {
@@ -382,7 +391,7 @@ function checkRecords(path: string, bytes: Buffer, firstIndex: number, labelCoun
     const problem =
       reserved !== 0 ? `reserved bytes 0x${reserved.toString(16)} are not 0`
       : e.time < lastTime || e.time > Number.MAX_SAFE_INTEGER ? `time ${e.time} out of order`
-      : eventProblem(e, labelCount);
+      : eventProblem(e, span);
     if (problem !== null) throw new TraceError(path, e.line, `compiled record ${firstIndex + offset / RECORD_SIZE}: ${problem}`);
     lastTime = e.time;
   }

@@ -2,6 +2,7 @@
 // (parse.ts) reads its operands by and the compiled reader (compiled.ts) checks its records
 // against, so a .btrace file is exactly as strict as a text trace. docs/trace-format.md.
 
+import { MAX_CPUS } from "../../assembly/abi/codes.js";
 import { Check, Op, isCheckable, valueWidthMask, type TraceEvent } from "./event.js";
 
 /** Where an operand's value goes in a TraceEvent. */
@@ -43,6 +44,8 @@ export const OPERANDS: readonly (readonly Operand[])[] = [
   [], // inta
   [{ name: "LABEL", what: "label", field: "label", max: 0 }],
   [], // migrate
+  [{ name: "K", what: "CPU", field: "a", max: MAX_CPUS - 1 }], // cpu
+  [], // sipi
 ];
 
 /** The last op code the table knows. */
@@ -71,18 +74,33 @@ export function sourceProblem(source: string): string | null {
   return null;
 }
 
+/** Why `cpu K` cannot name a CPU of a board with `cpus` CPUs, or null. */
+export function cpuProblem(k: number, cpus: number): string | null {
+  return k < cpus ? null : `cpu ${k}: the board has ${cpus === 1 ? "one CPU (0)" : `CPUs 0..${cpus - 1} (!cpus ${cpus})`}`;
+}
+
+/** What the trace's header lets operands name: its labels and its CPUs. */
+export interface OperandScope {
+  labelCount: number;
+  cpus: number;
+}
+
 /**
  * Why the decoded event `e` is not one the text parser could have produced, or null: known op,
  * each operand within its limit, the check and expectation the op allows, every unused field 0.
  * (The text parser enforces the same limits while it reads the numbers, with their spelling.)
  */
-export function eventProblem(e: TraceEvent, labelCount: number): string | null {
+export function eventProblem(e: TraceEvent, scope: OperandScope): string | null {
   if (!(e.op >= 1 && e.op <= LAST_OP)) return `unknown op ${e.op}`;
   const operands = OPERANDS[e.op];
   const used = new Set<OperandField>(operands.map((o) => o.field));
   for (const o of operands) {
-    if (o.field === "label" && e.a >= labelCount) return `label index ${e.a} out of range`;
+    if (o.field === "label" && e.a >= scope.labelCount) return `label index ${e.a} out of range`;
     if ((o.field === "a" || o.field === "b") && e[o.field] > o.max) return tooLarge(o.what, hex(e[o.field]), o.max);
+  }
+  if (e.op === Op.Cpu) {
+    const problem = cpuProblem(e.a, scope.cpus);
+    if (problem !== null) return problem;
   }
   if (!used.has("a") && !used.has("label") && e.a !== 0) return `operand a ${hex(e.a)} on an op that has none`;
   if (!used.has("b") && !used.has("u64") && e.b !== 0) return `operand b ${hex(e.b)} on an op that has none`;
@@ -96,7 +114,9 @@ function expectationProblem(e: TraceEvent): string | null {
   switch (e.check) {
     case Check.None:
     case Check.NoInterrupt:
-      if (e.check === Check.NoInterrupt && e.op !== Op.Inta) return `check ${e.check} not allowed on op ${e.op}`;
+    case Check.Nmi:
+      if (e.check === Check.NoInterrupt && e.op !== Op.Inta && e.op !== Op.Sipi) return `check ${e.check} not allowed on op ${e.op}`;
+      if (e.check === Check.Nmi && e.op !== Op.Inta) return `check ${e.check} not allowed on op ${e.op}`;
       if (e.value !== 0 || e.mask !== 0 || e.valueHi !== 0 || e.maskHi !== 0) return "expected value or mask without a value check";
       return null;
     case Check.Value:

@@ -2,7 +2,7 @@
 // events, checking everything the format defines. The streaming reader feeds it; the writer
 // runs its own output through it so that nothing it writes can fail to read back.
 
-import { MAX_CLOCK_HZ } from "../core/machine.js";
+import { MAX_CLOCK_HZ, MAX_CPUS } from "../core/machine.js";
 import {
   Check,
   Op,
@@ -14,7 +14,7 @@ import {
   type TraceEvent,
   type TraceHeader,
 } from "./event.js";
-import { OPERANDS, hex, sourceProblem, tooLarge } from "./operands.js";
+import { OPERANDS, cpuProblem, hex, sourceProblem, tooLarge } from "./operands.js";
 import { printable } from "../common/printable.js";
 
 /** A trace that breaks the format: which file, which 1-based line, and what is wrong. */
@@ -118,6 +118,11 @@ function pairs(tokens: readonly string[], directive: string): [string, string][]
   });
 }
 
+/** More than one CPU needs the local APICs (each CPU has its own). */
+function checkCpusHaveApics(h: TraceHeader): void {
+  if (h.cpus > 1 && !h.machine.lapic) throw new Reject(`!cpus ${h.cpus} needs lapic=on (each CPU has its own local APIC)`);
+}
+
 function parseHz(tokens: readonly string[], directive: string): number {
   if (tokens.length !== 1) throw new Reject(`${directive} takes one number`);
   const hz = parseLimited(tokens[0], directive, MAX_CLOCK_HZ);
@@ -188,7 +193,16 @@ export class TraceParser {
           if (!(MACHINE_KEYS as readonly string[]).includes(key)) throw new Reject(`unknown device '${key}' in !machine`);
           h.machine[key as (typeof MACHINE_KEYS)[number]] = parseOnOff(value, key);
         }
+        checkCpusHaveApics(h);
         return;
+      case "!cpus": {
+        if (args.length !== 1) throw new Reject("!cpus takes one number");
+        const n = parseLimited(args[0], "!cpus", MAX_CPUS);
+        if (n === 0) throw new Reject(`!cpus must be 1 to ${MAX_CPUS}`);
+        h.cpus = n;
+        checkCpusHaveApics(h);
+        return;
+      }
       case "!apic-bus-hz":
         h.apicBusHz = parseHz(args, name);
         return;
@@ -269,6 +283,10 @@ export class TraceParser {
       else if (o.field === "u64") [e.b, e.bHi] = splitU64(parseU64(token, o.what));
       else e[o.field] = parseLimited(token, o.what, o.max);
     });
+    if (e.op === Op.Cpu) {
+      const problem = cpuProblem(e.a, this.header.cpus);
+      if (problem !== null) throw new Reject(problem);
+    }
   }
 
   private expectation(e: TraceEvent, opName: string, text: string): void {
@@ -279,8 +297,13 @@ export class TraceParser {
     if (text === "") throw new Reject("missing expected value after '='");
     if (words(text).length !== 1) throw new Reject(`bad expected value '${text}'`);
     if (text === "none") {
-      if (e.op !== Op.Inta) throw new Reject(`'= none' is only for inta, not ${opName}`);
+      if (e.op !== Op.Inta && e.op !== Op.Sipi) throw new Reject(`'= none' is only for inta and sipi, not ${opName}`);
       e.check = Check.NoInterrupt;
+      return;
+    }
+    if (text === "nmi") {
+      if (e.op !== Op.Inta) throw new Reject(`'= nmi' is only for inta, not ${opName}`);
+      e.check = Check.Nmi;
       return;
     }
     const slash = text.indexOf("/");

@@ -4,11 +4,11 @@
 
 import { performance } from "node:perf_hooks";
 import { Packr } from "msgpackr";
-import { Machine, type Policy } from "../core/machine.js";
+import { INTA_NMI, Machine, type Policy } from "../core/machine.js";
 import { EXIT_REASONS, type ExitReport } from "../core/exits.js";
-import { Check, OP_NAMES, Op, msrExpectation, msrValue, valueWidthMask, type TraceEvent, type TraceHeader } from "./event.js";
+import { Check, OP_NAMES, Op, isCpuAccess, msrExpectation, msrValue, valueWidthMask, type TraceEvent, type TraceHeader } from "./event.js";
 import { RECORD_SIZE, decodeRecord, readCompiledChunks } from "./compiled.js";
-import { ReplayCounter, ReplayStop } from "../../assembly/abi/codes.js";
+import { ReplayCounter, ReplayStop, SipiState } from "../../assembly/abi/codes.js";
 
 export interface MigrationPoints {
   /** Migrate after this many events (1-based event counts). */
@@ -86,6 +86,7 @@ const packr = new Packr({ useRecords: false });
 export function machineOptions(header: TraceHeader, policy: Policy) {
   return {
     ...header.machine,
+    cpus: header.cpus,
     pitIrq0: header.pitIrq0,
     compatQemu: header.compatQemu,
     apicBusHz: header.apicBusHz,
@@ -161,6 +162,7 @@ export class Replayer {
         const reason: ReplayStop = core.replayStatus(ReplayCounter.StopReason);
         const e = decodeRecord(view, stoppedAt * RECORD_SIZE, labels);
         if (reason === ReplayStop.Mismatch) this.compiledMismatch(e, core.replayStatus(ReplayCounter.ActualLow), core.replayStatus(ReplayCounter.ActualHigh));
+        else if (reason === ReplayStop.CpuWaiting) this.waitingCpuMismatch(e);
         else if (reason === ReplayStop.Migrate) migrate = true;
         else if (reason === ReplayStop.Mark) migrate ||= this.atLabel(e.label);
         if (migrate) this.migrate(e);
@@ -195,7 +197,11 @@ export class Replayer {
   private compiledMismatch(e: TraceEvent, low: number, high: number): void {
     if (e.op === Op.Inta) {
       const vector = low > 0x7fffffff ? -1 : low;
-      this.mismatch(e, vectorText(e.check === Check.NoInterrupt ? -1 : e.value), vectorText(vector));
+      this.mismatch(e, vectorText(expectedVector(e)), vectorText(vector));
+    } else if (e.op === Op.Sipi) {
+      this.mismatch(e, sipiText(e.check === Check.NoInterrupt ? SipiState.Waiting : e.value), sipiText(low | 0));
+    } else if (e.op === Op.Cpu) {
+      this.mismatch(e, `a CPU below ${this.machine.config.cpus}`, `cpu ${e.a}`);
     } else if (e.op === Op.Rdmsr) {
       this.mismatch(e, `0x${msrExpectation(e).value.toString(16)}`, `0x${((BigInt(high) << 32n) | BigInt(low)).toString(16)}`);
     } else {
@@ -211,6 +217,11 @@ export class Replayer {
     r.interrupts += m.core.replayStatus(ReplayCounter.Interrupts);
   }
 
+  /** A port, MMIO or MSR event by a CPU that still waits for a start-up IPI. */
+  private waitingCpuMismatch(e: TraceEvent): void {
+    this.mismatch(e, `cpu ${this.machine.cpu} running`, `cpu ${this.machine.cpu} waiting for a start-up IPI`);
+  }
+
   /** Runs one event. */
   step(e: TraceEvent): void {
     const m = this.machine;
@@ -218,6 +229,11 @@ export class Replayer {
     m.advanceTo(e.time);
     r.events++;
     let migrate = false;
+    if (isCpuAccess(e.op) && m.sipiState() === "waiting") {
+      this.waitingCpuMismatch(e);
+      if (this.migrationDue()) this.migrate(e);
+      return;
+    }
     switch (e.op) {
       case Op.Outb:
         m.outb(e.a, e.b);
@@ -257,6 +273,12 @@ export class Replayer {
         break;
       case Op.Inta:
         this.checkInta(e, m.inta());
+        break;
+      case Op.Cpu:
+        m.selectCpu(e.a);
+        break;
+      case Op.Sipi:
+        this.checkSipi(e, m.core.sipiState());
         break;
       case Op.Mark:
         migrate = this.atLabel(e.label);
@@ -353,15 +375,23 @@ export class Replayer {
     if (vector >= 0) this.report.interrupts++;
     if (e.check === Check.None) return;
     this.report.checked++;
-    const expected = e.check === Check.NoInterrupt ? -1 : e.value;
+    const expected = expectedVector(e);
     if (vector !== expected) this.mismatch(e, vectorText(expected), vectorText(vector));
+  }
+
+  /** `sipi`: the core's state is a vector or a SipiState. */
+  private checkSipi(e: TraceEvent, state: number): void {
+    if (e.check === Check.None) return;
+    this.report.checked++;
+    const expected = e.check === Check.NoInterrupt ? SipiState.Waiting : e.value;
+    if (state !== expected) this.mismatch(e, sipiText(expected), sipiText(state));
   }
 
   private mismatch(e: TraceEvent, expected: string, actual: string): void {
     const r = this.report;
     r.mismatchCount++;
     if (r.mismatches.length >= this.keep) return;
-    const operand = e.op === Op.Inta ? "" : `0x${e.a.toString(16)}`;
+    const operand = e.op === Op.Inta || e.op === Op.Sipi ? "" : e.op === Op.Cpu ? String(e.a) : `0x${e.a.toString(16)}`;
     r.mismatches.push({ line: e.line, event: r.events, op: OP_NAMES[e.op], operand, expected, actual });
   }
 }
@@ -389,7 +419,17 @@ function hex(v: number, mask = 0xffffffff, op?: Op): string {
 }
 
 function vectorText(v: number): string {
-  return v < 0 ? "none" : `0x${v.toString(16)}`;
+  return v < 0 ? "none" : v === INTA_NMI ? "nmi" : `0x${v.toString(16)}`;
+}
+
+/** What an `inta` event expects: a vector, -1 (`= none`) or INTA_NMI. */
+function expectedVector(e: TraceEvent): number {
+  return e.check === Check.NoInterrupt ? -1 : e.check === Check.Nmi ? INTA_NMI : e.value;
+}
+
+/** A start-up state: a vector, "none" (waiting) or "running since reset". */
+function sipiText(state: number): string {
+  return state === SipiState.Waiting ? "none" : state === SipiState.Reset ? "running since reset" : `0x${state.toString(16)}`;
 }
 
 export function sumExits(reports: readonly ExitReport[]): ExitReport {
@@ -424,6 +464,7 @@ export function sumExits(reports: readonly ExitReport[]): ExitReport {
     byPort: [...ports.values()].sort((a, b) => a.port - b.port),
     byRegister: [...regs.values()],
     byMsr: [...msrs.values()],
+    byCpu: reports.reduce<number[]>((sum, r) => r.byCpu.map((n, k) => n + (sum[k] ?? 0)), []),
   };
 }
 
