@@ -17,7 +17,7 @@
 
 import { performance } from "node:perf_hooks";
 import { AckWindow } from "../transport/ack-window.js";
-import { DeviceStateError, Machine } from "../../core/machine.js";
+import { DeviceStateError, Machine, type DeviceRecord } from "../../core/machine.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../../guest/digest.js";
 import { countBits, nextSetBit } from "../../guest/memory.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../../guest/page.js";
@@ -91,6 +91,8 @@ class SourceSession implements PostcopyHost {
   private openChannel?: Channel;
   private step = "connect";
   private committed = false;
+  /** The device record sent and the timer phase measured at the commit, to rebuild from if the guest comes back. */
+  private captured?: { devices: DeviceRecord; timerPhase: number };
   /** The guest was resumed on the destination and memory still flows (post-copy). */
   private handedOver = false;
   private pausedAt = 0;
@@ -252,7 +254,9 @@ class SourceSession implements PostcopyHost {
     const exits = guest.machine.exits();
     this.report.exits = { total: exits.total, byReason: exits.byReason };
     try {
-      return { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(guest.machine.capture()) };
+      const devices = guest.machine.capture();
+      this.captured = { devices, timerPhase: 0 };
+      return { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(devices) };
     } catch (e) {
       if (e instanceof DeviceStateError) throw new MigrationFailure("state", e.message);
       throw e;
@@ -302,6 +306,7 @@ class SourceSession implements PostcopyHost {
     // From here the source never runs the guest again, so it may let the clock run to measure
     // the APIC timer's phase, which the destination applies before it resumes the guest.
     const timerPhase = this.live.guest.machine.probeTimerPhase();
+    this.captured!.timerPhase = timerPhase;
     await channel.send({ t: "commit", timerPhase });
     this.progress("commit", this.report.rounds, 0);
     this.step = "resumed";
@@ -467,11 +472,25 @@ class SourceSession implements PostcopyHost {
         this.report.status = fate === "taken" ? "completed" : "unconfirmed";
         return;
       }
+      this.takeBack();
     }
     this.report.status = f.code === "cancelled" ? "cancelled" : "failed";
     // The guest goes on where it stopped, at full speed, as if nothing had happened.
     this.live.throttle = 0;
     if (!this.live.running) this.live.resume();
+  }
+
+  /**
+   * The destination dropped a guest committed to it. Measuring the timer's phase let this
+   * machine's clock run past the pause, so the guest goes on where the destination would have:
+   * on its own record rebuilt and restarted at that phase, at the pause time.
+   */
+  private takeBack(): void {
+    const { guest } = this.live;
+    const { devices, timerPhase } = this.captured!;
+    const probed = guest.machine;
+    guest.machine = Machine.resume(devices, timerPhase, { policy: probed.policy });
+    probed.release();
   }
 
   private connectOptions(): ConnectOptions {
