@@ -15,7 +15,8 @@ import { ExitCounters } from "./exits";
 import { MmioRegion, Policy } from "../abi/codes";
 import { PendingFixup } from "./fixup";
 import { PicShadow } from "./pic/shadow";
-import { PitShadow } from "./pit/shadow";
+import { COMMAND as PIT_COMMAND, PitShadow } from "./pit/shadow";
+import { PIT_CONTROL_PORT } from "../registers/pit";
 import { IoTraps, TRAP_READ, TRAP_WRITE } from "./traps";
 
 const MSR_APIC_BASE: u32 = 0x1b;
@@ -79,9 +80,12 @@ export class Hypervisor {
     if (!this.intercepts(port, size, TRAP_READ)) return this.board.portRead(port, size);
     this.exits.io(port, false);
     let v: u32 = 0;
+    const pit = this.board.config.pit;
     for (let i = 0; i < size; i++) {
       const p = (port + <u32>i) & 0xffff;
-      const b = this.board.inByte(p);
+      // A latch this hypervisor took over at a capture is answered here, not by the chip.
+      const held = pit ? this.pitShadow.heldRead(p) : -1;
+      const b = held >= 0 ? <u32>held : this.board.inByte(p);
       this.observe(p, b, false);
       v |= b << (<u32>i * 8);
     }
@@ -101,9 +105,17 @@ export class Hypervisor {
       // stand around the write can tell: the PIC shadow reads them (bus reads, no exits).
       const pic = this.board.config.pic && isPicPort(p);
       if (pic) this.picShadow.prepareWrite(this.bus, p, b);
-      this.board.outByte(p, b);
+      if (p == PIT_CONTROL_PORT && this.board.config.pit) this.forwardPitCommand(b);
+      else this.board.outByte(p, b);
       if (pic) this.picShadow.completeWrite(this.bus, p);
       this.observe(p, b, true);
+    }
+  }
+
+  /** A control-port write, less the latches of what the PIT shadow holds (pit/shadow.ts). */
+  private forwardPitCommand(value: u32): void {
+    for (let commands = this.pitShadow.forwardedCommands(value); commands & PIT_COMMAND; commands >>>= 16) {
+      this.board.outByte(PIT_CONTROL_PORT, commands & 0xff);
     }
   }
 
