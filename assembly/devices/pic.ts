@@ -10,14 +10,12 @@
 // honours the latched edge instead (compat).
 
 import { FieldIO } from "../common/fields";
-import { PicControl, ICW1_ADI, ICW1_INIT, OCW3_SELECT, Ocw2, InitStep } from "../registers/pic";
+import { CASCADE_INPUT, PicControl, ICW1_INIT, OCW3_SELECT, OPEN_BUS_VECTOR, Ocw2, InitStep } from "../registers/pic";
 
-const SLAVE_INPUT: u32 = 2;
+const SLAVE_INPUT: u32 = <u32>CASCADE_INPUT;
 /** The answer of a poll that finds no request. */
 const POLL_NONE: u32 = 0;
 const POLL_REQUEST: u32 = 0x80;
-/** What the CPU reads when no chip drives the data bus during an acknowledge. */
-const OPEN_BUS_VECTOR: i32 = 0xff;
 
 export class Pic8259 {
   ctl: PicControl = new PicControl();
@@ -214,33 +212,11 @@ export class Pic8259 {
     return POLL_REQUEST | <u32>level;
   }
 
-  /** Whether acknowledging `level` makes this master hand the vector to a slave. */
-  cascades(level: i32): bool {
-    const c = this.ctl;
-    // QEMU 7.2 always sends IR2 to the slave, in single mode and whatever ICW3 says (compat).
-    if (c.compatQemu) return level == <i32>SLAVE_INPUT;
-    return !c.single() && ((c.icw3 >>> <u32>level) & 1) != 0;
-  }
-
   /** Whether this slave answers the cascade address `id` (ICW3 holds its own). */
   answersCascade(id: i32): bool {
     const c = this.ctl;
     if (c.compatQemu) return true;
     return !c.single() && <i32>(c.icw3 & 7) == id;
-  }
-
-  /**
-   * The byte this chip puts on the data bus for IR `level` during the CPU's acknowledge.
-   * 8086 mode: ICW2 bits 7..3 and the level. MCS-80/85 mode (µPM = 0): the x86 takes the byte
-   * of the second INTA pulse, the low byte of the CALL address — ICW1 bits 7..5 and the level
-   * times 4 (ADI = 1), or ICW1 bits 7..6 and the level times 8. QEMU 7.2 always answers in
-   * 8086 format (compat).
-   */
-  vector(level: i32): i32 {
-    const c = this.ctl;
-    if (c.x86Mode() || c.compatQemu) return <i32>((c.icw2 & 0xf8) | <u32>level);
-    if ((c.icw1 & ICW1_ADI) != 0) return <i32>((c.icw1 & 0xe0) | (<u32>level << 2));
-    return <i32>((c.icw1 & 0xc0) | (<u32>level << 3));
   }
 
   /** The first INTA pulse for this chip's own request: the level it accepted, or -1 (none). */
@@ -334,12 +310,12 @@ export class PicPair {
     const level = m.takeRequest();
     let slaveLevel: i32 = -1;
     let vector: i32;
-    if (level < 0) vector = m.vector(7);
-    else if (!m.cascades(level)) vector = m.vector(level);
+    if (level < 0) vector = m.ctl.vector(7);
+    else if (!m.ctl.cascades(level)) vector = m.ctl.vector(level);
     else if (!s.answersCascade(level)) vector = OPEN_BUS_VECTOR;
     else {
       slaveLevel = s.takeRequest();
-      vector = s.vector(slaveLevel < 0 ? 7 : slaveLevel);
+      vector = s.ctl.vector(slaveLevel < 0 ? 7 : slaveLevel);
     }
     this.followSlave();
     if (level >= 0) m.endAcknowledge();

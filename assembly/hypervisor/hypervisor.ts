@@ -21,6 +21,10 @@ import { IoTraps, TRAP_READ, TRAP_WRITE } from "./traps";
 
 const MSR_APIC_BASE: u32 = 0x1b;
 const APIC_BASE_MASK: u64 = 0xfffff000;
+const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
+const APIC_X2APIC: u64 = 1 << 10;
+const APIC_ISR_OFFSET: u32 = 0x100;
+const X2APIC_ISR_MSR: u32 = 0x810;
 
 export class Hypervisor {
   policy: Policy = Policy.Blmvisor;
@@ -45,6 +49,7 @@ export class Hypervisor {
     this.lapicPage = 0xfee00000;
     this.picShadow.compatQemu = this.board.config.compatQemu;
     this.picShadow.reset();
+    this.picShadow.seesAcknowledges = policy == Policy.Full;
     this.pitShadow.compatQemu = this.board.config.compatQemu;
     this.pitShadow.reset();
     this.exits.clear();
@@ -203,10 +208,29 @@ export class Hypervisor {
 
   // ---- interrupts and time ------------------------------------------------------------------
 
-  /** The CPU takes an interrupt; a commodity VMM exits on it to inject it itself. */
+  /**
+   * The CPU takes an interrupt; a commodity VMM exits on it to inject it itself, and so sees
+   * the vector of every PIC acknowledge: a rotation in automatic-EOI mode follows from it.
+   */
   inta(): i32 {
-    if (this.policy == Policy.Full && this.board.interruptRequested()) this.exits.externalInterrupt();
-    return this.board.inta();
+    if (this.policy != Policy.Full || !this.board.interruptRequested()) return this.board.inta();
+    this.exits.externalInterrupt();
+    const pic = this.picShadow;
+    if (!this.board.config.pic || !pic.followsAcknowledges()) return this.board.inta();
+    pic.prepareAcknowledge(this.bus);
+    const vector = this.board.inta();
+    if (vector >= 0 && !this.apicTook(vector)) pic.completeAcknowledge(vector);
+    return vector;
+  }
+
+  /** Whether the local APIC delivered `vector` (its ISR bit is set) rather than the PICs. */
+  private apicTook(vector: i32): bool {
+    if (!this.board.config.lapic) return false;
+    const base = this.bus.rdmsr(MSR_APIC_BASE);
+    if ((base & APIC_GLOBAL_ENABLE) == 0) return false;
+    const word = <u32>vector >>> 5;
+    const isr = (base & APIC_X2APIC) != 0 ? <u32>this.bus.rdmsr(X2APIC_ISR_MSR + word) : this.bus.readl(<u32>(base & APIC_BASE_MASK) + APIC_ISR_OFFSET + (word << 4));
+    return ((isr >>> (<u32>vector & 31)) & 1) != 0;
   }
 
   /**
