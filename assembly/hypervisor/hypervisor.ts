@@ -20,6 +20,7 @@ import { PIT_CONTROL_PORT } from "../registers/pit";
 import { IoTraps, TRAP_READ, TRAP_WRITE } from "./traps";
 
 const MSR_APIC_BASE: u32 = 0x1b;
+const PORT_61: u32 = 0x61;
 const APIC_BASE_MASK: u64 = 0xfffff000;
 const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
 const APIC_X2APIC: u64 = 1 << 10;
@@ -110,6 +111,7 @@ export class Hypervisor {
       // stand around the write can tell: the PIC shadow reads them (bus reads, no exits).
       const pic = this.board.config.pic && isPicPort(p);
       if (pic) this.picShadow.prepareWrite(this.bus, p, b);
+      if (p == PORT_61 && this.board.config.pit) this.pitShadow.prepareGateWrite(this.bus, b);
       if (p == PIT_CONTROL_PORT && this.board.config.pit) this.forwardPitCommand(b);
       else this.board.outByte(p, b);
       if (pic) this.picShadow.completeWrite(this.bus, p);

@@ -12,10 +12,17 @@
 //
 // Under the blmvisor policy it traps every write to 0x40–0x43 (each carries hidden state) and a
 // data-port read only while that read changes hidden state: a latch is outstanding or the RW
-// mode is LSB-then-MSB (the read flip-flop toggles). Port 0x61 reads back everything it holds.
+// mode is LSB-then-MSB (the read flip-flop toggles). Port 0x61 reads back everything it holds,
+// except when gate 2 last rose: a rising edge triggers a load at the next PIT clock in modes
+// 1, 2, 3 and 5 (datasheet), which no register shows until that clock. While channel 2 is in
+// such a mode with a count written, writes to 0x61 are trapped and the shadow notes the time
+// of each rising edge (reading gate 2 back just before the write), so a capture within the
+// same PIT clock rebuilds the trigger (pit/state.ts).
 
+import { NEVER, pitEdgesAt } from "../../common/clock";
 import { FieldIO } from "../../common/fields";
-import { LATCH_MSB, LATCH_NONE, PIT_CHANNELS, PIT_CONTROL_PORT, PitChannelRegisters, RW_WORD, pitCommand } from "../../registers/pit";
+import { LATCH_MSB, LATCH_NONE, PIT_CHANNELS, PIT_CONTROL_PORT, PitChannelRegisters, RW_WORD, effectiveMode, pitCommand } from "../../registers/pit";
+import { HardwareBus } from "../bus";
 import { DeviceShadow, IoTraps, TRAP_READ, TRAP_WRITE } from "../traps";
 
 const FIRST_DATA_PORT: u32 = 0x40;
@@ -38,6 +45,8 @@ export class PitShadow extends DeviceShadow {
    */
   heldCount: StaticArray<bool> = new StaticArray<bool>(PIT_CHANNELS);
   heldStatus: StaticArray<bool> = new StaticArray<bool>(PIT_CHANNELS);
+  /** When gate 2 last rose while its writes were trapped (datasheet model); NEVER if not since. */
+  gate2RoseAt: i64 = NEVER;
 
   /** Which register semantics the chip follows (QEMU 7.2's or the datasheet's); kept by reset(). */
   get compatQemu(): bool {
@@ -56,6 +65,20 @@ export class PitShadow extends DeviceShadow {
       unchecked((this.heldCount[i] = false));
       unchecked((this.heldStatus[i] = false));
     }
+    this.gate2RoseAt = NEVER;
+  }
+
+  /** Before a trapped write of `value` to port 0x61: notes a rising edge of gate 2. */
+  prepareGateWrite(bus: HardwareBus, value: u32): void {
+    if (this.compat) return;
+    const high = (value & GATE_2) != 0;
+    if (!high) this.gate2RoseAt = NEVER;
+    else if ((bus.inb(PORT_61) & GATE_2) == 0) this.gate2RoseAt = bus.now();
+  }
+
+  /** Whether gate 2 rose within the PIT clock that contains `t`: a trigger is due at its end. */
+  gate2TriggerPending(t: i64): bool {
+    return this.gate2RoseAt != NEVER && pitEdgesAt(this.gate2RoseAt) == pitEdgesAt(t);
   }
 
   observeWrite(port: u32, value: u32): void {
@@ -154,8 +177,10 @@ export class PitShadow extends DeviceShadow {
 
   @inline
   private armChannelTraps(i: i32, traps: IoTraps): void {
-    const reads: u8 = unchecked(this.channels[i]).readChangesState() ? TRAP_READ : 0;
+    const ch = unchecked(this.channels[i]);
+    const reads: u8 = ch.readChangesState() ? TRAP_READ : 0;
     traps.put(FIRST_DATA_PORT + <u32>i, TRAP_WRITE | reads);
+    if (i == 2) traps.put(PORT_61, !this.compat && gateTriggers(ch) ? TRAP_WRITE : 0);
   }
 
   describe(io: FieldIO): void {
@@ -169,6 +194,9 @@ export class PitShadow extends DeviceShadow {
       io.end();
     }
     io.end();
+    const rose = io.flag("gate2Rose", this.gate2RoseAt != NEVER);
+    const at = io.time("gate2RoseAt", rose ? this.gate2RoseAt : 0);
+    this.gate2RoseAt = rose ? at : NEVER;
   }
 
   /** The latches held here and their values (0 where none is held, so records compare equal). */
@@ -187,6 +215,7 @@ export class PitShadow extends DeviceShadow {
     for (let i = 0; i < PIT_CHANNELS; i++) unchecked(this.channels[i]).copyRegisters(unchecked(from.channels[i]));
     this.copyRestarts(from);
     this.copyHeld(from);
+    this.gate2RoseAt = from.gate2RoseAt;
   }
 
   /** Takes over the latches `from` holds, with the read flip-flop the guest sees meanwhile. */
@@ -217,6 +246,16 @@ export class PitShadow extends DeviceShadow {
       unchecked((this.restartTime[i] = unchecked(from.restartTime[i])));
     }
   }
+}
+
+const PORT_61: u32 = 0x61;
+const GATE_2: u32 = 0x01;
+
+/** Whether a rising gate starts a load in the channel's mode (1, 2, 3, 5), once it has a count. */
+@inline
+function gateTriggers(ch: PitChannelRegisters): bool {
+  const mode = effectiveMode(ch.mode);
+  return ch.countsWritten > 0 && mode != 0 && mode != 4;
 }
 
 /** Marks a command in forwardedCommands' answer; the read-back command's fixed bits. */

@@ -27,7 +27,8 @@
 //   one clock), and at a half's extra clock from a count of at least 3 (the illegal count 1
 //   takes the new count at a high start); modes 4/5 assume the strobe is still ahead while
 //   the count is not above the register's (else it strobes once more, at least 2^16 clocks
-//   after the last); a second count write less than one PIT clock before T is not seen.
+//   after the last); a second count write less than one PIT clock before T is not seen. (A
+//   gate-2 rising edge less than one PIT clock before T is rebuilt: pit/shadow.ts.)
 // - Datasheet model, window: exact replays need the last load, reload or trigger within the
 //   window (up to 2^17 clocks back; RECONSTRUCT_WINDOW_NS covers it). With a shorter window:
 //   NULL COUNT reads 1 until the next reload or trigger, modes 0/4 keep the remaining count in
@@ -40,6 +41,7 @@
 //   mode back through a control word: it is rebuilt by count writes alone from its power-on
 //   state; if gate 2 stopped it after a load, the frozen count is not rebuilt.
 
+import { NEVER } from "../../common/clock";
 import { FieldIO } from "../../common/fields";
 import { PIT_CHANNELS, PIT_CONTROL_PORT, LATCH_MSB, LATCH_NONE, PitChannelRegisters, RW_NONE, RW_WORD } from "../../registers/pit";
 import { HardwareBus } from "../bus";
@@ -115,7 +117,12 @@ export function reconstructPit(bus: HardwareBus, rec: PitRecord, shadow: PitShad
   timeline.run(bus, shadow, rec.time);
   bus.advanceTo(rec.time);
   for (let i = 0; i < PIT_CHANNELS; i++) restoreReadState(bus, shadow, i, unchecked(rec.shadow.channels[i]));
-  bus.outb(PORT_61, rec.port61 & (compat ? QEMU_PORT_61_WRITABLE : PORT_61_WRITABLE));
+  const port61 = rec.port61 & (compat ? QEMU_PORT_61_WRITABLE : PORT_61_WRITABLE);
+  // Gate 2 rose within this PIT clock on the source: the same rising edge triggers here.
+  const trigger = (rec.port61 & 1) != 0 && rec.shadow.gate2TriggerPending(rec.time);
+  if (trigger) bus.outb(PORT_61, port61 & ~1);
+  bus.outb(PORT_61, port61);
+  shadow.gate2RoseAt = trigger ? rec.time : NEVER;
   // A fresh QEMU speaker's refresh bit is clear; the source's stood at the opposite of what
   // its first capture read returned.
   if (compat && (rec.port61 & REFRESH) == 0) bus.inb(PORT_61);
