@@ -155,12 +155,22 @@ export class PicChipShadow {
         this.eoiLevel = EOI_LEVEL_NONE;
         if (level == EOI_LEVEL_UNKNOWN) this.lowestPriorityStale = true;
       }
+      if (c.pollPending) this.endWhilePolling(cmd, value);
       c.ocw2(value, level);
       if (level >= 0 || cmd == Ocw2.SetPriority || cmd == Ocw2.RotateOnSpecificEoi) {
         this.lowestPriorityStale = false;
       }
     }
     this.noteUnseenRotation();
+  }
+
+  /**
+   * A specific EOI while a poll waits ends its level in the registers saved at the poll
+   * command too. (A non-specific one ends the highest level in service now, which an
+   * acknowledge since the poll command, not trapped under `blmvisor`, may have changed.)
+   */
+  private endWhilePolling(cmd: u32, value: u32): void {
+    if (cmd == Ocw2.SpecificEoi || cmd == Ocw2.RotateOnSpecificEoi) this.pollStatus.isr &= ~(<u32>1 << (value & 7));
   }
 
   observeData(value: u32): void {
