@@ -287,14 +287,24 @@ export class PicShadow extends DeviceShadow {
   /** An acknowledge the PICs answered with `vector`: which level each chip took, from it. */
   completeAcknowledge(vector: i32): void {
     const m = this.master.ctl;
-    let masterLevel = LEVEL_NONE;
-    let slaveLevel = LEVEL_NONE;
+    const slaveWired = m.compatQemu || (!m.single() && (m.icw3 & 0xff) != 0);
+    let own = LEVEL_NONE;
+    let fromSlave = LEVEL_NONE;
     for (let level = 0; level < 8; level++) {
-      if (!m.cascades(level) && m.vector(level) == vector) masterLevel = level;
+      if (!m.cascades(level) && m.vector(level) == vector) own = level;
+      if (slaveWired && this.slave.ctl.vector(level) == vector) fromSlave = level;
     }
-    if (masterLevel == LEVEL_NONE) {
-      for (let level = 0; level < 8; level++) if (this.slave.ctl.vector(level) == vector) slaveLevel = level;
-      if (slaveLevel != LEVEL_NONE || vector == OPEN_BUS_VECTOR) masterLevel = cascadeInput(m);
+    // Through the cascade: a slave's vector, or nobody's (open bus).
+    const cascaded = slaveWired && (fromSlave != LEVEL_NONE || vector == OPEN_BUS_VECTOR);
+    let masterLevel = own;
+    let slaveLevel = LEVEL_NONE;
+    if (own != LEVEL_NONE && cascaded) {
+      // The master's own vector and one through the cascade coincide: neither level is known.
+      masterLevel = LEVEL_UNKNOWN;
+      slaveLevel = LEVEL_UNKNOWN;
+    } else if (cascaded) {
+      masterLevel = cascadeInput(m);
+      slaveLevel = fromSlave;
     }
     this.master.completeAcknowledge(masterLevel);
     this.slave.completeAcknowledge(slaveLevel);

@@ -83,6 +83,8 @@ export class PitShadow extends DeviceShadow {
 
   observeWrite(port: u32, value: u32): void {
     if (port == PIT_CONTROL_PORT) {
+      // A control word for channel 2 cancels a trigger its gate left pending.
+      if (value >>> 6 == 2 && (value & 0x30) != 0) this.gate2RoseAt = NEVER;
       pitCommand(this.channels, value);
       for (let i = 0; i < PIT_CHANNELS; i++) this.releaseConsumed(i);
     } else if (isDataPort(port)) {
