@@ -19,11 +19,17 @@ import { ExitReason, MmioRegion, Policy } from "../abi/codes";
 import { FixupTable, PendingFixup } from "./fixup";
 import { MSR_X2APIC_FIRST, REG_ICR_HIGH, REG_ICR_LOW, X2APIC_ICR, isX2ApicMsr } from "../registers/lapic";
 import { PicShadow } from "./pic/shadow";
-import { PitShadow } from "./pit/shadow";
+import { COMMAND as PIT_COMMAND, PitShadow } from "./pit/shadow";
+import { PIT_CONTROL_PORT } from "../registers/pit";
 import { IoTraps, TRAP_READ, TRAP_WRITE } from "./traps";
 
 const MSR_APIC_BASE: u32 = 0x1b;
+const PORT_61: u32 = 0x61;
 const APIC_BASE_MASK: u64 = 0xfffff000;
+const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
+const APIC_X2APIC: u64 = 1 << 10;
+const APIC_ISR_OFFSET: u32 = 0x100;
+const X2APIC_ISR_MSR: u32 = 0x810;
 
 /** INIT and start-up signals reach the CPU through the hypervisor: each is an exit. */
 class InterceptedCpuSignals extends CpuSignals {
@@ -82,6 +88,7 @@ export class Hypervisor {
     this.lapicPage = 0xfee00000;
     this.picShadow.compatQemu = this.board.config.compatQemu;
     this.picShadow.reset();
+    this.picShadow.seesAcknowledges = policy == Policy.Full;
     this.pitShadow.compatQemu = this.board.config.compatQemu;
     this.pitShadow.reset();
     this.exits.clear();
@@ -122,9 +129,12 @@ export class Hypervisor {
     if (!this.intercepts(port, size, TRAP_READ)) return this.board.portRead(port, size);
     this.exits.io(port, false);
     let v: u32 = 0;
+    const pit = this.board.config.pit;
     for (let i = 0; i < size; i++) {
       const p = (port + <u32>i) & 0xffff;
-      const b = this.board.inByte(p);
+      // A latch this hypervisor took over at a capture is answered here, not by the chip.
+      const held = pit ? this.pitShadow.heldRead(p) : -1;
+      const b = held >= 0 ? <u32>held : this.board.inByte(p);
       this.observe(p, b, false);
       v |= b << (<u32>i * 8);
     }
@@ -144,9 +154,18 @@ export class Hypervisor {
       // stand around the write can tell: the PIC shadow reads them (bus reads, no exits).
       const pic = this.board.config.pic && isPicPort(p);
       if (pic) this.picShadow.prepareWrite(this.bus, p, b);
-      this.board.outByte(p, b);
+      if (p == PORT_61 && this.board.config.pit) this.pitShadow.prepareGateWrite(this.bus, b);
+      if (p == PIT_CONTROL_PORT && this.board.config.pit) this.forwardPitCommand(b);
+      else this.board.outByte(p, b);
       if (pic) this.picShadow.completeWrite(this.bus, p);
       this.observe(p, b, true);
+    }
+  }
+
+  /** A control-port write, less the latches of what the PIT shadow holds (pit/shadow.ts). */
+  private forwardPitCommand(value: u32): void {
+    for (let commands = this.pitShadow.forwardedCommands(value); commands & PIT_COMMAND; commands >>>= 16) {
+      this.board.outByte(PIT_CONTROL_PORT, commands & 0xff);
     }
   }
 
@@ -260,10 +279,29 @@ export class Hypervisor {
 
   // ---- interrupts and time ------------------------------------------------------------------
 
-  /** The CPU takes an interrupt; a commodity VMM exits on it to inject it itself. */
+  /**
+   * The CPU takes an interrupt; a commodity VMM exits on it to inject it itself, and so sees
+   * the vector of every PIC acknowledge: a rotation in automatic-EOI mode follows from it.
+   */
   inta(): i32 {
-    if (this.policy == Policy.Full && this.board.interruptRequested()) this.exits.externalInterrupt();
-    return this.board.inta();
+    if (this.policy != Policy.Full || !this.board.interruptRequested()) return this.board.inta();
+    this.exits.externalInterrupt();
+    const pic = this.picShadow;
+    if (!this.board.config.pic || !pic.followsAcknowledges()) return this.board.inta();
+    pic.prepareAcknowledge(this.bus);
+    const vector = this.board.inta();
+    if (vector >= 0 && !this.apicTook(vector)) pic.completeAcknowledge(vector);
+    return vector;
+  }
+
+  /** Whether the local APIC delivered `vector` (its ISR bit is set) rather than the PICs. */
+  private apicTook(vector: i32): bool {
+    if (!this.board.config.lapic) return false;
+    const base = this.bus.rdmsr(MSR_APIC_BASE);
+    if ((base & APIC_GLOBAL_ENABLE) == 0) return false;
+    const word = <u32>vector >>> 5;
+    const isr = (base & APIC_X2APIC) != 0 ? <u32>this.bus.rdmsr(X2APIC_ISR_MSR + word) : this.bus.readl(<u32>(base & APIC_BASE_MASK) + APIC_ISR_OFFSET + (word << 4));
+    return ((isr >>> (<u32>vector & 31)) & 1) != 0;
   }
 
   /**

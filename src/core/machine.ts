@@ -235,10 +235,26 @@ export class Machine {
   }
 
   /**
-   * The local APIC timer's phase, which no register shows: for a source that will never run
-   * the guest again (a migration past its commit). The clock runs on until the timer's count
-   * changes, at most one divided period, and the nanoseconds that took are returned (0: no
-   * count is running that could change). See `applyTimerPhase`.
+   * The machine a migration resumes the guest on: `record` rebuilt on a fresh machine and its
+   * APIC timer restarted at `timerPhase` (from `probeTimerPhase` on the machine captured).
+   */
+  static resume(record: unknown, timerPhase: number, options: { policy?: Policy } = {}): Machine {
+    const m = Machine.reconstruct(record, options);
+    try {
+      m.applyTimerPhase(timerPhase);
+    } catch (e) {
+      m.release();
+      throw e;
+    }
+    return m;
+  }
+
+  /**
+   * The local APIC timer's phase, which no register shows, measured after `capture()`. The
+   * clock runs on until the timer's count changes, at most one divided period, and the
+   * nanoseconds that took are returned (0: no count is running that could change). This moves
+   * what the guest can observe: whoever runs the guest afterwards, the destination or a source
+   * whose migration was dropped, runs it on `Machine.resume(record, phase)`, never on this machine.
    */
   probeTimerPhase(): number {
     return this.core.probeTimerPhase();

@@ -58,12 +58,36 @@ export function pitMachine(options: MachineOptions = {}): Machine {
 }
 
 /**
- * The PIT's state at the machine's current time. The board runs the PIT lazily, so a
- * side-effect-free access (a read of the control port) first brings it to now.
+ * The PIT's state at the machine's current time, as the guest sees it: where the hypervisor
+ * holds a latch it took over at a capture (and answers its reads), the latch and the read
+ * flip-flop are the shadow's, and of a latched count only the bytes still to be read. The board runs the PIT lazily, so a side-effect-free access (a
+ * read of the control port) first brings it to now.
  */
 export function pitState(m: Machine): PitState {
   m.inb(0x43);
-  return m.inspect().pit as unknown as PitState;
+  const state = m.inspect().pit as unknown as PitState;
+  const held = (m.shadows().pit as { channels: HeldLatches[] }).channels;
+  state.channels.forEach((c, i) => {
+    const h = held[i];
+    if (h.heldCount) Object.assign(c, { countLatched: h.countLatched, latchedCount: h.heldCountValue });
+    if (h.heldStatus) Object.assign(c, { statusLatched: 1, latchedStatus: h.heldStatusValue });
+    if (h.heldCount || h.heldStatus) c.readMsbNext = h.readMsbNext;
+    // Of a latched count, the guest can read only the bytes still pending.
+    c.latchedCount &= LATCH_BYTES[c.countLatched];
+  });
+  return state;
+}
+
+/** The latched count's bits still to be read, by latch shape (none, LSB, MSB, LSB then MSB). */
+const LATCH_BYTES = [0, 0xff, 0xff00, 0xffff];
+
+interface HeldLatches {
+  heldCount: number;
+  heldStatus: number;
+  heldCountValue: number;
+  heldStatusValue: number;
+  countLatched: number;
+  readMsbNext: number;
 }
 
 export type PitStep =

@@ -17,7 +17,7 @@
 
 import { performance } from "node:perf_hooks";
 import { AckWindow } from "../transport/ack-window.js";
-import { DeviceStateError, Machine } from "../../core/machine.js";
+import { DeviceStateError, Machine, type DeviceRecord } from "../../core/machine.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../../guest/digest.js";
 import { countBits, nextSetBit } from "../../guest/memory.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../../guest/page.js";
@@ -99,6 +99,8 @@ class SourceSession implements PostcopyHost {
   private openChannel?: Channel;
   private step = "connect";
   private committed = false;
+  /** The device record sent, to rebuild from if the guest comes back (with the phase measured at the commit). */
+  private pausedDevices?: DeviceRecord;
   /** The guest was resumed on the destination and memory still flows (post-copy). */
   private handedOver = false;
   private pausedAt = 0;
@@ -115,10 +117,10 @@ class SourceSession implements PostcopyHost {
   private roundStart?: number;
   private expectedDowntimeMs = Infinity;
   private readonly stop: StopConditions;
-  /** What a snapshot of the paused guest needs, as the destination got it. */
+  /** What a snapshot of the paused guest needs, as the destination got it; the timer phase measured at the commit. */
   private config?: Config;
   private captured?: CapturedState;
-  private timerPhase?: number;
+  private timerPhase = 0;
 
   constructor(
     private readonly live: LiveGuest,
@@ -268,7 +270,8 @@ class SourceSession implements PostcopyHost {
     const exits = guest.machine.exits();
     this.report.exits = { total: exits.total, byReason: exits.byReason };
     try {
-      return (this.captured = { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(guest.machine.capture()) });
+      const devices = (this.pausedDevices = guest.machine.capture());
+      return (this.captured = { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(devices) });
     } catch (e) {
       if (e instanceof DeviceStateError) throw new MigrationFailure("state", e.message);
       throw e;
@@ -484,6 +487,7 @@ class SourceSession implements PostcopyHost {
         if (fate !== "taken") this.saveGuest();
         return;
       }
+      this.takeBack();
     }
     this.report.status = f.code === "cancelled" ? "cancelled" : "failed";
     // The guest goes on where it stopped, at full speed, as if nothing had happened.
@@ -498,11 +502,23 @@ class SourceSession implements PostcopyHost {
   private saveGuest(): void {
     const path = this.options.snapshotPath ?? `blmv-${this.options.workload.replace(/[^A-Za-z0-9_-]/g, "_")}-${new Date().toISOString().replace(/[:.]/g, "-")}.snapshot`;
     try {
-      saveSnapshot(path, { config: this.config!, ...this.captured!, timerPhase: this.timerPhase!, memory: this.live.guest.memory });
+      saveSnapshot(path, { config: this.config!, ...this.captured!, timerPhase: this.timerPhase, memory: this.live.guest.memory });
       this.report.snapshot = { path };
     } catch (e) {
       this.report.snapshot = { error: `cannot save the paused guest to ${path}: ${(e as Error).message}` };
     }
+  }
+
+  /**
+   * The destination dropped a guest committed to it. Measuring the timer's phase let this
+   * machine's clock run past the pause, so the guest goes on where the destination would have:
+   * on its own record rebuilt and restarted at that phase, at the pause time.
+   */
+  private takeBack(): void {
+    const { guest } = this.live;
+    const probed = guest.machine;
+    guest.machine = Machine.resume(this.pausedDevices, this.timerPhase, { policy: probed.policy });
+    probed.release();
   }
 
   private connectOptions(): ConnectOptions {
