@@ -33,10 +33,11 @@ import { pack, unpack } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { DeviceStateError, Machine, type Policy } from "../src/core/machine.js";
 import {
-  type ApicStep, type LapicState, LEVEL, MASKED, MSR_APIC_BASE, MSR_TSC_DEADLINE, PERIODIC, REG,
-  SELF, TSC_DEADLINE, apicMachine, apicScenario, apicSettings, applyApicStep, bitOf, ioEntry, ioRead, ioapicOf,
+  type LapicState, LEVEL, MASKED, MSR_APIC_BASE, MSR_TSC_DEADLINE, PERIODIC, REG,
+  SELF, TSC_DEADLINE, apicMachine, apicScenario, apicSettings, bitOf, ioEntry, ioRead, ioapicOf,
   lapicOf, readReg, writeReg,
 } from "./arbitraries/apic.js";
+import { type Step, applyStep } from "./arbitraries/steps.js";
 
 const RUNS = process.env.DEEP ? 100_000 : 1000;
 const PROPERTY_TIMEOUT_MS = process.env.DEEP ? 4 * 3_600_000 : 120_000;
@@ -76,7 +77,7 @@ function hasUnknownLatch(m: Machine): boolean {
 }
 
 /** TIMER_PHASE: whether every divided period (now, or set by `steps`) is a whole number of ns. */
-function wholeNanosecondPeriods(m: Machine, steps: ApicStep[] = []): boolean {
+function wholeNanosecondPeriods(m: Machine, steps: Step[] = []): boolean {
   const configs = [lapicOf(m).timer.divideConfig, ...steps.filter((s) => s.op === "write" && s.offset === REG.divide).map((s) => (s as { value: number }).value & 0xb)];
   return configs.every((c) => (DIVISORS[c] * 1e9) % m.config.apicBusHz === 0);
 }
@@ -103,8 +104,8 @@ function alignTimerPhase(m: Machine): void {
 }
 
 /** What the guest sees after a step, with ESR reads left out under ERRORS_SINCE_ESR_WRITE. */
-function observe(m: Machine, s: ApicStep, esrExact: boolean): unknown {
-  const seen = applyApicStep(m, s);
+function observe(m: Machine, s: Step, esrExact: boolean): unknown {
+  const seen = applyStep(m, s);
   if (!esrExact && s.op === "read" && s.offset === REG.esr) return "esr";
   return seen;
 }
@@ -116,7 +117,7 @@ const continuationRuns = apicSettings.chain((settings) => {
 });
 
 /** Source and destination see the same thing at each step of `after`, and the same interrupt later. */
-function expectSameContinuation(src: Machine, dst: Machine, after: ApicStep[], esrExact: boolean): void {
+function expectSameContinuation(src: Machine, dst: Machine, after: Step[], esrExact: boolean): void {
   for (const [i, s] of after.entries()) {
     const label = `step ${i}: ${JSON.stringify(s, (_k, v) => (typeof v === "bigint" ? `${v}n` : v))}`;
     expect(observe(dst, s, esrExact), label).toEqual(observe(src, s, esrExact));
@@ -140,7 +141,7 @@ describe("APIC migration properties", () => {
     fc.assert(
       fc.property(apicSettings, apicScenario(40), (settings, steps) => {
         const src = apicMachine(settings);
-        for (const s of steps) applyApicStep(src, s);
+        for (const s of steps) applyStep(src, s);
         alignTimerPhase(src);
         fc.pre(!hasUnknownLatch(src));
         const dst = migrate(src, settings.policy);
@@ -158,7 +159,7 @@ describe("APIC migration properties", () => {
     fc.assert(
       fc.property(apicSettings, apicScenario(40), (settings, steps) => {
         const src = apicMachine(settings);
-        for (const s of steps) applyApicStep(src, s);
+        for (const s of steps) applyStep(src, s);
         const before = src.inspect();
         const next = src.core.nextTimerEvent();
         src.capture();
@@ -173,7 +174,7 @@ describe("APIC migration properties", () => {
     fc.assert(
       fc.property(continuationRuns, ([settings, before, after]) => {
         const src = apicMachine(settings);
-        for (const s of before) applyApicStep(src, s);
+        for (const s of before) applyStep(src, s);
         alignTimerPhase(src);
         fc.pre(!hasUnknownLatch(src) && wholeNanosecondPeriods(src) && wholeNanosecondPeriods(src, after));
         const esrExact = lapicOf(src).esrPending === 0;
@@ -192,7 +193,7 @@ describe("APIC migration properties", () => {
     fc.assert(
       fc.property(continuationRuns, ([settings, before, after]) => {
         const src = apicMachine(settings);
-        for (const s of before) applyApicStep(src, s);
+        for (const s of before) applyStep(src, s);
         src.advanceTo(src.now() + 1); // the TSC has counted (see alignTimerPhase)
         const count = readReg(src, REG.currentCount);
         fc.pre(!hasUnknownLatch(src) && wholeNanosecondPeriods(src) && wholeNanosecondPeriods(src, after));

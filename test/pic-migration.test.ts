@@ -15,9 +15,10 @@ import { pack, unpack } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { DeviceStateError, Machine, type Policy } from "../src/core/machine.js";
 import {
-  PIC_HIDDEN_FIELDS, type PicChipState, type PicState, type PicStep, applyPicStep, initPicPair, picAction,
+  PIC_HIDDEN_FIELDS, type PicChipState, type PicState, initPicPair, picAction,
   picMachine, picScenario,
 } from "./arbitraries/pic.js";
+import { type Step, applyStep } from "./arbitraries/steps.js";
 
 const RUNS = process.env.DEEP ? 100_000 : 1000;
 const PROPERTY_TIMEOUT_MS = process.env.DEEP ? 4 * 3_600_000 : 60_000;
@@ -50,7 +51,7 @@ class Source {
     this.m = picMachine(options);
   }
 
-  step(s: PicStep): number | undefined {
+  step(s: Step): number | bigint | undefined {
     if (s.op === "outb") {
       const chip = CHIPS.find((c) => COMMAND_PORT[c] === s.port);
       const startsPoll = chip && (s.value & 0x98) === 0x08 && (s.value & 0x04) !== 0;
@@ -59,10 +60,10 @@ class Source {
         if (!state.pollPending) this.atPoll[chip] = { irr: state.irr, isr: state.isr };
       }
     }
-    return applyPicStep(this.m, s);
+    return applyStep(this.m, s);
   }
 
-  run(steps: PicStep[]): void {
+  run(steps: Step[]): void {
     for (const s of steps) this.step(s);
   }
 
@@ -359,7 +360,7 @@ describe("PIC migration properties", () => {
           fc.pre(src.exceptions().length === 0);
           const d = migrate(src.m, policy);
           continuation.flat().forEach((s, i) => {
-            expect(applyPicStep(d, s), `step ${i}: ${JSON.stringify(s)}`).toBe(applyPicStep(src.m, s));
+            expect(applyStep(d, s), `step ${i}: ${JSON.stringify(s)}`).toBe(applyStep(src.m, s));
           });
           expect(picOf(d)).toEqual(picOf(src.m));
         },
@@ -373,7 +374,7 @@ describe("PIC migration properties", () => {
       fc.property(settings, picScenario(), ({ compatQemu, policy }, steps) => {
         const m = picMachine({ compatQemu, policy });
         for (const s of steps) {
-          applyPicStep(m, s);
+          applyStep(m, s);
           expectShadowMirrors(m);
         }
       }),

@@ -22,7 +22,8 @@ import fc from "fast-check";
 import { pack, unpack } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { Machine } from "../src/core/machine.js";
-import { type PitChannelState, type PitState, PIT_SHADOW_FIELDS, type PitStep, applyPitStep, edgeTime, edgesAt, pitMachine, pitScenario, pitState } from "./arbitraries/pit.js";
+import { type PitChannelState, type PitState, PIT_SHADOW_FIELDS, edgeTime, edgesAt, pitMachine, pitScenario, pitState } from "./arbitraries/pit.js";
+import { applyStep, run } from "./arbitraries/steps.js";
 
 const RUNS = process.env.DEEP ? 100_000 : 1000;
 const PROPERTY_TIMEOUT_MS = process.env.DEEP ? 4 * 3_600_000 : 120_000;
@@ -41,10 +42,6 @@ const ALWAYS_EXACT = ["mode", "rwMode", "bcd", "writeMsbNext", "heldLsb", "readM
 
 function migrate(m: Machine): Machine {
   return Machine.reconstruct(unpack(pack(m.capture())));
-}
-
-function run(m: Machine, steps: readonly PitStep[]): (number | undefined)[] {
-  return steps.map((s) => applyPitStep(m, s));
 }
 
 const fromBcd = (raw: number) => ((raw >> 12) & 15) * 1000 + ((raw >> 8) & 15) * 100 + ((raw >> 4) & 15) * 10 + (raw & 15);
@@ -219,7 +216,7 @@ describe("PIT reconstruction", () => {
         const exceptions = exceptionsOf(pitState(m), false);
         const d = migrate(m);
         for (const s of continuation) {
-          const [a, b] = [applyPitStep(d, s), applyPitStep(m, s)];
+          const [a, b] = [applyStep(d, s), applyStep(m, s)];
           if (s.op === "inb" && s.port >= 0x40 && s.port < 0x43 && exceptions[s.port - 0x40].length === 0) expect(a, `read of 0x${s.port.toString(16)}`).toBe(b);
           if (exceptions[0].length === 0) {
             expect(pick(pitState(d), ["out0", "nextOut0Change"])).toEqual(pick(pitState(m), ["out0", "nextOut0Change"]));

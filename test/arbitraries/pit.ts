@@ -4,8 +4,10 @@
 
 import fc from "fast-check";
 import { Machine, type MachineOptions } from "../../src/core/machine.js";
+import { PIT_HZ as PIT_INPUT_HZ } from "../../assembly/common/hardware.js";
+import type { Step } from "./steps.js";
 
-const PIT_HZ = 1_193_182n;
+const PIT_HZ = BigInt(PIT_INPUT_HZ);
 const NS = 1_000_000_000n;
 
 /** E(t): PIT clock edges at or before t ns. */
@@ -66,36 +68,17 @@ export function pitState(m: Machine): PitState {
   return m.inspect().pit as unknown as PitState;
 }
 
-export type PitStep =
-  | { op: "outb"; port: number; value: number }
-  | { op: "inb"; port: number }
-  | { op: "advance"; ns: number };
-
-/** Runs one step; returns the value a read gave, if any. */
-export function applyPitStep(m: Machine, s: PitStep): number | undefined {
-  switch (s.op) {
-    case "outb":
-      m.outb(s.port, s.value);
-      return undefined;
-    case "inb":
-      return m.inb(s.port);
-    case "advance":
-      m.advanceTo(m.now() + s.ns);
-      return undefined;
-  }
-}
-
 const channel = fc.integer({ min: 0, max: 2 });
 const byte = fc.integer({ min: 0, max: 0xff });
 /** Counts small enough for their events to happen within a scenario, and any count. */
 const countByte = fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 0, max: 40 }) }, { weight: 1, arbitrary: byte });
 
 /** A control word: any mode (6 and 7 too), RW mode 1–3, binary or BCD. */
-const controlWord: fc.Arbitrary<PitStep[]> = fc
+const controlWord: fc.Arbitrary<Step[]> = fc
   .record({ ch: channel, rw: fc.integer({ min: 1, max: 3 }), mode: fc.integer({ min: 0, max: 7 }), bcd: fc.constantFrom(0, 0, 0, 1) })
   .map(({ ch, rw, mode, bcd }) => [{ op: "outb", port: 0x43, value: (ch << 6) | (rw << 4) | (mode << 1) | bcd }]);
 /** A count: one byte, or an LSB and an MSB (the MSB mostly 0), sometimes only half of it. */
-const countWrite: fc.Arbitrary<PitStep[]> = fc
+const countWrite: fc.Arbitrary<Step[]> = fc
   .tuple(channel, countByte, fc.constantFrom(0, 0, 0, 1), fc.integer({ min: 0, max: 5 }))
   .map(([ch, lsb, msb, shape]) => {
     const port = 0x40 + ch;
@@ -105,21 +88,21 @@ const countWrite: fc.Arbitrary<PitStep[]> = fc
       { op: "outb", port, value: msb },
     ];
   });
-const latch: fc.Arbitrary<PitStep[]> = channel.map((ch) => [{ op: "outb", port: 0x43, value: ch << 6 }]);
+const latch: fc.Arbitrary<Step[]> = channel.map((ch) => [{ op: "outb", port: 0x43, value: ch << 6 }]);
 /** A read-back command: count and/or status of any channels (sometimes a no-op). */
-const readBack: fc.Arbitrary<PitStep[]> = fc
+const readBack: fc.Arbitrary<Step[]> = fc
   .record({ noCount: fc.constantFrom(0, 1), noStatus: fc.constantFrom(0, 1), channels: fc.integer({ min: 1, max: 7 }) })
   .map(({ noCount, noStatus, channels }) => [{ op: "outb", port: 0x43, value: 0xc0 | (noCount << 5) | (noStatus << 4) | (channels << 1) }]);
-const dataRead: fc.Arbitrary<PitStep[]> = fc
+const dataRead: fc.Arbitrary<Step[]> = fc
   .tuple(channel, fc.integer({ min: 1, max: 3 }))
-  .map(([ch, n]) => Array.from({ length: n }, (): PitStep => ({ op: "inb", port: 0x40 + ch })));
+  .map(([ch, n]) => Array.from({ length: n }, (): Step => ({ op: "inb", port: 0x40 + ch })));
 /** Port 0x61: gate 2 and the other writable bits, then sometimes a read. */
-const port61: fc.Arbitrary<PitStep[]> = fc
+const port61: fc.Arbitrary<Step[]> = fc
   .tuple(fc.integer({ min: 0, max: 0x0f }), fc.boolean())
-  .map(([value, read]) => [{ op: "outb", port: 0x61, value }, ...(read ? [{ op: "inb", port: 0x61 } as PitStep] : [])]);
+  .map(([value, read]) => [{ op: "outb", port: 0x61, value }, ...(read ? [{ op: "inb", port: 0x61 } as Step] : [])]);
 
 /** Time steps: within a PIT clock, a few clocks, or (long) up to 20 ms. */
-function advance(long: boolean): fc.Arbitrary<PitStep[]> {
+function advance(long: boolean): fc.Arbitrary<Step[]> {
   const ns = fc.oneof(
     { weight: 3, arbitrary: fc.integer({ min: 0, max: 900 }) },
     { weight: 3, arbitrary: fc.integer({ min: 1, max: 3_000 }) },
@@ -128,7 +111,7 @@ function advance(long: boolean): fc.Arbitrary<PitStep[]> {
   return ns.map((n) => [{ op: "advance", ns: n }]);
 }
 
-function pitAction(long: boolean): fc.Arbitrary<PitStep[]> {
+function pitAction(long: boolean): fc.Arbitrary<Step[]> {
   return fc.oneof(
     { weight: 3, arbitrary: controlWord },
     { weight: 4, arbitrary: countWrite },
@@ -145,6 +128,6 @@ function pitAction(long: boolean): fc.Arbitrary<PitStep[]> {
  * 90 µs, so all of it lies inside a reconstruction window of 100 µs or more; long ones jump
  * up to 20 ms at a time.
  */
-export function pitScenario(long: boolean, maxActions = 30): fc.Arbitrary<PitStep[]> {
+export function pitScenario(long: boolean, maxActions = 30): fc.Arbitrary<Step[]> {
   return fc.array(pitAction(long), { maxLength: maxActions, size: "max" }).map((actions) => actions.flat());
 }
