@@ -45,3 +45,8 @@ export function ioWrite(m: Machine, reg: number, value: number): void {
   m.writel(IOWIN, value >>> 0);
 }
 
+/** Programs redirection entry `pin`: destination first, so an unmasking low word comes last. */
+export function ioEntry(m: Machine, pin: number, low: number, dest = 0): void {
+  ioWrite(m, 0x11 + 2 * pin, dest << 24);
+  ioWrite(m, 0x10 + 2 * pin, low);
+}

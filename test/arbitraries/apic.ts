@@ -7,7 +7,7 @@ import fc from "fast-check";
 import { Machine, type MachineOptions } from "../../src/core/machine.js";
 import {
   ALL_EXCLUDING_SELF, ALL_INCLUDING_SELF, LEVEL, MASKED, MSR_APIC_BASE, MSR_TSC_DEADLINE, PERIODIC, REG, SELF,
-  TSC_DEADLINE, ioWrite,
+  TSC_DEADLINE,
 } from "./apic-registers.js";
 import type { Step } from "./steps.js";
 
@@ -56,12 +56,6 @@ export const ioapicOf = (m: Machine) => m.inspect().ioapic as unknown as IoApicS
 /** A board with the two APICs only: no PIC (LINT0 stays low), no PIT on ISA line 0. */
 export function apicMachine(options: MachineOptions = {}): Machine {
   return Machine.create({ pic: false, pit: false, pitIrq0: false, ...options });
-}
-
-/** Programs redirection entry `pin`: destination first, so an unmasking low word comes last. */
-export function ioEntry(m: Machine, pin: number, low: number, dest = 0): void {
-  ioWrite(m, 0x11 + 2 * pin, dest << 24);
-  ioWrite(m, 0x10 + 2 * pin, low);
 }
 
 /** Bit `v` of a 256-bit register (ISR, TMR or IRR) as inspect() shows it. */
