@@ -1,6 +1,6 @@
 // The 8254 and port 0x61 as tests see them: the spec's clock, typed views of inspect(), and
 // random legal guest behaviour as plain steps on the Machine API (every mode, RW mode, BCD,
-// half-written counts, latches, read-backs, gate changes, interleaved time).
+// counts up to 0xffff, half-written counts, latches, read-backs, gate changes, interleaved time).
 
 import fc from "fast-check";
 import { Machine, type MachineOptions } from "../../src/core/machine.js";
@@ -73,13 +73,17 @@ const byte = fc.integer({ min: 0, max: 0xff });
 /** Counts small enough for their events to happen within a scenario, and any count. */
 const countByte = fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 0, max: 40 }) }, { weight: 1, arbitrary: byte });
 
-/** A control word: any mode (6 and 7 too), RW mode 1–3, binary or BCD. */
-const controlWord: fc.Arbitrary<Step[]> = fc
-  .record({ ch: channel, rw: fc.integer({ min: 1, max: 3 }), mode: fc.integer({ min: 0, max: 7 }), bcd: fc.constantFrom(0, 0, 0, 1) })
-  .map(({ ch, rw, mode, bcd }) => [{ op: "outb", port: 0x43, value: (ch << 6) | (rw << 4) | (mode << 1) | bcd }]);
-/** A count: one byte, or an LSB and an MSB (the MSB mostly 0), sometimes only half of it. */
+/** A control word for channel `ch`: any mode (6 and 7 too), RW mode 1–3, binary or BCD. */
+const controlWordFor = (ch: number): fc.Arbitrary<Step> =>
+  fc
+    .record({ rw: fc.integer({ min: 1, max: 3 }), mode: fc.integer({ min: 0, max: 7 }), bcd: fc.constantFrom(0, 0, 0, 1) })
+    .map(({ rw, mode, bcd }) => ({ op: "outb", port: 0x43, value: (ch << 6) | (rw << 4) | (mode << 1) | bcd }));
+const controlWord: fc.Arbitrary<Step[]> = channel.chain(controlWordFor).map((s) => [s]);
+/** An MSB: mostly 0 or 1 (short counts), else any, for counts up to 0xffff. */
+const msbByte = fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constant(1) }, { weight: 2, arbitrary: byte });
+/** A count: one byte, or an LSB and an MSB, sometimes only half of it. */
 const countWrite: fc.Arbitrary<Step[]> = fc
-  .tuple(channel, countByte, fc.constantFrom(0, 0, 0, 1), fc.integer({ min: 0, max: 5 }))
+  .tuple(channel, countByte, msbByte, fc.integer({ min: 0, max: 5 }))
   .map(([ch, lsb, msb, shape]) => {
     const port = 0x40 + ch;
     if (shape === 0) return [{ op: "outb", port, value: lsb }];
@@ -123,11 +127,31 @@ function pitAction(long: boolean): fc.Arbitrary<Step[]> {
   );
 }
 
+/** Whether a step is a control word that programs channel `ch` (not a latch or read-back). */
+const programs = (s: Step, ch: number) => s.op === "outb" && s.port === 0x43 && s.value >> 6 === ch && (s.value & 0x30) !== 0;
+
 /**
- * Random guest behaviour. A short scenario (`long` false) of at most 30 actions spans at most
- * 90 µs, so all of it lies inside a reconstruction window of 100 µs or more; long ones jump
- * up to 20 ms at a time.
+ * Puts a control word before any count written to a channel no control word has programmed yet
+ * (such counts are undefined on a real 8254): `firstWords[ch]` for channel `ch`.
+ */
+function programmedFirst(steps: Step[], firstWords: Step[]): Step[] {
+  const programmed = [false, false, false];
+  return steps.flatMap((s) => {
+    for (let ch = 0; ch < 3; ch++) if (programs(s, ch)) programmed[ch] = true;
+    const ch = s.op === "outb" ? s.port - 0x40 : -1;
+    if (ch < 0 || ch > 2 || programmed[ch]) return [s];
+    programmed[ch] = true;
+    return [firstWords[ch], s];
+  });
+}
+
+/**
+ * Random guest behaviour, every count after a control word for its channel. A short scenario
+ * (`long` false) of at most 30 actions spans at most 90 µs, so all of it lies inside a
+ * reconstruction window of 100 µs or more; long ones jump up to 20 ms at a time.
  */
 export function pitScenario(long: boolean, maxActions = 30): fc.Arbitrary<Step[]> {
-  return fc.array(pitAction(long), { maxLength: maxActions, size: "max" }).map((actions) => actions.flat());
+  return fc
+    .tuple(fc.array(pitAction(long), { maxLength: maxActions, size: "max" }), fc.tuple(controlWordFor(0), controlWordFor(1), controlWordFor(2)))
+    .map(([actions, firstWords]) => programmedFirst(actions.flat(), firstWords));
 }
