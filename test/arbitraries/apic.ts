@@ -130,14 +130,19 @@ const timerTouch: fc.Arbitrary<Step> = fc.oneof(
 );
 /** A divider change alone, with the count running (not exact across a QEMU-mode migration). */
 const divideOnly: fc.Arbitrary<Step> = divideConfig.map((v) => write(REG.divide, v));
+/** Other LVT entries: fixed, NMI or ExtINT; the LINT pins' also level-triggered. */
 const otherLvt: fc.Arbitrary<Step> = fc
   .record({
     which: fc.constantFrom(REG.lvtThermal, REG.lvtPerf, REG.lvtLint0, REG.lvtLint1, REG.lvtError),
     masked: fc.constantFrom(0, MASKED),
     mode: fc.constantFrom(0, 0x400, 0x700),
+    level: fc.constantFrom(0, LEVEL),
     vec: anyVector,
   })
-  .map(({ which, masked, mode, vec }) => write(which, masked | (which === REG.lvtError ? 0 : mode) | vec));
+  .map(({ which, masked, mode, level, vec }) => {
+    const lint = which === REG.lvtLint0 || which === REG.lvtLint1;
+    return write(which, masked | (which === REG.lvtError ? 0 : mode) | (lint ? level : 0) | vec);
+  });
 
 const pin = fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 16, max: 23 }) }, { weight: 2, arbitrary: fc.integer({ min: 0, max: 15 }) });
 const ioEntryLow = fc
@@ -219,3 +224,19 @@ export const apicSettings = fc.record({
   tscHz: fc.constantFrom(1_000_000_000, 3_000_000_000, 2_500_000_000),
   policy: fc.constantFrom<"blmvisor" | "full">("blmvisor", "full"),
 });
+
+/** LVT LINT0 as drivers set it with a PIC behind it: ExtINT, or fixed edge- or level-triggered. */
+const lint0Setup: fc.Arbitrary<Step> = fc
+  .record({ mode: fc.constantFrom(0x700, 0x700, 0), level: fc.constantFrom(0, LEVEL), masked: fc.constantFrom(0, 0, 0, MASKED), vec: commonVector })
+  .map(({ mode, level, masked, vec }) => write(REG.lvtLint0, mode | (mode === 0 ? level : 0) | masked | vec));
+
+/**
+ * A board whose PIC drives LINT0: the PC's PIC initialisation, the APIC enabled and LINT0 set up,
+ * then APIC actions mixed with ISA line changes, acknowledges and PIC EOIs (`picLines`).
+ */
+export function lint0Scenario(picLines: fc.Arbitrary<Step[]>, maxActions = 40): fc.Arbitrary<Step[]> {
+  const action = fc.oneof({ weight: 3, arbitrary: apicAction() }, { weight: 2, arbitrary: lint0Setup.map((s) => [s]) }, { weight: 4, arbitrary: picLines });
+  return fc
+    .tuple(lint0Setup, fc.array(action, { maxLength: maxActions, size: "max" }))
+    .map(([lint0, actions]) => [write(REG.svr, 0x1ff), lint0, ...actions.flat()]);
+}

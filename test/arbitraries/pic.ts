@@ -144,3 +144,17 @@ export function picScenario(maxActions = 40): fc.Arbitrary<Step[]> {
     .tuple(fc.constantFrom(true, true, true, false), fc.array(picAction, { maxLength: maxActions, size: "max" }))
     .map(([standard, actions]) => [...(standard ? pcInit : []), ...actions.flat()]);
 }
+
+/**
+ * Device and driver activity on an initialised pair that leaves nothing out of the shadow's
+ * sight (no polls, no rotation): ISA line changes and pulses, interrupts taken, acknowledges,
+ * EOIs and masks.
+ */
+export const picLineAction: fc.Arbitrary<Step[]> = fc.oneof(
+  { weight: 6, arbitrary: line.map((s) => [s]) },
+  { weight: 1, arbitrary: pulse },
+  { weight: 4, arbitrary: interrupt },
+  { weight: 2, arbitrary: inta.map((s) => [s]) },
+  { weight: 3, arbitrary: eoi.map((s) => [s]) },
+  { weight: 1, arbitrary: ocw1.map((s) => [s]) },
+);
