@@ -88,7 +88,7 @@ describe("TLS", () => {
   const key = join(dir, "key.pem");
   // A self-signed certificate for 127.0.0.1, made for this test.
   beforeAll(async () => {
-    const pems = await generate([{ name: "commonName", value: "blmv test" }], { days: 1, keySize: 2048, extensions: [{ name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }] }] });
+    const pems = await generate([{ name: "commonName", value: "blmv test" }], { notAfterDate: new Date(Date.now() + 24 * 3600_000), keySize: 2048, extensions: [{ name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }] }] });
     writeFileSync(cert, pems.cert);
     writeFileSync(key, pems.private);
   });

@@ -121,7 +121,7 @@ describe("the post-copy failure rule", () => {
     const dest = await Destination.start();
     const cut = (proxy = await FaultProxy.start(dest.url, { from: "source", type: "pages", nth: 20 }));
     const spec = { ...SPEC, endNs: 5000 * MS };
-    const result = await bootAndMigrate(spec, link(cut, { technique: "postcopy", bandwidth: 4 * MiB, token: dest.token }));
+    const result = await bootAndMigrate(spec, link({ url: cut.url, token: dest.token }, { technique: "postcopy", bandwidth: 4 * MiB }));
     expect(cut.fired).toBe(true);
     expect(result.report.status).toBe("lost");
     expect(result.report.error?.code).toBe("connection");

@@ -40,7 +40,7 @@ function migrate(m: Machine): Machine {
 
 /** Every CPU's local APIC as inspect() shows it. */
 function lapics(m: Machine): LapicState[] {
-  const s = m.inspect() as { lapic: LapicState; cpus?: Record<string, LapicState> };
+  const s = m.inspect() as unknown as { lapic: LapicState; cpus?: Record<string, LapicState> };
   return [s.lapic, ...Object.values(s.cpus ?? {})];
 }
 

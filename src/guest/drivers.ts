@@ -3,6 +3,7 @@
 // goes through the machine's port, MMIO and line interface, like a real guest's accesses.
 
 import type { Machine } from "../core/machine.js";
+import { PIT_HZ } from "../../assembly/common/hardware.js";
 
 export type InterruptSetup = "pic" | "apic";
 
@@ -44,7 +45,6 @@ export function interruptDriver(setup: InterruptSetup, machine: Machine): Interr
   return new ApicDriver(machine);
 }
 
-const PIT_HZ = 1_193_182;
 export const LAPIC = 0xfee0_0000;
 export const LAPIC_EOI = LAPIC + 0xb0;
 export const LAPIC_SVR = LAPIC + 0xf0;

@@ -23,7 +23,7 @@ import { IoApicRecord, LocalApicRecord } from "./record";
 import { ENTRY_LEVEL, ENTRY_LOGICAL, ENTRY_MASKED, ENTRY_REMOTE_IRR, IOAPIC_PIN_COUNT } from "../../registers/ioapic";
 import {
   APIC_BASE_X2APIC, ESR_ILLEGAL_REGISTER, ESR_RECEIVE_ILLEGAL_VECTOR, ESR_SEND_ILLEGAL_VECTOR, FIRST_LEGAL_VECTOR,
-  ICR_LEVEL, ICR_SHORTHAND_SHIFT, LVT_COUNT, LVT_MASKED, MODE_SHIFT, MSR_TSC_DEADLINE,
+  ICR_LEVEL, ICR_SHORTHAND_SHIFT, LVT_COUNT, LVT_LINT0, LVT_MASKED, MODE_SHIFT, MSR_TSC_DEADLINE,
   REG_DFR, REG_DIVIDE, REG_EOI, REG_ESR, REG_ICR_HIGH, REG_ICR_LOW, REG_ID, REG_INITIAL_COUNT,
   REG_IRR, REG_LDR, REG_LVT_FIRST, REG_PPR, REG_SVR, REG_TPR, REG_UNIMPLEMENTED, SVR_ENABLE,
   Shorthand, TIMER_MODE_SHIFT, TimerMode, VECTOR_MASK, divisorOf, ticksToExpiry, timerModeOf, timerTickTime,
@@ -85,6 +85,9 @@ export class LapicRebuild {
   /** Enables the APIC for the rebuild: its ID (destinations use it), software enable, TPR 0. */
   prepare(): void {
     this.lapic.write(REG_ID, this.rec.id);
+    // QEMU's LINT0 comes out of reset as ExtINT, unmasked: with the rebuilt PIC's INT up, the
+    // acknowledges that rebuild ISR would take the PIC's vector instead. finish() restores it.
+    this.lapic.write(REG_LVT_FIRST + (<u32>LVT_LINT0 << 4), LVT_MASKED);
     this.lapic.write(REG_SVR, SVR_REBUILD);
   }
 
