@@ -233,7 +233,12 @@ class Reprogramming {
       const ch = s.port - 0x40;
       if (this.rw[ch] === 0) return;
       this.bytes[ch]++;
-      if (this.bytes[ch] < (this.rw[ch] === 3 ? 2 : 1)) return;
+      if (this.bytes[ch] < (this.rw[ch] === 3 ? 2 : 1)) {
+        // The first byte of a new count before the last one loaded stops that load (mode 0
+        // stops counting, and the count register is incomplete): as inexact as it was.
+        if (!this.exact(ch, now)) this.exactFrom[ch] = Infinity;
+        return;
+      }
       this.bytes[ch] = 0;
       if (this.compatQemu) this.exactAt(ch, now);
       else if (this.loadsAtTrigger(ch)) this.awaitingTrigger[ch] = true;

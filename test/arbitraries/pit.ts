@@ -177,5 +177,24 @@ function programmedFirst(steps: Step[], firstWords: Step[]): Step[] {
 export function pitScenario(long: boolean, maxActions = 30): fc.Arbitrary<Step[]> {
   return fc
     .tuple(fc.array(pitAction(long), { maxLength: maxActions, size: "max" }), fc.tuple(controlWordFor(0), controlWordFor(1), controlWordFor(2)))
-    .map(([actions, firstWords]) => programmedFirst(actions.flat(), firstWords));
+    .map(([actions, firstWords]) => decimalCounts(programmedFirst(actions.flat(), firstWords)));
+}
+
+/**
+ * Turns every count byte written to a channel in BCD mode into valid decimal digits (a digit
+ * above 9 is undefined on a real 8254): each nibble n becomes n mod 10.
+ */
+function decimalCounts(steps: Step[]): Step[] {
+  const bcd = [false, false, false];
+  return steps.map((s) => {
+    if (s.op !== "outb") return s;
+    if (s.port === 0x43) {
+      const ch = s.value >> 6;
+      if (ch < 3 && programs(s, ch)) bcd[ch] = (s.value & 1) !== 0;
+      return s;
+    }
+    const ch = s.port - 0x40;
+    if (ch < 0 || ch > 2 || !bcd[ch]) return s;
+    return { ...s, value: (((s.value >> 4) % 10) << 4) | ((s.value & 15) % 10) };
+  });
 }
