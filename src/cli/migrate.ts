@@ -13,10 +13,16 @@ import { bootAndMigrate, type LiveMigrationResult } from "../migrate/run/run.js"
 import { formatBytes, parseSize } from "../migrate/report/units.js";
 import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "./migrate-options.js";
 import { EXIT_FAILED, EXIT_OK, UsageError, checkWritable, fileProblem, integerOption, parseOptions } from "./usage.js";
+import { CONTROL_HELP, CONTROL_USAGE, HTTP_OPTION_HELP, httpOption, runControlCommand, serveMonitor } from "./monitor.js";
+import { MigrationControl } from "../migrate/source/control.js";
+import { ListenerMonitor } from "../monitor/listener-status.js";
+import { SourceMonitor } from "../monitor/source-status.js";
+import type { MonitorServer } from "../monitor/server.js";
 
 export const MIGRATE_USAGE = `usage:
-  blmv migrate listen --port P [--host 127.0.0.1] [--token-file F] [--cert F --key F] [--max-memory SIZE] [--once] [--json]
-  blmv migrate send --to ws://HOST:P|wss://HOST:P [--token-file F] [--ca F] [--verify] [guest and link options]
+  blmv migrate listen --port P [--host 127.0.0.1] [--token-file F] [--cert F --key F] [--max-memory SIZE] [--once] [--json] [--http [HOST:]PORT]
+  blmv migrate send --to ws://HOST:P|wss://HOST:P [--token-file F] [--ca F] [--verify] [--http [HOST:]PORT [--cert F --key F]] [guest and link options]
+${CONTROL_USAGE}
 
 The token authenticates both sides (challenge–response; it never crosses the wire). It comes
 from --token-file F or else the ${TOKEN_ENV} environment variable; a listener given neither
@@ -34,13 +40,19 @@ listen:
   --timeout MS          longest wait for the source's next message (default ${DEFAULT_DESTINATION_TIMEOUT_MS})
   --once                exit after the first migrated guest has finished its run here
   --json                one JSON object per line for each event
+${HTTP_OPTION_HELP}
+                        (over HTTPS with --cert/--key)
 
 send:
   --to URL              the destination, ws://HOST:PORT or wss://HOST:PORT (TLS)
   --ca F                for wss://: the PEM certificate the destination must present or chain
                         to (default: the system's certificate authorities)
   --verify              also run the guest without migrating it and compare the final digests
-${GUEST_OPTIONS_HELP}`;
+${HTTP_OPTION_HELP}
+  --cert F, --key F     with --http: serve the monitor over HTTPS with this certificate and key
+${GUEST_OPTIONS_HELP}
+
+${CONTROL_HELP}`;
 
 export async function runMigrateCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -50,7 +62,8 @@ export async function runMigrateCommand(argv: string[]): Promise<number> {
   }
   if (sub === "listen") return runListen(rest);
   if (sub === "send") return runSend(rest);
-  throw new UsageError(`migrate: expected listen or send${sub ? `, got ${JSON.stringify(sub)}` : ""}\n\n${MIGRATE_USAGE}`);
+  if (sub === "status" || sub === "set" || sub === "postcopy" || sub === "cancel") return runControlCommand(sub, rest);
+  throw new UsageError(`migrate: expected listen, send, status, set, postcopy or cancel${sub ? `, got ${JSON.stringify(sub)}` : ""}\n\n${MIGRATE_USAGE}`);
 }
 
 function token(command: string, file: string | undefined): string | undefined {
@@ -76,6 +89,7 @@ async function runListen(argv: string[]): Promise<number> {
     timeout: { type: "string", default: String(DEFAULT_DESTINATION_TIMEOUT_MS) },
     once: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
+    http: { type: "string" },
   });
   if (values.port === undefined) throw new UsageError(`${command}: --port is required (0 picks a free port)`);
   const port = integerOption(command, "port", values.port)!;
@@ -91,11 +105,16 @@ async function runListen(argv: string[]): Promise<number> {
   const secret = given ?? generateToken();
   const json = values.json;
   const say = (e: Record<string, unknown>, text: string): void => console.log(json ? JSON.stringify(e) : text);
+  const http = httpOption(command, values.http);
+  let monitor: ListenerMonitor | undefined;
 
   let listener;
   try {
     const limits = { maxSessions, maxConnections: 4 * maxSessions, memoryBudgetBytes, maxAuthFailures };
-    listener = await listen({ host: values.host, port, token: secret, maxMemoryBytes, timeoutMs, once: values.once, tls, limits, onEvent: (e) => say(e, describeEvent(e)) });
+    listener = await listen({ host: values.host, port, token: secret, maxMemoryBytes, timeoutMs, once: values.once, tls, limits, onEvent: (e) => {
+      say(e, describeEvent(e));
+      monitor?.record(e);
+    } });
   } catch (e) {
     throw new UsageError(`${command}: cannot listen on ${values.host}:${port}: ${(e as Error).message}`);
   }
@@ -106,10 +125,21 @@ async function runListen(argv: string[]): Promise<number> {
       `up to ${maxSessions} guests at once, each up to ${formatBytes(maxMemoryBytes)}, ${formatBytes(memoryBudgetBytes)} in all`,
   );
   if (!given && !json) console.log(`token: ${secret}\n  (none was given: pass this one to the source with --token-file or ${TOKEN_ENV})`);
+  let server: MonitorServer | undefined;
+  if (http) {
+    monitor = new ListenerMonitor(listener.url);
+    try {
+      server = await serveMonitor(command, monitor, http, secret, { tls, json });
+    } catch (e) {
+      await listener.close();
+      throw e;
+    }
+  }
   const stop = (): void => void listener.close();
   process.once("SIGINT", stop).once("SIGTERM", stop);
   await listener.closed;
   process.off("SIGINT", stop).off("SIGTERM", stop);
+  await server?.close();
   return EXIT_OK;
 }
 
@@ -138,7 +168,16 @@ function describeEvent(e: DestinationEvent): string {
 
 async function runSend(argv: string[]): Promise<number> {
   const command = "migrate send";
-  const { values } = parseOptions(command, argv, { ...GUEST_OPTIONS, to: { type: "string" }, "token-file": { type: "string" }, ca: { type: "string" }, verify: { type: "boolean", default: false } });
+  const { values } = parseOptions(command, argv, {
+    ...GUEST_OPTIONS,
+    to: { type: "string" },
+    "token-file": { type: "string" },
+    ca: { type: "string" },
+    verify: { type: "boolean", default: false },
+    http: { type: "string" },
+    cert: { type: "string" },
+    key: { type: "string" },
+  });
   const url = values.to;
   if (url === undefined) throw new UsageError(`${command}: --to ws://HOST:PORT is required`);
   if (!/^wss?:\/\/[^/\s]+(\/\S*)?$/.test(url)) throw new UsageError(`${command}: --to expects ws://HOST:PORT or wss://HOST:PORT, got ${JSON.stringify(url)}`);
@@ -148,6 +187,13 @@ async function runSend(argv: string[]): Promise<number> {
   if (secret === undefined) throw new UsageError(`${command}: no token: pass --token-file F or set ${TOKEN_ENV} (the listener prints the one it generated)`);
   const { spec, link, svg, json } = parseGuestAndLink(command, values);
   if (svg) await checkWritable(command, svg);
+  const http = httpOption(command, values.http);
+  if ((values.cert !== undefined || values.key !== undefined) && !http) throw new UsageError(`${command}: --cert and --key serve the monitor over HTTPS: they need --http`);
+  if ((values.cert === undefined) !== (values.key === undefined)) throw new UsageError(`${command}: --cert and --key go together`);
+  const tls = values.cert !== undefined ? { cert: readInput(command, "--cert", values.cert), key: readInput(command, "--key", values.key!) } : undefined;
+  const control = http ? new MigrationControl() : undefined;
+  const monitor = control && new SourceMonitor(control, { workload: spec.workload, memoryBytes: spec.memoryBytes, technique: link.technique ?? "precopy", downtimeLimitMs: link.downtimeLimitMs!, bandwidth: link.bandwidth });
+  const server = monitor && http ? await serveMonitor(command, monitor, http, secret, { tls }) : undefined;
 
   const controller = new AbortController();
   const onSignal = (): void => {
@@ -157,12 +203,17 @@ async function runSend(argv: string[]): Promise<number> {
   process.on("SIGINT", onSignal);
   let result: LiveMigrationResult;
   try {
-    result = await bootAndMigrate(spec, { ...link, url, ca, token: secret, signal: controller.signal });
+    result = await bootAndMigrate(spec, { ...link, url, ca, token: secret, signal: controller.signal, control });
+  } catch (e) {
+    await server?.close();
+    throw e;
   } finally {
     process.off("SIGINT", onSignal);
   }
   const final = result.report.destination?.digest ?? result.source?.digest;
   const reference = values.verify ? referenceDigest(spec) : undefined;
+  monitor?.finish(result.report, { final, reference, guestOn: result.source ? "source" : result.report.status === "completed" ? "destination" : "nowhere" });
+  await server?.close();
   const verification = reference !== undefined && final !== undefined ? { referenceDigest: reference, finalDigest: final, identical: reference === final } : undefined;
   if (svg) writeFileSync(svg, roundChartSvg(result.report));
   if (json) {

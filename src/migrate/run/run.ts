@@ -24,6 +24,7 @@ export interface LiveMigrationResult {
 
 export async function bootAndMigrate(spec: GuestRunSpec, options: LiveMigrationOptions): Promise<LiveMigrationResult> {
   const live = new LiveGuest(bootGuest(spec), spec.endNs);
+  if (options.control) options.control.guest = live;
   live.resume();
   let handedOver = false;
   const running = live.runLive(() => handedOver);

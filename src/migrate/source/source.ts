@@ -30,6 +30,7 @@ import { Channel } from "../transport/channel.js";
 import { MigrationFailure } from "../failure.js";
 import { authenticate, openChannel, type ConnectOptions } from "../transport/connect.js";
 import { DEFAULT_RESOLVE_TIMEOUT_MS, askOutcome } from "./resolve.js";
+import { ControlError, type ControlTarget, type MigrationControl } from "./control.js";
 import type { LiveGuest } from "../run/live.js";
 import { newReport, summarize, type MigrationReport, type PostcopyStats, type RoundStat } from "../report/metrics.js";
 import { countPages } from "../wire/decode.js";
@@ -64,6 +65,8 @@ export interface SourceOptions extends TechniqueOptions {
   /** Wait for the destination to run the guest to its end and report its digest. */
   awaitFinish?: boolean;
   onProgress?: (p: Progress) => void;
+  /** Changes a user asks for while the migration runs (source/control.ts). */
+  control?: MigrationControl;
 }
 
 export interface Progress {
@@ -75,6 +78,8 @@ export interface Progress {
   bytesPerSec: number;
   expectedDowntimeMs: number;
   throttlePercent: number;
+  /** Post-copy: the destination's page faults the source has served so far. */
+  faults: number;
 }
 
 /** Migrates the running guest to the destination at `options.url`. Never throws for a failed migration: see the report's status. */
@@ -83,9 +88,14 @@ export async function migrate(live: LiveGuest, options: SourceOptions): Promise<
 }
 
 /** One migration. Pre-copy and stop-and-copy are its own steps; post-copy drives it as a PostcopyHost. */
-class SourceSession implements PostcopyHost {
-  private readonly limitMs: number;
-  private readonly maxRounds: number;
+class SourceSession implements PostcopyHost, ControlTarget {
+  private limitMs: number;
+  private maxRounds: number;
+  private bandwidthLimit?: number;
+  private postcopyRequested = false;
+  private cancelRequested = false;
+  private postcopyOffered = false;
+  private faults = 0;
   readonly timeoutMs: number;
   readonly report: MigrationReport;
   private openChannel?: Channel;
@@ -113,6 +123,7 @@ class SourceSession implements PostcopyHost {
     private readonly options: SourceOptions,
   ) {
     this.limitMs = options.downtimeLimitMs ?? DEFAULT_DOWNTIME_LIMIT_MS;
+    this.bandwidthLimit = options.bandwidth;
     this.maxRounds = Math.min(roundCap(options, options.maxRounds ?? DEFAULT_MAX_ROUNDS), MAX_ROUNDS);
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const memory = live.guest.memory;
@@ -124,6 +135,7 @@ class SourceSession implements PostcopyHost {
 
   async run(): Promise<MigrationReport> {
     const start = performance.now();
+    this.options.control?.attach(this);
     try {
       if (this.live.guest.machine.policy === "none") {
         throw new MigrationFailure("config", 'the hypervisor runs with policy "none": it kept no shadow of the write-only device state, so the devices cannot be captured');
@@ -135,7 +147,7 @@ class SourceSession implements PostcopyHost {
         await this.stopAndCopy(undefined);
       } else {
         const dirty = technique === "postcopy" ? undefined : await this.precopy();
-        if (technique === "precopy") await this.stopAndCopy(dirty!);
+        if (this.report.technique === "precopy") await this.stopAndCopy(dirty!);
         else await postcopy(this, dirty);
       }
       this.report.status = "completed";
@@ -151,6 +163,7 @@ class SourceSession implements PostcopyHost {
       if (this.report.status === "completed" && !this.report.error) this.openChannel?.close();
       if (this.xbzrle) this.report.xbzrle = this.xbzrle.stats;
       summarize(this.report, this.memoryMs, this.maxRounds);
+      this.options.control?.detach(this.report.status);
     }
     return this.report;
   }
@@ -162,6 +175,7 @@ class SourceSession implements PostcopyHost {
     Machine.prepare();
     this.progress("setup", 0, 0);
     const channel = (this.openChannel = openChannel(this.connectOptions()));
+    if (this.cancelRequested) channel.cancel();
     // A cancel counts only before the commit: after it, the guest is the destination's.
     const signal = this.options.signal;
     const cancel = (): void => {
@@ -173,6 +187,7 @@ class SourceSession implements PostcopyHost {
     const challenge = await authenticate(channel, this.options.token, (step) => (this.step = step));
     ({ zeroPages: this.zeroPages, xbzrle: this.xbzrle } = negotiate(this.options, challenge.capabilities));
     this.canQuery = challenge.capabilities.includes("outcome-query");
+    this.postcopyOffered = challenge.capabilities.includes("postcopy");
     if (challenge.capabilities.includes("acks")) channel.window = new AckWindow();
     this.session = challenge.nonce;
 
@@ -210,10 +225,54 @@ class SourceSession implements PostcopyHost {
         this.report.stopReason = reason;
         return dirty;
       }
+      if (this.postcopyRequested) {
+        // The user switched to post-copy: what the rounds so far left goes after the handoff.
+        this.report.stopReason = "postcopy-requested";
+        this.report.technique = "hybrid";
+        this.maxRounds = round + 1;
+        return dirty;
+      }
       // Auto-converge: the guest dirtied more than half of what the round could carry.
       if (this.options.autoConverge !== false && remaining > (stat.pages * PAGE_SIZE) / 2) this.raiseThrottle();
       pages = dirty;
     }
+  }
+
+  // ---- runtime control (ControlTarget) ----------------------------------------------------------
+
+  setDowntimeLimit(ms: number): void {
+    if (this.pausedAt > 0) throw new ControlError("not-now", "the guest is already paused for the last copy: the downtime limit no longer applies; nothing was changed");
+    this.limitMs = ms;
+    this.report.downtimeLimitMs = ms;
+    // Hybrid ends pre-copy on its round count, never on the expected downtime.
+    if (this.report.technique !== "hybrid") this.stop.limits.downtimeLimitMs = ms;
+  }
+
+  setBandwidth(bytesPerSec: number): void {
+    this.bandwidthLimit = bytesPerSec;
+    this.report.bandwidthLimitBytesPerSec = bytesPerSec;
+    this.openChannel?.setBandwidth(bytesPerSec);
+  }
+
+  startPostcopy(): void {
+    const technique = this.report.technique;
+    if (technique !== "precopy") throw new ControlError("not-now", `this migration runs ${technique}, not pre-copy: there is nothing to switch`);
+    if (this.pausedAt > 0) throw new ControlError("not-now", "pre-copy is over: the guest is already paused for the last copy");
+    if (!this.openChannel || this.step === "connect" || this.step === "hello" || this.step === "challenge" || this.step === "auth" || this.step === "accepted") {
+      throw new ControlError("not-now", "the destination has not said yet whether it supports post-copy: try again once pre-copy has started");
+    }
+    if (!this.postcopyOffered) throw new ControlError("not-now", "the destination does not support post-copy");
+    this.postcopyRequested = true;
+  }
+
+  cancel(): void {
+    if (this.committed) throw new ControlError("not-now", "the commit has been sent: the guest now belongs to the destination and the migration cannot be cancelled");
+    this.cancelRequested = true;
+    this.openChannel?.cancel();
+  }
+
+  countFault(): void {
+    this.faults++;
   }
 
   // ---- the steps every technique shares (PostcopyHost) -------------------------------------------
@@ -475,12 +534,12 @@ class SourceSession implements PostcopyHost {
   }
 
   private connectOptions(): ConnectOptions {
-    const { url, ca, bandwidth, latencyMs } = this.options;
-    return { url, ca, timeoutMs: this.timeoutMs, bandwidth, latencyMs, idle: () => this.idle() };
+    const { url, ca, latencyMs } = this.options;
+    return { url, ca, timeoutMs: this.timeoutMs, bandwidth: this.bandwidthLimit, latencyMs, idle: () => this.idle() };
   }
 
   private progress(phase: Progress["phase"], round: number, remainingBytes: number): void {
-    this.options.onProgress?.({
+    const p: Progress = {
       phase,
       round,
       sentBytes: this.report.bytes.memory,
@@ -488,6 +547,9 @@ class SourceSession implements PostcopyHost {
       bytesPerSec: this.bandwidth(),
       expectedDowntimeMs: this.expectedDowntimeMs,
       throttlePercent: Math.round(this.live.throttle * 100),
-    });
+      faults: this.faults,
+    };
+    this.options.onProgress?.(p);
+    this.options.control?.reportProgress(p);
   }
 }
