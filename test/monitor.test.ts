@@ -4,6 +4,8 @@
 // ask a running monitor from another process.
 
 import { request } from "node:http";
+import { generate } from "selfsigned";
+import WebSocket from "ws";
 import { afterEach, describe, expect, it } from "vitest";
 import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
 import { bootAndMigrate, type LiveMigrationResult } from "../src/migrate/run/run.js";
@@ -11,7 +13,7 @@ import { ControlError, MigrationControl } from "../src/migrate/source/control.js
 import { ListenerMonitor } from "../src/monitor/listener-status.js";
 import { SourceMonitor, type SourceStatus } from "../src/monitor/source-status.js";
 import { parseSettings, startMonitor, type MonitorServer } from "../src/monitor/server.js";
-import { parseEndpoint } from "../src/monitor/client.js";
+import { callMonitor, parseEndpoint } from "../src/monitor/client.js";
 import { redirection } from "../src/monitor/machine-view.js";
 import { Destination, killChildren, runCli } from "./migrate-harness.js";
 
@@ -100,7 +102,7 @@ describe("the monitor's access rules", () => {
     expect(page.status).toBe(200);
     expect(page.text).not.toMatch(/https?:\/\//);
     expect(page.headers["content-security-policy"]).toContain("default-src 'self'");
-    for (const asset of ["/app.js", "/style.css", "/vendor/uPlot.iife.min.js", "/vendor/uPlot.min.css"]) expect((await http(port, "GET", asset)).status, asset).toBe(200);
+    for (const asset of ["/app.js", "/style.css", "/units.js", "/vendor/uPlot.iife.min.js", "/vendor/uPlot.min.css"]) expect((await http(port, "GET", asset)).status, asset).toBe(200);
   });
 
   it("lets the page in with a cookie derived from the token, which is never the token itself", async () => {
@@ -131,6 +133,28 @@ describe("the monitor's access rules", () => {
     expect(crossSite.status).toBe(403);
     // A control must be JSON: a plain form post from another page cannot be one without a preflight.
     expect((await http(port, "POST", "/api/control/cancel", { ...bearer, "content-type": "application/x-www-form-urlencoded" }, "a=1")).status).toBe(415);
+  });
+
+  it("speaks HTTPS with the migration's certificate, and only to a client that trusts it", async () => {
+    const pems = await generate([{ name: "commonName", value: "blmv monitor test" }], { days: 1, keySize: 2048, extensions: [{ name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }] }] });
+    const monitor = new ListenerMonitor("wss://127.0.0.1:1");
+    const server = await startMonitor(monitor, { host: "127.0.0.1", port: 0, token: TOKEN, tls: { cert: pems.cert, key: pems.private } });
+    servers.push(server);
+    expect(server.pageUrl).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/#token=/);
+    const ok = await callMonitor({ url: server.url, token: TOKEN, ca: pems.cert }, "GET", "/api/status");
+    expect(ok).toMatchObject({ status: 200, body: { role: "destination" } });
+    await expect(callMonitor({ url: server.url, token: TOKEN }, "GET", "/api/status")).rejects.toThrow(/self-signed|certificate/);
+  });
+
+  it("keeps web pages off the migration port: a connection with an Origin header is refused", async () => {
+    const dest = await Destination.start(TOKEN);
+    const refused = await new Promise<string>((resolve) => {
+      const ws = new WebSocket(dest.url, { origin: "http://attacker.example" });
+      ws.on("open", () => resolve("open"));
+      ws.on("unexpected-response", (_req, res) => resolve(String(res.statusCode)));
+      ws.on("error", (e) => resolve(e.message));
+    });
+    expect(refused).toMatch(/401|403/);
   });
 
   it("says so when a control comes before any migration runs", async () => {

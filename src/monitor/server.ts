@@ -1,5 +1,5 @@
-// The monitor's HTTP(S) server: the page (web/monitor/ and uPlot from node_modules, all served
-// here, nothing from elsewhere), its live feed (server-sent events), the status, the machine
+// The monitor's HTTP(S) server: the page (web/monitor/, the built units module and uPlot from
+// node_modules, all served here, nothing from elsewhere), its live feed (server-sent events), the status, the machine
 // view, the controls and /metrics. Every request must name this server (Host); everything but
 // the page's static files needs the token; controls must not come from another page (Origin).
 // See docs/monitor.md.
@@ -247,6 +247,8 @@ function loadAssets(): Map<string, Asset> {
     ["/", file(join(page, "index.html"), "text/html; charset=utf-8")],
     ["/app.js", file(join(page, "app.js"), "text/javascript; charset=utf-8")],
     ["/style.css", file(join(page, "style.css"), "text/css; charset=utf-8")],
+    // The command line's own formatting of sizes, rates and times (a module without imports).
+    ["/units.js", file(join(root, "dist", "src", "migrate", "report", "units.js"), "text/javascript; charset=utf-8")],
     ["/vendor/uPlot.iife.min.js", file(join(uplot, "uPlot.iife.min.js"), "text/javascript; charset=utf-8")],
     ["/vendor/uPlot.min.css", file(join(uplot, "uPlot.min.css"), "text/css; charset=utf-8")],
   ]);

@@ -1,28 +1,15 @@
 // The monitor page: shows the token once to the server (which answers with a cookie), follows
 // the live feed (server-sent events), draws the rounds with uPlot, polls the machine view while
-// it is open, and sends the controls. Everything it loads comes from the process it watches.
+// it is open, and sends the controls. Everything it loads comes from the process it watches;
+// sizes, rates and times are written as the command line writes them (units.js is the CLI's).
 // See docs/monitor.md.
-"use strict";
+import { formatBytes as bytes, formatMs, formatRate } from "/units.js";
 
 const $ = (id) => document.getElementById(id);
 const MACHINE_REFRESH_MS = 500;
 
-const units = ["KiB", "MiB", "GiB", "TiB"];
-function bytes(n) {
-  if (n === undefined || n === null) return "–";
-  if (n < 1024) return `${Math.round(n)} B`;
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-  return `${v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0)} ${units[i]}`;
-}
-const rate = (n) => (n === undefined || n === null ? "–" : `${bytes(n)}/s`);
-function ms(v) {
-  if (v === undefined || v === null) return "–";
-  if (v < 10) return `${v.toFixed(2)} ms`;
-  if (v < 10000) return `${v.toFixed(0)} ms`;
-  return `${(v / 1000).toFixed(1)} s`;
-}
+const rate = (n) => (n === undefined || n === null ? "–" : formatRate(n));
+const ms = (v) => (v === undefined || v === null ? "–" : formatMs(v));
 const hex = (v, width = 2) => "0x" + (v >>> 0).toString(16).padStart(width, "0");
 
 // ---- access ---------------------------------------------------------------------------------

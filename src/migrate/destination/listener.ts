@@ -1,7 +1,8 @@
 // A destination server: accepts migration connections, plain (ws://) or over TLS (wss://), and
 // runs a session for each, several at once within the Admission's limits (a source beyond them
 // is told the destination is busy); optionally it stops after the first guest it received has
-// run to its end.
+// run to its end. A connection a web browser opens (it carries an Origin header) is refused
+// before the handshake: no page in the user's browser can reach the migration port.
 
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
@@ -42,7 +43,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   const admission = new Admission({ ...DEFAULT_LIMITS, ...options.limits });
   let https: Server | undefined;
   let server: WebSocketServer;
-  const wsOptions = { maxPayload: MAX_PAYLOAD, perMessageDeflate: false };
+  const wsOptions = { maxPayload: MAX_PAYLOAD, perMessageDeflate: false, verifyClient: (info: { origin?: string }) => info.origin === undefined };
   if (options.tls) {
     https = createServer({ cert: options.tls.cert, key: options.tls.key });
     server = new WebSocketServer({ ...wsOptions, server: https });
