@@ -1,12 +1,12 @@
 // `npm run import-traces`: regenerates traces/qemu/ from the QEMU logs (raw/<run>.log.gz and
-// timed/<run>.timed.log.gz under $BLMV_QEMU_LOGS, by default ../shared/traces/qemu beside the
-// project) and writes every import summary to traces/qemu/import-summary.json.
+// timed/<run>.timed.log.gz under $BLMV_QEMU_LOGS, by default traces/qemu/logs) and writes every
+// import summary to traces/qemu/import-summary.json. docs/traces.md describes the import.
 
 import { mkdir, readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { MultiCpuLogError, formatImportSummary, importQemuLog, type ImportSummary } from "./import.js";
 
-const LOGS = process.env["BLMV_QEMU_LOGS"] ?? join("..", "shared", "traces", "qemu");
+const LOGS = process.env["BLMV_QEMU_LOGS"] ?? join("traces", "qemu", "logs");
 const OUT = join("traces", "qemu");
 
 /** Input and output of every log found: raw/<run>.log.gz and timed/<run>.timed.log.gz. */
