@@ -202,15 +202,15 @@ describe("settings and endpoints as typed", () => {
 
 describe("steering a running migration", () => {
   it("applies a new downtime limit and bandwidth to the running pre-copy, shows it in status and /metrics, refuses bad values without change", async () => {
-    // A limit of 1 ms never fits: pre-copy goes on round after round until the limit changes.
-    const { control, server, done } = await watchedMigration(spec({ workingSetBytes: 6 * MiB, dirtyBytesPerSecond: 16 * MiB }), { bandwidth: 4 * MiB, downtimeLimitMs: 1 });
+    // At 256 KiB/s the first round alone takes half a minute: the controls find it running.
+    const { control, server, done } = await watchedMigration(spec({ endNs: 1500 * MS }), { bandwidth: 256 * 1024, downtimeLimitMs: 1 });
     await until(inPrecopy(control), "pre-copy");
     const bad = await http(server.port, "POST", "/api/control/set", json, JSON.stringify({ "downtime-limit": "5000", bandwidth: "fast" }));
     expect(bad.status).toBe(400);
     expect(JSON.parse(bad.text).error).toMatch(/bandwidth expects a rate like 100M/);
     const before = JSON.parse((await http(server.port, "GET", "/api/status", bearer)).text) as SourceStatus;
     expect(before.downtimeLimitMs).toBe(1);
-    expect(before.bandwidthLimitBytesPerSec).toBe(4 * MiB);
+    expect(before.bandwidthLimitBytesPerSec).toBe(256 * 1024);
 
     const ok = await http(server.port, "POST", "/api/control/set", json, JSON.stringify({ "downtime-limit": "60000", bandwidth: "64M" }));
     expect(ok.status, ok.text).toBe(200);
@@ -222,8 +222,9 @@ describe("steering a running migration", () => {
 
     const { report } = await done;
     expect(report.status).toBe("completed");
-    // The next round's end found the expected downtime within the new limit.
+    // The round ended at the new bandwidth, and the new limit ended pre-copy at once.
     expect(report.stopReason).toBe("downtime");
+    expect(report.rounds).toBe(1);
     expect(report.downtimeLimitMs).toBe(60000);
     expect(report.bandwidthLimitBytesPerSec).toBe(64 * MiB);
     const late = await http(server.port, "POST", "/api/control/set", json, JSON.stringify({ "downtime-limit": "100" }));
@@ -311,7 +312,8 @@ describe("the listener's sessions", () => {
 
 describe("blmv migrate status|set|postcopy|cancel", () => {
   it("asks a running monitor from another process, and refuses bad values and a wrong token", async () => {
-    const { control, server, done } = await watchedMigration(spec({ workingSetBytes: 6 * MiB, dirtyBytesPerSecond: 16 * MiB }), { bandwidth: 4 * MiB, downtimeLimitMs: 1 });
+    // At 256 KiB/s the first round alone takes half a minute: the commands find it running.
+    const { control, server, done } = await watchedMigration(spec({ endNs: 1500 * MS }), { bandwidth: 256 * 1024, downtimeLimitMs: 1 });
     await until(inPrecopy(control), "pre-copy");
     const env = { BLMV_TOKEN: TOKEN };
     const at = `127.0.0.1:${server.port}`;
@@ -330,9 +332,10 @@ describe("blmv migrate status|set|postcopy|cancel", () => {
     expect(wrong.stderr).toMatch(/the token is wrong/);
     expect(control.running).toBe(true);
 
-    const set = await runCli(["migrate", "set", "--http", at, "--downtime-limit", "60000"], env);
+    const set = await runCli(["migrate", "set", "--http", at, "--downtime-limit", "60000", "--bandwidth", "64M"], env);
     expect(set.code, set.stderr).toBe(0);
-    expect((await done).report.stopReason).toBe("downtime");
+    const { report } = await done;
+    expect(report).toMatchObject({ status: "completed", stopReason: "downtime", rounds: 1, downtimeLimitMs: 60000 });
     const ended = await runCli(["migrate", "cancel", "--http", at], env);
     expect(ended.code).toBe(1);
     expect(ended.stderr).toMatch(/has ended \(completed\)/);

@@ -7,7 +7,7 @@ import { performance } from "node:perf_hooks";
 import { PAGE_SIZE } from "../guest/page.js";
 import type { MigrationControl } from "../migrate/source/control.js";
 import type { MigrationReport, MigrationStatus, RoundStat } from "../migrate/report/metrics.js";
-import type { Progress } from "../migrate/source/source.js";
+import type { Progress } from "../migrate/source/progress.js";
 import { machineView, type MachineView } from "./machine-view.js";
 
 /** Sent pages are counted over this window for the pages/s figure. */

@@ -86,8 +86,8 @@ async function outcome(page: Page): Promise<string> {
 }
 
 describe("the monitor page in Chromium", () => {
-  it("follows a migration to the end: progress only rises, to 100 %; the chart grows; the machine view shows the hypervisor's registers", async () => {
-    const dest = await Destination.start(TOKEN);
+  it("follows a migration to the end: progress only rises, to 100 %; the chart grows; the machine view shows the hypervisor's registers; the listener lists the session", async () => {
+    const dest = await Destination.start(TOKEN, ["--http", "0"]);
     const { page: url, exit } = await send(dest, ["--memory", "16M", "--workload", "uniform", "--working-set", "4M", "--dirty-rate", "8M", "--bandwidth", "6M", "--downtime-limit", "40", "--migrate-after", "1.5", "--duration", "12"]);
     const page = await open(url);
     expect(await page.locator("#role").innerText()).toBe("source");
@@ -118,12 +118,21 @@ describe("the monitor page in Chromium", () => {
     expect(await page.locator("#outcome-predicted").innerText()).toMatch(/rounds, downtime/);
     await page.screenshot({ path: "docs/monitor.png", fullPage: true });
     expect((await exit).code).toBe(0);
+
+    // The destination's page lists the session, finished with the guest's final digest.
+    const monitor = (await dest.waitFor((e) => (e as { event: string }).event === "monitor")) as unknown as { url: string };
+    const listener = await open(`${monitor.url}#token=${TOKEN}`);
+    expect(await listener.locator("#role").innerText()).toBe("destination");
+    await listener.waitForFunction(() => (document.querySelector("#sessions tbody")?.textContent ?? "").includes("finished"));
+    expect(await listener.locator("#sessions tbody tr").count()).toBe(1);
+    expect(await listener.locator("#sessions tbody").innerText()).toMatch(/uniform.*digest [0-9a-f]{64}/s);
   });
 
   it("cancels from the page: the guest keeps running on the source", async () => {
     const dest = await Destination.start(TOKEN);
-    // A limit of 1 ms is never met: pre-copy goes on until the page cancels it.
-    const { page: url, exit } = await send(dest, ["--memory", "8M", "--working-set", "6M", "--dirty-rate", "16M", "--bandwidth", "4M", "--downtime-limit", "1", "--migrate-after", "1", "--duration", "6"]);
+    // A limit of 1 ms is not met while the guest dirties memory, and the first round alone
+    // takes 8 s: pre-copy is running when the page cancels it.
+    const { page: url, exit } = await send(dest, ["--memory", "8M", "--working-set", "6M", "--dirty-rate", "16M", "--bandwidth", "1M", "--downtime-limit", "1", "--migrate-after", "1", "--duration", "6"]);
     const page = await open(url);
     await page.waitForFunction(() => document.getElementById("status")?.textContent === "active");
     await page.click("#cancel");
@@ -139,7 +148,7 @@ describe("the monitor page in Chromium", () => {
 
   it("switches to post-copy from the page: it completes with the right digest", async () => {
     const dest = await Destination.start(TOKEN);
-    const { page: url, exit } = await send(dest, ["--memory", "8M", "--working-set", "6M", "--dirty-rate", "16M", "--bandwidth", "4M", "--downtime-limit", "1", "--migrate-after", "1", "--duration", "8"]);
+    const { page: url, exit } = await send(dest, ["--memory", "8M", "--working-set", "6M", "--dirty-rate", "16M", "--bandwidth", "2M", "--downtime-limit", "1", "--migrate-after", "1", "--duration", "8"]);
     const page = await open(url);
     await page.waitForFunction(() => document.getElementById("status")?.textContent === "active");
     await page.click("#postcopy");

@@ -2,7 +2,7 @@
 // per-round sparklines, and the per-round chart as an SVG file.
 
 import type { MigrationReport, RoundStat } from "./metrics.js";
-import type { Progress } from "../source/source.js";
+import type { Progress } from "../source/progress.js";
 import type { Technique } from "../source/techniques.js";
 import { formatBytes, formatMs, formatRate } from "./units.js";
 

@@ -5,7 +5,7 @@
 
 import type { LiveGuest } from "../run/live.js";
 import type { MigrationReport, MigrationStatus } from "../report/metrics.js";
-import type { Progress } from "./source.js";
+import type { Progress } from "./progress.js";
 
 /** Longest downtime limit a user may set: an hour. */
 export const MAX_DOWNTIME_LIMIT_MS = 3_600_000;

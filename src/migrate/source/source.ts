@@ -14,6 +14,8 @@
 //
 // The other techniques share these steps: stop-and-copy skips the pre-copy rounds; post-copy
 // (source/postcopy.ts) hands the guest over before its memory, hybrid after a few rounds.
+// While it runs, a user may change the downtime limit and the bandwidth, switch pre-copy to
+// post-copy or cancel, through the control interface (source/control.ts, docs/monitor.md).
 
 import { performance } from "node:perf_hooks";
 import { AckWindow } from "../transport/ack-window.js";
@@ -31,6 +33,7 @@ import { MigrationFailure } from "../failure.js";
 import { authenticate, openChannel, type ConnectOptions } from "../transport/connect.js";
 import { DEFAULT_RESOLVE_TIMEOUT_MS, askOutcome } from "./resolve.js";
 import { ControlError, type ControlTarget, type MigrationControl } from "./control.js";
+import type { Progress } from "./progress.js";
 import type { LiveGuest } from "../run/live.js";
 import { newReport, summarize, type MigrationReport, type PostcopyStats, type RoundStat } from "../report/metrics.js";
 import { countPages } from "../wire/decode.js";
@@ -67,19 +70,6 @@ export interface SourceOptions extends TechniqueOptions {
   onProgress?: (p: Progress) => void;
   /** Changes a user asks for while the migration runs (source/control.ts). */
   control?: MigrationControl;
-}
-
-export interface Progress {
-  phase: "setup" | "pre-copy" | "stop-and-copy" | "commit" | "post-copy" | "finishing";
-  round: number;
-  sentBytes: number;
-  /** Pages left in this round, plus the dirty pages waiting for the next, in bytes. */
-  remainingBytes: number;
-  bytesPerSec: number;
-  expectedDowntimeMs: number;
-  throttlePercent: number;
-  /** Post-copy: the destination's page faults the source has served so far. */
-  faults: number;
 }
 
 /** Migrates the running guest to the destination at `options.url`. Never throws for a failed migration: see the report's status. */
@@ -258,7 +248,8 @@ class SourceSession implements PostcopyHost, ControlTarget {
     const technique = this.report.technique;
     if (technique !== "precopy") throw new ControlError("not-now", `this migration runs ${technique}, not pre-copy: there is nothing to switch`);
     if (this.pausedAt > 0) throw new ControlError("not-now", "pre-copy is over: the guest is already paused for the last copy");
-    if (!this.openChannel || this.step === "connect" || this.step === "hello" || this.step === "challenge" || this.step === "auth" || this.step === "accepted") {
+    // The destination names its features in the challenge, which also names the session.
+    if (this.session === undefined) {
       throw new ControlError("not-now", "the destination has not said yet whether it supports post-copy: try again once pre-copy has started");
     }
     if (!this.postcopyOffered) throw new ControlError("not-now", "the destination does not support post-copy");
