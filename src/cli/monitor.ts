@@ -50,8 +50,10 @@ export async function serveMonitor(
   } catch (e) {
     throw new UsageError(`${command}: cannot serve the monitor on ${where.host}:${where.port}: ${(e as Error).message}`);
   }
+  const loopback = where.host === "127.0.0.1" || where.host === "::1" || where.host === "localhost";
+  const reach = loopback ? "" : options.tls ? "; other hosts may connect" : "; other hosts may connect and it is not encrypted: the token crosses the network in clear (use --cert/--key)";
   if (options.json) console.log(JSON.stringify({ event: "monitor", url: server.url, port: server.port }));
-  else console.error(`monitor: ${server.pageUrl}\n  (the token is in the address; \`blmv migrate status --http ${where.host}:${server.port}\` asks from another terminal)`);
+  else console.error(`monitor: ${server.pageUrl}\n  (the token is in the address; \`blmv migrate status --http ${where.host}:${server.port}\` asks from another terminal${reach})`);
   return server;
 }
 
