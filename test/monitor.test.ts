@@ -58,8 +58,8 @@ function spec(more: Partial<GuestRunSpec> = {}): GuestRunSpec {
 /** A real migration to a destination process, watched by a monitor on a free port. */
 async function watchedMigration(s: GuestRunSpec, link: { bandwidth?: number; downtimeLimitMs?: number; maxRounds?: number; technique?: "precopy" } = {}) {
   const dest = await Destination.start(TOKEN);
-  const control = new MigrationControl();
-  const monitor = new SourceMonitor(control, { workload: s.workload, memoryBytes: s.memoryBytes, technique: "precopy", downtimeLimitMs: link.downtimeLimitMs ?? 300, bandwidth: link.bandwidth });
+  const monitor = new SourceMonitor({ ...s, ...link });
+  const control = monitor.control;
   const server = await startMonitor(monitor, { host: "127.0.0.1", port: 0, token: TOKEN });
   servers.push(server);
   const done: Promise<LiveMigrationResult> = bootAndMigrate(s, { url: dest.url, token: TOKEN, migrateAtNs: 100 * MS, control, ...link });
@@ -78,8 +78,8 @@ const inPrecopy = (control: MigrationControl) => () => control.running && contro
 
 describe("the monitor's access rules", () => {
   async function idleMonitor(): Promise<{ port: number; control: MigrationControl }> {
-    const control = new MigrationControl();
-    const monitor = new SourceMonitor(control, { workload: "uniform", memoryBytes: 8 * MiB, technique: "precopy", downtimeLimitMs: 300 });
+    const monitor = new SourceMonitor({ workload: "uniform", memoryBytes: 8 * MiB });
+    const control = monitor.control;
     const server = await startMonitor(monitor, { host: "127.0.0.1", port: 0, token: TOKEN });
     servers.push(server);
     return { port: server.port, control };
@@ -244,7 +244,7 @@ describe("steering a running migration", () => {
     expect(report.technique).toBe("hybrid");
     expect(report.roundStats.at(-1)?.postcopy).toBe(true);
     expect(report.destination?.digest).toBe(referenceDigest(s));
-    monitor.finish(report, { final: report.destination?.digest, reference: referenceDigest(s), guestOn: "destination" });
+    monitor.finish(report, { final: report.destination?.digest, reference: referenceDigest(s) });
     const status = monitor.status();
     expect(status.progressPercent).toBe(100);
     expect(status.outcome).toMatchObject({ status: "completed", guestOn: "destination", digest: { verdict: "identical" } });

@@ -8,7 +8,6 @@ import { join } from "node:path";
 import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "./migrate-options.js";
 import { EXIT_FAILED, EXIT_OK, checkWritable, parseOptions } from "./usage.js";
 import { HTTP_OPTION_HELP, httpOption, serveMonitor } from "./monitor.js";
-import { MigrationControl } from "../migrate/source/control.js";
 import { SourceMonitor } from "../monitor/source-status.js";
 import { startDestinationProcess } from "./destination-process.js";
 import { referenceDigest } from "../migrate/run/guest-run.js";
@@ -36,12 +35,11 @@ export async function runDemo(argv: string[]): Promise<number> {
   const { spec, link, svg, json } = parseGuestAndLink("demo", values);
   if (svg) await checkWritable("demo", svg);
   const http = httpOption("demo", values.http);
-  const control = http ? new MigrationControl() : undefined;
   const log = json ? () => undefined : (s: string) => console.log(s);
 
   const { child: destination, url, token, stop } = await startDestinationProcess(true);
   let finished = false;
-  const monitor = control && new SourceMonitor(control, { workload: spec.workload, memoryBytes: spec.memoryBytes, technique: link.technique ?? "precopy", downtimeLimitMs: link.downtimeLimitMs!, bandwidth: link.bandwidth });
+  const monitor = http ? new SourceMonitor({ ...spec, ...link }) : undefined;
   let server;
   try {
     if (monitor && http) server = await serveMonitor("demo", monitor, http, token);
@@ -53,9 +51,9 @@ export async function runDemo(argv: string[]): Promise<number> {
       `source: booting a ${spec.workload} guest (${formatBytes(spec.memoryBytes)}, ${spec.interrupts} interrupts) in this process ${process.pid}; ` +
         `it runs in real time and migrates at ${link.migrateAtNs / 1e9} s over a ${link.bandwidth ? formatRate(link.bandwidth) : "unlimited"} link`,
     );
-    const result = await bootAndMigrate(spec, { ...link, url, token, control });
+    const result = await bootAndMigrate(spec, { ...link, url, token, control: monitor?.control });
     const final = result.report.destination?.digest;
-    monitor?.finish(result.report, { final: final ?? result.source?.digest, reference, guestOn: result.source ? "source" : result.report.status === "completed" ? "destination" : "nowhere" });
+    monitor?.finish(result.report, { final: final ?? result.source?.digest, reference });
     finished = final !== undefined;
     const identical = final === reference;
     const chart = svg ?? join(tmpdir(), `blmv-migration-${process.pid}.svg`);

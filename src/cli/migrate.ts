@@ -14,7 +14,6 @@ import { formatBytes, parseSize } from "../migrate/report/units.js";
 import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "./migrate-options.js";
 import { EXIT_FAILED, EXIT_OK, UsageError, checkWritable, fileProblem, integerOption, parseOptions } from "./usage.js";
 import { CONTROL_HELP, CONTROL_USAGE, HTTP_OPTION_HELP, httpOption, runControlCommand, serveMonitor } from "./monitor.js";
-import { MigrationControl } from "../migrate/source/control.js";
 import { ListenerMonitor } from "../monitor/listener-status.js";
 import { SourceMonitor } from "../monitor/source-status.js";
 import type { MonitorServer } from "../monitor/server.js";
@@ -191,8 +190,7 @@ async function runSend(argv: string[]): Promise<number> {
   if ((values.cert !== undefined || values.key !== undefined) && !http) throw new UsageError(`${command}: --cert and --key serve the monitor over HTTPS: they need --http`);
   if ((values.cert === undefined) !== (values.key === undefined)) throw new UsageError(`${command}: --cert and --key go together`);
   const tls = values.cert !== undefined ? { cert: readInput(command, "--cert", values.cert), key: readInput(command, "--key", values.key!) } : undefined;
-  const control = http ? new MigrationControl() : undefined;
-  const monitor = control && new SourceMonitor(control, { workload: spec.workload, memoryBytes: spec.memoryBytes, technique: link.technique ?? "precopy", downtimeLimitMs: link.downtimeLimitMs!, bandwidth: link.bandwidth });
+  const monitor = http ? new SourceMonitor({ ...spec, ...link }) : undefined;
   const server = monitor && http ? await serveMonitor(command, monitor, http, secret, { tls }) : undefined;
 
   const controller = new AbortController();
@@ -203,7 +201,7 @@ async function runSend(argv: string[]): Promise<number> {
   process.on("SIGINT", onSignal);
   let result: LiveMigrationResult;
   try {
-    result = await bootAndMigrate(spec, { ...link, url, ca, token: secret, signal: controller.signal, control });
+    result = await bootAndMigrate(spec, { ...link, url, ca, token: secret, signal: controller.signal, control: monitor?.control });
   } catch (e) {
     await server?.close();
     throw e;
@@ -212,7 +210,7 @@ async function runSend(argv: string[]): Promise<number> {
   }
   const final = result.report.destination?.digest ?? result.source?.digest;
   const reference = values.verify ? referenceDigest(spec) : undefined;
-  monitor?.finish(result.report, { final, reference, guestOn: result.source ? "source" : result.report.status === "completed" ? "destination" : "nowhere" });
+  monitor?.finish(result.report, { final, reference });
   await server?.close();
   const verification = reference !== undefined && final !== undefined ? { referenceDigest: reference, finalDigest: final, identical: reference === final } : undefined;
   if (svg) writeFileSync(svg, roundChartSvg(result.report));

@@ -5,7 +5,8 @@
 
 import { performance } from "node:perf_hooks";
 import { PAGE_SIZE } from "../guest/page.js";
-import type { MigrationControl } from "../migrate/source/control.js";
+import { DEFAULT_DOWNTIME_LIMIT_MS } from "../migrate/source/source.js";
+import { MigrationControl } from "../migrate/source/control.js";
 import type { MigrationReport, MigrationStatus, RoundStat } from "../migrate/report/metrics.js";
 import type { Progress } from "../migrate/source/progress.js";
 import { machineView, type MachineView } from "./machine-view.js";
@@ -73,9 +74,20 @@ export interface SourceStatus {
   outcome?: Outcome;
 }
 
+/** The migration as it was asked for, before the engine reports anything. */
+export interface WatchedMigration {
+  workload: string;
+  memoryBytes: number;
+  technique?: string;
+  downtimeLimitMs?: number;
+  bandwidth?: number;
+}
+
 /** The source side: reads the control handle the engine reports to; the CLI adds the end result. */
 export class SourceMonitor {
   readonly role = "source";
+  /** Pass it to the engine (LiveMigrationOptions.control). */
+  readonly control = new MigrationControl();
   private startedAt?: number;
   private progressRatio = 0;
   private lastReport?: Readonly<MigrationReport>;
@@ -86,10 +98,8 @@ export class SourceMonitor {
   /** Migrations that ended, by status (the listener counts its sessions the same way). */
   readonly outcomes = new Map<MigrationStatus, number>();
 
-  constructor(
-    readonly control: MigrationControl,
-    private readonly guest: { workload: string; memoryBytes: number; technique: string; downtimeLimitMs: number; bandwidth?: number },
-  ) {
+  constructor(private readonly guest: WatchedMigration) {
+    const control = this.control;
     control.subscribe(() => {
       if (this.startedAt === undefined && control.running) this.startedAt = performance.now();
       if (control.report) this.lastReport = control.report;
@@ -106,12 +116,11 @@ export class SourceMonitor {
   }
 
   /** The CLI's last word: the guest's final digest and, when it made one, the reference run's. */
-  finish(report: MigrationReport, digests: { final?: string; reference?: string; guestOn: Outcome["guestOn"] }): void {
+  finish(report: MigrationReport, digests: { final?: string; reference?: string }): void {
     this.lastReport = report;
     const { final, reference } = digests;
     this.outcome = {
       ...outcomeOf(report),
-      guestOn: digests.guestOn,
       digest: final === undefined && reference === undefined ? undefined : { final, reference, verdict: final === undefined || reference === undefined ? "unchecked" : final === reference ? "identical" : "differs" },
     };
     this.outcomes.set(report.status, (this.outcomes.get(report.status) ?? 0) + 1);
@@ -139,7 +148,7 @@ export class SourceMonitor {
       role: "source",
       workload: this.guest.workload,
       memoryBytes: this.guest.memoryBytes,
-      technique: r?.technique ?? this.guest.technique,
+      technique: r?.technique ?? this.guest.technique ?? "precopy",
       status: state,
       phase: p?.phase,
       elapsedMs: this.startedAt === undefined ? 0 : r && ended ? r.totalMs : now - this.startedAt,
@@ -155,7 +164,7 @@ export class SourceMonitor {
       dirtyPagesPerSec,
       bandwidthLimitBytesPerSec: r?.bandwidthLimitBytesPerSec ?? this.guest.bandwidth,
       expectedDowntimeMs: p && Number.isFinite(p.expectedDowntimeMs) ? p.expectedDowntimeMs : undefined,
-      downtimeLimitMs: r?.downtimeLimitMs ?? this.guest.downtimeLimitMs,
+      downtimeLimitMs: r?.downtimeLimitMs ?? this.guest.downtimeLimitMs ?? DEFAULT_DOWNTIME_LIMIT_MS,
       downtimeMs: r && r.downtimeMs > 0 ? r.downtimeMs : undefined,
       rounds: r?.rounds ?? 0,
       roundStats: stats.map(roundPoint),
