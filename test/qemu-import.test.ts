@@ -5,14 +5,15 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Check, Op } from "../src/trace/event.js";
+import { Check, Op, defaultHeader } from "../src/trace/event.js";
 import { formatEvent } from "../src/trace/writer.js";
 import { readTraceFile } from "../src/trace/reader.js";
 import { parseLogLine } from "../src/trace/qemu/log.js";
 import { QemuLogConverter } from "../src/trace/qemu/convert.js";
-import { MultiCpuLogError, NotQemuLogError, formatImportSummary, importQemuLog } from "../src/trace/qemu/import.js";
+import { ClockConflictError, CorruptLogError, MultiCpuLogError, NotQemuLogError, formatImportSummary, importQemuLog } from "../src/trace/qemu/import.js";
 import { replayEvents } from "../src/trace/replay.js";
 import { POLICIES } from "../src/core/machine.js";
+import { runCli } from "./migrate-harness.js";
 
 const FIXTURE = join(import.meta.dirname, "fixtures", "linux-pc-noapic.timed.head.log.gz");
 const QEMU_TRACES = join(import.meta.dirname, "..", "traces", "qemu");
@@ -45,6 +46,23 @@ const portRead = (port: number, value: number, region: string) =>
 const apicWrite = (offset: number, value: number) =>
   `memory_region_ops_write cpu 0 mr 0x5568ce7d2de0 addr 0x${(0xfee00000 + offset).toString(16)} value 0x${value.toString(16)} size 4 name 'apic-msi'`;
 const gsi = (n: number, level: 0 | 1) => `x86_gsi_interrupt GSI interrupt #${n} level:${level}`;
+// `-d int` page faults (linux-pc-apic): a user-mode instruction fetch (error code bit 4) and a kernel write.
+const fetchFault = "   395: v=0e e=0014 i=0 cpl=3 IP=0033:000000000040ebf0 pc=000000000040ebf0 SP=002b:00007ffee363f950 CR2=000000000040ebf0";
+const dataFault = "     3: v=0e e=0002 i=0 cpl=0 IP=0010:ffffffff949f69d2 pc=ffffffff949f69d2 SP=0000:ffffffff95a03d38 CR2=ffff8eb948c01000";
+const pageFault = (entry: string) => ["check_exception old: 0xffffffff new 0xe", entry, "RAX=0000000000000000 RBX=0000000000000000 RCX=000000000000003f RDX=0000000000008c01"];
+// PIT channel 0 in mode 2 with count 4773 (linux-pc-apic), then the CPU halts.
+const pitRateThenHlt = [
+  pio(4613773990),
+  portWrite(0x43, 0x34, "pit"),
+  pio(4613773995),
+  portWrite(0x40, 0xa5, "pit"),
+  pio(4613774000),
+  portWrite(0x40, 0x12, "pit"),
+  gsi(0, 0),
+  hlt(4613780000),
+];
+const hpetWrite = (offset: number, value: number) =>
+  `memory_region_ops_write cpu 0 mr 0x555efb4b4350 addr 0x${(0xfed00000 + offset).toString(16)} value 0x${value.toString(16)} size 4 name 'hpet'`;
 
 describe("QEMU log line parser", () => {
   it("reads a port write and a read with the value returned", () => {
@@ -74,12 +92,20 @@ describe("QEMU log line parser", () => {
     expect(parseLogLine("check_exception old: 0xffffffff new 0xe")).toEqual({ kind: "exception", vector: 14 });
   });
 
+  it("reads the -d int handler entry: vector, error code and whether an INT instruction raised it", () => {
+    expect(parseLogLine(fetchFault)).toEqual({ kind: "handler-entry", vector: 14, errorCode: 0x14, software: false });
+    expect(parseLogLine(dataFault)).toEqual({ kind: "handler-entry", vector: 14, errorCode: 0x2, software: false });
+    expect(parseLogLine("     5: v=30 e=0000 i=0 cpl=0 IP=0010:ffffffff95df9807 pc=ffffffff95df9807 SP=0000:ffffffff96e03e00 env->regs[R_EAX]=0000000000000008")).toEqual({
+      kind: "handler-entry", vector: 0x30, errorCode: 0, software: false,
+    });
+    expect(parseLogLine("   12: v=80 e=0000 i=1 cpl=3 IP=0033:0000000000401000 pc=0000000000401000 SP=002b:00007ffee363f950 env->regs[R_EAX]=0000000000000001")).toMatchObject({ vector: 0x80, software: true });
+  });
+
   it("classifies restating trace points, -d int dumps and anything else", () => {
     expect(parseLogLine("pic_ioport_write master 1 addr 0x0 val 0x11")).toEqual({ kind: "detail", event: "pic_ioport_write" });
     expect(parseLogLine("ioapic_mem_read ioapic mem read addr 0x10 regsel: 0x10 size 0x4 retval 0x10000")).toMatchObject({ kind: "detail" });
     expect(parseLogLine("apic_deliver_irq dest 1 dest_mode 1 delivery_mode 0 vector 48 trigger_mode 0")).toEqual({ kind: "apic-message" });
     for (const dump of [
-      "     5: v=30 e=0000 i=0 cpl=0 IP=0010:ffffffff95df9807 pc=ffffffff95df9807 SP=0000:ffffffff96e03e00 env->regs[R_EAX]=0000000000000008",
       "R8 =ffffffff96e03e48 R9 =0000000000000001 R10=0000000000000001 R11=ffffffff96ed4448",
       "CS =0010 0000000000000000 ffffffff 00af9b00 DPL=0 CS64 [-RA]",
       "SMM: enter",
@@ -106,10 +132,16 @@ describe("time from iotime lines", () => {
     expect(text).toEqual(["4617559083 writel 0xfee000b0 0x0", "4617559083 irq 9 1"]);
   });
 
-  it("takes one instruction off for each page fault, which the plugin counts twice", () => {
-    const { text, clock } = convert([pio(1000), portWrite(0x21, 0xfb, "pic"), "check_exception old: 0xffffffff new 0xe", pio(1010), portWrite(0x21, 0xfa, "pic")], true);
+  it("takes one instruction off for each data-access page fault, which the plugin counts twice", () => {
+    const { text, clock } = convert([pio(1000), portWrite(0x21, 0xfb, "pic"), ...pageFault(dataFault), pio(1010), portWrite(0x21, 0xfa, "pic")], true);
     expect(text).toEqual(["1000 outb 0x21 0xfb", "1009 outb 0x21 0xfa"]);
-    expect(clock.pageFaults).toBe(1);
+    expect(clock).toMatchObject({ pageFaults: 1, fetchFaults: 0 });
+  });
+
+  it("takes nothing off for an instruction-fetch page fault, raised before the plugin counts the instruction", () => {
+    const { text, clock } = convert([pio(1000), portWrite(0x21, 0xfb, "pic"), ...pageFault(fetchFault), pio(1001), portWrite(0x21, 0xfa, "pic")], true);
+    expect(text).toEqual(["1000 outb 0x21 0xfb", "1001 outb 0x21 0xfa"]);
+    expect(clock).toMatchObject({ pageFaults: 0, fetchFaults: 1, conflicts: 0 });
   });
 
   it("keeps exact expectations on PIT counts read in the same time frame as the count was written", () => {
@@ -191,14 +223,7 @@ describe("time from iotime lines", () => {
   it("resynchronises after a HLT woken by a PIT tick that the I/O APIC delivers as an MSI", () => {
     const { text, clock } = convert(
       [
-        pio(4613773990),
-        portWrite(0x43, 0x34, "pit"),
-        pio(4613773995),
-        portWrite(0x40, 0xa5, "pit"),
-        pio(4613774000),
-        portWrite(0x40, 0x12, "pit"),
-        gsi(0, 0),
-        hlt(4613780000),
+        ...pitRateThenHlt,
         gsi(0, 1),
         "ioapic_set_irq vector: 0 level: 1",
         "memory_region_ops_write cpu 0 mr 0x5568ce7d2de0 addr 0xfee01004 value 0x30 size 4 name 'apic-msi'",
@@ -277,6 +302,158 @@ describe("time from iotime lines", () => {
     expect(text).toEqual(["418869 irq 0 0"]);
     expect(counts.irq0Unpredicted).toBe(1);
     expect(counts.otherDevices).toEqual({ "pci-conf-data": 1 });
+  });
+});
+
+describe("what is not the PIT, and lines whose time is not known", () => {
+  // PIT channel 0 one-shot (mode 0), count 0xffff: OUT0 is low from the load; QEMU's next change
+  // is a re-evaluation at the terminal count, ~54.9 ms later, still low (it rises 1 ns after).
+  const pitOneShot = [pio(1000), portWrite(0x43, 0x30, "pit"), pio(1010), portWrite(0x40, 0xff, "pit"), pio(1020), portWrite(0x40, 0xff, "pit"), gsi(0, 0)];
+
+  it("follows the HPET enabling legacy replacement: its lowering of GSI 0 and 8 happens at the write, and its timer's IRQ0 moves nothing", () => {
+    const { text, counts, clock } = convert(
+      [
+        ...pitOneShot,
+        hpetWrite(0x10, 0x1),
+        mmio(2000, "w", 0xfed00010),
+        hpetWrite(0x10, 0x3),
+        gsi(0, 0),
+        "pic_set_irq master 1 irq 0 level 0",
+        gsi(8, 0),
+        mmio(3000, "w", 0xfed00010),
+        apicWrite(0xb0, 0),
+        mmio(4000, "w", 0xfee000b0),
+        // The HPET's timer 0 on IRQ0 (an edge: raised and lowered at once), then a PIC access.
+        gsi(0, 1),
+        gsi(0, 0),
+        pio(5000),
+        portRead(0x21, 0xfb, "pic"),
+      ],
+      true,
+    );
+    expect(text.slice(3)).toEqual([
+      "1020 irq 0 0",
+      "3000 irq 0 0",
+      "3000 irq 8 0",
+      "4000 writel 0xfee000b0 0x0",
+      "4000 irq 0 1",
+      "4000 irq 0 0",
+      "5000 inb 0x21 = 0xfb",
+    ]);
+    expect(counts).toMatchObject({ hpetRouteSwitches: 1, hpetWriteLines: 2, hpetTimerLines: 2, pitSignalsTimed: 1, irq0Unpredicted: 0, irq0NotAtPitTime: 0 });
+    expect(clock).toMatchObject({ conflicts: 0, untimedSignals: 0 });
+  });
+
+  it("reconnects the PIT when legacy replacement is switched off: it signals its OUT0 level at that write", () => {
+    const { text, counts } = convert(
+      [
+        ...pitOneShot,
+        hpetWrite(0x10, 0x3),
+        gsi(0, 0),
+        gsi(8, 0),
+        mmio(2000, "w", 0xfed00010),
+        hpetWrite(0x10, 0x1),
+        gsi(0, 0), // the HPET lowers GSI 0
+        gsi(0, 0), // the PIT, reconnected, drives OUT0 (low: mode 0 before the terminal count)
+        gsi(8, 1), // the RTC's level, restored …
+        "memory_region_ops_write cpu 0 mr 0x5568ce7d2de0 addr 0xfee01004 value 0x38 size 4 name 'apic-msi'", // … delivered by the I/O APIC
+        gsi(8, 0), // a line change the same write makes after that message
+        mmio(3000, "w", 0xfed00010),
+        pio(4000),
+        portRead(0x21, 0xfb, "pic"),
+      ],
+      true,
+    );
+    expect(text.slice(-5)).toEqual(["3000 irq 0 0", "3000 irq 0 0", "3000 irq 8 1", "3000 irq 8 0", "4000 inb 0x21 = 0xfb"]);
+    expect(counts).toMatchObject({ hpetRouteSwitches: 2, hpetWriteLines: 5, pitSignalsTimed: 2, msiMessages: 1 });
+  });
+
+  it("never moves the clock for a line logged between an MMIO access and its iotime line", () => {
+    // Without an HPET: a GSI 0 lowering during a local APIC write is at the PIT's next level but
+    // ~54.9 ms before its time; it happens at the write.
+    const { text, counts, clock } = convert([...pitOneShot, apicWrite(0xb0, 0), gsi(0, 0), mmio(3000, "w", 0xfee000b0), pio(4000), portRead(0x21, 0xfb, "pic")], true);
+    expect(text.slice(-3)).toEqual(["3000 writel 0xfee000b0 0x0", "3000 irq 0 0", "4000 inb 0x21 = 0xfb"]);
+    expect(counts).toMatchObject({ irq0NotAtPitTime: 1, irq0Unpredicted: 1, pitSignalsTimed: 1 });
+    expect(clock.conflicts).toBe(0);
+  });
+
+  it("never moves the clock for a line after the last iotime line", () => {
+    const { text, clock } = convert([...pitOneShot, pio(2000), portRead(0x21, 0xfb, "pic"), gsi(0, 0)], true);
+    expect(text.slice(-2)).toEqual(["2000 inb 0x21 = 0xfb", "2000 irq 0 0"]);
+    expect(clock.untimedSignals).toBe(1);
+  });
+});
+
+describe("page faults between a local APIC timer load and its EOI", () => {
+  const timerAndFaults = (fault: string[]) => [
+    pio(900),
+    apicWrite(0xf0, 0x1ff),
+    mmio(990, "w", 0xfee000f0),
+    apicWrite(0x3e0, 0xb),
+    mmio(1000, "w", 0xfee003e0),
+    apicWrite(0x320, 0xec),
+    mmio(1010, "w", 0xfee00320),
+    apicWrite(0x380, 597),
+    mmio(1020, "w", 0xfee00380),
+    ...pageFault(fetchFault),
+    ...fault,
+    ...pageFault(fetchFault),
+    ...pageFault(fetchFault),
+    "apic_local_deliver vector 0 delivery mode 0",
+    "Servicing hardware INT=0xec",
+    apicWrite(0xb0, 0),
+    mmio(1620, "w", 0xfee000b0),
+  ];
+
+  it("places the timer interrupt at its expiry, before the EOI, and the model agrees", async () => {
+    // Divide by 1, one-shot, initial count 597: expiry at 1020 + 598 = 1618. One data fault takes
+    // one instruction off the EOI (1619); the three fetch faults take nothing.
+    const { events, text, clock } = convert(timerAndFaults(pageFault(dataFault)), true);
+    expect(text.slice(-2)).toEqual(["1618 inta = 0xec", "1619 writel 0xfee000b0 0x0"]);
+    expect(clock).toMatchObject({ fetchFaults: 3, pageFaults: 1, offClockSignals: 0, conflicts: 0 });
+    for (const policy of POLICIES) {
+      const report = await replayEvents({ ...defaultHeader(), pitIrq0: false, compatQemu: true }, events, { policy });
+      expect({ policy, mismatches: report.mismatches }).toEqual({ policy, mismatches: [] });
+      expect(report.interrupts).toBe(1);
+    }
+  });
+
+  it("counts an expiry that cannot fit before the next instruction as off the clock", () => {
+    // Four data faults: the EOI is at 1616, before the computed expiry (1618).
+    const four = [...pageFault(dataFault), ...pageFault(dataFault), ...pageFault(dataFault), ...pageFault(dataFault)];
+    const { text, clock } = convert(timerAndFaults(four), true);
+    expect(text.slice(-1)).toEqual(["1616 writel 0xfee000b0 0x0"]);
+    expect(clock.offClockSignals).toBe(1);
+  });
+});
+
+describe("clock conflicts", () => {
+  it("are an error naming the line when no rule explains them", () => {
+    // Two data faults between instructions one count apart: the second would be placed before the first.
+    const lines = [pio(100), portWrite(0x21, 0xfb, "pic"), ...pageFault(dataFault), ...pageFault(dataFault), pio(101), portWrite(0x21, 0xfa, "pic")];
+    expect(() => convert(lines, true)).toThrow(ClockConflictError);
+    expect(() => convert(lines, true)).toThrow(/^line 9: clock conflict: the instruction's icount time 99 is 1 ns before an event already placed at 100/);
+  });
+
+  it("after a HLT, resume no earlier than the latest signal placed while halted (rule: resume after the latest signal)", () => {
+    const { text, clock } = convert(
+      [
+        ...pitRateThenHlt,
+        gsi(0, 1), // wakes the CPU (mode 2, count 4773) …
+        gsi(0, 0), // … and OUT0 falls one PIT clock later, still before the interrupt is taken
+        "Servicing hardware INT=0x30",
+        apicWrite(0xb0, 0),
+        mmio(4613780400, "w", 0xfee000b0),
+      ],
+      true,
+    );
+    const [rise, fall, inta, eoi] = text.slice(-4).map((t) => Number(t.split(" ")[0]));
+    expect(text.slice(-4).map((t) => t.split(" ").slice(1).join(" "))).toEqual(["irq 0 1", "irq 0 0", "inta = 0x30", "writel 0xfee000b0 0x0"]);
+    expect(rise).toBe(4617775066);
+    expect(fall! - rise!).toBeGreaterThan(800);
+    expect(inta).toBe(fall);
+    expect(eoi).toBe(fall! + 399);
+    expect(clock).toMatchObject({ conflicts: 0, conflictsResolved: { "resume after the latest signal": 1 } });
   });
 });
 
@@ -360,24 +537,60 @@ describe("property: any mix of log lines", () => {
       "apic_local_deliver vector 0 delivery mode 0",
       "Servicing hardware INT=0x30",
       "check_exception old: 0xffffffff new 0xe",
+      fetchFault,
+      dataFault,
+      hpetWrite(0x10, 0x3),
+      hpetWrite(0x10, 0x0),
+      gsi(8, 0),
       "HLT",
     ),
     fc.string({ maxLength: 40 }),
   );
 
-  it("never fails, never goes back in time, and counts every unknown line", () => {
+  /** Log lines with plugin counts as QEMU gives them: each data-access fault costs the plugin one more count. */
+  function realisticLines(items: (string | { stamp: number })[]): string[] {
+    let icount = 0;
+    let dataFaults = 0;
+    return items.map((item) => {
+      if (typeof item === "object") {
+        icount += Math.max(1, item.stamp) + dataFaults;
+        dataFaults = 0;
+        return pio(icount);
+      }
+      if (item === dataFault) dataFaults++;
+      if (item !== "HLT") return item;
+      icount += 1 + dataFaults;
+      dataFaults = 0;
+      return hlt(icount);
+    });
+  }
+
+  it("never fails, never goes back in time, never meets a clock conflict, and counts every unknown line", () => {
     fc.assert(
       fc.property(fc.array(line, { maxLength: 60 }), fc.boolean(), (items, timed) => {
-        let icount = 0;
-        const lines = items.map((item) => {
-          if (typeof item === "object") return pio((icount += item.stamp));
-          return item === "HLT" ? hlt((icount += 1)) : item;
-        });
-        const { events, counts } = convert(lines, timed);
+        const lines = realisticLines(items);
+        const { events, counts, clock } = convert(lines, timed);
         for (let i = 1; i < events.length; i++) expect(events[i]!.time).toBeGreaterThanOrEqual(events[i - 1]!.time);
+        expect(clock.conflicts).toBe(0);
         const unknown = lines.filter((l) => parseLogLine(l).kind === "unknown").length;
         expect(counts.unknownLines).toBe(unknown);
         expect(counts.readsChecked + counts.readsMasked + counts.readsUnchecked).toBe(counts.reads);
+      }),
+    );
+  });
+
+  it("on plugin counts that contradict each other, fails only with a clock conflict naming an iotime line", () => {
+    fc.assert(
+      fc.property(fc.array(line, { maxLength: 60 }), (items) => {
+        let icount = 0;
+        const lines = items.map((item) => (typeof item === "object" ? pio((icount += item.stamp)) : item === "HLT" ? hlt((icount += 1)) : item));
+        try {
+          convert(lines, true);
+        } catch (e) {
+          expect(e).toBeInstanceOf(ClockConflictError);
+          const line = (e as ClockConflictError).line;
+          expect(parseLogLine(lines[line - 1]!).kind).toBe("iotime");
+        }
       }),
     );
   });
@@ -398,13 +611,47 @@ describe("importQemuLog", () => {
     expect(formatImportSummary(summary)).toContain("timing: icount");
   });
 
-  it("imports what a truncated gzip holds and says the input ended early", async () => {
+  it("rejects a truncated gzip, naming the file and what is wrong, and writes no partial trace", async () => {
     const cut = join(dir, "cut.log.gz");
     const whole = await readFile(FIXTURE);
     await writeFile(cut, whole.subarray(0, whole.length >> 1));
-    const summary = await importQemuLog(cut, join(dir, "cut.trace.gz"));
-    expect(summary.inputTruncated).toMatch(/unexpected end of file/);
-    expect(summary.events).toBeGreaterThan(0);
+    const out = join(dir, "cut.trace.gz");
+    await expect(importQemuLog(cut, out)).rejects.toThrow(CorruptLogError);
+    await expect(importQemuLog(cut, out)).rejects.toThrow(/cut\.log\.gz: corrupt or truncated gzip data after \d+ complete lines \(unexpected end of file\)/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it("rejects a small hand-made log cut short, and a gzip with a corrupt body", async () => {
+    const lines = Array.from({ length: 200 }, (_, i) => [pio(10 + 20 * i), portWrite(0x21, 0xfb, "pic"), pio(20 + 20 * i), portRead(0x21, 0xfb, "pic")]);
+    const whole = gzipSync(lines.flat().join("\n") + "\n");
+    const cut = join(dir, "hand-cut.log.gz");
+    await writeFile(cut, whole.subarray(0, whole.length - 12));
+    const out = join(dir, "hand-cut.trace");
+    await expect(importQemuLog(cut, out)).rejects.toThrow(/hand-cut\.log\.gz: corrupt or truncated gzip data/);
+    expect(existsSync(out)).toBe(false);
+    const corrupt = Buffer.from(whole);
+    corrupt[corrupt.length - 6] ^= 0xff; // the stored length no longer matches
+    const bad = join(dir, "hand-bad.log.gz");
+    await writeFile(bad, corrupt);
+    await expect(importQemuLog(bad, out)).rejects.toThrow(/hand-bad\.log\.gz: corrupt or truncated gzip data/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it("blmv import-qemu: exit 2 for a truncated gzip, exit 1 for a clock conflict, naming the file or line and writing nothing", async () => {
+    const whole = await readFile(FIXTURE);
+    const cut = join(dir, "cli-cut.log.gz");
+    await writeFile(cut, whole.subarray(0, whole.length >> 2));
+    const out = join(dir, "cli.trace.gz");
+    const truncated = await runCli(["import-qemu", cut, "-o", out]);
+    expect(truncated.code).toBe(2);
+    expect(truncated.stderr).toMatch(/^blmv: import-qemu: .*cli-cut\.log\.gz: corrupt or truncated gzip data after \d+ complete lines \(unexpected end of file\); nothing imported$/m);
+    expect(existsSync(out)).toBe(false);
+    const conflicting = join(dir, "cli-conflict.log");
+    await writeFile(conflicting, [pio(100), portWrite(0x21, 0xfb, "pic"), ...pageFault(dataFault), ...pageFault(dataFault), pio(101), portWrite(0x21, 0xfa, "pic")].join("\n"));
+    const conflict = await runCli(["import-qemu", conflicting, "-o", out]);
+    expect(conflict.code).toBe(1);
+    expect(conflict.stderr).toMatch(/cli-conflict\.log: line 9: clock conflict: .*; no trace written$/m);
+    expect(existsSync(out)).toBe(false);
   });
 
   it("counts garbage lines in a log without failing", async () => {
@@ -426,7 +673,7 @@ describe("importQemuLog", () => {
     await expect(importQemuLog(empty, out)).rejects.toThrow(/is not a QEMU log: it is empty/);
     const broken = join(dir, "broken.log.gz");
     await writeFile(broken, Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0xde, 0xad, 0xbe, 0xef, 0x00, 0x03, 0x01, 0x02]));
-    await expect(importQemuLog(broken, out)).rejects.toThrow(/nothing could be read from it/);
+    await expect(importQemuLog(broken, out)).rejects.toThrow(/broken\.log\.gz: corrupt or truncated gzip data after 0 complete lines/);
     expect(existsSync(out)).toBe(false);
   });
 

@@ -2,14 +2,16 @@
 // trace log (raw or with iotime lines) as a blmv-trace.
 
 import { basename } from "node:path";
-import { MultiCpuLogError, NotQemuLogError, formatImportSummary, importQemuLog } from "../trace/qemu/import.js";
-import { EXIT_OK, UsageError, checkReadable, checkWritable, parseOptions } from "./usage.js";
+import { ClockConflictError, CorruptLogError, MultiCpuLogError, NotQemuLogError, formatImportSummary, importQemuLog } from "../trace/qemu/import.js";
+import { EXIT_FAILED, EXIT_OK, UsageError, checkReadable, checkWritable, parseOptions } from "./usage.js";
 
 export const IMPORT_USAGE = `usage: blmv import-qemu <log[.gz]> [-o <out.trace.gz>] [--untimed] [--json]
 
   Converts a QEMU 7.2 log recorded with the interrupt/timer trace events (and, optionally, the
   iotime instruction-count lines) into a blmv-trace with '!compat qemu'. Reads keep their values
   as expectations; time-dependent reads stay checked wherever the virtual time is known.
+  Exits 2 for input that is not a QEMU log or is a truncated or corrupt .gz, and 1 for a
+  clock conflict that no stated rule resolves (naming its line); neither writes a trace.
   --untimed   ignore iotime lines even when present
   --json      print the import summary as JSON`;
 
@@ -29,7 +31,11 @@ export async function runImportQemu(argv: string[]): Promise<number> {
     const summary = await importQemuLog(input, output, { timing: values.untimed ? "untimed" : "auto" });
     console.log(values.json ? JSON.stringify(summary, null, 2) : formatImportSummary(summary));
   } catch (e) {
-    if (e instanceof NotQemuLogError || e instanceof MultiCpuLogError) throw new UsageError(`import-qemu: ${e.message}`);
+    if (e instanceof NotQemuLogError || e instanceof MultiCpuLogError || e instanceof CorruptLogError) throw new UsageError(`import-qemu: ${e.message}`);
+    if (e instanceof ClockConflictError) {
+      console.error(`blmv: import-qemu: ${input}: ${e.message}; no trace written`);
+      return EXIT_FAILED;
+    }
     throw e;
   }
   return EXIT_OK;

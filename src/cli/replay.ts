@@ -5,7 +5,7 @@ import { open } from "node:fs/promises";
 import { POLICIES, type Policy } from "../core/machine.js";
 import { BTRACE_MAGIC } from "../trace/compiled.js";
 import { openTrace } from "../trace/reader.js";
-import { replayCompiled, replayEvents, type ReplayOptions, type ReplayReport } from "../trace/replay.js";
+import { MigrationRequestError, replayCompiled, replayEvents, type ReplayOptions, type ReplayReport } from "../trace/replay.js";
 import { EXIT_FAILED, EXIT_OK, UsageError, checkReadable, integerOption, parseOptions } from "./usage.js";
 
 export const REPLAY_USAGE = `usage: blmv replay <trace> [--policy blmvisor|full|none] [--migrate-at N|LABEL]... [--migrate-every N] [--json]
@@ -14,7 +14,10 @@ export const REPLAY_USAGE = `usage: blmv replay <trace> [--policy blmvisor|full|
   --policy P         what the hypervisor intercepts (default blmvisor)
   --migrate-at N     migrate after event N; or at every 'mark LABEL' (repeatable)
   --migrate-every N  migrate after every N events
-  --json             print the report as JSON`;
+  --json             print the report as JSON
+
+  A migration point that cannot be carried out is an error (exit 2): any point under policy
+  none (no shadows), a label the trace never marks, an event number past its end.`;
 
 export async function runReplay(argv: string[]): Promise<number> {
   const { values, positionals } = parseOptions(
@@ -41,8 +44,17 @@ export async function runReplay(argv: string[]): Promise<number> {
   }
   const every = integerOption("replay", "migrate-every", values["migrate-every"] as string | undefined, 1);
   const options: ReplayOptions = { policy, afterEvents, atLabels, every };
-  const report = (await isCompiled(path)) ? await replayCompiled(path, options) : await replayText(path, options);
+  let report: ReplayReport;
+  try {
+    report = (await isCompiled(path)) ? await replayCompiled(path, options) : await replayText(path, options);
+  } catch (e) {
+    if (e instanceof MigrationRequestError) throw new UsageError(`replay: ${e.message}`);
+    throw e;
+  }
   console.log(values.json ? JSON.stringify({ trace: path, ...report }, null, 2) : formatReport(path, report));
+  if (report.migrationPointsMissed.length > 0) {
+    throw new UsageError(`replay: ${path}: migration points never reached:\n  ${report.migrationPointsMissed.join("\n  ")}`);
+  }
   return report.mismatchCount === 0 ? EXIT_OK : EXIT_FAILED;
 }
 

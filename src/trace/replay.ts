@@ -19,6 +19,11 @@ export interface MigrationPoints {
   every?: number;
 }
 
+/** A migration asked for that cannot be carried out: no shadows to capture, or a point the trace never reaches. */
+export class MigrationRequestError extends Error {
+  override readonly name = "MigrationRequestError";
+}
+
 export interface ReplayOptions extends MigrationPoints {
   policy?: Policy;
   /** Keep at most this many mismatches in the report (all are counted). */
@@ -56,8 +61,10 @@ export interface ReplayReport {
   wallMs: number;
   eventsPerSecond: number;
   migrations: MigrationStat[];
-  /** Migration points reached under a policy that keeps no shadows. */
+  /** `migrate` events reached under a policy that keeps no shadows. */
   migrationsRefused: number;
+  /** Migration points asked for that the trace never reached, each with the reason. */
+  migrationPointsMissed: string[];
 }
 
 const packr = new Packr({ useRecords: false });
@@ -81,11 +88,16 @@ export class Replayer {
   private readonly labels: ReadonlySet<string>;
   private readonly afterEvents: ReadonlySet<number>;
   private readonly every: number;
+  private readonly labelsMet = new Set<string>();
   private readonly finishedExits: ExitReport[] = [];
   private readonly started = performance.now();
 
   constructor(header: TraceHeader, private readonly options: ReplayOptions = {}) {
     const policy = options.policy ?? "blmvisor";
+    const asked = (options.afterEvents?.length ?? 0) + (options.atLabels?.length ?? 0) + (options.every ?? 0);
+    if (policy === "none" && asked > 0) {
+      throw new MigrationRequestError('policy "none" keeps no shadow of the write-only PIC and PIT state, so no migration can be carried out: use blmvisor or full, or drop the migration points');
+    }
     this.machine = Machine.create(machineOptions(header, policy));
     this.keep = options.keepMismatches ?? 100;
     this.labels = new Set(options.atLabels ?? []);
@@ -105,6 +117,7 @@ export class Replayer {
       eventsPerSecond: 0,
       migrations: [],
       migrationsRefused: 0,
+      migrationPointsMissed: [],
     };
   }
 
@@ -135,7 +148,7 @@ export class Replayer {
         const e = decodeRecord(view, stoppedAt * RECORD_SIZE, labels);
         if (reason === ReplayStop.Mismatch) this.compiledMismatch(e, core.replayStatus(ReplayCounter.ActualLow), core.replayStatus(ReplayCounter.ActualHigh));
         else if (reason === ReplayStop.Migrate) migrate = true;
-        else if (reason === ReplayStop.Mark) migrate ||= this.labels.has(e.label);
+        else if (reason === ReplayStop.Mark) migrate ||= this.atLabel(e.label);
         if (migrate) this.migrate(e);
       } else if (migrate && to > 0) {
         this.migrate(decodeRecord(view, (to - 1) * RECORD_SIZE, labels));
@@ -232,7 +245,7 @@ export class Replayer {
         this.checkInta(e, m.inta());
         break;
       case Op.Mark:
-        migrate = this.labels.has(e.label);
+        migrate = this.atLabel(e.label);
         break;
       case Op.Migrate:
         migrate = true;
@@ -241,9 +254,27 @@ export class Replayer {
     if (migrate || this.migrationDue()) this.migrate(e);
   }
 
+  /** Whether a mark with `label` is a migration point (and notes that it was reached). */
+  private atLabel(label: string): boolean {
+    if (!this.labels.has(label)) return false;
+    this.labelsMet.add(label);
+    return true;
+  }
+
+  /** The migration points asked for that the trace never reached. */
+  private missedPoints(): string[] {
+    const events = this.report.events;
+    const missed: string[] = [];
+    for (const label of this.labels) if (!this.labelsMet.has(label)) missed.push(`--migrate-at ${label}: the trace has no 'mark ${label}'`);
+    for (const n of this.afterEvents) if (n > events) missed.push(`--migrate-at ${n}: past the end of the trace (${events} events)`);
+    if (this.every > events) missed.push(`--migrate-every ${this.every}: the trace has only ${events} events, so no migration happened`);
+    return missed;
+  }
+
   /** Closes the report: totals, exits of every machine that ran the guest, rates. */
   finish(): ReplayReport {
     const r = this.report;
+    r.migrationPointsMissed = this.missedPoints();
     this.absorbCoreCounters(this.machine);
     r.virtualTimeNs = this.machine.now();
     r.exits = sumExits([...this.finishedExits, this.machine.exits()]);

@@ -8,9 +8,10 @@
 // replayed: the model's I/O APIC produces them itself.
 
 import { Check, OP_NAMES, Op, makeEvent, valueWidthMask, type TraceEvent } from "../event.js";
-import type { GsiLevel, InstructionTime, LogLine, RegionAccess } from "./log.js";
+import type { GsiLevel, HandlerEntry, InstructionTime, LogLine, RegionAccess } from "./log.js";
 import { VirtualClock } from "./clock.js";
 import { bump, emptyCounts } from "./summary.js";
+import { HPET_BASE, HPET_WINDOW, QemuHpetRoute } from "./hpet.js";
 import { NO_FRAME, QemuLapicTiming, QemuPitTiming, type ReadDependence } from "./timers.js";
 
 /** A log the model cannot replay: it comes from more than one CPU. */
@@ -30,6 +31,8 @@ const IOAPIC_WINDOW = 0x1000;
 const LAPIC_CURRENT_COUNT = 0x390;
 const IA32_APIC_BASE = 0x1b;
 const PAGE_FAULT = 14;
+/** Page-fault error code bit 4 (I/D): the fault was raised by an instruction fetch. */
+const PF_INSTRUCTION_FETCH = 0x10;
 const UNKNOWN_SAMPLES = 5;
 /** Lines held while waiting for the next `iotime` line; beyond this they are handled without it. */
 const MAX_HELD_LINES = 200_000;
@@ -37,7 +40,17 @@ const MAX_HELD_LINES = 200_000;
 /** Lines that do not end a delivery chain by themselves (accesses decide for themselves). */
 const CHAIN_LINES: ReadonlySet<LogLine["kind"]> = new Set(["access", "detail", "apic-message", "cpu-dump", "blank", "lvt"]);
 
-type Target = "pic" | "pit" | "port61" | "lapic" | "ioapic" | "msi" | "other";
+/** A page fault entering its handler (the `-d int` header carries the error code). */
+function isPageFault(entry: LogLine): entry is HandlerEntry {
+  return entry.kind === "handler-entry" && entry.vector === PAGE_FAULT && !entry.software;
+}
+
+/** A page fault raised while fetching the instruction: the plugin never counted that instruction. */
+function isFetchFault(entry: HandlerEntry): boolean {
+  return (entry.errorCode & PF_INSTRUCTION_FETCH) !== 0;
+}
+
+type Target = "pic" | "pit" | "port61" | "lapic" | "ioapic" | "msi" | "hpet" | "other";
 
 const PORT_WRITE: Record<number, Op> = { 1: Op.Outb, 2: Op.Outw, 4: Op.Outl };
 const PORT_READ: Record<number, Op> = { 1: Op.Inb, 2: Op.Inw, 4: Op.Inl };
@@ -47,6 +60,7 @@ export class QemuLogConverter {
   readonly clock: VirtualClock;
   private readonly pit: QemuPitTiming;
   private readonly lapic: QemuLapicTiming;
+  private readonly hpet = new QemuHpetRoute();
   private apicBase = 0xfee0_0000;
   private out: TraceEvent[] = [];
   /** Timed logs: lines since the last `iotime` line, handled once the next one is known. */
@@ -83,35 +97,37 @@ export class QemuLogConverter {
     }
     if (entry.kind === "iotime") {
       this.checkCpu(entry.cpu, line);
-      this.handleHeld(entry);
+      this.handleHeld(entry, line);
       return;
     }
     this.held.push([entry, line]);
-    if (entry.kind === "exception" && entry.vector === PAGE_FAULT) this.heldPageFaults++;
-    if (this.held.length >= MAX_HELD_LINES) this.handleHeld(null);
+    if (isPageFault(entry) && !isFetchFault(entry)) this.heldPageFaults++;
+    if (this.held.length >= MAX_HELD_LINES) this.handleHeld(null, line);
   }
 
   /** End of the log: handles whatever is still held. */
   finish(): void {
-    if (this.clock.timed) this.handleHeld(null);
+    if (this.clock.timed) this.handleHeld(null, 0);
   }
 
-  private handleHeld(stamp: InstructionTime | null): void {
+  /** Handles the held lines; `stamp` is the `iotime` line (number `line`) that ends them, if any. */
+  private handleHeld(stamp: InstructionTime | null, line: number): void {
     if (stamp !== null) this.clock.expectInstruction(stamp.icount, this.heldPageFaults);
+    else this.clock.timeUnknown();
     const held = this.held;
     this.held = [];
     this.heldPageFaults = 0;
     const stamped = stamp !== null && stamp.insn.startsWith("mmio") ? this.lastAccessTo(held, stamp.pa) : -1;
     for (let i = 0; i < held.length; i++) {
-      const [entry, line] = held[i]!;
+      const [entry, heldLine] = held[i]!;
       this.handlingStamped = i === stamped;
-      if (this.handlingStamped) this.clock.instruction(stamp!.icount);
-      this.handle(entry, line);
+      if (this.handlingStamped) this.clock.instruction(stamp!.icount, line);
+      this.handle(entry, heldLine);
     }
     this.handlingStamped = false;
     if (stamp === null) return;
-    if (stamp.insn === "hlt") this.clock.hlt(stamp.icount);
-    else if (stamped < 0) this.clock.instruction(stamp.icount);
+    if (stamp.insn === "hlt") this.clock.hlt(stamp.icount, line);
+    else if (stamped < 0) this.clock.instruction(stamp.icount, line);
     this.counts.pitSignalsMissing += this.pit.skipIrq0Before(this.clock.now, this.clock.frame);
   }
 
@@ -149,7 +165,10 @@ export class QemuLogConverter {
         break;
       case "exception":
         bump(this.counts.exceptions, "0x" + entry.vector.toString(16));
-        if (entry.vector === PAGE_FAULT) this.clock.pageFault();
+        break;
+      case "handler-entry":
+        if (isPageFault(entry)) this.clock.pageFault(isFetchFault(entry));
+        else bump(this.counts.ignoredLines, "-d int handler entry (not a page fault)");
         break;
       case "apic-message":
         bump(this.counts.ignoredLines, "apic_deliver_irq (message into the local APIC)");
@@ -189,7 +208,8 @@ export class QemuLogConverter {
       if (msi) return a.write ? "msi" : "other";
       return "lapic";
     }
-    return addr >= IOAPIC_BASE && addr < IOAPIC_BASE + IOAPIC_WINDOW ? "ioapic" : "other";
+    if (addr >= IOAPIC_BASE && addr < IOAPIC_BASE + IOAPIC_WINDOW) return "ioapic";
+    return a.region === "hpet" && addr >= HPET_BASE && addr < HPET_BASE + HPET_WINDOW ? "hpet" : "other";
   }
 
   private onAccess(a: RegionAccess, line: number): void {
@@ -202,10 +222,13 @@ export class QemuLogConverter {
       this.deliveryChain = true;
       return;
     }
+    this.hpet.accessEnds();
     if (a.cpu === 0) this.clock.access();
-    if (target === "other") {
+    if (target === "other" || target === "hpet") {
+      // The model has no HPET: its accesses are not replayed, only its legacy route is followed.
       this.deliveryChain = false;
       bump(this.counts.otherDevices, a.region);
+      if (target === "hpet" && a.write && a.cpu === 0) this.onHpetWrite(a.addr - HPET_BASE, a.value);
       return;
     }
     this.deliveryChain = a.write && (target === "lapic" || target === "ioapic");
@@ -248,28 +271,54 @@ export class QemuLogConverter {
     this.emitRead(Op.Readl, a.addr, a.value, dependence, line);
   }
 
+  /** A write to the HPET: switching its legacy route disconnects or reconnects the PIT's OUT0. */
+  private onHpetWrite(offset: number, value: number): void {
+    const change = this.hpet.write(offset, value);
+    if (change === null) return;
+    this.counts.hpetRouteSwitches++;
+    this.pit.setIrqConnected(change === "off", this.clock.now, this.clock.frame);
+  }
+
+  /**
+   * Who changed a GSI: the HPET's route switch or another HPET write (at the write's time), an
+   * HPET timer on the legacy route, the PIT at its computed time, or a source of unknown time.
+   */
   private onGsi(g: GsiLevel, line: number): void {
-    if (g.gsi === 0 && this.clock.timed) this.onIrq0(g.level);
-    else if (g.level === 1) this.clock.unexplainedRise();
+    if (this.hpet.takeSwitchLine(g.gsi, g.level)) {
+      this.counts.hpetWriteLines++;
+    } else if (this.hpet.drives(g.gsi)) {
+      this.counts.hpetTimerLines++;
+      if (g.level === 1) this.clock.unexplainedRise();
+    } else {
+      const pit = g.gsi === 0 && this.clock.timed ? this.pitSignal(g.level) : "not the PIT's";
+      if (pit === "placed") {
+        // At the PIT's time.
+      } else if (this.hpet.writing) {
+        this.counts.hpetWriteLines++;
+        if (g.level === 1) this.clock.unexplainedRise();
+      } else {
+        if (g.gsi === 0 && this.clock.timed) this.counts.irq0Unpredicted++;
+        if (pit === "level but not time") this.counts.irq0NotAtPitTime++;
+        if (g.level === 1) this.clock.unexplainedRise();
+      }
+    }
     this.deliveryChain = true;
     const op = g.gsi < 16 ? Op.Irq : Op.Gsi;
     this.emit({ op, a: g.gsi, b: g.level, line });
   }
 
-  /** GSI 0 is the PIT's OUT0: when it is the change QEMU's PIT makes next, its time is known (timed logs). */
-  private onIrq0(level: 0 | 1): void {
+  /**
+   * A GSI 0 change in a timed log: when it is the change QEMU's PIT makes next and that time
+   * fits, it is placed there.
+   */
+  private pitSignal(level: 0 | 1): "placed" | "level but not time" | "not the PIT's" {
     const next = this.pit.peekIrq0();
-    if (next !== null && next.level === level) {
-      if (this.clock.fits(next.time, next.frame)) {
-        this.pit.takeIrq0();
-        this.clock.lineSignal(next.time, next.frame, level === 1);
-        this.counts.pitSignalsTimed++;
-        return;
-      }
-      this.counts.irq0NotAtPitTime++;
-    }
-    this.counts.irq0Unpredicted++;
-    if (level === 1) this.clock.unexplainedRise();
+    if (next === null || next.level !== level) return "not the PIT's";
+    if (!this.clock.fits(next.time, next.frame)) return "level but not time";
+    this.pit.takeIrq0();
+    this.clock.lineSignal(next.time, next.frame, level === 1);
+    this.counts.pitSignalsTimed++;
+    return "placed";
   }
 
   /** The CPU took `vector` (-1: QEMU found none, which the model must agree with). */

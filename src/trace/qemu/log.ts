@@ -59,6 +59,17 @@ export interface CpuException {
   vector: number;
 }
 
+/**
+ * The CPU entered an interrupt or exception handler in protected mode (`-d int` header
+ * `N: v=0e e=0014 i=0 …`): the vector, its error code and whether an INT instruction raised it.
+ */
+export interface HandlerEntry {
+  kind: "handler-entry";
+  vector: number;
+  errorCode: number;
+  software: boolean;
+}
+
 /** A message delivered into a local APIC (I/O APIC message, MSI or IPI). */
 export interface ApicMessage {
   kind: "apic-message";
@@ -70,7 +81,7 @@ export interface DeviceDetail {
   event: string;
 }
 
-/** Part of a `-d int` CPU state dump or interrupt header. */
+/** Part of a `-d int` CPU state dump. */
 export interface CpuDump {
   kind: "cpu-dump";
 }
@@ -91,6 +102,7 @@ export type LogLine =
   | LocalDelivery
   | ApicBaseAccess
   | CpuException
+  | HandlerEntry
   | ApicMessage
   | DeviceDetail
   | CpuDump
@@ -110,7 +122,7 @@ const LOCAL_DELIVER = /^apic_local_deliver vector (\d+) delivery mode \d+$/;
 const APIC_BASE = /^cpu_(get|set)_apic_base 0x([0-9a-f]{1,16})$/;
 const EXCEPTION = /^check_exception old: 0x[0-9a-f]+ new 0x([0-9a-f]+)$/;
 /** `-d int` interrupt header (`  5: v=30 e=0000 i=0 …`). */
-const INT_HEADER = /^\s*\d+: v=[0-9a-f]+ /;
+const INT_HEADER = /^\s*\d+: v=([0-9a-f]+) e=([0-9a-f]+) i=([01]) /;
 /** `-d int` register dump lines (`RAX=…`, `R8 =…`, `CS =0010 …`, `SMM: enter`, …). */
 const REGISTER_DUMP = /^(?:[A-Z][A-Z0-9]{0,5} *=|SMM: |XMM|YMM|ZMM|FPR|FCW|MXCSR|PDPTR|Opmask)/;
 /** Trace points of the modelled devices (and their fan-out) that add nothing to the access lines. */
@@ -178,6 +190,12 @@ export function parseException(line: string): CpuException | UnknownLine {
   return m === null ? UNKNOWN : { kind: "exception", vector: hexU32(m[1]!) };
 }
 
+export function parseHandlerEntry(line: string): HandlerEntry | UnknownLine {
+  const m = INT_HEADER.exec(line);
+  if (m === null) return UNKNOWN;
+  return { kind: "handler-entry", vector: parseInt(m[1]!, 16), errorCode: hexU32(m[2]!), software: m[3] === "1" };
+}
+
 /** Classifies one log line (without its newline). */
 export function parseLogLine(line: string): LogLine {
   if (line.length === 0 || line.trim().length === 0) return BLANK;
@@ -205,6 +223,8 @@ export function parseLogLine(line: string): LogLine {
   }
   const detail = DETAIL.exec(line);
   if (detail !== null) return { kind: "detail", event: detail[1]! };
-  if (INT_HEADER.test(line) || REGISTER_DUMP.test(line)) return CPU_DUMP;
+  const entry = parseHandlerEntry(line);
+  if (entry.kind === "handler-entry") return entry;
+  if (REGISTER_DUMP.test(line)) return CPU_DUMP;
   return UNKNOWN;
 }

@@ -39,6 +39,12 @@ export interface ConversionCounts {
   lapicExpiriesUnpredicted: number;
   /** MMIO accesses to modelled devices that no `iotime` line timed (timed logs). */
   mmioUnstamped: number;
+  /** Writes that switched the HPET's legacy replacement route on or off. */
+  hpetRouteSwitches: number;
+  /** GSI changes an HPET register write made, a route switch's lowering of GSI 0 and 8 among them (at the write's time). */
+  hpetWriteLines: number;
+  /** GSI 0 and 8 changes of the HPET's timers while the legacy route is on (time not followed). */
+  hpetTimerLines: number;
 }
 
 export function emptyCounts(): ConversionCounts {
@@ -64,6 +70,9 @@ export function emptyCounts(): ConversionCounts {
     lapicExpiries: 0,
     lapicExpiriesUnpredicted: 0,
     mmioUnstamped: 0,
+    hpetRouteSwitches: 0,
+    hpetWriteLines: 0,
+    hpetTimerLines: 0,
   };
 }
 
@@ -87,8 +96,6 @@ export interface ImportSummary extends ConversionCounts, ClockCounts {
   otherDeviceLines: number;
   /** Virtual time of the last event, ns. */
   virtualTimeNs: number;
-  /** Set when the input ended early (truncated or corrupt gzip): what the decompressor said. */
-  inputTruncated?: string;
 }
 
 function table(title: string, counts: Record<string, number>): string[] {
@@ -97,10 +104,17 @@ function table(title: string, counts: Record<string, number>): string[] {
   return [`${title}:`, ...keys.map((k) => `  ${String(counts[k]).padStart(9)}  ${k}`)];
 }
 
+/** How many clock conflicts each rule resolved. */
+function conflictRules(resolved: ImportSummary["conflictsResolved"]): string {
+  const rules = Object.entries(resolved);
+  const total = rules.reduce((n, [, k]) => n + k, 0);
+  return `resolved by rule: ${total}` + (rules.length === 0 ? "" : ` (${rules.map(([rule, n]) => `${rule}: ${n}`).join(", ")})`);
+}
+
 /** The summary as text for a terminal. */
 export function formatImportSummary(s: ImportSummary): string {
   const pct = (n: number) => (s.reads === 0 ? "-" : ((100 * n) / s.reads).toFixed(2) + "%");
-  const out = [
+  return [
     `${s.input} -> ${s.output}`,
     `timing: ${s.timing}; ${s.lines} lines; ${s.events} events; virtual time ${(s.virtualTimeNs / 1e9).toFixed(6)} s`,
     `reads: ${s.reads}; checked ${s.readsChecked} (${pct(s.readsChecked)}), masked ${s.readsMasked}, unchecked ${s.readsUnchecked}; inta ${s.intas}`,
@@ -110,18 +124,21 @@ export function formatImportSummary(s: ImportSummary): string {
     ...table("skipped accesses", s.skippedAccesses),
     `MSI messages (not replayed): ${s.msiMessages}`,
     `local APIC timer expiries: ${s.lapicExpiries} (unarmed: ${s.lapicExpiriesUnpredicted}, off the clock: ${s.offClockSignals})`,
+    `clock conflicts: ${s.conflicts} unexplained; ${conflictRules(s.conflictsResolved)}`,
     ...(s.timing === "icount"
       ? [
           `HLTs: ${s.hlts}; resynchronised at a timer deadline: ${s.resyncs}; unexplained wake-ups: ${s.unexplainedWakes}`,
           `PIT OUT0 changes timed: ${s.pitSignalsTimed}; other GSI 0 changes: ${s.irq0Unpredicted} (at the PIT's next level, not its time: ${s.irq0NotAtPitTime}); computed but not logged: ${s.pitSignalsMissing}`,
-          `clock conflicts: ${s.conflicts}; page faults corrected: ${s.pageFaults}; MMIO without iotime: ${s.mmioUnstamped}`,
+          `page faults: ${s.pageFaults} on data accesses (one instruction each off the plugin's count), ${s.fetchFaults} on instruction fetches (none); MMIO without iotime: ${s.mmioUnstamped}`,
+          `timer signals of unknown time (clock left alone): ${s.untimedSignals}`,
         ]
+      : []),
+    ...(s.hpetRouteSwitches + s.hpetWriteLines + s.hpetTimerLines > 0
+      ? [`HPET legacy route switches: ${s.hpetRouteSwitches}; GSI changes made by HPET writes: ${s.hpetWriteLines}; GSI 0/8 changes from HPET timers (legacy route): ${s.hpetTimerLines}`]
       : []),
     `lines for other devices: ${s.otherDeviceLines}; unknown lines: ${s.unknownLines}`,
     ...table("other devices", s.otherDevices),
     ...table("ignored lines", s.ignoredLines),
     ...s.unknownSamples.map((u) => `  unknown line ${u.line}: ${u.text}`),
-  ];
-  if (s.inputTruncated !== undefined) out.push(`input ended early: ${s.inputTruncated}`);
-  return out.join("\n");
+  ].join("\n");
 }

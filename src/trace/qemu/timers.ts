@@ -146,6 +146,8 @@ export class QemuPitTiming {
   /** Channel 0's pending re-evaluation (QEMU's irq timer), or -1, and the frame of its time. */
   private nextIrqTime: number;
   private irqFrame: number;
+  /** The HPET's legacy route has disconnected channel 0 from GSI 0 (QEMU's irq_disabled). */
+  private irqDisabled = false;
 
   /** The state after machine reset at time 0 of `frame`: every channel mode 3, count 0x10000. */
   constructor(frame: number) {
@@ -209,7 +211,22 @@ export class QemuPitTiming {
   private loadCount(index: number, value: number, time: number, frame: number): void {
     const ch = this.channels[index]!;
     ch.load(value, time, frame);
-    if (index === 0) this.rearmIrq(time, frame);
+    if (index === 0 && !this.irqDisabled) this.rearmIrq(time, frame);
+  }
+
+  /**
+   * The HPET's legacy route disconnects (false) or reconnects (true) channel 0 from GSI 0 at
+   * `time`: disconnected, it signals nothing, not even at a count load; reconnected, it signals
+   * its OUT0 level at once and re-arms.
+   */
+  setIrqConnected(connected: boolean, time: number, frame: number): void {
+    this.irqDisabled = !connected;
+    if (connected) {
+      this.rearmIrq(time, frame);
+    } else {
+      this.loadSignal = null;
+      this.nextIrqTime = -1;
+    }
   }
 
   private rearmIrq(time: number, frame: number): void {
@@ -247,8 +264,8 @@ export class QemuPitTiming {
 
   /**
    * Skips channel-0 signals due before `time` that the log never showed, and returns how many.
-   * A PIT whose signals go missing is not driving GSI 0 (QEMU lets the HPET's legacy route
-   * disable it), so no further signal is expected from it until its next count load.
+   * A PIT whose signals go missing is not driving GSI 0, so no further signal is expected from
+   * it until its next count load.
    */
   skipIrq0Before(time: number, frame: number): number {
     let skipped = 0;
