@@ -83,7 +83,7 @@ describe("the command line", () => {
   it("`migrate send` migrates to `migrate listen` and verifies the digest (--json)", async () => {
     const dest = await Destination.start("cli-token", ["--once"]);
     const run = await runCli(
-      ["migrate", "send", "--to", dest.url, "--memory", "8M", "--workload", "hot", "--interrupts", "pic", "--duration", "0.5", "--migrate-after", "0.2", "--bandwidth", "1Gbit", "--verify", "--json"],
+      ["migrate", "send", "--to", dest.url, "--memory", "8M", "--workload", "hot", "--interrupts", "pic", "--duration", "0.5", "--migrate-after", "0.2", "--bandwidth", "1Gbit", "--verify", "--json", "--progress", "none"],
       { BLMV_TOKEN: "cli-token" },
     );
     expect(run.stderr).toBe("");
@@ -102,7 +102,7 @@ describe("the command line", () => {
       [["migrate", "send", "--memory", "8M"], /--to ws:\/\/HOST:PORT is required/],
       [["migrate", "send", "--to", "ws://127.0.0.1:1", "--memory", "12X"], /--memory expects a size/],
       [["migrate", "send", "--to", "ws://127.0.0.1:1", "--bandwidth", "fast"], /--bandwidth expects a rate/],
-      [["migrate", "send", "--to", "ws://127.0.0.1:1", "--memory", "8M", "--working-set", "8M"], /--working-set expects a size/],
+      [["migrate", "send", "--to", "ws://127.0.0.1:1", "--memory", "8M", "--working-set", "8M"], /--working-set 8M does not fit in a guest of 8\.00 MiB/],
       [["migrate", "send", "--to", "ws://127.0.0.1:1", "--workload", "nope"], /--workload must be one of/],
       [["migrate", "send", "--to", "ws://127.0.0.1:1", "--migrate-after", "5", "--duration", "2"], /must be less than --duration/],
       [["migrate", "send", "--to", "http://x"], /--to expects ws:\/\/HOST:PORT/],

@@ -5,9 +5,12 @@
 import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "./migrate-options.js";
-import { EXIT_FAILED, EXIT_OK, checkWritable, parseOptions } from "./usage.js";
-import { HTTP_OPTION_HELP, httpOption, serveMonitor } from "./monitor.js";
+import { GUEST_OPTIONS, MIGRATION_OPTIONS, REPORT_OPTIONS, parseGuestAndLink, progressMode } from "./migrate-options.js";
+import { adjust, defineCommand, type Parsed } from "./command.js";
+import { EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, checkWritable } from "./usage.js";
+import { cancelOnInterrupt } from "./interrupt.js";
+import { progressReporter } from "../migrate/report/progress.js";
+import { HTTP_OPTIONS, httpOption, serveMonitor } from "./monitor.js";
 import { SourceMonitor } from "../monitor/source-status.js";
 import { startDestinationProcess } from "./destination-process.js";
 import { referenceDigest } from "../migrate/run/guest-run.js";
@@ -15,24 +18,32 @@ import { formatReport, roundChartSvg } from "../migrate/report/report.js";
 import { bootAndMigrate } from "../migrate/run/run.js";
 import { formatBytes, formatRate } from "../migrate/report/units.js";
 
-export const DEMO_USAGE = `usage: blmv demo [guest and link options]
+const DEMO_OPTIONS = adjust(
+  { ...GUEST_OPTIONS, ...MIGRATION_OPTIONS, ...REPORT_OPTIONS, ...HTTP_OPTIONS },
+  {
+    // A slower link and a tighter limit than \`migrate send\`'s, so that pre-copy takes a few rounds.
+    bandwidth: { default: "1Gbit", defaultText: undefined },
+    "downtime-limit": { default: "50" },
+    svg: { defaultText: "a file in the temporary folder, printed" },
+  },
+);
 
-Starts a destination process, boots a guest here, migrates it live, lets it finish on the
-destination and checks its final digest against a run that was never migrated.
-Its own defaults: a 1Gbit link and a 50 ms downtime limit (so that pre-copy takes a few
-rounds); 64M of memory, the uniform workload and APIC interrupts as for \`migrate send\`.
+export const demo = defineCommand({
+  name: "demo",
+  synopsis: "[options]",
+  summary: "migrate a guest live to a destination process and verify it (npm start)",
+  about:
+    "Starts a destination process, boots a guest here, migrates it live, lets it finish on the\n" +
+    "destination and checks its final digest against a run that was never migrated. Its link is\n" +
+    "slower and its downtime limit tighter than migrate send's, so that pre-copy takes a few rounds.",
+  options: DEMO_OPTIONS,
+  run: runDemo,
+});
 
-${HTTP_OPTION_HELP}
-${GUEST_OPTIONS_HELP}`;
-
-export async function runDemo(argv: string[]): Promise<number> {
-  if (argv.includes("--help") || argv.includes("-h")) {
-    console.log(DEMO_USAGE);
-    return EXIT_OK;
-  }
-  const demoDefaults = { ...GUEST_OPTIONS, bandwidth: { type: "string", default: "1Gbit" }, "downtime-limit": { type: "string", default: "50" }, http: { type: "string" } } as const;
-  const { values } = parseOptions("demo", argv, demoDefaults);
-  const { spec, link, svg, json } = parseGuestAndLink("demo", values);
+async function runDemo({ values }: Parsed<typeof DEMO_OPTIONS>): Promise<number> {
+  const { spec, link } = parseGuestAndLink("demo", values);
+  const progress = progressReporter(progressMode("demo", values.progress));
+  const { svg, json } = values;
   if (svg) await checkWritable("demo", svg);
   const http = httpOption("demo", values.http);
   const log = json ? () => undefined : (s: string) => console.log(s);
@@ -51,9 +62,16 @@ export async function runDemo(argv: string[]): Promise<number> {
       `source: booting a ${spec.workload} guest (${formatBytes(spec.memoryBytes)}, ${spec.interrupts} interrupts) in this process ${process.pid}; ` +
         `it runs in real time and migrates at ${link.migrateAtNs / 1e9} s over a ${link.bandwidth ? formatRate(link.bandwidth) : "unlimited"} link`,
     );
-    const result = await bootAndMigrate(spec, { ...link, url, token, control: monitor?.control });
+    const interrupt = cancelOnInterrupt(progress);
+    const result = await bootAndMigrate(spec, { ...link, url, token, progress, signal: interrupt.signal, stopGuest: interrupt.signal, control: monitor?.control }).finally(() =>
+      interrupt.dispose(),
+    );
     const final = result.report.destination?.digest;
-    monitor?.finish(result.report, { final: final ?? result.source?.digest, reference });
+    monitor?.finish(result.report, { final: final ?? (result.source?.finished ? result.source.digest : undefined), reference });
+    if (interrupt.signal.aborted) {
+      if (!json) console.log(formatReport(result.report));
+      return EXIT_INTERRUPTED;
+    }
     finished = final !== undefined;
     const identical = final === reference;
     const chart = svg ?? join(tmpdir(), `blmv-migration-${process.pid}.svg`);

@@ -1,4 +1,6 @@
-// Options shared by `blmv migrate send` and `blmv demo`: the guest to run and how to move it.
+// Options shared by `blmv migrate send`, `blmv demo` and `blmv compare`: the guest to run, how
+// to move it and what to show, each table with its help; and their checks, with those of the
+// rates and the token that the migrate commands share. docs/usage.md.
 
 import { WORKLOAD_NAMES, type GuestRunSpec } from "../migrate/run/guest-run.js";
 import type { LiveMigrationOptions } from "../migrate/run/run.js";
@@ -7,97 +9,93 @@ import { DEFAULT_HYBRID_ROUNDS, TECHNIQUES, type Technique } from "../migrate/so
 import { DEFAULT_PREPAGE_PAGES, MAX_PREPAGE_PAGES } from "../migrate/source/postcopy.js";
 import { DEFAULT_XBZRLE_CACHE_BYTES } from "../migrate/wire/xbzrle.js";
 import { MAX_ROUNDS } from "../migrate/wire/protocol.js";
-import { parseRate, parseSize } from "../migrate/report/units.js";
+import { formatBytes, parseRate, parseSize } from "../migrate/report/units.js";
+import { PROGRESS_MODES, type ProgressMode } from "../migrate/report/progress.js";
 import { PAGE_SIZE } from "../guest/page.js";
-import { UsageError, integerOption } from "./usage.js";
+import { MAX_MEMORY_BYTES } from "../guest/memory.js";
+import { WORK_BASE_PAGE } from "../guest/layout.js";
+import type { OptionTable, OptionValues } from "./command.js";
+import { UsageError, fileProblem, integerOption } from "./usage.js";
+import { loadToken } from "../migrate/transport/auth.js";
 
+const MIN_MEMORY_BYTES = 2 * 2 ** 20;
+const MAX_MEMORY_TEXT = `${MAX_MEMORY_BYTES / 2 ** 40}T`;
+
+const GUEST = "the guest";
+const MIGRATION = "the migration";
+const OUTPUT = "output";
+
+/** The guest that runs and migrates: `migrate send`, `demo` and `compare` share these. */
 export const GUEST_OPTIONS = {
-  memory: { type: "string", default: "64M" },
-  workload: { type: "string", default: "uniform" },
-  interrupts: { type: "string", default: "apic" },
-  "dirty-rate": { type: "string" },
-  "working-set": { type: "string" },
-  "downtime-limit": { type: "string", default: String(DEFAULT_DOWNTIME_LIMIT_MS) },
-  bandwidth: { type: "string" },
-  "max-rounds": { type: "string", default: String(DEFAULT_MAX_ROUNDS) },
-  "no-throttle": { type: "boolean", default: false },
-  duration: { type: "string", default: "4" },
-  "migrate-after": { type: "string", default: "1" },
-  seed: { type: "string", default: "1" },
-  timeout: { type: "string", default: String(DEFAULT_TIMEOUT_MS) },
-  svg: { type: "string" },
-  json: { type: "boolean", default: false },
-  technique: { type: "string", default: "precopy" },
-  "hybrid-rounds": { type: "string", default: String(DEFAULT_HYBRID_ROUNDS) },
-  "max-data": { type: "string" },
-  "min-dirty": { type: "string" },
-  xbzrle: { type: "boolean", default: false },
-  "xbzrle-cache": { type: "string", default: String(DEFAULT_XBZRLE_CACHE_BYTES / 2 ** 20) + "M" },
-  "no-zero-pages": { type: "boolean", default: false },
-  prepage: { type: "string", default: String(DEFAULT_PREPAGE_PAGES) },
-  latency: { type: "string", default: "0" },
-} as const;
+  memory: { type: "string", value: "SIZE", default: "64M", group: GUEST, help: `guest memory in binary units, from 2M to ${MAX_MEMORY_TEXT}, e.g. 64M, 1G` },
+  workload: { type: "string", value: "NAME", default: "uniform", group: GUEST, help: WORKLOAD_NAMES.join(" | ") },
+  interrupts: { type: "string", value: "SETUP", default: "apic", group: GUEST, help: "pic (8259A + 8254) or apic (local APIC timer + I/O APIC)" },
+  "dirty-rate": { type: "string", value: "RATE", defaultText: "the workload's", group: GUEST, help: "page writes the guest makes, in bytes/s, e.g. 64M" },
+  "working-set": { type: "string", value: "SIZE", defaultText: "the workload's, cut to fit the memory", group: GUEST, help: "memory the workload writes into, above the first 1 MiB; it must fit in the rest of --memory" },
+  duration: { type: "string", value: "S", default: "4", group: GUEST, help: "virtual seconds the guest runs in all" },
+  "migrate-after": { type: "string", value: "S", default: "1", group: GUEST, help: "virtual seconds it runs before the migration starts" },
+  seed: { type: "string", value: "N", default: "1", group: GUEST, help: "the workload's seed" },
+} as const satisfies OptionTable;
 
-export const GUEST_OPTIONS_HELP = `  --memory SIZE         guest memory, e.g. 64M, 1G (default 64M; binary units)
-  --workload NAME       ${WORKLOAD_NAMES.join(" | ")} (default uniform)
-  --interrupts SETUP    pic (8259A + 8254) or apic (local APIC timer + I/O APIC) (default apic)
-  --dirty-rate RATE     page writes the guest makes, in bytes/s, e.g. 64M (default: the workload's)
-  --working-set SIZE    memory the workload writes into, above the first 1 MiB (default: the
-                        workload's, cut to fit the memory)
-  --downtime-limit MS   stop-and-copy once the expected downtime fits (default ${DEFAULT_DOWNTIME_LIMIT_MS})
-  --bandwidth RATE      emulate a slower link: 100M (bytes/s, binary) or 1Gbit (bits/s, decimal)
-  --max-rounds N        pre-copy rounds before stop-and-copy regardless (default ${DEFAULT_MAX_ROUNDS})
-  --no-throttle         never slow the guest down (auto-converge off)
-  --duration S          virtual seconds the guest runs in all (default 4)
-  --migrate-after S     virtual seconds it runs before the migration starts (default 1)
-  --seed N              the workload's seed (default 1)
-  --timeout MS          how long to wait for each answer of the destination (default ${DEFAULT_TIMEOUT_MS})
-  --svg FILE            write the per-round chart (pages sent and dirtied) as SVG
-  --json                print the report as JSON
-  --technique T         ${TECHNIQUES.join(" | ")} (default precopy)
-  --hybrid-rounds N     hybrid: pre-copy rounds before post-copy (default ${DEFAULT_HYBRID_ROUNDS})
-  --max-data X          pre-copy stops once X times the memory size has been sent, e.g. 3
-  --min-dirty N         pre-copy stops once a round leaves at most N dirty pages
-  --xbzrle              send re-sent pages as XBZRLE deltas
-  --xbzrle-cache SIZE   the source's cache of sent pages for XBZRLE (default ${DEFAULT_XBZRLE_CACHE_BYTES / 2 ** 20}M)
-  --no-zero-pages       send zero pages with their bytes
-  --prepage N           post-copy: missing pages sent after each faulting one (default ${DEFAULT_PREPAGE_PAGES})
-  --latency MS          emulated one-way link latency, each direction (default 0)`;
+/** How the guest moves. */
+export const MIGRATION_OPTIONS = {
+  technique: { type: "string", value: "T", default: "precopy", group: MIGRATION, help: TECHNIQUES.join(" | ") },
+  "downtime-limit": { type: "string", value: "MS", default: String(DEFAULT_DOWNTIME_LIMIT_MS), group: MIGRATION, help: "pre-copy pauses the guest once the expected downtime fits this; a longer downtime is flagged in the report" },
+  bandwidth: { type: "string", value: "RATE", defaultText: "unlimited", group: MIGRATION, help: "emulate a slower link: 100M (bytes/s, binary) or 1Gbit (bits/s, decimal)" },
+  latency: { type: "string", value: "MS", default: "0", group: MIGRATION, help: "emulated one-way link latency, each direction" },
+  "max-rounds": { type: "string", value: "N", default: String(DEFAULT_MAX_ROUNDS), group: MIGRATION, help: "pre-copy rounds before stop-and-copy regardless" },
+  "no-throttle": { type: "boolean", group: MIGRATION, help: "never slow the guest down (auto-converge off)" },
+  timeout: { type: "string", value: "MS", default: String(DEFAULT_TIMEOUT_MS), group: MIGRATION, help: "how long to wait for each answer of the destination" },
+  "hybrid-rounds": { type: "string", value: "N", default: String(DEFAULT_HYBRID_ROUNDS), group: MIGRATION, help: "hybrid: pre-copy rounds before post-copy" },
+  "max-data": { type: "string", value: "X", group: MIGRATION, help: "pre-copy stops once X times the memory size has been sent, e.g. 3" },
+  "min-dirty": { type: "string", value: "N", group: MIGRATION, help: "pre-copy stops once a round leaves at most N dirty pages" },
+  xbzrle: { type: "boolean", group: MIGRATION, help: "send re-sent pages as XBZRLE deltas" },
+  "xbzrle-cache": { type: "string", value: "SIZE", default: `${DEFAULT_XBZRLE_CACHE_BYTES / 2 ** 20}M`, group: MIGRATION, help: "the source's cache of sent pages for XBZRLE, from 4K to 4G" },
+  "no-zero-pages": { type: "boolean", group: MIGRATION, help: "send zero pages with their bytes" },
+  prepage: { type: "string", value: "N", default: String(DEFAULT_PREPAGE_PAGES), group: MIGRATION, help: "post-copy: missing pages sent after each faulting one" },
+} as const satisfies OptionTable;
 
-type Values = { [K in keyof typeof GUEST_OPTIONS]?: string | boolean };
+/** What a single migration shows: `migrate send` and `demo`. */
+export const REPORT_OPTIONS = {
+  progress: { type: "string", value: "MODE", default: "auto", group: OUTPUT, help: `${PROGRESS_MODES.join(" | ")}: on stderr, a redrawn bar (a terminal's auto), a line every few seconds (auto elsewhere) or JSON lines` },
+  svg: { type: "string", value: "FILE", group: OUTPUT, help: "write the per-round chart as SVG: pages sent and dirtied (left axis), expected downtime against the limit (right axis)" },
+  json: { type: "boolean", group: OUTPUT, help: "print the report as JSON" },
+} as const satisfies OptionTable;
+
+/** The guest's and the migration's options as parsed; `compare` has no --technique (it runs each). */
+type Values = Omit<OptionValues<typeof GUEST_OPTIONS & typeof MIGRATION_OPTIONS>, "technique"> & { technique?: string };
 
 export interface GuestAndLink {
   spec: GuestRunSpec;
   link: Omit<LiveMigrationOptions, "url" | "token" | "signal">;
-  svg?: string;
-  json: boolean;
 }
 
 export function parseGuestAndLink(command: string, v: Values): GuestAndLink {
-  const text = (k: keyof typeof GUEST_OPTIONS): string => v[k] as string;
+  const text = (k: Exclude<keyof Values, "technique">): string => v[k] as string;
   const memoryBytes = parseSize(text("memory"));
-  if (memoryBytes === undefined || memoryBytes % PAGE_SIZE !== 0 || memoryBytes < 2 * 1024 * 1024) {
-    throw new UsageError(`${command}: --memory expects a size of at least 2M in whole 4 KiB pages, like 64M or 1G, got ${JSON.stringify(text("memory"))}`);
+  if (memoryBytes === undefined || memoryBytes % PAGE_SIZE !== 0 || memoryBytes < MIN_MEMORY_BYTES || memoryBytes > MAX_MEMORY_BYTES) {
+    throw new UsageError(`${command}: --memory expects a size from 2M to ${MAX_MEMORY_TEXT} in whole 4 KiB pages, like 64M or 1G, got ${JSON.stringify(text("memory"))}`);
   }
   const workload = text("workload");
   if (!WORKLOAD_NAMES.includes(workload)) throw new UsageError(`${command}: --workload must be one of ${WORKLOAD_NAMES.join(", ")}, got ${JSON.stringify(workload)}`);
   const interrupts = text("interrupts");
   if (interrupts !== "pic" && interrupts !== "apic") throw new UsageError(`${command}: --interrupts must be pic or apic, got ${JSON.stringify(interrupts)}`);
-  const rate = (k: "dirty-rate" | "bandwidth", min: number): number | undefined => {
-    if (v[k] === undefined) return undefined;
-    const r = parseRate(text(k));
-    if (r === undefined || r < min) throw new UsageError(`${command}: --${k} expects a rate like 100M (bytes/s) or 1Gbit (bits/s)${min > 0 ? " above 0" : ""}, got ${JSON.stringify(text(k))}`);
-    return r;
-  };
-  const dirtyBytesPerSecond = rate("dirty-rate", 0);
+  const dirtyBytesPerSecond = rateOption(command, "dirty-rate", v["dirty-rate"], 0);
   let workingSetBytes: number | undefined;
   if (v["working-set"] !== undefined) {
     workingSetBytes = parseSize(text("working-set"));
-    if (workingSetBytes === undefined || workingSetBytes === 0 || workingSetBytes % PAGE_SIZE !== 0 || workingSetBytes > memoryBytes - 1024 * 1024) {
-      throw new UsageError(`${command}: --working-set expects a size in whole 4 KiB pages that fits above 1 MiB of the guest memory, got ${JSON.stringify(text("working-set"))}`);
+    if (workingSetBytes === undefined || workingSetBytes === 0 || workingSetBytes % PAGE_SIZE !== 0) {
+      throw new UsageError(`${command}: --working-set expects a size in whole 4 KiB pages, like 32M, got ${JSON.stringify(text("working-set"))}`);
+    }
+    const room = memoryBytes - WORK_BASE_PAGE * PAGE_SIZE;
+    if (workingSetBytes > room) {
+      throw new UsageError(
+        `${command}: --working-set ${text("working-set")} does not fit in a guest of ${formatBytes(memoryBytes)} (--memory ${text("memory")}): ` +
+          `the workload writes above its first 1 MiB, so at most ${formatBytes(room)}; raise --memory or lower --working-set`,
+      );
     }
   }
-  const bandwidth = rate("bandwidth", 1);
+  const bandwidth = rateOption(command, "bandwidth", v.bandwidth, 1);
   const duration = seconds(command, "duration", text("duration"));
   const migrateAfter = seconds(command, "migrate-after", text("migrate-after"));
   if (migrateAfter >= duration) throw new UsageError(`${command}: --migrate-after (${migrateAfter} s) must be less than --duration (${duration} s)`);
@@ -105,7 +103,7 @@ export function parseGuestAndLink(command: string, v: Values): GuestAndLink {
   if (maxRounds > MAX_ROUNDS) throw new UsageError(`${command}: --max-rounds must be at most ${MAX_ROUNDS}, got ${maxRounds}`);
   const seed = integerOption(command, "seed", text("seed"))!;
   if (seed > 0xffff_ffff) throw new UsageError(`${command}: --seed must fit in 32 bits, got ${seed}`);
-  const technique = text("technique") as Technique;
+  const technique = (v.technique ?? MIGRATION_OPTIONS.technique.default) as Technique;
   if (!TECHNIQUES.includes(technique)) throw new UsageError(`${command}: --technique must be one of ${TECHNIQUES.join(", ")}, got ${JSON.stringify(technique)}`);
   const hybridRounds = integerOption(command, "hybrid-rounds", text("hybrid-rounds"), 1)!;
   if (hybridRounds > MAX_ROUNDS) throw new UsageError(`${command}: --hybrid-rounds must be at most ${MAX_ROUNDS}, got ${hybridRounds}`);
@@ -136,13 +134,34 @@ export function parseGuestAndLink(command: string, v: Values): GuestAndLink {
       prepagePages,
       latencyMs,
     },
-    svg: v.svg as string | undefined,
-    json: v.json === true,
   };
+}
+
+/** A rate option (bytes/s, or bits/s with "bit") of at least `min`, or a usage error naming it. */
+export function rateOption(command: string, name: string, text: string | undefined, min: number): number | undefined {
+  if (text === undefined) return undefined;
+  const r = parseRate(text);
+  if (r === undefined || r < min) throw new UsageError(`${command}: --${name} expects a rate like 100M (bytes/s) or 1Gbit (bits/s)${min > 0 ? " above 0" : ""}, got ${JSON.stringify(text)}`);
+  return r;
+}
+
+/** The token from --token-file F or the environment, or a usage error naming the file. */
+export function tokenOption(command: string, file: string | undefined): string | undefined {
+  try {
+    return loadToken(file);
+  } catch (e) {
+    throw new UsageError(`${command}: ${(e as NodeJS.ErrnoException).code ? `token file ${file}: ${fileProblem(e)}` : (e as Error).message}`);
+  }
 }
 
 function seconds(command: string, name: string, t: string): number {
   const s = /^\d+(\.\d+)?$/.test(t) ? Number(t) : NaN;
   if (!(s > 0) || s > 86_400) throw new UsageError(`${command}: --${name} expects a number of seconds between 0 and 86400, like 2.5, got ${JSON.stringify(t)}`);
   return s;
+}
+
+/** The --progress mode, checked. */
+export function progressMode(command: string, text: string): ProgressMode {
+  if (!(PROGRESS_MODES as readonly string[]).includes(text)) throw new UsageError(`${command}: --progress must be one of ${PROGRESS_MODES.join(", ")}, got ${JSON.stringify(text)}`);
+  return text as ProgressMode;
 }

@@ -1,95 +1,79 @@
 // `blmv migrate listen` (a destination) and `blmv migrate send` (a source that boots a guest,
-// lets it run and migrates it live).
+// lets it run and migrates it live): their option tables, help and runs. docs/usage.md.
 
-import { readFileSync, writeFileSync } from "node:fs";
-import { TOKEN_ENV, generateToken, loadToken } from "../migrate/transport/auth.js";
+import { writeFileSync } from "node:fs";
+import { TOKEN_ENV, generateToken } from "../migrate/transport/auth.js";
 import type { DestinationEvent } from "../migrate/destination/destination.js";
 import { DEFAULT_DESTINATION_TIMEOUT_MS } from "../migrate/destination/destination.js";
 import { referenceDigest } from "../migrate/run/guest-run.js";
 import { listen } from "../migrate/destination/listener.js";
 import { DEFAULT_LIMITS } from "../migrate/destination/admission.js";
 import { formatReport, roundChartSvg } from "../migrate/report/report.js";
+import { progressReporter } from "../migrate/report/progress.js";
+import { cancelOnInterrupt } from "./interrupt.js";
 import { bootAndMigrate, type LiveMigrationResult } from "../migrate/run/run.js";
 import { formatBytes, parseSize } from "../migrate/report/units.js";
-import { GUEST_OPTIONS, GUEST_OPTIONS_HELP, parseGuestAndLink } from "./migrate-options.js";
-import { EXIT_FAILED, EXIT_OK, UsageError, checkWritable, fileProblem, integerOption, parseOptions } from "./usage.js";
-import { CONTROL_HELP, CONTROL_USAGE, HTTP_OPTION_HELP, httpOption, runControlCommand, serveMonitor } from "./monitor.js";
+import { defineCommand, type OptionTable, type Parsed } from "./command.js";
+import { GUEST_OPTIONS, MIGRATION_OPTIONS, REPORT_OPTIONS, parseGuestAndLink, progressMode, tokenOption } from "./migrate-options.js";
+import { EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, checkWritable, integerOption, readInput } from "./usage.js";
+import { HTTP_OPTIONS, httpOption, serveMonitor } from "./monitor.js";
 import { ListenerMonitor } from "../monitor/listener-status.js";
 import { SourceMonitor } from "../monitor/source-status.js";
 import type { MonitorServer } from "../monitor/server.js";
 
-export const MIGRATE_USAGE = `usage:
-  blmv migrate listen --port P [--host 127.0.0.1] [--token-file F] [--cert F --key F] [--max-memory SIZE] [--once] [--json] [--http [HOST:]PORT]
-  blmv migrate send --to ws://HOST:P|wss://HOST:P [--token-file F] [--ca F] [--verify] [--http [HOST:]PORT [--cert F --key F]] [guest and link options]
-${CONTROL_USAGE}
+const TOKEN_TEXT =
+  "\n\nThe token authenticates both sides (challenge–response; it never crosses the wire). It comes\n" +
+  `from --token-file F or else the ${TOKEN_ENV} environment variable; a listener given neither\n` +
+  "generates one and prints it.";
 
-The token authenticates both sides (challenge–response; it never crosses the wire). It comes
-from --token-file F or else the ${TOKEN_ENV} environment variable; a listener given neither
-generates one and prints it.
+const LISTEN_OPTIONS = {
+  port: { type: "string", value: "P", help: "TCP port (0: any free port, printed) (required)" },
+  host: { type: "string", value: "ADDR", default: "127.0.0.1", help: "address to listen on (127.0.0.1: this host only)" },
+  "token-file": { type: "string", value: "F", help: `the shared token (default: ${TOKEN_ENV}, else a new one, printed)` },
+  cert: { type: "string", value: "F", help: "PEM certificate chain: accept wss:// (TLS) only, and serve --http over HTTPS; goes with --key" },
+  key: { type: "string", value: "F", help: "PEM private key of --cert" },
+  "max-memory": { type: "string", value: "SIZE", default: "4G", help: "largest guest memory accepted" },
+  "memory-budget": { type: "string", value: "SIZE", default: "16G", help: "guest memory all guests here may hold together" },
+  "max-sessions": { type: "string", value: "N", default: String(DEFAULT_LIMITS.maxSessions), help: "guests received or running at once" },
+  "max-auth-failures": {
+    type: "string",
+    value: "N",
+    default: String(DEFAULT_LIMITS.maxAuthFailures),
+    help: `failed authentications from one address before it is locked out for ${DEFAULT_LIMITS.authLockoutMs / 1000} s`,
+  },
+  timeout: { type: "string", value: "MS", default: String(DEFAULT_DESTINATION_TIMEOUT_MS), help: "longest wait for the source's next message" },
+  once: { type: "boolean", help: "exit after the first migrated guest has finished its run here" },
+  json: { type: "boolean", help: "one JSON object per line for each event" },
+  ...HTTP_OPTIONS,
+} as const satisfies OptionTable;
 
-listen:
-  --port P              TCP port (0: any free port, printed)
-  --host ADDR           address to listen on (default 127.0.0.1: this host only)
-  --cert F, --key F     PEM certificate chain and private key: accept wss:// (TLS) only
-  --max-memory SIZE     largest guest memory accepted (default 4G)
-  --memory-budget SIZE  guest memory all guests here may hold together (default 16G)
-  --max-sessions N      guests received or running at once (default ${DEFAULT_LIMITS.maxSessions})
-  --max-auth-failures N failed authentications from one address before it is locked out for
-                        ${DEFAULT_LIMITS.authLockoutMs / 1000} s (default ${DEFAULT_LIMITS.maxAuthFailures})
-  --timeout MS          longest wait for the source's next message (default ${DEFAULT_DESTINATION_TIMEOUT_MS})
-  --once                exit after the first migrated guest has finished its run here
-  --json                one JSON object per line for each event
-${HTTP_OPTION_HELP}
-                        (over HTTPS with --cert/--key)
+const SEND_OPTIONS = {
+  to: { type: "string", value: "URL", help: "the destination, ws://HOST:PORT or wss://HOST:PORT (TLS) (required)" },
+  "token-file": { type: "string", value: "F", help: `the shared token (default: ${TOKEN_ENV})` },
+  ca: { type: "string", value: "F", defaultText: "the system's certificate authorities", help: "for wss://: the PEM certificate the destination must present or chain to" },
+  verify: { type: "boolean", help: "also run the guest without migrating it and compare the final digests" },
+  ...GUEST_OPTIONS,
+  ...MIGRATION_OPTIONS,
+  ...REPORT_OPTIONS,
+  ...HTTP_OPTIONS,
+  cert: { type: "string", value: "F", group: HTTP_OPTIONS.http.group, help: "with --http: serve the monitor over HTTPS with this PEM certificate chain; goes with --key" },
+  key: { type: "string", value: "F", group: HTTP_OPTIONS.http.group, help: "PEM private key of --cert" },
+} as const satisfies OptionTable;
 
-send:
-  --to URL              the destination, ws://HOST:PORT or wss://HOST:PORT (TLS)
-  --ca F                for wss://: the PEM certificate the destination must present or chain
-                        to (default: the system's certificate authorities)
-  --verify              also run the guest without migrating it and compare the final digests
-${HTTP_OPTION_HELP}
-  --cert F, --key F     with --http: serve the monitor over HTTPS with this certificate and key
-${GUEST_OPTIONS_HELP}
+export const listenCommand = defineCommand({
+  name: "migrate listen",
+  synopsis: "--port P [options]",
+  summary: "receive migrated guests and run them here",
+  about:
+    "A destination: authenticates each source, checks and stages the guest's memory and devices, and\n" +
+    "runs the guest from the commit on." +
+    TOKEN_TEXT,
+  options: LISTEN_OPTIONS,
+  run: runListen,
+});
 
-${CONTROL_HELP}`;
-
-export async function runMigrateCommand(argv: string[]): Promise<number> {
-  const [sub, ...rest] = argv;
-  if (argv.includes("--help") || argv.includes("-h") || sub === "help") {
-    console.log(MIGRATE_USAGE);
-    return EXIT_OK;
-  }
-  if (sub === "listen") return runListen(rest);
-  if (sub === "send") return runSend(rest);
-  if (sub === "status" || sub === "set" || sub === "postcopy" || sub === "cancel") return runControlCommand(sub, rest);
-  throw new UsageError(`migrate: expected listen, send, status, set, postcopy or cancel${sub ? `, got ${JSON.stringify(sub)}` : ""}\n\n${MIGRATE_USAGE}`);
-}
-
-function token(command: string, file: string | undefined): string | undefined {
-  try {
-    return loadToken(file);
-  } catch (e) {
-    throw new UsageError(`${command}: ${(e as NodeJS.ErrnoException).code ? `token file ${file}: ${fileProblem(e)}` : (e as Error).message}`);
-  }
-}
-
-async function runListen(argv: string[]): Promise<number> {
+async function runListen({ values }: Parsed<typeof LISTEN_OPTIONS>): Promise<number> {
   const command = "migrate listen";
-  const { values } = parseOptions(command, argv, {
-    port: { type: "string" },
-    host: { type: "string", default: "127.0.0.1" },
-    "token-file": { type: "string" },
-    "max-memory": { type: "string", default: "4G" },
-    "memory-budget": { type: "string", default: "16G" },
-    "max-sessions": { type: "string", default: String(DEFAULT_LIMITS.maxSessions) },
-    "max-auth-failures": { type: "string", default: String(DEFAULT_LIMITS.maxAuthFailures) },
-    cert: { type: "string" },
-    key: { type: "string" },
-    timeout: { type: "string", default: String(DEFAULT_DESTINATION_TIMEOUT_MS) },
-    once: { type: "boolean", default: false },
-    json: { type: "boolean", default: false },
-    http: { type: "string" },
-  });
   if (values.port === undefined) throw new UsageError(`${command}: --port is required (0 picks a free port)`);
   const port = integerOption(command, "port", values.port)!;
   if (port > 65535) throw new UsageError(`${command}: --port must be at most 65535, got ${port}`);
@@ -100,7 +84,7 @@ async function runListen(argv: string[]): Promise<number> {
   if ((values.cert === undefined) !== (values.key === undefined)) throw new UsageError(`${command}: --cert and --key go together`);
   const tls = values.cert !== undefined ? { cert: readInput(command, "--cert", values.cert), key: readInput(command, "--key", values.key!) } : undefined;
   const timeoutMs = integerOption(command, "timeout", values.timeout, 1)!;
-  const given = token(command, values["token-file"]);
+  const given = tokenOption(command, values["token-file"]);
   const secret = given ?? generateToken();
   const json = values.json;
   const say = (e: Record<string, unknown>, text: string): void => console.log(json ? JSON.stringify(e) : text);
@@ -165,27 +149,31 @@ function describeEvent(e: DestinationEvent): string {
   }
 }
 
-async function runSend(argv: string[]): Promise<number> {
+export const sendCommand = defineCommand({
+  name: "migrate send",
+  synopsis: "--to ws://HOST:P|wss://HOST:P [options]",
+  summary: "boot a guest here and migrate it live to a listening destination",
+  about:
+    "A source: boots the guest, lets it run in real time and migrates it while it runs. Until the\n" +
+    "commit, any failure — Ctrl-C included — leaves the guest running on the source, unchanged." +
+    TOKEN_TEXT,
+  options: SEND_OPTIONS,
+  run: runSend,
+});
+
+async function runSend({ values }: Parsed<typeof SEND_OPTIONS>): Promise<number> {
   const command = "migrate send";
-  const { values } = parseOptions(command, argv, {
-    ...GUEST_OPTIONS,
-    to: { type: "string" },
-    "token-file": { type: "string" },
-    ca: { type: "string" },
-    verify: { type: "boolean", default: false },
-    http: { type: "string" },
-    cert: { type: "string" },
-    key: { type: "string" },
-  });
   const url = values.to;
   if (url === undefined) throw new UsageError(`${command}: --to ws://HOST:PORT is required`);
   if (!/^wss?:\/\/[^/\s]+(\/\S*)?$/.test(url)) throw new UsageError(`${command}: --to expects ws://HOST:PORT or wss://HOST:PORT, got ${JSON.stringify(url)}`);
   if (values.ca !== undefined && !url.startsWith("wss:")) throw new UsageError(`${command}: --ca applies to wss:// destinations only`);
-  const ca = values.ca !== undefined ? readInput(command, "--ca", values.ca) : undefined;
-  const secret = token(command, values["token-file"]);
-  if (secret === undefined) throw new UsageError(`${command}: no token: pass --token-file F or set ${TOKEN_ENV} (the listener prints the one it generated)`);
-  const { spec, link, svg, json } = parseGuestAndLink(command, values);
+  const { spec, link } = parseGuestAndLink(command, values);
+  const progress = progressReporter(progressMode(command, values.progress));
+  const svg = values.svg;
   if (svg) await checkWritable(command, svg);
+  const ca = values.ca !== undefined ? readInput(command, "--ca", values.ca) : undefined;
+  const secret = tokenOption(command, values["token-file"]);
+  if (secret === undefined) throw new UsageError(`${command}: no token: pass --token-file F or set ${TOKEN_ENV} (the listener prints the one it generated)`);
   const http = httpOption(command, values.http);
   if ((values.cert !== undefined || values.key !== undefined) && !http) throw new UsageError(`${command}: --cert and --key serve the monitor over HTTPS: they need --http`);
   if ((values.cert === undefined) !== (values.key === undefined)) throw new UsageError(`${command}: --cert and --key go together`);
@@ -193,35 +181,37 @@ async function runSend(argv: string[]): Promise<number> {
   const monitor = http ? new SourceMonitor({ ...spec, ...link }) : undefined;
   const server = monitor && http ? await serveMonitor(command, monitor, http, secret, { tls }) : undefined;
 
-  const controller = new AbortController();
-  const onSignal = (): void => {
-    if (controller.signal.aborted) process.exit(130);
-    controller.abort();
-  };
-  process.on("SIGINT", onSignal);
+  const interrupt = cancelOnInterrupt(progress);
   let result: LiveMigrationResult;
   try {
-    result = await bootAndMigrate(spec, { ...link, url, ca, token: secret, signal: controller.signal, control: monitor?.control });
+    result = await bootAndMigrate(spec, { ...link, url, ca, token: secret, signal: interrupt.signal, stopGuest: interrupt.signal, progress, control: monitor?.control });
   } catch (e) {
     await server?.close();
     throw e;
   } finally {
-    process.off("SIGINT", onSignal);
+    interrupt.dispose();
   }
-  const final = result.report.destination?.digest ?? result.source?.digest;
-  const reference = values.verify ? referenceDigest(spec) : undefined;
+  const interrupted = interrupt.signal.aborted;
+  const final = result.report.destination?.digest ?? (result.source?.finished ? result.source.digest : undefined);
+  const reference = values.verify && !interrupted ? referenceDigest(spec) : undefined;
   monitor?.finish(result.report, { final, reference });
   await server?.close();
   const verification = reference !== undefined && final !== undefined ? { referenceDigest: reference, finalDigest: final, identical: reference === final } : undefined;
   if (svg) writeFileSync(svg, roundChartSvg(result.report));
-  if (json) {
-    console.log(JSON.stringify({ ...result.report, guest: spec, source: result.source, verification }, null, 2));
+  if (values.json) {
+    console.log(JSON.stringify({ ...result.report, guest: spec, source: result.source, verification, interrupted }, null, 2));
   } else {
     console.log(formatReport(result.report));
-    if (result.source) console.log(`  the guest ran on to ${(result.source.virtualNs / 1e9).toFixed(3)} s virtual on the source; digest ${result.source.digest}`);
+    const s = result.source;
+    if (s?.finished) console.log(`  the guest ran on to ${(s.virtualNs / 1e9).toFixed(3)} s virtual on the source; digest ${s.digest}`);
+    else if (s) console.log(`  on the source      the guest was running, untouched, at ${(s.virtualNs / 1e9).toFixed(3)} s virtual of ${(spec.endNs / 1e9).toFixed(3)} s when blmv stopped`);
+    if (interrupted && result.report.status === "completed" && !result.report.destination) console.log("  interrupted       stopped waiting for the destination's end-of-run report; the guest runs on there");
     if (verification) console.log(`  verification      ${verification.identical ? "identical to" : "DIFFERS from"} the run that was never migrated (${verification.referenceDigest})`);
     if (svg) console.log(`  chart             ${svg}`);
   }
+  if (interrupted) return EXIT_INTERRUPTED;
+  // The destination refused the guest's configuration (too large for its --max-memory, say): bad input.
+  if (result.report.status === "failed" && result.report.error?.code === "config") return EXIT_BAD_INPUT;
   const ok = result.report.status === "completed" && (verification?.identical ?? true);
   return ok ? EXIT_OK : EXIT_FAILED;
 }
@@ -230,13 +220,4 @@ function sizeOption(command: string, name: string, text: string): number {
   const bytes = parseSize(text);
   if (!bytes) throw new UsageError(`${command}: --${name} expects a size like 4G, got ${JSON.stringify(text)}`);
   return bytes;
-}
-
-/** A file the command needs, or a usage error naming the option and the file. */
-function readInput(command: string, option: string, file: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (e) {
-    throw new UsageError(`${command}: ${option} ${file}: ${fileProblem(e)}`);
-  }
 }

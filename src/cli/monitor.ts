@@ -2,31 +2,27 @@
 // and `demo` (serve the live page), and `blmv migrate status|set|postcopy|cancel`, which ask
 // a running one from another terminal. See docs/monitor.md.
 
-import { readFileSync } from "node:fs";
-import { TOKEN_ENV, loadToken } from "../migrate/transport/auth.js";
-import { formatBytes, formatMs, formatRate, parseRate } from "../migrate/report/units.js";
+import { TOKEN_ENV } from "../migrate/transport/auth.js";
+import { formatBytes, formatMs, formatRate } from "../migrate/report/units.js";
 import { callMonitor, parseEndpoint, type MonitorEndpoint } from "../monitor/client.js";
 import { startMonitor, type MonitorServer, type MonitorSubject } from "../monitor/server.js";
 import type { SourceStatus } from "../monitor/source-status.js";
 import type { ListenerStatus } from "../monitor/listener-status.js";
-import { EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError, fileProblem, integerOption, parseOptions } from "./usage.js";
+import { defineCommand, type Command, type OptionTable, type Parsed } from "./command.js";
+import { rateOption, tokenOption } from "./migrate-options.js";
+import { EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError, integerOption, readInput } from "./usage.js";
 
-export const HTTP_OPTION_HELP = `  --http [HOST:]PORT    serve the live page, status, controls and /metrics there (HOST defaults to
-                        127.0.0.1: this host only; PORT 0 picks a free one); the token guards it`;
+const MONITOR = "the monitor";
 
-export const CONTROL_USAGE = `  blmv migrate status --http [HOST:]PORT|URL [--token-file F] [--ca F] [--json]
-  blmv migrate set --http [HOST:]PORT|URL [--downtime-limit MS] [--bandwidth RATE] [--token-file F] [--ca F]
-  blmv migrate postcopy --http [HOST:]PORT|URL [--token-file F] [--ca F]
-  blmv migrate cancel --http [HOST:]PORT|URL [--token-file F] [--ca F]`;
-
-export const CONTROL_HELP = `status, set, postcopy, cancel (ask the --http endpoint of a running send, listen or demo):
-  --http ENDPOINT       [HOST:]PORT (http; https with --ca) or http(s)://HOST:PORT
-  --ca F                the PEM certificate an https monitor must present or chain to
-  --downtime-limit MS   set: the new downtime limit, applied from the next round
-  --bandwidth RATE      set: the new link limit, e.g. 100M (bytes/s) or 1Gbit (bits/s)
-  --json                status: the figures as JSON
-  postcopy switches a running pre-copy to post-copy after its current round; cancel stops
-  a migration before its commit (the guest keeps running on the source).`;
+/** `--http` of `migrate send`, `migrate listen` and `demo`: where to serve the monitor. */
+export const HTTP_OPTIONS = {
+  http: {
+    type: "string",
+    value: "[HOST:]PORT",
+    group: MONITOR,
+    help: "serve the live page, status, controls and /metrics there (HOST defaults to 127.0.0.1: this host only; PORT 0 picks a free one); the token guards it",
+  },
+} as const satisfies OptionTable;
 
 /** The --http option's [HOST:]PORT, or a usage error. */
 export function httpOption(command: string, text: string | undefined): { host: string; port: number } | undefined {
@@ -57,59 +53,93 @@ export async function serveMonitor(
   return server;
 }
 
-export async function runControlCommand(sub: "status" | "set" | "postcopy" | "cancel", argv: string[]): Promise<number> {
-  const command = `migrate ${sub}`;
-  const { values } = parseOptions(command, argv, {
-    http: { type: "string" },
-    "token-file": { type: "string" },
-    ca: { type: "string" },
-    json: { type: "boolean", default: false },
-    "downtime-limit": { type: "string" },
-    bandwidth: { type: "string" },
-  });
-  if (sub !== "set" && (values["downtime-limit"] !== undefined || values.bandwidth !== undefined)) throw new UsageError(`${command}: --downtime-limit and --bandwidth go with \`migrate set\``);
-  if (sub !== "status" && values.json) throw new UsageError(`${command}: --json goes with \`migrate status\``);
-  const endpoint = endpointOf(command, values);
-  if (sub === "status") {
-    const reply = await ask(command, endpoint, "GET", "/api/status");
+// ---- blmv migrate status|set|postcopy|cancel ---------------------------------------------------
+
+/** How each control command reaches a running monitor. */
+const ENDPOINT_OPTIONS = {
+  http: { type: "string", value: "ENDPOINT", help: "the running monitor: [HOST:]PORT (http; https with --ca) or http(s)://HOST:PORT (required)" },
+  "token-file": { type: "string", value: "F", help: `the migration's token (default: ${TOKEN_ENV})` },
+  ca: { type: "string", value: "F", help: "the PEM certificate an https monitor must present or chain to" },
+} as const satisfies OptionTable;
+
+const STATUS_OPTIONS = {
+  ...ENDPOINT_OPTIONS,
+  json: { type: "boolean", help: "the figures as JSON" },
+} as const satisfies OptionTable;
+
+const SET_OPTIONS = {
+  ...ENDPOINT_OPTIONS,
+  "downtime-limit": { type: "string", value: "MS", group: "the new settings (one or both)", help: "the new downtime limit, applied from the next round" },
+  bandwidth: { type: "string", value: "RATE", group: "the new settings (one or both)", help: "the new link limit, e.g. 100M (bytes/s) or 1Gbit (bits/s)" },
+} as const satisfies OptionTable;
+
+const ASKS = "Asks the --http monitor of a running `migrate send`, `migrate listen` or `demo`; the token is the migration's.";
+
+export const statusCommand = defineCommand({
+  name: "migrate status",
+  synopsis: "--http [HOST:]PORT|URL [options]",
+  summary: "the figures of a running migration (or listener), as QEMU's info migrate",
+  about: ASKS,
+  options: STATUS_OPTIONS,
+  run: async ({ values }) => {
+    const command = "migrate status";
+    const reply = await ask(command, endpointOf(command, values), "GET", "/api/status");
     if (reply.exit !== EXIT_OK) return reply.exit;
     console.log(values.json ? JSON.stringify(reply.body, null, 2) : formatStatus(reply.body as SourceStatus | ListenerStatus));
     return EXIT_OK;
-  }
-  let body: Record<string, unknown> = {};
-  if (sub === "set") {
-    const v = values;
-    const limit = integerOption(command, "downtime-limit", v["downtime-limit"], 1);
-    const rate = v.bandwidth === undefined ? undefined : parseRate(v.bandwidth);
-    if (v.bandwidth !== undefined && !(rate !== undefined && rate >= 1)) throw new UsageError(`${command}: --bandwidth expects a rate like 100M (bytes/s) or 1Gbit (bits/s), got ${JSON.stringify(v.bandwidth)}`);
+  },
+});
+
+export const setCommand = defineCommand({
+  name: "migrate set",
+  synopsis: "--http [HOST:]PORT|URL [--downtime-limit MS] [--bandwidth RATE] [options]",
+  summary: "change a running migration's downtime limit or bandwidth",
+  about: ASKS,
+  options: SET_OPTIONS,
+  run: async ({ values }) => {
+    const command = "migrate set";
+    const limit = integerOption(command, "downtime-limit", values["downtime-limit"], 1);
+    const rate = rateOption(command, "bandwidth", values.bandwidth, 1);
     if (limit === undefined && rate === undefined) throw new UsageError(`${command}: give --downtime-limit MS, --bandwidth RATE or both`);
-    body = { ...(limit !== undefined ? { "downtime-limit": limit } : {}), ...(rate !== undefined ? { bandwidth: rate } : {}) };
-  }
-  const reply = await ask(command, endpoint, "POST", `/api/control/${sub}`, body);
+    return control(command, values, { ...(limit !== undefined ? { "downtime-limit": limit } : {}), ...(rate !== undefined ? { bandwidth: rate } : {}) });
+  },
+});
+
+export const postcopyCommand = defineCommand({
+  name: "migrate postcopy",
+  synopsis: "--http [HOST:]PORT|URL [options]",
+  summary: "switch a running pre-copy to post-copy after its current round",
+  about: ASKS,
+  options: ENDPOINT_OPTIONS,
+  run: ({ values }) => control("migrate postcopy", values),
+});
+
+export const cancelCommand = defineCommand({
+  name: "migrate cancel",
+  synopsis: "--http [HOST:]PORT|URL [options]",
+  summary: "cancel a running migration before its commit (the guest keeps running on the source)",
+  about: ASKS,
+  options: ENDPOINT_OPTIONS,
+  run: ({ values }) => control("migrate cancel", values),
+});
+
+export const CONTROL_COMMANDS: readonly Command[] = [statusCommand, setCommand, postcopyCommand, cancelCommand];
+
+/** Posts one control request and prints the monitor's answer. */
+async function control(command: string, values: Parsed<typeof ENDPOINT_OPTIONS>["values"], body: Record<string, unknown> = {}): Promise<number> {
+  const reply = await ask(command, endpointOf(command, values), "POST", `/api/control/${command.slice("migrate ".length)}`, body);
   if (reply.exit !== EXIT_OK) return reply.exit;
   console.log(`${command}: ${(reply.body as { message: string }).message}`);
   return EXIT_OK;
 }
 
-function endpointOf(command: string, v: { http?: string; "token-file"?: string; ca?: string }): MonitorEndpoint {
+function endpointOf(command: string, v: Parsed<typeof ENDPOINT_OPTIONS>["values"]): MonitorEndpoint {
   if (v.http === undefined) throw new UsageError(`${command}: --http [HOST:]PORT of the running monitor is required`);
   const parsed = parseEndpoint(v.http);
   if (!parsed) throw new UsageError(`${command}: --http expects [HOST:]PORT or http(s)://HOST:PORT, got ${JSON.stringify(v.http)}`);
-  let token: string | undefined;
-  try {
-    token = loadToken(v["token-file"]);
-  } catch (e) {
-    throw new UsageError(`${command}: ${(e as NodeJS.ErrnoException).code ? `token file ${v["token-file"]}: ${fileProblem(e)}` : (e as Error).message}`);
-  }
+  const token = tokenOption(command, v["token-file"]);
   if (token === undefined) throw new UsageError(`${command}: no token: pass --token-file F or set ${TOKEN_ENV} (the migration's token)`);
-  let ca: Buffer | undefined;
-  if (v.ca !== undefined) {
-    try {
-      ca = readFileSync(v.ca);
-    } catch (e) {
-      throw new UsageError(`${command}: --ca ${v.ca}: ${fileProblem(e)}`);
-    }
-  }
+  const ca = v.ca !== undefined ? readInput(command, "--ca", v.ca) : undefined;
   const scheme = parsed.scheme ?? (ca ? "https" : "http");
   const host = parsed.host.includes(":") ? `[${parsed.host}]` : parsed.host;
   return { url: `${scheme}://${host}:${parsed.port}/`, token, ca };

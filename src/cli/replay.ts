@@ -6,57 +6,54 @@ import { POLICIES, type Policy } from "../core/machine.js";
 import { BTRACE_MAGIC } from "../trace/compiled.js";
 import { openTrace } from "../trace/reader.js";
 import { MigrationRequestError, replayCompiled, replayEvents, type ReplayOptions, type ReplayReport } from "../trace/replay.js";
-import { EXIT_FAILED, EXIT_OK, UsageError, checkReadable, integerOption, parseOptions } from "./usage.js";
+import { defineCommand } from "./command.js";
+import { EXIT_FAILED, EXIT_OK, UsageError, checkReadable, integerOption } from "./usage.js";
 
-export const REPLAY_USAGE = `usage: blmv replay <trace> [--policy blmvisor|full|none] [--migrate-at N|LABEL]... [--migrate-every N] [--json]
-
-  <trace>            a blmv-trace text file (.trace, .trace.gz) or a compiled .btrace
-  --policy P         what the hypervisor intercepts (default blmvisor)
-  --migrate-at N     migrate after event N; or at every 'mark LABEL' (repeatable)
-  --migrate-every N  migrate after every N events
-  --json             print the report as JSON
-
-  A migration point that cannot be carried out is an error (exit 2): any point under policy
-  none (no shadows), a label the trace never marks, an event number past its end.`;
-
-export async function runReplay(argv: string[]): Promise<number> {
-  const { values, positionals } = parseOptions(
-    "replay",
-    argv,
-    {
-      policy: { type: "string", default: "blmvisor" },
-      "migrate-at": { type: "string", multiple: true, default: [] },
-      "migrate-every": { type: "string" },
-      json: { type: "boolean", default: false },
-    },
-    1,
-  );
-  const path = positionals[0];
-  if (!path) throw new UsageError(`replay: missing <trace>\n${REPLAY_USAGE}`);
-  const policy = values.policy as Policy;
-  if (!POLICIES.includes(policy)) throw new UsageError(`replay: --policy must be one of ${POLICIES.join(", ")}, got ${JSON.stringify(values.policy)}`);
-  const afterEvents: number[] = [];
-  const atLabels: string[] = [];
-  for (const point of values["migrate-at"] as string[]) {
-    if (/^\d+$/.test(point)) afterEvents.push(integerOption("replay", "migrate-at", point, 1)!);
-    else if (/^\S+$/.test(point)) atLabels.push(point);
-    else throw new UsageError(`replay: --migrate-at expects an event number or a mark label, got ${JSON.stringify(point)}`);
-  }
-  const every = integerOption("replay", "migrate-every", values["migrate-every"] as string | undefined, 1);
-  const options: ReplayOptions = { policy, afterEvents, atLabels, every };
-  let report: ReplayReport;
-  try {
-    report = (await isCompiled(path)) ? await replayCompiled(path, options) : await replayText(path, options);
-  } catch (e) {
-    if (e instanceof MigrationRequestError) throw new UsageError(`replay: ${e.message}`);
-    throw e;
-  }
-  console.log(values.json ? JSON.stringify({ trace: path, ...report }, null, 2) : formatReport(path, report));
-  if (report.migrationPointsMissed.length > 0) {
-    throw new UsageError(`replay: ${path}: migration points never reached:\n  ${report.migrationPointsMissed.join("\n  ")}`);
-  }
-  return report.mismatchCount === 0 ? EXIT_OK : EXIT_FAILED;
-}
+export const replay = defineCommand({
+  name: "replay",
+  synopsis: "<trace> [--policy blmvisor|full|none] [--migrate-at N|LABEL]... [--migrate-every N] [--json]",
+  summary: "replay a trace on a fresh machine, check its expectations, migrate where asked",
+  about:
+    "Replays a blmv-trace text file (.trace, .trace.gz) or a compiled .btrace against a fresh machine,\n" +
+    "checks every expectation and reports the VM exits each policy costs.",
+  footer:
+    "A migration point that cannot be carried out is an error (exit 2): any point under policy\n" +
+    "none (no shadows), a label the trace never marks, an event number past its end.",
+  positionals: 1,
+  options: {
+    policy: { type: "string", value: "P", default: "blmvisor", help: `what the hypervisor intercepts: ${POLICIES.join(" | ")}` },
+    "migrate-at": { type: "string", value: "N|LABEL", multiple: true, help: "migrate after event N, or at every 'mark LABEL' (repeatable)" },
+    "migrate-every": { type: "string", value: "N", help: "migrate after every N events" },
+    json: { type: "boolean", help: "print the report as JSON" },
+  },
+  async run({ values, positionals }) {
+    const path = positionals[0];
+    if (!path) throw new UsageError("replay: missing <trace>");
+    const policy = values.policy as Policy;
+    if (!POLICIES.includes(policy)) throw new UsageError(`replay: --policy must be one of ${POLICIES.join(", ")}, got ${JSON.stringify(values.policy)}`);
+    const afterEvents: number[] = [];
+    const atLabels: string[] = [];
+    for (const point of values["migrate-at"]) {
+      if (/^\d+$/.test(point)) afterEvents.push(integerOption("replay", "migrate-at", point, 1)!);
+      else if (/^\S+$/.test(point)) atLabels.push(point);
+      else throw new UsageError(`replay: --migrate-at expects an event number or a mark label, got ${JSON.stringify(point)}`);
+    }
+    const every = integerOption("replay", "migrate-every", values["migrate-every"], 1);
+    const options: ReplayOptions = { policy, afterEvents, atLabels, every };
+    let report: ReplayReport;
+    try {
+      report = (await isCompiled(path)) ? await replayCompiled(path, options) : await replayText(path, options);
+    } catch (e) {
+      if (e instanceof MigrationRequestError) throw new UsageError(`replay: ${e.message}`);
+      throw e;
+    }
+    console.log(values.json ? JSON.stringify({ trace: path, ...report }, null, 2) : formatReport(path, report));
+    if (report.migrationPointsMissed.length > 0) {
+      throw new UsageError(`replay: ${path}: migration points never reached:\n  ${report.migrationPointsMissed.join("\n  ")}`);
+    }
+    return report.mismatchCount === 0 ? EXIT_OK : EXIT_FAILED;
+  },
+});
 
 async function replayText(path: string, options: ReplayOptions): Promise<ReplayReport> {
   const trace = await openTrace(path);

@@ -1,35 +1,21 @@
-// What every command shares: the usage error (exit code 2) and option parsing that turns
-// node:util's errors into messages naming the option.
+// What every command shares: the exit codes, the usage error (exit code 2) and the checks of
+// option values and files that name what is wrong. docs/usage.md.
 
-import { constants } from "node:fs";
+import { constants, readFileSync } from "node:fs";
 import { access, stat } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
-import { parseArgs, type ParseArgsConfig } from "node:util";
 
 export const EXIT_OK = 0;
 /** The run finished but failed what it checked (trace mismatches, a failed migration). */
 export const EXIT_FAILED = 1;
 /** Bad input or usage: nothing was run, or the input was rejected. */
 export const EXIT_BAD_INPUT = 2;
+/** Stopped by Ctrl-C (128 + SIGINT), as shells report it. */
+export const EXIT_INTERRUPTED = 130;
 
 /** A wrong option, a missing argument or unreadable input: exit code 2. */
 export class UsageError extends Error {
   override name = "UsageError";
-}
-
-type Options = NonNullable<ParseArgsConfig["options"]>;
-
-export function parseOptions<T extends Options>(command: string, argv: string[], options: T, positionals = 0) {
-  try {
-    const parsed = parseArgs({ args: argv, options, allowPositionals: positionals > 0, strict: true });
-    if (parsed.positionals.length > positionals) {
-      throw new UsageError(`${command}: unexpected argument ${JSON.stringify(parsed.positionals[positionals])}`);
-    }
-    return parsed;
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    throw new UsageError(`${command}: ${(e as Error).message}`);
-  }
 }
 
 /** A non-negative integer option, or a usage error naming it. */
@@ -76,5 +62,14 @@ export async function checkWritable(command: string, path: string): Promise<void
     await access(existing ? path : dirname(resolve(path)), constants.W_OK);
   } catch (e) {
     throw new UsageError(`${command}: cannot write ${path}: ${fileProblem(e)}`);
+  }
+}
+
+/** The bytes of a file an option names, or a usage error naming the option and the file. */
+export function readInput(command: string, option: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    throw new UsageError(`${command}: ${option} ${file}: ${fileProblem(e)}`);
   }
 }

@@ -2,10 +2,10 @@
 // fresh instance of it (its own memory, its own devices).
 
 import { existsSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { instantiateSync, type ASUtil } from "@assemblyscript/loader";
 import type { Policy, ReplayCounter, StateResult } from "../../assembly/abi/codes.js";
+import { packageInfo } from "./package.js";
 
 /** The core's exports (assembly/abi/index.ts), as the host calls them; their codes are in assembly/abi/codes.ts. */
 export interface CoreExports extends ASUtil {
@@ -60,15 +60,11 @@ export interface CoreExports extends ASUtil {
 
 let compiled: WebAssembly.Module | undefined;
 
-/** Finds build/core.wasm above this file (src/ in tests, dist/src/ once built). */
+/** build/core.wasm in the package's root. */
 function corePath(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    const candidate = join(dir, "build", "core.wasm");
-    if (existsSync(candidate)) return candidate;
-    dir = dirname(dir);
-  }
-  throw new Error("build/core.wasm not found: run `npm run build` first");
+  const path = join(packageInfo().root, "build", "core.wasm");
+  if (!existsSync(path)) throw new Error(`${path} not found: run \`npm run build\` first`);
+  return path;
 }
 
 export function instantiateCore(): CoreExports {

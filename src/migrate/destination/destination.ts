@@ -7,6 +7,7 @@
 // What sessions share — limits, the memory budget, failed authentications, the fate of each
 // ready session — is the Admission's.
 
+import { formatBytes } from "../report/units.js";
 import type WebSocket from "ws";
 import { DEFAULT_CONFIG, DeviceStateError, Machine, type MachineConfig } from "../../core/machine.js";
 import { FieldError } from "../../core/fields.js";
@@ -175,7 +176,7 @@ export class DestinationSession {
 
   private prepare(c: Config): void {
     if (c.memoryBytes > this.options.maxMemoryBytes) {
-      throw new ProtocolError("config", `guest memory of ${c.memoryBytes} bytes exceeds this destination's limit of ${this.options.maxMemoryBytes}`);
+      throw new ProtocolError("config", `guest memory of ${formatBytes(c.memoryBytes)} exceeds this destination's limit of ${formatBytes(this.options.maxMemoryBytes)} (the listener's --max-memory)`);
     }
     if (c.machine.policy === "none") throw new ProtocolError("config", 'policy "none" keeps no device shadows: the guest could not be migrated again');
     const full = this.admission.reserve(this.holding, c.memoryBytes);

@@ -83,6 +83,8 @@ export interface MigrationReport {
   /** The estimate that decided the stop. */
   expectedDowntimeMs: number;
   downtimeLimitMs: number;
+  /** The guest was paused longer than the downtime limit allowed (completed migrations only). */
+  downtimeOverLimit: boolean;
   /** Pre-copy rounds, round 0 (all memory) included; stop-and-copy not included. */
   rounds: number;
   roundStats: RoundStat[];
@@ -120,6 +122,7 @@ export function newReport(workload: string, memoryBytes: number, downtimeLimitMs
     downtimeMs: 0,
     expectedDowntimeMs: 0,
     downtimeLimitMs,
+    downtimeOverLimit: false,
     rounds: 0,
     roundStats: [],
     bytes: { total: 0, memory: 0, state: 0 },
@@ -147,6 +150,7 @@ export function summarize(r: MigrationReport, memoryMs: number, maxRounds: numbe
   r.dirtyRateBytesPerSec = precopyMs > 0 ? (sum(precopy, (s) => s.dirtiedPages) * PAGE_SIZE * 1000) / precopyMs : 0;
   r.throughputBytesPerSec = memoryMs > 0 ? ((r.acks?.ackedBytes ?? r.bytes.memory) * 1000) / memoryMs : 0;
   r.throttlePercent = Math.max(0, ...r.roundStats.map((s) => s.throttlePercent));
+  r.downtimeOverLimit = r.status === "completed" && r.downtimeMs > r.downtimeLimitMs;
   const bandwidth = r.bandwidthLimitBytesPerSec ?? r.throughputBytesPerSec;
   if (r.roundStats.length > 0 && bandwidth > 0 && (r.status === "completed" || r.status === "unconfirmed")) {
     // M: the pages the first transfer carried with their bytes (zero pages cost next to nothing).

@@ -1,10 +1,10 @@
-// Showing a migration: the live progress line (terminals only), the final report, the
-// per-round sparklines, and the per-round chart as an SVG file.
+// Showing a migration: the final report, the per-round sparklines, and the per-round chart as
+// an SVG file (the live progress is in progress.ts).
 
 import type { MigrationReport, RoundStat } from "./metrics.js";
-import type { Progress } from "../source/progress.js";
 import type { Technique } from "../source/techniques.js";
 import { formatBytes, formatMs, formatRate } from "./units.js";
+import { linearTicks, timeUnit, verticalAxis, type Plot } from "./axis.js";
 
 const SPARKS = "▁▂▃▄▅▆▇█";
 
@@ -12,38 +12,6 @@ const SPARKS = "▁▂▃▄▅▆▇█";
 export function sparkline(values: readonly number[]): string {
   const max = Math.max(0, ...values);
   return values.map((v) => (max === 0 ? SPARKS[0] : SPARKS[Math.min(SPARKS.length - 1, Math.floor((v / max) * (SPARKS.length - 1) + 0.5))])).join("");
-}
-
-/** Redraws one status line on a terminal, at most ten times a second; silent elsewhere. */
-export class ProgressLine {
-  private lastDraw = 0;
-  private drawn = false;
-
-  constructor(private readonly out: NodeJS.WriteStream = process.stderr) {}
-
-  get enabled(): boolean {
-    return this.out.isTTY === true;
-  }
-
-  update(p: Progress): void {
-    if (!this.enabled) return;
-    const now = Date.now();
-    if (now - this.lastDraw < 100 && p.phase === "pre-copy") return;
-    this.lastDraw = now;
-    const total = p.sentBytes + p.remainingBytes;
-    const width = 20;
-    const filled = total > 0 ? Math.round((p.sentBytes / total) * width) : 0;
-    const bar = "█".repeat(filled) + "░".repeat(width - filled);
-    const round = p.phase === "pre-copy" ? `round ${p.round}` : p.phase;
-    const line = `${bar} ${round}  sent ${formatBytes(p.sentBytes)}  remaining ${formatBytes(p.remainingBytes)}  ${formatRate(p.bytesPerSec)}  exp. downtime ${Number.isFinite(p.expectedDowntimeMs) ? formatMs(p.expectedDowntimeMs) : "–"}${p.throttlePercent ? `  throttle ${p.throttlePercent}%` : ""}`;
-    this.out.write(`\r\x1b[2K${line.slice(0, Math.max(20, (this.out.columns || 120) - 1))}`);
-    this.drawn = true;
-  }
-
-  clear(): void {
-    if (this.drawn) this.out.write("\r\x1b[2K");
-    this.drawn = false;
-  }
 }
 
 const STATUS_TEXT: Record<MigrationReport["status"], string> = {
@@ -76,7 +44,10 @@ export function formatReport(r: MigrationReport): string {
   if (r.resolution) row("after the commit", RESOLUTION_TEXT[r.resolution]);
   row("workload", `${r.workload}, ${formatBytes(r.memoryBytes)} of guest memory in ${formatBytes(r.pageSize)} pages`);
   row("total time", `${formatMs(r.totalMs)}  (setup ${formatMs(r.setupMs)})`);
-  if (r.status === "completed") row("downtime", `${formatMs(r.downtimeMs)}  (expected ${formatMs(r.expectedDowntimeMs)}, limit ${formatMs(r.downtimeLimitMs)})`);
+  if (r.status === "completed") {
+    const over = r.downtimeOverLimit ? `  OVER THE LIMIT by ${formatMs(r.downtimeMs - r.downtimeLimitMs)}` : "";
+    row("downtime", `${formatMs(r.downtimeMs)}  (expected ${formatMs(r.expectedDowntimeMs)}, limit ${formatMs(r.downtimeLimitMs)})${over}`);
+  }
   // The expected-downtime rule is the usual end of pre-copy; the other thresholds are named.
   const stopped = r.stopReason && r.stopReason !== "downtime" ? `  (pre-copy stopped on ${r.stopReason})` : "";
   row("rounds", `${r.rounds} pre-copy + ${r.technique === "postcopy" || r.technique === "hybrid" ? "post-copy" : "stop-and-copy"}${stopped}`);
@@ -147,42 +118,69 @@ function roundTable(stats: readonly RoundStat[]): string[] {
   ];
 }
 
-/** A bar chart of pages sent and pages dirtied per round, as a standalone SVG document. */
+/**
+ * The per-round chart as a standalone SVG document: pages sent and pages dirtied in each round
+ * as bars (left axis), the downtime expected after each pre-copy round as a line (right axis)
+ * against the downtime limit, and the measured downtime at the stop.
+ */
 export function roundChartSvg(r: MigrationReport): string {
   const stats = r.roundStats;
-  const width = 720;
-  const height = 360;
-  const left = 70;
-  const bottom = 50;
-  const top = 50;
-  const plotW = width - left - 20;
-  const plotH = height - top - bottom;
-  const max = Math.max(1, ...stats.map((s) => Math.max(s.pages, s.dirtiedPages)));
-  const slot = plotW / Math.max(1, stats.length);
-  const barW = Math.max(2, slot * 0.38);
-  const y = (v: number): number => top + plotH - (v / max) * plotH;
-  const parts: string[] = [];
-  for (let k = 0; k <= 4; k++) {
-    const v = (max * k) / 4;
-    parts.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#ddd"/>`);
-    parts.push(`<text x="${left - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end">${Math.round(v)}</text>`);
-  }
+  const [width, height] = [760, 400];
+  const plot: Plot = { left: 80, top: 62, width: width - 80 - 90, height: height - 62 - 56 };
+  const pageTicks = linearTicks(Math.max(1, ...stats.map((s) => Math.max(s.pages, s.dirtiedPages))));
+  const pageMax = pageTicks[pageTicks.length - 1];
+  const yPages = (v: number): number => plot.top + plot.height - (v / pageMax) * plot.height;
+  const expected = stats.map((s) => (s.stopAndCopy || s.postcopy || !Number.isFinite(s.expectedDowntimeMs) ? undefined : s.expectedDowntimeMs));
+  const downtime = r.status === "completed" ? r.downtimeMs : undefined;
+  const msMax = Math.max(r.downtimeLimitMs, downtime ?? 0, ...expected.map((e) => e ?? 0));
+  const unit = timeUnit(msMax);
+  const msTicks = linearTicks(msMax * unit.perMs);
+  const msTop = msTicks[msTicks.length - 1] / unit.perMs;
+  const yMs = (ms: number): number => plot.top + plot.height - (ms / msTop) * plot.height;
+  const slot = plot.width / Math.max(1, stats.length);
+  const barW = Math.max(2, slot * 0.36);
+  const xOf = (i: number): number => plot.left + i * slot + slot / 2;
+  const parts: string[] = [
+    ...verticalAxis(plot, "left", pageTicks, yPages, `pages (${formatBytes(r.pageSize)} each)`),
+    ...verticalAxis(plot, "right", msTicks, (v) => yMs(v / unit.perMs), `downtime (${unit.name})`),
+  ];
+  const labelEvery = Math.ceil(stats.length / 20);
   stats.forEach((s, i) => {
-    const x = left + i * slot + slot / 2;
-    parts.push(bar(x - barW, y(s.pages), barW, top + plotH - y(s.pages), "#3b6fb6", `round ${s.round}: ${s.pages} pages sent`));
-    if (!s.stopAndCopy) parts.push(bar(x, y(s.dirtiedPages), barW, top + plotH - y(s.dirtiedPages), "#e08a2c", `round ${s.round}: ${s.dirtiedPages} pages dirtied`));
-    parts.push(`<text x="${x.toFixed(1)}" y="${top + plotH + 16}" text-anchor="middle">${s.stopAndCopy ? "stop" : s.round}</text>`);
+    const x = xOf(i);
+    const name = s.stopAndCopy ? "stop" : s.postcopy ? "post" : String(s.round);
+    parts.push(bar(x - barW, yPages(s.pages), barW, plot.top + plot.height - yPages(s.pages), "#3b6fb6", `round ${name}: ${s.pages} pages sent`));
+    if (!s.stopAndCopy && !s.postcopy) parts.push(bar(x, yPages(s.dirtiedPages), barW, plot.top + plot.height - yPages(s.dirtiedPages), "#e08a2c", `round ${name}: ${s.dirtiedPages} pages dirtied`));
+    if (i % labelEvery === 0 || s.stopAndCopy || s.postcopy) parts.push(`<text class="tick" x="${x.toFixed(1)}" y="${plot.top + plot.height + 16}" text-anchor="middle">${name}</text>`);
   });
-  const title = `Live migration (${r.workload}, ${formatBytes(r.memoryBytes)}): ${r.status}, downtime ${formatMs(r.downtimeMs)}, total ${formatMs(r.totalMs)}`;
+  const points = expected.flatMap((e, i) => (e === undefined ? [] : [[xOf(i), yMs(e), e] as const]));
+  if (points.length > 1) parts.push(`<polyline points="${points.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" ")}" fill="none" stroke="#2e7d4f" stroke-width="2"/>`);
+  for (const [x, y, e] of points) parts.push(`<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="3.5" fill="#2e7d4f"><title>expected downtime ${escapeXml(formatMs(e))}</title></circle>`);
+  const limitY = yMs(r.downtimeLimitMs).toFixed(1);
+  parts.push(`<line class="downtime-limit" x1="${plot.left}" x2="${plot.left + plot.width}" y1="${limitY}" y2="${limitY}" stroke="#c62828" stroke-width="1.5" stroke-dasharray="6 4"/>`);
+  parts.push(`<text x="${plot.left + plot.width - 4}" y="${Number(limitY) - 4}" text-anchor="end" fill="#c62828">downtime limit ${escapeXml(formatMs(r.downtimeLimitMs))}</text>`);
+  const stop = stats.findIndex((s) => s.stopAndCopy || s.postcopy);
+  if (downtime !== undefined && stop >= 0) {
+    const [x, y] = [xOf(stop), yMs(downtime)];
+    parts.push(`<path d="M${x.toFixed(1)} ${(y - 6).toFixed(1)} l6 6 l-6 6 l-6 -6 z" fill="#c62828"><title>measured downtime ${escapeXml(formatMs(downtime))}</title></path>`);
+  }
+  const over = r.downtimeOverLimit ? " OVER THE LIMIT" : "";
+  const title = `${TITLE[r.technique]} of a ${r.workload} guest (${formatBytes(r.memoryBytes)}${r.bandwidthLimitBytesPerSec ? `, link ${formatRate(r.bandwidthLimitBytesPerSec)}` : ""}): ${r.status}`;
+  const subtitle = `downtime ${formatMs(r.downtimeMs)}${over} (limit ${formatMs(r.downtimeLimitMs)}), total ${formatMs(r.totalMs)}, ${r.rounds} pre-copy rounds`;
+  const legend = [
+    `<rect x="${plot.left}" y="44" width="10" height="10" fill="#3b6fb6"/><text x="${plot.left + 14}" y="53">pages sent</text>`,
+    `<rect x="${plot.left + 90}" y="44" width="10" height="10" fill="#e08a2c"/><text x="${plot.left + 104}" y="53">pages dirtied during the round</text>`,
+    `<line x1="${plot.left + 290}" x2="${plot.left + 310}" y1="49" y2="49" stroke="#2e7d4f" stroke-width="2"/><text x="${plot.left + 314}" y="53">expected downtime</text>`,
+    `<path d="M${plot.left + 450} 43 l6 6 l-6 6 l-6 -6 z" fill="#c62828"/><text x="${plot.left + 460}" y="53">measured downtime</text>`,
+  ];
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
     `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="${width / 2}" y="20" text-anchor="middle" font-size="13">${escapeXml(title)}</text>`,
-    `<rect x="${left}" y="30" width="10" height="10" fill="#3b6fb6"/><text x="${left + 14}" y="39">pages sent</text>`,
-    `<rect x="${left + 100}" y="30" width="10" height="10" fill="#e08a2c"/><text x="${left + 114}" y="39">pages dirtied during the round</text>`,
+    `<text x="${width / 2}" y="18" text-anchor="middle" font-size="13">${escapeXml(title)}</text>`,
+    `<text x="${width / 2}" y="34" text-anchor="middle">${escapeXml(subtitle)}</text>`,
+    ...legend,
     ...parts,
-    `<line x1="${left}" x2="${left + plotW}" y1="${top + plotH}" y2="${top + plotH}" stroke="#333"/>`,
-    `<text x="${left + plotW / 2}" y="${height - 12}" text-anchor="middle">round</text>`,
+    `<line x1="${plot.left}" x2="${plot.left + plot.width}" y1="${plot.top + plot.height}" y2="${plot.top + plot.height}" stroke="#333"/>`,
+    `<text class="axis-label" x="${plot.left + plot.width / 2}" y="${height - 14}" text-anchor="middle">round (pre-copy rounds, then ${stats.some((s) => s.postcopy) ? "post-copy" : "stop-and-copy"})</text>`,
     `</svg>`,
     "",
   ].join("\n");

@@ -6,37 +6,48 @@ import type { Guest } from "../../guest/workload.js";
 import { bootGuest, type GuestRunSpec } from "./guest-run.js";
 import { LiveGuest } from "./live.js";
 import type { MigrationReport } from "../report/metrics.js";
-import { ProgressLine } from "../report/report.js";
+import type { ProgressReporter } from "../report/progress.js";
 import { migrate, type SourceOptions } from "../source/source.js";
 
 export interface LiveMigrationOptions extends Omit<SourceOptions, "workload" | "onProgress" | "awaitFinish"> {
+  /** Reports progress as the migration goes (see report/progress.ts); none by default. */
+  progress?: ProgressReporter;
+  /**
+   * Ends the guest's run on the source where it is, instead of at its end, once the migration
+   * has failed or been cancelled (a command line that exits at Ctrl-C; `source.finished` is then false).
+   */
+  stopGuest?: AbortSignal;
   /** Virtual time the guest runs on the source before the migration starts. */
   migrateAtNs: number;
 }
 
 export interface LiveMigrationResult {
   report: MigrationReport;
-  /** The guest as the source holds it: paused for good once handed over (or lost in post-copy), else at the end of its run. */
+  /** The guest as the source holds it: paused for good once handed over (or lost in post-copy), else where its run stopped. */
   guest: Guest;
-  /** When the guest stayed on the source: where its run ended there. */
-  source?: { virtualNs: number; digest: string; ticks: number };
+  /**
+   * When the guest stayed on the source: where its run there stopped — at its end, or where it
+   * was when `stopGuest` aborted (`finished` false).
+   */
+  source?: { virtualNs: number; digest: string; ticks: number; finished: boolean };
 }
 
 export async function bootAndMigrate(spec: GuestRunSpec, options: LiveMigrationOptions): Promise<LiveMigrationResult> {
+  const { progress, stopGuest, ...link } = options;
   const live = new LiveGuest(bootGuest(spec), spec.endNs);
   if (options.control) options.control.guest = live;
   live.resume();
   let handedOver = false;
-  const running = live.runLive(() => handedOver);
+  const running = live.runLive(() => handedOver || stopGuest?.aborted === true);
   while (live.guest.now() < options.migrateAtNs && !live.finished && !options.signal?.aborted) await new Promise((r) => setTimeout(r, 5));
-  const progress = new ProgressLine();
-  const report = await migrate(live, { ...options, workload: spec.workload, awaitFinish: true, onProgress: (p) => progress.update(p) });
-  progress.clear();
+  const report = await migrate(live, { ...link, workload: spec.workload, awaitFinish: true, onProgress: progress && ((p) => progress.update(p)) });
+  progress?.clear();
   handedOver = report.status === "completed" || report.status === "unconfirmed" || report.status === "lost";
   await running;
-  return handedOver ? { report, guest: live.guest } : { report, guest: live.guest, source: finalState(live.guest) };
+  return handedOver ? { report, guest: live.guest } : { report, guest: live.guest, source: finalState(live) };
 }
 
-function finalState(guest: Guest): NonNullable<LiveMigrationResult["source"]> {
-  return { virtualNs: guest.now(), digest: guest.digest(), ticks: guest.ticks() };
+function finalState(live: LiveGuest): NonNullable<LiveMigrationResult["source"]> {
+  const { guest } = live;
+  return { virtualNs: guest.now(), digest: guest.digest(), ticks: guest.ticks(), finished: live.finished };
 }

@@ -1,5 +1,5 @@
 // What the source engine reports as a migration goes: the progress line, the monitor and its
-// control handle read it (report/report.ts, source/control.ts, docs/monitor.md).
+// control handle read it (report/progress.ts, source/control.ts, docs/monitor.md).
 
 export interface Progress {
   phase: "setup" | "pre-copy" | "stop-and-copy" | "commit" | "post-copy" | "finishing";

@@ -166,10 +166,11 @@ class SourceSession implements PostcopyHost, ControlTarget {
     this.progress("setup", 0, 0);
     const channel = (this.openChannel = openChannel(this.connectOptions()));
     if (this.cancelRequested) channel.cancel();
-    // A cancel counts only before the commit: after it, the guest is the destination's.
+    // A cancel stops the migration only before the commit: after it, the guest is the
+    // destination's. Once the migration has completed it only stops the wait for the end of the run there.
     const signal = this.options.signal;
     const cancel = (): void => {
-      if (!this.committed) channel.cancel();
+      if (!this.committed || this.report.status === "completed") channel.cancel();
     };
     if (signal?.aborted) cancel();
     signal?.addEventListener("abort", cancel, { once: true });
