@@ -1,6 +1,6 @@
 // B1: replay of a compiled trace of busy-guest device accesses under blmvisor, against a
 // decode-only pass that reads the same file the same way and loads every record's fields
-// without executing any.
+// without executing any. B8: the same on four CPUs with IPIs in the mix.
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,7 +17,7 @@ const RUNS = 3;
 /** Reads the trace chunk by chunk into a core and decodes every record there. */
 async function decodeOnly(path: string): Promise<{ records: number; checksum: number }> {
   const trace = await readCompiledChunks(path);
-  const machine = Machine.create({ ...trace.header.machine, policy: "blmvisor" });
+  const machine = Machine.create({ ...trace.header.machine, cpus: trace.header.cpus, policy: "blmvisor" });
   const core = machine.core;
   let records = 0;
   let checksum = 0;
@@ -32,11 +32,21 @@ async function decodeOnly(path: string): Promise<{ records: number; checksum: nu
   return { records, checksum };
 }
 
-export async function benchReplay(quick: boolean): Promise<BenchResult> {
+export function benchReplay(quick: boolean): Promise<BenchResult> {
+  return replayBench(quick, { id: "B1", cpus: 1 });
+}
+
+/** B8: the same on four CPUs, each with its own APIC timer, every step sending an IPI. */
+export function benchReplaySmp(quick: boolean): Promise<BenchResult> {
+  return replayBench(quick, { id: "B8", cpus: 4 });
+}
+
+async function replayBench(quick: boolean, bench: { id: string; cpus: number }): Promise<BenchResult> {
+  const { id, cpus } = bench;
   const dir = mkdtempSync(join(tmpdir(), "blmv-bench-"));
   try {
     const path = join(dir, "busy.btrace");
-    const records = await writeBenchTrace(path, quick ? 200_000 : 10_000_000);
+    const records = await writeBenchTrace(path, quick ? 200_000 : 10_000_000, cpus);
     const replayMs: number[] = [];
     const decodeMs: number[] = [];
     const bareMs: number[] = [];
@@ -52,19 +62,19 @@ export async function benchReplay(quick: boolean): Promise<BenchResult> {
       t = performance.now();
       const decoded = await decodeOnly(path);
       decodeMs.push(performance.now() - t);
-      if (decoded.records !== records) throw new Error(`B1: decode-only pass saw ${decoded.records} of ${records} records`);
+      if (decoded.records !== records) throw new Error(`${id}: decode-only pass saw ${decoded.records} of ${records} records`);
     }
     const report = last!;
     if (report.events !== records || report.mismatchCount !== 0) {
-      throw new Error(`B1: replay ran ${report.events} of ${records} records with ${report.mismatchCount} mismatches`);
+      throw new Error(`${id}: replay ran ${report.events} of ${records} records with ${report.mismatchCount} mismatches`);
     }
     const replay = median(replayMs);
     const decode = median(decodeMs);
     const rate = records / replay / 1000;
     const ratio = replay / decode;
     return {
-      id: "B1",
-      what: `compiled-trace replay under blmvisor, ${(records / 1e6).toFixed(1)} M accesses`,
+      id,
+      what: `compiled-trace replay under blmvisor, ${(records / 1e6).toFixed(1)} M accesses${cpus > 1 ? `, ${cpus} CPUs with IPIs` : ""}`,
       measured: rate,
       unit: "M accesses/s",
       baseline: { what: "decode-only pass", value: records / decode / 1000 },

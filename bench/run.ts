@@ -6,9 +6,9 @@ import { dirname } from "node:path";
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
-import { benchDeviceMigration, benchPropertyThroughput } from "./devices.js";
+import { benchDeviceMigration, benchDeviceMigrationSmp, benchPropertyThroughput } from "./devices.js";
 import { benchHotSet, benchIdle, benchIncompressible, benchModel } from "./migration.js";
-import { benchReplay } from "./replay.js";
+import { benchReplay, benchReplaySmp } from "./replay.js";
 import { machineInfo, table, type BenchResult } from "./result.js";
 
 type Bench = (quick: boolean) => BenchResult | Promise<BenchResult>;
@@ -20,6 +20,8 @@ const BENCHES: Record<string, Bench> = {
   B5: benchDeviceMigration,
   B6: benchPropertyThroughput,
   B7: benchModel,
+  B8: benchReplaySmp,
+  B9: benchDeviceMigrationSmp,
 };
 
 const USAGE = "usage: npm run bench [-- --quick] [--only B1,B2,...] [--json FILE]";

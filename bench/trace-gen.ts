@@ -7,7 +7,7 @@
 import { Machine } from "../src/core/machine.js";
 import {
   DELIVERY_EXTINT, IOAPIC_SELECT, IOAPIC_WINDOW, LAPIC_CURRENT_COUNT, LAPIC_DIVIDE, LAPIC_EOI, LAPIC_INITIAL_COUNT,
-  LAPIC_LVT_LINT0, LAPIC_LVT_TIMER, LAPIC_SVR, SVR_ENABLE,
+  LAPIC_ICR_HIGH, LAPIC_ICR_LOW, LAPIC_LVT_LINT0, LAPIC_LVT_TIMER, LAPIC_SVR, SVR_ENABLE,
 } from "../src/guest/drivers.js";
 import { CompiledTraceWriter } from "../src/trace/compiled.js";
 import { Check, Op, valueWidthMask, type TraceEvent, type TraceHeader } from "../src/trace/event.js";
@@ -19,6 +19,9 @@ const PIT_VECTOR = 0x20;
 const APIC_TIMER_VECTOR = 0xec;
 const DEVICE_VECTOR = 0x49;
 const APIC_TIMER_COUNT = 100_000;
+const IPI_VECTOR = 0x50;
+const ICR_INIT_ASSERT = 0xc500;
+const ICR_STARTUP = 0x0610;
 
 export const BENCH_TRACE_HEADER: TraceHeader = {
   machine: { pic: true, pit: true, lapic: true, ioapic: true },
@@ -26,11 +29,12 @@ export const BENCH_TRACE_HEADER: TraceHeader = {
   tscHz: 1_000_000_000,
   pitIrq0: true,
   compatQemu: false,
+  cpus: 1,
 };
 
 /** Records the guest for at least `minRecords` events into a .btrace at `path`; returns the record count. */
-export async function writeBenchTrace(path: string, minRecords: number): Promise<number> {
-  const recorder = new Recorder(await CompiledTraceWriter.create(path, BENCH_TRACE_HEADER));
+export async function writeBenchTrace(path: string, minRecords: number, cpus = 1): Promise<number> {
+  const recorder = new Recorder(await CompiledTraceWriter.create(path, { ...BENCH_TRACE_HEADER, cpus }), cpus);
   try {
     recorder.setUp();
     for (let step = 0; recorder.count < minRecords; step++) await recorder.step(step);
@@ -42,16 +46,35 @@ export async function writeBenchTrace(path: string, minRecords: number): Promise
 }
 
 class Recorder {
-  readonly m = Machine.create({ ...BENCH_TRACE_HEADER.machine, pitIrq0: true, policy: "blmvisor" });
+  readonly m: Machine;
   /** Event objects reused batch after batch: the generator allocates nothing per event. */
   private readonly batch: TraceEvent[] = Array.from({ length: BATCH }, () => blankEvent());
   private used = 0;
   count = 0;
   private time = 0;
 
-  constructor(readonly writer: CompiledTraceWriter) {}
+  constructor(
+    readonly writer: CompiledTraceWriter,
+    private readonly cpus: number,
+  ) {
+    this.m = Machine.create({ ...BENCH_TRACE_HEADER.machine, pitIrq0: true, policy: "blmvisor", cpus });
+  }
 
   setUp(): void {
+    // Several CPUs: CPU 0 starts the others (INIT, start-up); each enables its APIC and timer.
+    for (let k = 1; k < this.cpus; k++) {
+      this.write(Op.Writel, LAPIC_ICR_HIGH, k << 24);
+      this.write(Op.Writel, LAPIC_ICR_LOW, ICR_INIT_ASSERT);
+      this.write(Op.Writel, LAPIC_ICR_LOW, ICR_STARTUP);
+    }
+    for (let k = this.cpus - 1; k > 0; k--) {
+      this.selectCpu(k);
+      this.write(Op.Writel, LAPIC_SVR, SVR_ENABLE | 0xff);
+      this.write(Op.Writel, LAPIC_DIVIDE, 0xb);
+      this.write(Op.Writel, LAPIC_LVT_TIMER, APIC_TIMER_VECTOR);
+      this.write(Op.Writel, LAPIC_INITIAL_COUNT, APIC_TIMER_COUNT);
+    }
+    if (this.cpus > 1) this.selectCpu(0);
     for (const [port, value] of [[0x20, 0x11], [0x21, PIT_VECTOR], [0x21, 0x04], [0x21, 0x01], [0xa0, 0x11], [0xa1, 0x28], [0xa1, 0x02], [0xa1, 0x01], [0x21, 0xfe], [0xa1, 0xff]]) {
       this.write(Op.Outb, port, value);
     }
@@ -71,6 +94,13 @@ class Recorder {
 
   async step(n: number): Promise<void> {
     this.time += STEP_NS;
+    if (this.cpus > 1) {
+      // Each step on the next CPU, which first sends a fixed IPI to the one after it.
+      const cpu = n % this.cpus;
+      this.selectCpu(cpu);
+      this.write(Op.Writel, LAPIC_ICR_HIGH, ((cpu + 1) % this.cpus) << 24);
+      this.write(Op.Writel, LAPIC_ICR_LOW, IPI_VECTOR);
+    }
     switch (n & 3) {
       case 0:
         this.write(Op.Outb, 0x43, 0x00);
@@ -98,6 +128,8 @@ class Recorder {
     } else if (vector === DEVICE_VECTOR) {
       this.write(Op.Gsi, DEVICE_PIN, 0);
       this.write(Op.Writel, LAPIC_EOI, 0);
+    } else if (vector === IPI_VECTOR) {
+      this.write(Op.Writel, LAPIC_EOI, 0);
     }
     if (this.used >= BATCH - 16) await this.flush();
   }
@@ -105,6 +137,11 @@ class Recorder {
   async flush(): Promise<void> {
     await this.writer.append(this.batch.slice(0, this.used));
     this.used = 0;
+  }
+
+  private selectCpu(k: number): void {
+    this.m.selectCpu(k);
+    this.emit(Op.Cpu, k, 0, Check.None, 0);
   }
 
   private write(op: Op, a: number, b: number): void {

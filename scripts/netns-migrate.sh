@@ -63,6 +63,7 @@ echo "link: $SRC_NS ($SRC_IP) <-> $DST_NS ($DST_IP), $shaping"
 ip netns exec "$SRC_NS" tc qdisc show dev "$SRC_IF" | sed 's/^/  /'
 if command -v ping >/dev/null; then ip netns exec "$SRC_NS" ping -c 3 -q "$DST_IP" | tail -1 | sed 's/^/  /'; fi
 
+umask 077
 head -c 24 /dev/urandom | base64 | tr '+/' '-_' >"$WORK/token"
 ip netns exec "$DST_NS" node "$CLI" migrate listen --host "$DST_IP" --port "$PORT" --token-file "$WORK/token" --once >"$WORK/destination.log" 2>&1 &
 DEST_PID=$!

@@ -2,7 +2,7 @@
 // compile, replay, record), live migration (source, destination, listener) and its reports.
 // docs/usage.md shows it in use.
 
-export { Machine, DeviceStateError, POLICIES, DEFAULT_CONFIG } from "./core/machine.js";
+export { Machine, DeviceStateError, POLICIES, DEFAULT_CONFIG, INTA_NMI, MAX_CPUS } from "./core/machine.js";
 export type { Policy, MachineConfig, MachineOptions, DeviceRecord } from "./core/machine.js";
 export { FieldError } from "./core/fields.js";
 

@@ -33,10 +33,12 @@ import { pack, unpack } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { DeviceStateError, Machine, type Policy } from "../src/core/machine.js";
 import {
-  type ApicStep, type LapicState, LEVEL, MASKED, MSR_APIC_BASE, MSR_TSC_DEADLINE, PERIODIC, REG,
-  SELF, TSC_DEADLINE, apicMachine, apicScenario, apicSettings, applyApicStep, bitOf, ioEntry, ioRead, ioapicOf,
+  type LapicState, LEVEL, MASKED, MSR_APIC_BASE, MSR_TSC_DEADLINE, PERIODIC, REG,
+  SELF, TSC_DEADLINE, apicMachine, apicScenario, apicSettings, lint0Scenario, bitOf, ioEntry, ioRead, ioapicOf,
   lapicOf, readReg, writeReg,
 } from "./arbitraries/apic.js";
+import { pcInitSteps, picLineAction } from "./arbitraries/pic.js";
+import { type Step, applyStep } from "./arbitraries/steps.js";
 
 const RUNS = process.env.DEEP ? 100_000 : 1000;
 const PROPERTY_TIMEOUT_MS = process.env.DEEP ? 4 * 3_600_000 : 120_000;
@@ -76,7 +78,7 @@ function hasUnknownLatch(m: Machine): boolean {
 }
 
 /** TIMER_PHASE: whether every divided period (now, or set by `steps`) is a whole number of ns. */
-function wholeNanosecondPeriods(m: Machine, steps: ApicStep[] = []): boolean {
+function wholeNanosecondPeriods(m: Machine, steps: Step[] = []): boolean {
   const configs = [lapicOf(m).timer.divideConfig, ...steps.filter((s) => s.op === "write" && s.offset === REG.divide).map((s) => (s as { value: number }).value & 0xb)];
   return configs.every((c) => (DIVISORS[c] * 1e9) % m.config.apicBusHz === 0);
 }
@@ -103,8 +105,8 @@ function alignTimerPhase(m: Machine): void {
 }
 
 /** What the guest sees after a step, with ESR reads left out under ERRORS_SINCE_ESR_WRITE. */
-function observe(m: Machine, s: ApicStep, esrExact: boolean): unknown {
-  const seen = applyApicStep(m, s);
+function observe(m: Machine, s: Step, esrExact: boolean): unknown {
+  const seen = applyStep(m, s);
   if (!esrExact && s.op === "read" && s.offset === REG.esr) return "esr";
   return seen;
 }
@@ -116,7 +118,7 @@ const continuationRuns = apicSettings.chain((settings) => {
 });
 
 /** Source and destination see the same thing at each step of `after`, and the same interrupt later. */
-function expectSameContinuation(src: Machine, dst: Machine, after: ApicStep[], esrExact: boolean): void {
+function expectSameContinuation(src: Machine, dst: Machine, after: Step[], esrExact: boolean): void {
   for (const [i, s] of after.entries()) {
     const label = `step ${i}: ${JSON.stringify(s, (_k, v) => (typeof v === "bigint" ? `${v}n` : v))}`;
     expect(observe(dst, s, esrExact), label).toEqual(observe(src, s, esrExact));
@@ -140,7 +142,7 @@ describe("APIC migration properties", () => {
     fc.assert(
       fc.property(apicSettings, apicScenario(40), (settings, steps) => {
         const src = apicMachine(settings);
-        for (const s of steps) applyApicStep(src, s);
+        for (const s of steps) applyStep(src, s);
         alignTimerPhase(src);
         fc.pre(!hasUnknownLatch(src));
         const dst = migrate(src, settings.policy);
@@ -158,7 +160,7 @@ describe("APIC migration properties", () => {
     fc.assert(
       fc.property(apicSettings, apicScenario(40), (settings, steps) => {
         const src = apicMachine(settings);
-        for (const s of steps) applyApicStep(src, s);
+        for (const s of steps) applyStep(src, s);
         const before = src.inspect();
         const next = src.core.nextTimerEvent();
         src.capture();
@@ -173,7 +175,7 @@ describe("APIC migration properties", () => {
     fc.assert(
       fc.property(continuationRuns, ([settings, before, after]) => {
         const src = apicMachine(settings);
-        for (const s of before) applyApicStep(src, s);
+        for (const s of before) applyStep(src, s);
         alignTimerPhase(src);
         fc.pre(!hasUnknownLatch(src) && wholeNanosecondPeriods(src) && wholeNanosecondPeriods(src, after));
         const esrExact = lapicOf(src).esrPending === 0;
@@ -192,7 +194,7 @@ describe("APIC migration properties", () => {
     fc.assert(
       fc.property(continuationRuns, ([settings, before, after]) => {
         const src = apicMachine(settings);
-        for (const s of before) applyApicStep(src, s);
+        for (const s of before) applyStep(src, s);
         src.advanceTo(src.now() + 1); // the TSC has counted (see alignTimerPhase)
         const count = readReg(src, REG.currentCount);
         fc.pre(!hasUnknownLatch(src) && wholeNanosecondPeriods(src) && wholeNanosecondPeriods(src, after));
@@ -210,6 +212,74 @@ describe("APIC migration properties", () => {
         dst.advanceTo(src.now());
         expect(readReg(dst, REG.currentCount)).toBe(readReg(src, REG.currentCount));
         expectSameContinuation(src, dst, after, esrExact);
+      }),
+      { numRuns: RUNS },
+    );
+  }, PROPERTY_TIMEOUT_MS);
+});
+
+/**
+ * LINT_REMOTE_IRR (datasheet model): the remote IRR of a level-triggered fixed LINT0 is not
+ * rebuilt (it stays set in the LVT until the EOI, even after a mode change), and the rebuild's
+ * LVT write can deliver the current vector once more: while the pin is asserted, and (seen
+ * after a PIC request on IRQ0 that went away unacknowledged) with the source's pin low. The
+ * vector when either applies to the source now (remote IRR set, or a fixed level-triggered
+ * LINT0 unmasked): the destination's LVT LINT0 may lack the remote IRR bit and its IRR (and TMR,
+ * a level-triggered delivery) may hold the vector besides (one delivery too many, at most).
+ */
+function lintRemoteIrr(m: Machine): number | undefined {
+  if (m.config.compatQemu) return undefined;
+  const lint0 = lapicOf(m).lvt[3];
+  const fixedLevel = (lint0 & (0x700 | LEVEL | MASKED)) === LEVEL;
+  return (lint0 & REMOTE_IRR) !== 0 || fixedLevel ? lint0 & 0xff : undefined;
+}
+
+/** The local APIC without what LINT_REMOTE_IRR excuses for `vector`. */
+function withoutLintRemoteIrr(m: Machine, vector: number): LapicState {
+  const s = lapicOf(m);
+  const lvt = s.lvt.map((v, i) => (i === 3 ? v & ~REMOTE_IRR : v));
+  const without = (words: number[]) => words.map((w, i) => (i === vector >>> 5 ? w & ~(1 << (vector & 31)) : w));
+  return { ...s, lvt, irr: without(s.irr), tmr: without(s.tmr) };
+}
+
+describe("APIC migration with the PIC on LINT0", () => {
+  it("QEMU: the rebuild's acknowledges set ISR without taking the PIC's pending ExtINT", () => {
+    const m = Machine.create({ pit: false, pitIrq0: false, compatQemu: true });
+    for (const s of pcInitSteps()) applyStep(m, s);
+    writeReg(m, REG.svr, 0x1ff); // LINT0 is ExtINT from reset in QEMU
+    writeReg(m, REG.icrLow, SELF | 0x51);
+    expect(m.inta()).toBe(0x51); // in service at the local APIC
+    m.setIrq(4, 1); // pending at the PIC: LINT0 high
+    const d = migrate(m);
+    expect(d.inspect().pic).toEqual(m.inspect().pic);
+    expect([lapicOf(d).isr, lapicOf(d).irr]).toEqual([lapicOf(m).isr, lapicOf(m).irr]);
+    expect(d.inta()).toBe(0x24);
+    expect(m.inta()).toBe(0x24);
+  });
+
+  // Datasheet model only: in QEMU mode the rebuild's LVT LINT0 write can deliver its vector once
+  // more, and a level entry held by an ISA line loses its remote IRR (apic/state.ts).
+  it("capture → msgpack → reconstruct gives the same APICs and PIC after LINT0 activity (ExtINT, fixed, level-triggered remote IRR)", () => {
+    fc.assert(
+      fc.property(apicSettings.map((s) => ({ ...s, compatQemu: false })), lint0Scenario(picLineAction), (settings, steps) => {
+        const src = Machine.create({ pit: false, pitIrq0: false, ...settings });
+        for (const s of [...pcInitSteps(), ...steps]) applyStep(src, s);
+        alignTimerPhase(src);
+        fc.pre(!hasUnknownLatch(src));
+        const redelivered = lintRemoteIrr(src);
+        const dst = migrate(src, settings.policy);
+        if (redelivered === undefined) {
+          expectSameApics(src, dst);
+          // The next interrupt is the same one, whichever path it takes.
+          expect(dst.inta()).toBe(src.inta());
+        } else {
+          expect(comparableLapic(withoutLintRemoteIrr(dst, redelivered), dst.fixupActive())).toEqual(comparableLapic(withoutLintRemoteIrr(src, redelivered), dst.fixupActive()));
+          expect(bitOf(lapicOf(dst).irr, redelivered) || !bitOf(lapicOf(src).irr, redelivered)).toBe(true);
+          expect(ioapicOf(dst)).toEqual(ioapicOf(src));
+        }
+        expect(dst.inspect().pic).toEqual(src.inspect().pic);
+        src.release();
+        dst.release();
       }),
       { numRuns: RUNS },
     );

@@ -5,14 +5,14 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { runCli } from "./migrate-harness.js";
+import { runCli, testToken } from "./migrate-harness.js";
 
 const dir = mkdtempSync(join(tmpdir(), "blmv-files-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const trace = "traces/scenarios/pit-modes.trace";
 const missing = join(dir, "missing");
 const noFolder = join(dir, "no-folder", "out");
-writeFileSync(join(dir, "token"), "   \n");
+writeFileSync(join(dir, "token"), "   \n", { mode: 0o600 });
 
 describe("files the CLI cannot use", () => {
   it("give a message naming the file and exit code 2", async () => {
@@ -30,7 +30,7 @@ describe("files the CLI cannot use", () => {
       [["migrate", "send", "--to", "ws://127.0.0.1:1", "--svg", noFolder], /^blmv: migrate send: cannot write .*no-folder\/out: no such file or directory$/m],
       [["demo", "--svg", noFolder], /^blmv: demo: cannot write .*no-folder\/out: no such file or directory$/m],
     ];
-    const runs = await Promise.all(cases.map(([args]) => runCli(args, { BLMV_TOKEN: "t" })));
+    const runs = await Promise.all(cases.map(([args]) => runCli(args, { BLMV_TOKEN: testToken("t") })));
     runs.forEach((run, i) => {
       expect({ args: cases[i][0], code: run.code }).toEqual({ args: cases[i][0], code: 2 });
       expect(run.stderr).toMatch(cases[i][1]);

@@ -170,7 +170,7 @@ describe.concurrent("record blames the script's line", () => {
 
 describe("migrate send against a listener", () => {
   // A listener with the default limits (4 GiB guests at most), as `migrate listen` starts it.
-  const destination = { url: "", token: "cli-manners-token" };
+  const destination = { url: "", token: "cli-manners-Q7vK2pX9mR4tW8zB3nL6yD1f" };
   const listener = spawn(process.execPath, [CLI, "migrate", "listen", "--port", "0", "--json"], {
     env: { ...process.env, BLMV_TOKEN: destination.token },
     stdio: ["ignore", "pipe", "inherit"],

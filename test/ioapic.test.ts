@@ -1,9 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { Machine } from "../src/core/machine.js";
+import { IOAPIC_EOI, IOREGSEL, IOWIN, ioEntry, ioRead, ioWrite } from "./arbitraries/apic-registers.js";
 
-const IOREGSEL = 0xfec00000;
-const IOWIN = 0xfec00010;
-const IOAPIC_EOI = 0xfec00040;
 const LAPIC_SVR = 0xfee000f0;
 const LAPIC_EOI = 0xfee000b0;
 
@@ -22,34 +20,18 @@ function machine(compatQemu = false, enableLapic = true): Machine {
   return m;
 }
 
-function readRegister(m: Machine, reg: number): number {
-  m.writel(IOREGSEL, reg);
-  return m.readl(IOWIN) >>> 0;
-}
-
-function writeRegister(m: Machine, reg: number, value: number): void {
-  m.writel(IOREGSEL, reg);
-  m.writel(IOWIN, value);
-}
-
-/** Programs entry `pin`, destination first so that an unmasking low word comes last. */
-function program(m: Machine, pin: number, low: number, dest = 0): void {
-  writeRegister(m, 0x11 + 2 * pin, dest << 24);
-  writeRegister(m, 0x10 + 2 * pin, low);
-}
-
-const low = (m: Machine, pin: number) => readRegister(m, 0x10 + 2 * pin);
+const low = (m: Machine, pin: number) => ioRead(m, 0x10 + 2 * pin);
 const remoteIrr = (m: Machine, pin: number) => (low(m, pin) & REMOTE_IRR) !== 0;
 
 describe("I/O APIC registers", () => {
   it("resets to ID 0, version 0x170020 and every entry masked", () => {
     const m = machine();
-    expect(readRegister(m, 0x00)).toBe(0);
-    expect(readRegister(m, 0x01)).toBe(0x00170020);
-    expect(readRegister(m, 0x02)).toBe(0);
+    expect(ioRead(m, 0x00)).toBe(0);
+    expect(ioRead(m, 0x01)).toBe(0x00170020);
+    expect(ioRead(m, 0x02)).toBe(0);
     for (let pin = 0; pin < 24; pin++) {
       expect(low(m, pin)).toBe(MASKED);
-      expect(readRegister(m, 0x11 + 2 * pin)).toBe(0);
+      expect(ioRead(m, 0x11 + 2 * pin)).toBe(0);
     }
   });
 
@@ -61,29 +43,29 @@ describe("I/O APIC registers", () => {
 
   it("writes ID bits 27–24 only; arbitration ID follows; version is read-only", () => {
     const m = machine();
-    writeRegister(m, 0x00, 0xffffffff);
-    expect(readRegister(m, 0x00)).toBe(0x0f000000);
-    expect(readRegister(m, 0x02)).toBe(0x0f000000);
-    writeRegister(m, 0x01, 0);
-    writeRegister(m, 0x02, 0);
-    expect(readRegister(m, 0x01)).toBe(0x00170020);
-    expect(readRegister(m, 0x02)).toBe(0x0f000000);
+    ioWrite(m, 0x00, 0xffffffff);
+    expect(ioRead(m, 0x00)).toBe(0x0f000000);
+    expect(ioRead(m, 0x02)).toBe(0x0f000000);
+    ioWrite(m, 0x01, 0);
+    ioWrite(m, 0x02, 0);
+    expect(ioRead(m, 0x01)).toBe(0x00170020);
+    expect(ioRead(m, 0x02)).toBe(0x0f000000);
     expect(m.inspect().ioapic).toMatchObject({ id: 0x0f000000 });
   });
 
   it("reads reserved entry bits and read-only bits as 0 and ignores writes to them", () => {
     const m = machine();
-    writeRegister(m, 0x10 + 2 * 7, 0xffffffff);
-    writeRegister(m, 0x11 + 2 * 7, 0xffffffff);
+    ioWrite(m, 0x10 + 2 * 7, 0xffffffff);
+    ioWrite(m, 0x11 + 2 * 7, 0xffffffff);
     expect(low(m, 7)).toBe(0x0001ffff & ~(DELIVERY_STATUS | REMOTE_IRR));
-    expect(readRegister(m, 0x11 + 2 * 7)).toBe(0xff000000);
+    expect(ioRead(m, 0x11 + 2 * 7)).toBe(0xff000000);
   });
 
   it("has nothing at registers 0x03–0x0f and above 0x3f, nor at other offsets", () => {
     const m = machine();
     for (const reg of [0x03, 0x0f, 0x40, 0xff]) {
-      writeRegister(m, reg, 0xffffffff);
-      expect(readRegister(m, reg)).toBe(0);
+      ioWrite(m, reg, 0xffffffff);
+      expect(ioRead(m, reg)).toBe(0);
     }
     m.writel(IOREGSEL, 0x01);
     expect(m.readl(IOREGSEL + 0x110) >>> 0).toBe(0);
@@ -94,7 +76,7 @@ describe("I/O APIC registers", () => {
 describe("I/O APIC delivery (datasheet)", () => {
   it("sends an edge interrupt on each asserting transition", () => {
     const m = machine();
-    program(m, 5, 0x31);
+    ioEntry(m, 5, 0x31);
     expect(m.inta()).toBe(-1);
     m.setGsi(5, 1);
     expect(m.inta()).toBe(0x31);
@@ -110,9 +92,9 @@ describe("I/O APIC delivery (datasheet)", () => {
 
   it("loses an edge that arrives while masked", () => {
     const m = machine();
-    program(m, 6, MASKED | 0x32);
+    ioEntry(m, 6, MASKED | 0x32);
     m.setGsi(6, 1);
-    program(m, 6, 0x32);
+    ioEntry(m, 6, 0x32);
     expect(m.inta()).toBe(-1);
     m.setGsi(6, 0);
     m.setGsi(6, 1);
@@ -121,7 +103,7 @@ describe("I/O APIC delivery (datasheet)", () => {
 
   it("delivers a level interrupt once until EOI, then again while still asserted", () => {
     const m = machine();
-    program(m, 9, LEVEL | 0x41);
+    ioEntry(m, 9, LEVEL | 0x41);
     m.setGsi(9, 1);
     expect(remoteIrr(m, 9)).toBe(true);
     expect(m.inta()).toBe(0x41);
@@ -139,7 +121,7 @@ describe("I/O APIC delivery (datasheet)", () => {
 
   it("clears remote IRR through the EOI register only for the entry's vector", () => {
     const m = machine();
-    program(m, 10, LEVEL | 0x50);
+    ioEntry(m, 10, LEVEL | 0x50);
     m.setGsi(10, 1);
     expect(m.inta()).toBe(0x50);
     m.setGsi(10, 0);
@@ -151,37 +133,37 @@ describe("I/O APIC delivery (datasheet)", () => {
 
   it("holds a masked level line and sends it when unmasked", () => {
     const m = machine();
-    program(m, 11, MASKED | LEVEL | 0x60);
+    ioEntry(m, 11, MASKED | LEVEL | 0x60);
     m.setGsi(11, 1);
     expect(m.inta()).toBe(-1);
     expect(remoteIrr(m, 11)).toBe(false);
-    program(m, 11, LEVEL | 0x60);
+    ioEntry(m, 11, LEVEL | 0x60);
     expect(remoteIrr(m, 11)).toBe(true);
     expect(m.inta()).toBe(0x60);
   });
 
   it("keeps remote IRR across rewrites of the entry, whatever is written to it", () => {
     const m = machine();
-    program(m, 12, LEVEL | 0x61);
+    ioEntry(m, 12, LEVEL | 0x61);
     m.setGsi(12, 1);
     expect(m.inta()).toBe(0x61);
-    program(m, 12, MASKED | LEVEL | 0x61);
-    program(m, 12, LEVEL | 0x61);
-    program(m, 12, 0x61); // to edge: remote IRR stays (its meaning is undefined for edge)
+    ioEntry(m, 12, MASKED | LEVEL | 0x61);
+    ioEntry(m, 12, LEVEL | 0x61);
+    ioEntry(m, 12, 0x61); // to edge: remote IRR stays (its meaning is undefined for edge)
     expect(remoteIrr(m, 12)).toBe(true);
     expect(m.inta()).toBe(-1);
   });
 
   it("inverts an active-low pin", () => {
     const m = machine();
-    program(m, 13, ACTIVE_LOW | LEVEL | 0x70); // line low = asserted
+    ioEntry(m, 13, ACTIVE_LOW | LEVEL | 0x70); // line low = asserted
     expect(m.inta()).toBe(0x70);
     m.setGsi(13, 1);
     m.writel(LAPIC_EOI, 0);
     expect(remoteIrr(m, 13)).toBe(false);
     expect(m.inta()).toBe(-1);
 
-    program(m, 14, ACTIVE_LOW | 0x71);
+    ioEntry(m, 14, ACTIVE_LOW | 0x71);
     m.setGsi(14, 1);
     expect(m.inta()).toBe(-1);
     m.setGsi(14, 0); // falling edge asserts
@@ -190,30 +172,30 @@ describe("I/O APIC delivery (datasheet)", () => {
 
   it("sends only to a matching destination; remote IRR waits for acceptance", () => {
     const m = machine();
-    program(m, 15, LEVEL | 0x80, 1); // physical APIC ID 1: no such CPU
+    ioEntry(m, 15, LEVEL | 0x80, 1); // physical APIC ID 1: no such CPU
     m.setGsi(15, 1);
     expect(m.inta()).toBe(-1);
     expect(remoteIrr(m, 15)).toBe(false);
-    program(m, 15, LEVEL | 0x80, 0);
+    ioEntry(m, 15, LEVEL | 0x80, 0);
     expect(m.inta()).toBe(0x80);
     m.setGsi(15, 0);
     m.writel(LAPIC_EOI, 0);
-    program(m, 16, 0x81, 0xff); // physical broadcast
+    ioEntry(m, 16, 0x81, 0xff); // physical broadcast
     m.setGsi(16, 1);
     expect(m.inta()).toBe(0x81);
   });
 
   it("sets no remote IRR when a software-disabled local APIC refuses the message", () => {
     const m = machine(false, false);
-    program(m, 17, LEVEL | 0x90);
+    ioEntry(m, 17, LEVEL | 0x90);
     m.setGsi(17, 1);
     expect(remoteIrr(m, 17)).toBe(false);
   });
 
   it("never shows delivery status set, and shows state through inspect", () => {
     const m = machine();
-    program(m, 18, LEVEL | LOGICAL | 0xa0, 0x01);
-    writeRegister(m, 0x00, 0x02000000);
+    ioEntry(m, 18, LEVEL | LOGICAL | 0xa0, 0x01);
+    ioWrite(m, 0x00, 0x02000000);
     m.setGsi(18, 1);
     m.setGsi(3, 1);
     expect(low(m, 18) & DELIVERY_STATUS).toBe(0);
@@ -227,24 +209,24 @@ describe("I/O APIC delivery (datasheet)", () => {
 describe("I/O APIC with compatQemu (QEMU 7.2 behaviour)", () => {
   it("keeps reserved entry bits as written", () => {
     const m = machine(true);
-    writeRegister(m, 0x10, 0xffffffff);
-    writeRegister(m, 0x11, 0xffffffff);
+    ioWrite(m, 0x10, 0xffffffff);
+    ioWrite(m, 0x11, 0xffffffff);
     expect(low(m, 0)).toBe((0xffffffff & ~(DELIVERY_STATUS | REMOTE_IRR)) >>> 0);
-    expect(readRegister(m, 0x11)).toBe(0xffffffff);
+    expect(ioRead(m, 0x11)).toBe(0xffffffff);
   });
 
   it("clears remote IRR when the entry is rewritten as edge-triggered", () => {
     const m = machine(true);
-    program(m, 9, LEVEL | 0x41);
+    ioEntry(m, 9, LEVEL | 0x41);
     m.setGsi(9, 1);
     expect(m.inta()).toBe(0x41);
-    program(m, 9, MASKED | 0x41);
+    ioEntry(m, 9, MASKED | 0x41);
     expect(remoteIrr(m, 9)).toBe(false);
   });
 
   it("ignores the polarity bit", () => {
     const m = machine(true);
-    program(m, 13, ACTIVE_LOW | LEVEL | 0x70);
+    ioEntry(m, 13, ACTIVE_LOW | LEVEL | 0x70);
     expect(m.inta()).toBe(-1);
     m.setGsi(13, 1);
     expect(m.inta()).toBe(0x70);
@@ -252,7 +234,7 @@ describe("I/O APIC with compatQemu (QEMU 7.2 behaviour)", () => {
 
   it("sets remote IRR when it sends, accepted or not", () => {
     const m = machine(true, false);
-    program(m, 17, LEVEL | 0x90);
+    ioEntry(m, 17, LEVEL | 0x90);
     m.setGsi(17, 1);
     expect(remoteIrr(m, 17)).toBe(true);
   });
@@ -263,7 +245,7 @@ describe("I/O APIC with compatQemu (QEMU 7.2 behaviour)", () => {
       [false, true],
     ] as const) {
       const m = machine(compat);
-      program(m, 10, LEVEL | 0x50);
+      ioEntry(m, 10, LEVEL | 0x50);
       m.setGsi(10, 1);
       m.setGsi(10, 0);
       m.writel(IOAPIC_EOI, 0x150);
@@ -278,9 +260,9 @@ describe("I/O APIC with compatQemu (QEMU 7.2 behaviour)", () => {
       [false, 0x42],
     ] as const) {
       const m = machine(compat);
-      program(m, 8, MASKED | 0x42);
+      ioEntry(m, 8, MASKED | 0x42);
       m.setGsi(8, 1);
-      program(m, 8, LEVEL | 0x42);
+      ioEntry(m, 8, LEVEL | 0x42);
       expect(m.inta()).toBe(vector);
     }
     // A level request latched while masked fires as an edge when the entry becomes edge.
@@ -289,9 +271,9 @@ describe("I/O APIC with compatQemu (QEMU 7.2 behaviour)", () => {
       [false, -1],
     ] as const) {
       const m = machine(compat);
-      program(m, 8, MASKED | LEVEL | 0x43);
+      ioEntry(m, 8, MASKED | LEVEL | 0x43);
       m.setGsi(8, 1);
-      program(m, 8, 0x43);
+      ioEntry(m, 8, 0x43);
       expect(m.inta()).toBe(vector);
     }
   });
@@ -307,10 +289,10 @@ describe("I/O APIC across a migration", () => {
   it("is rebuilt with its entries, ID, IOREGSEL and the remote IRR of a line in service", () => {
     for (const compat of [false, true]) {
       const m = machine(compat);
-      writeRegister(m, 0x00, 0x05000000);
-      program(m, 9, LEVEL | 0x41);
-      program(m, 4, 0x35, 0xff);
-      program(m, 20, MASKED | LEVEL | ACTIVE_LOW | LOGICAL | 0x66, 0x03);
+      ioWrite(m, 0x00, 0x05000000);
+      ioEntry(m, 9, LEVEL | 0x41);
+      ioEntry(m, 4, 0x35, 0xff);
+      ioEntry(m, 20, MASKED | LEVEL | ACTIVE_LOW | LOGICAL | 0x66, 0x03);
       m.setGsi(9, 1);
       expect(m.inta()).toBe(0x41); // in service: remote IRR set, line still asserted
       m.writel(IOREGSEL, 0x13);

@@ -28,7 +28,7 @@ describe("several migrations into one destination", () => {
     const totalBytes = specs.reduce((a, s) => a + s.memoryBytes, 0);
     const dest = await Destination.start("t", ["--memory-budget", `${totalBytes / MiB}M`]);
     const idleRss = peakRss(dest.child.pid!);
-    const results = await Promise.all(specs.map((s) => bootAndMigrate(s, { url: dest.url, token: "t", migrateAtNs: 100 * MS })));
+    const results = await Promise.all(specs.map((s) => bootAndMigrate(s, { url: dest.url, token: dest.token, migrateAtNs: 100 * MS })));
     const references = specs.map(referenceDigest);
     expect(new Set(references).size).toBe(specs.length);
     results.forEach(({ report }, i) => {
@@ -49,13 +49,13 @@ describe("several migrations into one destination", () => {
   it("a guest that does not fit the memory budget is refused as busy, and fits once the other is gone", async () => {
     const spec: GuestRunSpec = { workload: "idle", interrupts: "apic", memoryBytes: 8 * MiB, seed: 3, endNs: 300 * MS };
     const dest = await Destination.start("t", ["--memory-budget", "12M"]);
-    const first = bootAndMigrate(spec, { url: dest.url, token: "t", migrateAtNs: 100 * MS });
+    const first = bootAndMigrate(spec, { url: dest.url, token: dest.token, migrateAtNs: 100 * MS });
     await dest.waitFor((e) => e.event === "ready");
-    const second = await bootAndMigrate({ ...spec, seed: 4 }, { url: dest.url, token: "t", migrateAtNs: 100 * MS });
+    const second = await bootAndMigrate({ ...spec, seed: 4 }, { url: dest.url, token: dest.token, migrateAtNs: 100 * MS });
     expect(second.report).toMatchObject({ status: "failed", failedAt: "prepared", error: { code: "busy", message: expect.stringMatching(/does not fit: 8388608 of 12582912 bytes are held/) } });
     expect((await first).report.status).toBe("completed");
     await dest.waitFor((e) => e.event === "finished");
-    const third = await bootAndMigrate({ ...spec, seed: 5 }, { url: dest.url, token: "t", migrateAtNs: 100 * MS });
+    const third = await bootAndMigrate({ ...spec, seed: 5 }, { url: dest.url, token: dest.token, migrateAtNs: 100 * MS });
     expect(third.report.status).toBe("completed");
     expect(third.report.destination?.digest).toBe(referenceDigest({ ...spec, seed: 5 }));
   }, 30_000);

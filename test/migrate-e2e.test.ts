@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { WORKLOAD_NAMES, referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
 import { bootAndMigrate, type LiveMigrationOptions } from "../src/migrate/run/run.js";
-import { Destination, killChildren, runCli } from "./migrate-harness.js";
+import { Destination, killChildren, runCli, testToken } from "./migrate-harness.js";
 
 const MiB = 2 ** 20;
 const MS = 1_000_000;
@@ -84,7 +84,7 @@ describe("the command line", () => {
     const dest = await Destination.start("cli-token", ["--once"]);
     const run = await runCli(
       ["migrate", "send", "--to", dest.url, "--memory", "8M", "--workload", "hot", "--interrupts", "pic", "--duration", "0.5", "--migrate-after", "0.2", "--bandwidth", "1Gbit", "--verify", "--json", "--progress", "none"],
-      { BLMV_TOKEN: "cli-token" },
+      { BLMV_TOKEN: dest.token },
     );
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);
@@ -111,7 +111,7 @@ describe("the command line", () => {
       [["migrate", "listen", "--port", "0", "--token-file", "/nonexistent/token"], /token file \/nonexistent\/token: no such file or directory/],
       [["migrate", "fly"], /expected listen, send, status, set, postcopy or cancel/],
     ];
-    const runs = await Promise.all(cases.map(([args]) => runCli(args, { BLMV_TOKEN: "t" })));
+    const runs = await Promise.all(cases.map(([args]) => runCli(args, { BLMV_TOKEN: testToken("t") })));
     runs.forEach((run, i) => {
       expect(run.code, cases[i][0].join(" ")).toBe(2);
       expect(run.stderr).toMatch(cases[i][1]);

@@ -6,6 +6,9 @@
 // hanging. The ambiguous case — the link lost right after the commit — is settled by asking the
 // destination (src/migrate/source/resolve.ts).
 
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
@@ -53,7 +56,7 @@ describe.concurrent("a fault at each step", () => {
   it.each(CASES.map((f) => [name(f), f] as const))("%s: exactly one copy of the guest runs on, with the right digest", async (_name, fault) => {
     const dest = await Destination.start("t", ["--timeout", String(DESTINATION_TIMEOUT_MS)]);
     const proxy = await FaultProxy.start(dest.url, fault);
-    const { report, source } = await bootAndMigrate(SPEC, { url: proxy.url, token: dest.token, migrateAtNs: 100 * MS, timeoutMs: SOURCE_TIMEOUT_MS }).finally(() => proxy.close());
+    const { report, source } = await bootAndMigrate(SPEC, { url: proxy.url, token: dest.token, migrateAtNs: 100 * MS, timeoutMs: SOURCE_TIMEOUT_MS, snapshotPath: join(mkdtempSync(join(tmpdir(), "blmv-faults-")), "guest.snapshot") }).finally(() => proxy.close());
     // On a failure, say what both sides did.
     const context = (): string => JSON.stringify({ report: { status: report.status, failedAt: report.failedAt, error: report.error, resolution: report.resolution }, source, events: dest.events });
     try {

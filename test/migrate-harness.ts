@@ -3,6 +3,7 @@
 // chosen message, and a bare client that speaks the protocol by hand.
 
 import { spawn, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -35,6 +36,14 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ c
   return new Promise((r) => child.on("close", (code) => r({ code, stdout, stderr })));
 }
 
+/**
+ * A token strong enough for the CLI, named by `name` (the same name gives the same token), so a
+ * test can say "right" and "wrong" and still pass the CLI's strength check.
+ */
+export function testToken(name: string): string {
+  return `${name.replace(/[^A-Za-z0-9_-]/g, "_")}-${createHash("sha256").update(name).digest("base64url")}`;
+}
+
 export class Destination {
   readonly events: Event[] = [];
   private waiters: (() => void)[] = [];
@@ -49,8 +58,9 @@ export class Destination {
     });
   }
 
-  /** Starts `blmv migrate listen --port 0 --json` with `token` in the environment. */
-  static async start(token = "test-token", extra: string[] = []): Promise<Destination> {
+  /** Starts `blmv migrate listen --port 0 --json` with testToken(`name`) in the environment. */
+  static async start(name = "test-token", extra: string[] = []): Promise<Destination> {
+    const token = testToken(name);
     const child = spawn(process.execPath, [CLI, "migrate", "listen", "--port", "0", "--json", ...extra], {
       env: { ...process.env, BLMV_TOKEN: token },
       stdio: ["ignore", "pipe", "inherit"],

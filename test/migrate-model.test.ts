@@ -1,12 +1,12 @@
 // The analytic pre-copy model, the token-bucket link, size and rate parsing, the shared-token
 // authentication, and the report's charts: the pieces of a migration that need no network.
 
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { loadToken, newNonce, proof, verifyProof } from "../src/migrate/transport/auth.js";
+import { generateToken, loadToken, newNonce, proof, verifyProof, weakTokenProblem } from "../src/migrate/transport/auth.js";
 import { TokenBucket } from "../src/migrate/transport/link.js";
 import { predict } from "../src/migrate/report/model.js";
 import { roundChartSvg, sparkline } from "../src/migrate/report/report.js";
@@ -138,12 +138,34 @@ describe("authentication", () => {
   it("reads the token from a file (trimmed) before the environment, and refuses an empty one", () => {
     const dir = mkdtempSync(join(tmpdir(), "blmv-token-"));
     const file = join(dir, "token");
-    writeFileSync(file, "  s3cret\n");
-    expect(loadToken(file, { BLMV_TOKEN: "env" })).toBe("s3cret");
-    expect(loadToken(undefined, { BLMV_TOKEN: "env" })).toBe("env");
+    const [fromFile, fromEnv] = [generateToken(), generateToken()];
+    writeFileSync(file, `  ${fromFile}\n`, { mode: 0o600 });
+    expect(loadToken(file, { BLMV_TOKEN: fromEnv })).toBe(fromFile);
+    expect(loadToken(undefined, { BLMV_TOKEN: fromEnv })).toBe(fromEnv);
     expect(loadToken(undefined, {})).toBeUndefined();
     writeFileSync(file, "\n");
     expect(() => loadToken(file, {})).toThrow(/empty/);
+    expect(() => loadToken(undefined, { BLMV_TOKEN: " \t" })).toThrow(/^BLMV_TOKEN is empty$/);
+  });
+
+  it("refuses tokens too weak to withstand guessing, and token files others may read or write", () => {
+    const dir = mkdtempSync(join(tmpdir(), "blmv-token-"));
+    const file = join(dir, "token");
+    for (const weak of ["x", "hunter2", "0123456789abcdef0123456789abcde", "a".repeat(64), "abab".repeat(10)]) {
+      writeFileSync(file, weak, { mode: 0o600 });
+      expect(() => loadToken(file, {})).toThrow(/^token file .*: the token is too weak: .*at least 128 bits of randomness are needed/);
+      expect(() => loadToken(undefined, { BLMV_TOKEN: weak })).toThrow(/^BLMV_TOKEN: the token is too weak/);
+    }
+    for (const strong of [generateToken(), "0123456789abcdef0123456789abcdef".split("").reverse().join(""), "k3Jq9_xZ-4mPa7LwR2tY8v"]) {
+      expect(weakTokenProblem(strong)).toBeUndefined();
+    }
+    writeFileSync(file, generateToken(), { mode: 0o600 });
+    for (const mode of [0o644, 0o620, 0o604, 0o640]) {
+      chmodSync(file, mode);
+      expect(() => loadToken(file, {})).toThrow(`token file ${file} is open to others (mode ${mode.toString(8)}): make it private with chmod 600`);
+    }
+    chmodSync(file, 0o400);
+    expect(loadToken(file, {})).toMatch(/^[A-Za-z0-9_-]{32}$/);
   });
 });
 

@@ -23,7 +23,7 @@ import {
 
 const BOUNDS = { pageCount: 4096 };
 const nonce = new Uint8Array(32).fill(7);
-const machine = { pic: true, pit: true, lapic: true, ioapic: true, pitIrq0: true, compatQemu: false, apicBusHz: 1e9, tscHz: 1e9, policy: "blmvisor" as const };
+const machine = { pic: true, pit: true, lapic: true, ioapic: true, cpus: 2, pitIrq0: true, compatQemu: false, apicBusHz: 1e9, tscHz: 1e9, policy: "blmvisor" as const };
 
 const VALID: Message[] = [
   { t: "hello", magic: PROTOCOL_MAGIC, version: 1, minVersion: 1, capabilities: ["zero-pages"], nonce },
@@ -80,6 +80,8 @@ describe("protocol messages", () => {
     refuses(sample("config"), { pageSize: 8192 }, /page size 8192 is not supported/);
     refuses(sample("config"), { memoryBytes: 4097 }, /not a positive multiple/);
     refuses(sample("config"), { machine: { ...machine, pic: 1 } }, /config.machine.pic/);
+    refuses(sample("config"), { machine: { ...machine, cpus: 65 } }, /config.machine.cpus/);
+    refuses(sample("config"), { machine: { ...machine, cpus: 0 } }, /config.machine.cpus/);
     refuses(sample("config"), { machine: { ...machine, policy: "root" } }, /unknown policy/);
     refuses(sample("config"), { workload: "x".repeat(513) }, /config.workload/);
     refuses(sample("state"), { cpu: new Uint8Array(0) }, /state.cpu/);

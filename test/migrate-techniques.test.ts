@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
 import { bootAndMigrate, type LiveMigrationOptions } from "../src/migrate/run/run.js";
 import type { CompareRow } from "../src/migrate/run/compare.js";
-import { Destination, FaultProxy, killChildren, runCli } from "./migrate-harness.js";
+import { Destination, FaultProxy, killChildren, runCli, testToken } from "./migrate-harness.js";
 
 const MiB = 2 ** 20;
 const MS = 1_000_000;
@@ -121,7 +121,7 @@ describe("the post-copy failure rule", () => {
     const dest = await Destination.start();
     const cut = (proxy = await FaultProxy.start(dest.url, { from: "source", type: "pages", nth: 20 }));
     const spec = { ...SPEC, endNs: 5000 * MS };
-    const result = await bootAndMigrate(spec, link(cut, { technique: "postcopy", bandwidth: 4 * MiB, token: dest.token }));
+    const result = await bootAndMigrate(spec, link({ url: cut.url, token: dest.token }, { technique: "postcopy", bandwidth: 4 * MiB }));
     expect(cut.fired).toBe(true);
     expect(result.report.status).toBe("lost");
     expect(result.report.error?.code).toBe("connection");
@@ -182,7 +182,7 @@ describe("blmv compare", () => {
     const list = await runCli(["compare", "--bandwidth", "8M,fast"]);
     expect(list.code).toBe(2);
     expect(list.stderr).toMatch(/--bandwidth expects a rate/);
-    const cap = await runCli(["migrate", "send", "--to", "ws://127.0.0.1:1", "--max-data", "0.5"], { BLMV_TOKEN: "t" });
+    const cap = await runCli(["migrate", "send", "--to", "ws://127.0.0.1:1", "--max-data", "0.5"], { BLMV_TOKEN: testToken("t") });
     expect(cap.code).toBe(2);
     expect(cap.stderr).toMatch(/--max-data/);
   });

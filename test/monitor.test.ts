@@ -15,11 +15,13 @@ import { SourceMonitor, type SourceStatus } from "../src/monitor/source-status.j
 import { parseSettings, startMonitor, type MonitorServer } from "../src/monitor/server.js";
 import { callMonitor, parseEndpoint } from "../src/monitor/client.js";
 import { redirection } from "../src/monitor/machine-view.js";
-import { Destination, killChildren, runCli } from "./migrate-harness.js";
+import { Destination, killChildren, runCli, testToken } from "./migrate-harness.js";
 
 const MiB = 2 ** 20;
 const MS = 1_000_000;
-const TOKEN = "monitor-test-token";
+// A token strong enough for the listener, as the harness makes it from a name.
+const TOKEN_NAME = "monitor-test-token";
+const TOKEN = testToken(TOKEN_NAME);
 
 const servers: MonitorServer[] = [];
 afterEach(async () => {
@@ -57,7 +59,7 @@ function spec(more: Partial<GuestRunSpec> = {}): GuestRunSpec {
 
 /** A real migration to a destination process, watched by a monitor on a free port. */
 async function watchedMigration(s: GuestRunSpec, link: { bandwidth?: number; downtimeLimitMs?: number; maxRounds?: number; technique?: "precopy" } = {}) {
-  const dest = await Destination.start(TOKEN);
+  const dest = await Destination.start(TOKEN_NAME);
   const monitor = new SourceMonitor({ ...s, ...link });
   const control = monitor.control;
   const server = await startMonitor(monitor, { host: "127.0.0.1", port: 0, token: TOKEN });
@@ -88,7 +90,7 @@ describe("the monitor's access rules", () => {
   it("answers 401 and no figures without the token, on every page that shows guest state and every control", async () => {
     const { port } = await idleMonitor();
     for (const [method, path] of [["GET", "/api/status"], ["GET", "/api/events"], ["GET", "/api/machine"], ["GET", "/metrics"], ["POST", "/api/control/cancel"], ["POST", "/api/control/set"], ["POST", "/api/control/postcopy"]]) {
-      for (const headers of [{}, { authorization: "Bearer wrong-token" }, { cookie: `blmv-monitor-${port}=forged` }]) {
+      for (const headers of [{}, { authorization: "Bearer wrong-token" }, { cookie: `blmv-monitor-${port}=forged` }] as Record<string, string>[]) {
         const a = await http(port, method, path, { "content-type": "application/json", ...headers }, method === "POST" ? "{}" : undefined);
         expect(a.status, `${method} ${path}`).toBe(401);
         expect(a.text).not.toMatch(/uniform|memoryBytes|blmv_migration/);
@@ -136,7 +138,7 @@ describe("the monitor's access rules", () => {
   });
 
   it("speaks HTTPS with the migration's certificate, and only to a client that trusts it", async () => {
-    const pems = await generate([{ name: "commonName", value: "blmv monitor test" }], { days: 1, keySize: 2048, extensions: [{ name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }] }] });
+    const pems = await generate([{ name: "commonName", value: "blmv monitor test" }], { notAfterDate: new Date(Date.now() + 24 * 3600_000), keySize: 2048, extensions: [{ name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }] }] });
     const monitor = new ListenerMonitor("wss://127.0.0.1:1");
     const server = await startMonitor(monitor, { host: "127.0.0.1", port: 0, token: TOKEN, tls: { cert: pems.cert, key: pems.private } });
     servers.push(server);
@@ -147,7 +149,7 @@ describe("the monitor's access rules", () => {
   });
 
   it("keeps web pages off the migration port: a connection with an Origin header is refused", async () => {
-    const dest = await Destination.start(TOKEN);
+    const dest = await Destination.start(TOKEN_NAME);
     const refused = await new Promise<string>((resolve) => {
       const ws = new WebSocket(dest.url, { origin: "http://attacker.example" });
       ws.on("open", () => resolve("open"));
@@ -327,7 +329,7 @@ describe("blmv migrate status|set|postcopy|cancel", () => {
     const bad = await runCli(["migrate", "set", "--http", at, "--bandwidth", "lots"], env);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--bandwidth expects a rate/);
-    const wrong = await runCli(["migrate", "cancel", "--http", at], { BLMV_TOKEN: "wrong" });
+    const wrong = await runCli(["migrate", "cancel", "--http", at], { BLMV_TOKEN: testToken("another-token") });
     expect(wrong.code).toBe(2);
     expect(wrong.stderr).toMatch(/the token is wrong/);
     expect(control.running).toBe(true);

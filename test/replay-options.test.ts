@@ -35,7 +35,7 @@ describe("replay migration points that cannot be carried out", () => {
     const report = await replayEvents(header, events, { atLabels: ["poll", "cascade"], afterEvents: [events.length] });
     const inTrace = events.filter((e) => e.op === Op.Migrate).length;
     expect(report.migrationPointsMissed).toEqual([]);
-    expect(report.migrations.length).toBe(inTrace + 3);
+    expect(report.migrations.count).toBe(inTrace + 3);
     const run = await runCli(["replay", PIC, "--migrate-at", "poll", "--migrate-at", String(events.length)]);
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: "" });
     expect(run.stdout).toMatch(new RegExp(`^migrations {5}${inTrace + 2}: `, "m"));

@@ -107,6 +107,7 @@ describe("reading the spec example", () => {
       tscHz: 2_000_000_000,
       pitIrq0: false,
       compatQemu: true,
+      cpus: 1,
     });
     const [outw, outl, inw, inl, writel, readl, wrmsr, rdmsr, rdmsrFull, irq, gsi, none, inta, mark, inb] = events;
     expect(outw).toMatchObject({ op: Op.Outw, a: 0x4d0, b: 0xffff });
@@ -426,6 +427,12 @@ describe("round trip property", () => {
     fc.record({ op: fc.constant(Op.Gsi), a: fc.integer({ min: 0, max: 23 }), b: level }),
     expectation(0xff).map((x) => ({ op: Op.Inta, ...x })),
     fc.constant({ op: Op.Inta, check: Check.NoInterrupt }),
+    fc.constant({ op: Op.Inta, check: Check.Nmi }),
+    // A CPU number is taken modulo the header's CPU count below.
+    fc.integer({ min: 0, max: 63 }).map((a) => ({ op: Op.Cpu, a })),
+    fc.constant({ op: Op.Sipi }),
+    fc.constant({ op: Op.Sipi, check: Check.NoInterrupt }),
+    byte.map((value) => ({ op: Op.Sipi, check: Check.Value, value, mask: 0xff })),
     label.map((l) => ({ op: Op.Mark, label: l })),
     fc.constant({ op: Op.Migrate }),
   );
@@ -441,14 +448,16 @@ describe("round trip property", () => {
       pitIrq0: fc.boolean(),
       source: fc.stringMatching(/^[A-Za-z0-9][ A-Za-z0-9:,.()/-]{0,30}[A-Za-z0-9]$/),
       compatQemu: fc.boolean(),
+      cpus: fc.integer({ min: 1, max: 64 }),
     },
-    { requiredKeys: ["machine", "apicBusHz", "tscHz", "pitIrq0", "compatQemu"] },
-  );
+    { requiredKeys: ["machine", "apicBusHz", "tscHz", "pitIrq0", "compatQemu", "cpus"] },
+  ).map((h) => (h.machine.lapic ? h : { ...h, cpus: 1 }));
 
   it("random valid events survive write, read and compile", async () => {
     let run = 0;
     await fc.assert(
-      fc.asyncProperty(header, trace, async (h, events) => {
+      fc.asyncProperty(header, trace, async (h, generated) => {
+        const events = generated.map((e) => (e.op === Op.Cpu ? { ...e, a: e.a % h.cpus } : e));
         const textPath = join(dir, `prop-${run}.trace`);
         const binPath = join(dir, `prop-${run++}.btrace`);
         await writeTrace(textPath, h, events);

@@ -1,6 +1,8 @@
 // Every trace in traces/ replays with zero mismatches: the hand-written scenarios under each
 // policy and migrated after every single event, the real boots migrated at fifty or more evenly
-// spaced points, and the compiled form gives the same report as the text.
+// spaced points, and the compiled form gives the same report as the text. The one exception is
+// documented (docs/hypervisor.md): under `blmvisor` the PIC acknowledge does not exit, so a
+// rotation in automatic-EOI mode is not seen and a migration after it rebuilds the old pointer.
 
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -15,6 +17,22 @@ import { replayCompiled, replayEvents } from "../src/trace/replay.js";
 const SCENARIOS = join(import.meta.dirname, "..", "traces", "scenarios");
 const QEMU = join(import.meta.dirname, "..", "traces", "qemu");
 const MIGRATION_POINTS = 50;
+
+/**
+ * The acknowledges that come out in the wrong order under `blmvisor` in the scenario that
+ * rotates in automatic-EOI mode: with its own migration points, and migrated after every event.
+ */
+const UNSEEN_ROTATION = {
+  file: "pic-rotate-aeoi.trace",
+  lines: [18, 19, 35, 36, 41, 42],
+  everyEventLines: [18, 19, 25, 27, 35, 36, 41, 42],
+};
+
+/** The lines a scenario may mismatch on under `policy`: none but the unseen rotation's. */
+function allowedLines(file: string, policy: string, everyEvent: boolean): number[] {
+  if (policy !== "blmvisor" || !file.endsWith(UNSEEN_ROTATION.file)) return [];
+  return everyEvent ? UNSEEN_ROTATION.everyEventLines : UNSEEN_ROTATION.lines;
+}
 
 let dir: string;
 beforeAll(async () => {
@@ -39,19 +57,21 @@ describe("hand-written scenarios", async () => {
     for (const file of files) {
       const { header, events } = await readTraceFile(file);
       const report = await replayEvents(header, events, { policy });
-      expect({ file, mismatches: report.mismatches }).toEqual({ file, mismatches: [] });
+      const lines = report.mismatches.map((m) => m.line);
+      expect({ file, lines }).toEqual({ file, lines: allowedLines(file, policy, false) });
       expect(report.checked).toBeGreaterThan(10);
       const migrations = events.filter((e) => e.op === Op.Migrate).length;
-      expect(report.migrations.length + report.migrationsRefused).toBe(migrations);
+      expect(report.migrations.count + report.migrationsRefused).toBe(migrations);
     }
   });
 
-  it("replay with zero mismatches when migrated after every event", async () => {
+  it.each(["full", "blmvisor"] as const)("replay with zero mismatches when migrated after every event (policy %s)", async (policy) => {
     for (const file of files) {
       const { header, events } = await readTraceFile(file);
-      const report = await replayEvents(header, events, { policy: "blmvisor", every: 1 });
-      expect({ file, mismatches: report.mismatches }).toEqual({ file, mismatches: [] });
-      expect(report.migrations.length).toBeGreaterThanOrEqual(events.length);
+      const report = await replayEvents(header, events, { policy, every: 1 });
+      const lines = report.mismatches.map((m) => m.line);
+      expect({ file, lines }).toEqual({ file, lines: allowedLines(file, policy, true) });
+      expect(report.migrations.count).toBeGreaterThanOrEqual(events.length);
     }
   });
 });
@@ -66,7 +86,7 @@ describe("real boots", async () => {
       const every = Math.max(1, Math.floor(events.length / (MIGRATION_POINTS + 1)));
       const report = await replayEvents(header, events, { policy, every });
       expect({ file, mismatches: report.mismatches }).toEqual({ file, mismatches: [] });
-      expect(report.migrations.length).toBeGreaterThanOrEqual(MIGRATION_POINTS);
+      expect(report.migrations.count).toBeGreaterThanOrEqual(MIGRATION_POINTS);
     }
   });
 
@@ -86,7 +106,7 @@ describe("real boots", async () => {
       const every = Math.floor(events.length / 7);
       const text = await replayEvents(header, events, { policy: "blmvisor", every });
       const fast = await replayCompiled(compiled, { policy: "blmvisor", every });
-      const summary = (r: typeof text) => ({ events: r.events, reads: r.reads, checked: r.checked, mismatches: r.mismatchCount, interrupts: r.interrupts, exits: r.exits.byReason, migrations: r.migrations.length });
+      const summary = (r: typeof text) => ({ events: r.events, reads: r.reads, checked: r.checked, mismatches: r.mismatchCount, interrupts: r.interrupts, exits: r.exits.byReason, migrations: r.migrations.count });
       expect(summary(fast)).toEqual(summary(text));
     }
   });

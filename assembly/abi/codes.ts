@@ -21,7 +21,11 @@ export const enum ExitReason {
   MsrRead = 4,
   MsrWrite = 5,
   ExternalInterrupt = 6,
-  Count = 7,
+  /** An INIT signal to a CPU running a guest (VMX exits on every one). */
+  InitSignal = 7,
+  /** A start-up IPI to a CPU waiting for one. */
+  Sipi = 8,
+  Count = 9,
 }
 
 /** MMIO regions of the per-register exit counters (exitsByMmioRegister), 256 registers each. */
@@ -37,8 +41,26 @@ export const enum MsrSlot {
   Tsc = 0,
   ApicBase = 1,
   TscDeadline = 2,
-  Other = 3,
-  Count = 4,
+  /** The x2APIC registers, MSRs 0x800–0x8ff. */
+  X2Apic = 3,
+  Other = 4,
+  Count = 5,
+}
+
+/** What inta answers besides a vector 0–255. */
+export const enum InterruptAnswer {
+  /** Nothing is deliverable (`inta = none`). */
+  None = -1,
+  /** A non-maskable interrupt is taken (`inta = nmi`). */
+  Nmi = 256,
+}
+
+/** A CPU's start-up (sipiState): these, or the vector of the start-up IPI it started on. */
+export const enum SipiState {
+  /** Running since reset (the bootstrap processor), never sent to wait for a start-up IPI. */
+  Reset = -2,
+  /** Waiting for a start-up IPI (`sipi = none`). */
+  Waiting = -1,
 }
 
 /** What captureState, reconstructState and applyTimerPhase answer. */
@@ -58,6 +80,8 @@ export const enum ReplayStop {
   Mismatch = 1,
   Migrate = 2,
   Mark = 3,
+  /** A port, MMIO or MSR event performed by a CPU that waits for a start-up IPI (a mismatch). */
+  CpuWaiting = 4,
 }
 
 /** What replayStatus(which) reports. */
@@ -89,6 +113,10 @@ export const enum TraceOp {
   Inta = 13,
   Mark = 14,
   Migrate = 15,
+  /** `cpu K`: the CPU-relative events that follow are CPU K's. */
+  Cpu = 16,
+  /** `sipi`: checks the current CPU's start-up. */
+  Sipi = 17,
 }
 
 /** What a record's expectation asks for. */
@@ -97,8 +125,10 @@ export const enum TraceCheck {
   None = 0,
   /** `= V` or `= V/M`: (result & mask) must equal (value & mask). */
   Value = 1,
-  /** `inta = none`: no interrupt may be deliverable. */
+  /** `= none`: `inta` — no interrupt may be deliverable; `sipi` — the CPU still waits for a start-up IPI. */
   NoInterrupt = 2,
+  /** `inta = nmi`: a non-maskable interrupt must be taken. */
+  Nmi = 3,
 }
 
 /** Byte offsets of a compiled trace record's fields. */
@@ -117,3 +147,6 @@ export const enum RecordField {
   /** The record's size. */
   Size = 40,
 }
+
+/** The most CPUs a board can have (the trace format's limit too). */
+export const MAX_CPUS = 64;

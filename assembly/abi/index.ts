@@ -15,6 +15,7 @@ import { RECONSTRUCT_WINDOW_NS } from "../hypervisor/bus";
 import { applyTimerPhase as applyPhase, captureApics } from "../hypervisor/apic/state";
 import { MAX_TIMER_PHASE_NS } from "../hypervisor/apic/timer-phase";
 import { Policy, StateResult } from "./codes";
+import { MAX_CPUS } from "./codes";
 import { board, hypervisor } from "./instance";
 import { resetReplay } from "./replay";
 
@@ -33,7 +34,7 @@ const PORT_LIST: usize = memory.data(65536 * 4, 16);
  * at `start` ns under the hypervisor's `policy`.
  */
 export function init(
-  pic: bool, pit: bool, lapic: bool, ioapic: bool, pitIrq0: bool, compatQemu: bool,
+  pic: bool, pit: bool, lapic: bool, ioapic: bool, cpus: i32, pitIrq0: bool, compatQemu: bool,
   apicBusHz: f64, tscHz: f64, policy: Policy, start: f64,
 ): void {
   __collect();
@@ -42,6 +43,8 @@ export function init(
   c.pit = pit;
   c.lapic = lapic;
   c.ioapic = ioapic;
+  // More than one CPU needs the local APICs (the host checks; this keeps the core safe).
+  c.cpus = lapic && cpus > 1 ? min(cpus, MAX_CPUS) : 1;
   c.pitIrq0 = pitIrq0;
   c.compatQemu = compatQemu;
   c.apicBusHz = <i64>apicBusHz;
@@ -90,6 +93,25 @@ export function rdmsrHigh(): u32 {
 export function wrmsr(msr: u32, low: u32, high: u32): void {
   hypervisor.wrmsr(msr, (<u64>high << 32) | <u64>low);
 }
+/**
+ * Makes CPU `cpu` the current one: the guest operations and inta that follow are its own.
+ * Returns false (and changes nothing) if the board has no such CPU.
+ */
+export function selectCpu(cpu: i32): bool {
+  if (cpu < 0 || cpu >= board.cpuCount) return false;
+  hypervisor.selectCpu(cpu);
+  return true;
+}
+export function currentCpu(): i32 {
+  return board.cpu;
+}
+export function cpuCount(): i32 {
+  return board.cpuCount;
+}
+/** The current CPU's start-up: a SipiState, or the vector of the start-up IPI it started on. */
+export function sipiState(): i32 {
+  return board.sipiState(board.cpu);
+}
 export function setIrq(line: i32, level: i32): void {
   board.setIsaLine(line & 15, level != 0);
 }
@@ -125,6 +147,8 @@ export function fieldError(): i32 {
 /** Names of the device record's fields, comma-separated, in buffer order. */
 export function recordSchema(): string {
   __collect();
+  // The schema is this board's: as many CPUs as it has.
+  record.config.cpus = board.config.cpus;
   fields.start(FieldMode.Schema);
   record.describe(fields);
   return fields.names;
@@ -134,7 +158,7 @@ export function recordSchema(): string {
 export function captureState(): StateResult {
   __collect();
   if (!hypervisor.shadowsValid()) return StateResult.NoShadows;
-  captureDevices(hypervisor.bus, hypervisor.picShadow, hypervisor.pitShadow, hypervisor.fixup, record);
+  captureDevices(hypervisor.bus, hypervisor.picShadow, hypervisor.pitShadow, hypervisor.fixups, record);
   rebuiltAt = -1;
   fields.start(FieldMode.Write);
   record.describe(fields);
@@ -149,7 +173,7 @@ export function captureState(): StateResult {
 export function probeTimerPhase(): u32 {
   __collect();
   if (!board.config.lapic) return 0;
-  captureApics(hypervisor.bus, record.apic, hypervisor.fixup);
+  captureApics(hypervisor.bus, record.apic, hypervisor.fixups);
   rebuiltAt = -1;
   return hypervisor.probeTimerPhase(record.apic.lapic);
 }
@@ -163,7 +187,8 @@ export const MAX_TIMER_PHASE: u32 = MAX_TIMER_PHASE_NS;
 export function applyTimerPhase(phase: u32): StateResult {
   __collect();
   if (phase > MAX_TIMER_PHASE_NS || rebuiltAt != board.now) return StateResult.BadRecord;
-  hypervisor.setFixup(applyPhase(hypervisor.bus, record.apic, hypervisor.fixup, phase));
+  applyPhase(hypervisor.bus, record.apic, hypervisor.fixups, phase);
+  hypervisor.fixupsInstalled();
   return StateResult.Ok;
 }
 
@@ -178,11 +203,11 @@ export function reconstructState(count: i32): StateResult {
   if (fields.error >= 0 || fields.count != count) return StateResult.BadRecord;
   const c = board.config;
   const r = record.config;
-  if (r.pic != c.pic || r.pit != c.pit || r.lapic != c.lapic || r.ioapic != c.ioapic) return StateResult.ConfigMismatch;
+  if (r.pic != c.pic || r.pit != c.pit || r.lapic != c.lapic || r.ioapic != c.ioapic || r.cpus != c.cpus) return StateResult.ConfigMismatch;
   if (r.compatQemu != c.compatQemu || r.apicBusHz != c.apicBusHz || r.tscHz != c.tscHz) return StateResult.ConfigMismatch;
   if (record.time < board.now) return StateResult.BadRecord;
-  const fixup = reconstructDevices(hypervisor.bus, record, hypervisor.picShadow, hypervisor.pitShadow);
-  hypervisor.setFixup(fixup);
+  reconstructDevices(hypervisor.bus, record, hypervisor.picShadow, hypervisor.pitShadow, hypervisor.fixups);
+  hypervisor.fixupsInstalled();
   hypervisor.armTraps();
   rebuiltAt = record.time;
   return StateResult.Ok;
@@ -243,10 +268,13 @@ export function exitsByMmioRegister(): usize {
 export function exitsByMsr(): usize {
   return changetype<usize>(hypervisor.exits.byMsr);
 }
+export function exitsByCpu(): usize {
+  return changetype<usize>(hypervisor.exits.byCpu);
+}
 /** How long before its resume time a destination must start reconstruction. */
 export function reconstructWindow(): f64 {
   return <f64>RECONSTRUCT_WINDOW_NS;
 }
 export function fixupActive(): bool {
-  return hypervisor.fixup != null;
+  return hypervisor.fixups.count > 0;
 }

@@ -4,7 +4,7 @@
 // src/trace/compiled.ts; a test checks the two agree.
 
 import { hypervisor } from "./instance";
-import { RecordField, ReplayCounter, ReplayStop, TraceCheck, TraceOp } from "./codes";
+import { InterruptAnswer, RecordField, ReplayCounter, ReplayStop, SipiState, TraceCheck, TraceOp } from "./codes";
 
 let scratch = new StaticArray<u8>(0);
 let stopReason: ReplayStop = ReplayStop.End;
@@ -60,6 +60,8 @@ export function replayRecords(from: i32, to: i32): i32 {
     const a = load<u32>(r, RecordField.A);
     const b = load<u32>(r, RecordField.B);
     let result: u64 = 0;
+    // A CPU waiting for a start-up IPI executes nothing: its port, MMIO and MSR events are mismatches.
+    if (!hv.board.cpuRunning && op <= TraceOp.Rdmsr) return stop(i, ReplayStop.CpuWaiting, 0);
     switch (op) {
       case TraceOp.Outb:
         hv.portOut(a, b, 1);
@@ -86,6 +88,20 @@ export function replayRecords(from: i32, to: i32): i32 {
         return stop(i, ReplayStop.Mark, 0);
       case TraceOp.Migrate:
         return stop(i, ReplayStop.Migrate, 0);
+      case TraceOp.Cpu:
+        // The host checked every record against the board's CPUs; a bad one stops here too.
+        if (<i32>a >= hv.board.cpuCount) return stop(i, ReplayStop.Mismatch, <u64>a);
+        hv.selectCpu(<i32>a);
+        continue;
+      case TraceOp.Sipi: {
+        const state = hv.board.sipiState(hv.board.cpu);
+        const check: TraceCheck = load<u8>(r, RecordField.Check);
+        if (check == TraceCheck.None) continue;
+        checked += 1;
+        const ok = check == TraceCheck.NoInterrupt ? state == SipiState.Waiting : state == <i32>load<u32>(r, RecordField.Value);
+        if (!ok) return stop(i, ReplayStop.Mismatch, <u64>(<i64>state));
+        continue;
+      }
       case TraceOp.Inb:
         result = hv.portIn(a, 1);
         break;
@@ -107,7 +123,10 @@ export function replayRecords(from: i32, to: i32): i32 {
         const check: TraceCheck = load<u8>(r, RecordField.Check);
         if (check == TraceCheck.None) continue;
         checked += 1;
-        const ok = check == TraceCheck.NoInterrupt ? vector < 0 : vector == <i32>load<u32>(r, RecordField.Value);
+        let ok: bool;
+        if (check == TraceCheck.NoInterrupt) ok = vector < 0;
+        else if (check == TraceCheck.Nmi) ok = vector == InterruptAnswer.Nmi;
+        else ok = vector == <i32>load<u32>(r, RecordField.Value);
         if (!ok) return stop(i, ReplayStop.Mismatch, <u64>(<i64>vector));
         continue;
       }

@@ -1,12 +1,16 @@
 // The PC board: the wiring between the interrupt and timer chips, the decode of port, MMIO and
-// MSR accesses, the CPU's interrupt pin, and the virtual clock. The devices know nothing of
-// each other; every signal between them passes through here (spec: "Board wiring").
+// MSR accesses, the CPUs (each with its own local APIC, its interrupt pin and its activity
+// state), the APIC bus between them, and the virtual clock. The devices know nothing of each
+// other; every signal between them passes through here (spec: "Board wiring", "Several CPUs";
+// docs/hypervisor.md).
 
-import { BoardConfig } from "./config";
+import { BoardConfig, MAX_CPUS } from "./config";
+import { InterruptAnswer, SipiState } from "../abi/codes";
 import { NEVER, edgesAt } from "../common/clock";
 import { FieldIO } from "../common/fields";
 import { PIT_CONTROL_PORT, pitCommandOnlyLatches } from "../registers/pit";
-import { ApicMessageSink } from "../devices/apic-message";
+import { ApicMessage, ApicMessageSink, DeliveryMode, FROM_BUS } from "../devices/apic-message";
+import { Shorthand, isX2ApicMsr } from "../registers/lapic";
 import { PicPair } from "../devices/pic";
 import { Pit8254 } from "../devices/pit";
 import { LocalApic } from "../devices/lapic";
@@ -18,14 +22,40 @@ const MSR_TSC: u32 = 0x10;
 const MSR_APIC_BASE: u32 = 0x1b;
 const MSR_TSC_DEADLINE: u32 = 0x6e0;
 
-/** Messages from the I/O APIC reach the one local APIC (if the board has one). */
+/** Messages from the I/O APIC and IPIs reach the local APICs through the board. */
 class ApicBusRouter extends ApicMessageSink {
+  private fromBus: ApicMessage = new ApicMessage();
   constructor(private board: Board) {
     super();
   }
   deliver(dest: u32, logical: bool, mode: u32, vector: u32, level: bool): bool {
-    const b = this.board;
-    return b.config.lapic ? b.lapic.accept(dest, logical, mode, vector, level) : false;
+    const m = this.fromBus;
+    m.source = FROM_BUS;
+    m.dest = dest & 0xff;
+    m.wide = false;
+    m.logical = logical;
+    m.shorthand = Shorthand.None;
+    m.mode = mode;
+    m.vector = vector;
+    m.level = level;
+    return this.board.routeMessage(m);
+  }
+  route(message: ApicMessage): bool {
+    return this.board.routeMessage(message);
+  }
+}
+
+/**
+ * What happens to a CPU on an INIT or start-up message. The board carries them out itself;
+ * a hypervisor that must see them (VMX exits on both) puts itself in between.
+ */
+export class CpuSignals {
+  constructor(protected board: Board) {}
+  init(cpu: i32): void {
+    this.board.performInit(cpu);
+  }
+  startUp(cpu: i32, vector: u32): void {
+    this.board.performStartUp(cpu, vector);
   }
 }
 
@@ -39,9 +69,23 @@ export class Board {
   config: BoardConfig = new BoardConfig();
   pic: PicPair = new PicPair();
   pit: Pit8254 = new Pit8254();
-  lapic: LocalApic = new LocalApic();
+  /**
+   * The CPUs' local APICs, made as a board first needs them (the core's collector walks every
+   * live object, so a one-CPU board keeps one); the first config.cpus are on the board.
+   */
+  lapics: Array<LocalApic> = new Array<LocalApic>();
+  private router!: ApicBusRouter;
+  /** The current CPU's local APIC: the one its accesses and acknowledges reach. */
+  lapic!: LocalApic;
+  /** The CPU whose accesses and acknowledges the board is performing. */
+  cpu: i32 = 0;
+  /** Whether the current CPU runs (is not waiting for a start-up IPI). */
+  cpuRunning: bool = true;
   ioapic: IoApic = new IoApic();
+  signals!: CpuSignals;
   now: i64 = 0;
+  /** Per CPU: SipiState.Reset, SipiState.Waiting, or the start-up vector it left the wait on. */
+  private sipi: StaticArray<i32> = new StaticArray<i32>(MAX_CPUS);
 
   /** ISA line levels driven from outside the board (trace `irq`, hypervisor). */
   private isaDriven: u32 = 0;
@@ -63,7 +107,43 @@ export class Board {
   private nextEventKnown: bool = false;
 
   constructor() {
-    this.ioapic.sink = new ApicBusRouter(this);
+    this.router = new ApicBusRouter(this);
+    this.ioapic.sink = this.router;
+    this.addLapics(1);
+    this.lapic = unchecked(this.lapics[0]);
+    this.signals = new CpuSignals(this);
+  }
+
+  private addLapics(count: i32): void {
+    while (this.lapics.length < count) {
+      const apic = new LocalApic();
+      apic.attach(this.lapics.length, this.router);
+      this.lapics.push(apic);
+    }
+  }
+
+  /** Number of CPUs on the board. */
+  @inline
+  get cpuCount(): i32 {
+    return this.config.cpus;
+  }
+
+  /** Makes CPU `k` (0 ≤ k < cpuCount) the one whose accesses the board performs. */
+  selectCpu(k: i32): void {
+    this.cpu = k;
+    this.lapic = unchecked(this.lapics[k]);
+    this.cpuRunning = unchecked(this.sipi[k]) != SipiState.Waiting;
+  }
+
+  /** CPU `k`'s start-up: SipiState.Reset, SipiState.Waiting, or the vector it started on. */
+  sipiState(k: i32): i32 {
+    return unchecked(this.sipi[k]);
+  }
+
+  /** Puts CPU `k` in a start-up state (a hypervisor writing a VMCS's activity state). */
+  setSipiState(k: i32, state: i32): void {
+    unchecked((this.sipi[k] = state));
+    if (k == this.cpu) this.selectCpu(k);
   }
 
   /** Power-on reset of the whole board, with the clock starting at `start`. */
@@ -82,14 +162,21 @@ export class Board {
     this.pic.compatQemu = c.compatQemu;
     this.pit.reset();
     this.pit.compatQemu = c.compatQemu;
-    this.lapic.reset();
-    this.lapic.compatQemu = c.compatQemu;
-    this.lapic.busHz = c.apicBusHz;
-    this.lapic.tscHz = c.tscHz;
+    this.addLapics(min(c.cpus, MAX_CPUS));
+    for (let k = 0; k < c.cpus; k++) {
+      const apic = unchecked(this.lapics[k]);
+      apic.reset();
+      apic.compatQemu = c.compatQemu;
+      apic.busHz = c.apicBusHz;
+      apic.tscHz = c.tscHz;
+      if (c.lapic) apic.syncTo(start);
+      // At reset every application processor waits for a start-up IPI.
+      unchecked((this.sipi[k] = k == 0 ? SipiState.Reset : SipiState.Waiting));
+    }
+    this.selectCpu(0);
     this.ioapic.reset();
     this.ioapic.compatQemu = c.compatQemu;
     if (c.pit) this.pit.syncTo(start);
-    if (c.lapic) this.lapic.syncTo(start);
     this.followPitOut0();
   }
 
@@ -117,7 +204,7 @@ export class Board {
         this.pit.syncTo(tn);
         this.followPitOut0();
       }
-      if (tl == tn) this.lapic.syncTo(tn);
+      if (tl == tn) this.syncLapicsTo(tn);
     }
     this.nextEventKnown = true;
     this.now = t;
@@ -144,7 +231,19 @@ export class Board {
 
   @inline
   private nextLapicEvent(): i64 {
-    return this.config.lapic ? this.lapic.nextTimerEvent() : NEVER;
+    if (!this.config.lapic) return NEVER;
+    const n = this.config.cpus;
+    if (n == 1) return this.lapic.nextTimerEvent();
+    let next = NEVER;
+    for (let k = 0; k < n; k++) {
+      const t = unchecked(this.lapics[k]).nextTimerEvent();
+      if (t < next) next = t;
+    }
+    return next;
+  }
+
+  private syncLapicsTo(t: i64): void {
+    for (let k = 0, n = this.config.cpus; k < n; k++) unchecked(this.lapics[k]).syncTo(t);
   }
 
   // ---- port I/O -------------------------------------------------------------------------
@@ -188,7 +287,7 @@ export class Board {
   /** Whether `addr` decodes to the local APIC page (it follows IA32_APIC_BASE). */
   @inline
   isLapicAddr(addr: u32): bool {
-    return this.config.lapic && this.lapic.enabled() && (addr & 0xfffff000) == this.lapic.base();
+    return this.config.lapic && this.lapic.pageDecoded() && (addr & 0xfffff000) == this.lapic.base();
   }
 
   @inline
@@ -216,7 +315,7 @@ export class Board {
 
   rdmsr(msr: u32): u64 {
     if (msr == MSR_TSC) return <u64>edgesAt(this.now, this.config.tscHz);
-    if (this.config.lapic && (msr == MSR_APIC_BASE || msr == MSR_TSC_DEADLINE)) {
+    if (this.config.lapic && (msr == MSR_APIC_BASE || msr == MSR_TSC_DEADLINE || isX2ApicMsr(msr))) {
       return this.lapic.rdmsr(msr, this.now);
     }
     return 0;
@@ -224,10 +323,14 @@ export class Board {
 
   wrmsr(msr: u32, value: u64): void {
     this.timersTouched();
-    if (this.config.lapic && (msr == MSR_APIC_BASE || msr == MSR_TSC_DEADLINE)) {
+    if (this.config.lapic && (msr == MSR_APIC_BASE || msr == MSR_TSC_DEADLINE || isX2ApicMsr(msr))) {
       this.lapic.wrmsr(msr, value, this.now);
-      // A globally disabled APIC hands the PIC's INT straight to the CPU, and back.
-      this.followPicInt();
+      if (msr == MSR_APIC_BASE) {
+        // A globally disabled APIC hands the PIC's INT straight to the CPU, and back.
+        this.followPicInt();
+      } else {
+        this.forwardEoiBroadcast();
+      }
     }
   }
 
@@ -297,12 +400,13 @@ export class Board {
     if (this.config.ioapic) this.ioapic.setPin(pin, level);
   }
 
-  /** The master PIC's INT output feeds local APIC LINT0. */
+  /** The master PIC's INT output feeds LINT0 of every CPU's local APIC. */
   private followPicInt(): void {
     const level = this.config.pic && this.pic.intOutput();
     if (level == this.intr) return;
     this.intr = level;
-    if (this.config.lapic) this.lapic.setLint0(level);
+    if (!this.config.lapic) return;
+    for (let k = 0, n = this.config.cpus; k < n; k++) unchecked(this.lapics[k]).setLint0(level);
   }
 
   private forwardEoiBroadcast(): void {
@@ -310,7 +414,91 @@ export class Board {
     if (vector >= 0 && this.config.ioapic) this.ioapic.eoi(<u32>vector);
   }
 
-  // ---- the CPU's interrupt pin -----------------------------------------------------------
+  // ---- the APIC bus: IPIs and I/O APIC messages -----------------------------------------
+
+  /**
+   * Delivers one message to every CPU it reaches (spec "Several CPUs"): the shorthand or the
+   * destination picks the CPUs; lowest priority then picks one of them. Returns whether some
+   * local APIC accepted it.
+   */
+  routeMessage(m: ApicMessage): bool {
+    if (!this.config.lapic) return false;
+    const n = this.config.cpus;
+    // QEMU: start-up is not an I/O APIC or MSI delivery mode; the datasheet reserves it there too.
+    if (m.source == FROM_BUS && m.mode == DeliveryMode.StartUp) return false;
+    if (m.mode == DeliveryMode.LowestPriority) {
+      const k = this.lowestPriorityTarget(m);
+      return k >= 0 && this.deliverTo(k, m);
+    }
+    let accepted = false;
+    for (let k = 0; k < n; k++) if (this.reaches(k, m) && this.deliverTo(k, m)) accepted = true;
+    return accepted;
+  }
+
+  /** Whether message `m` reaches CPU `k`'s (globally enabled) local APIC. */
+  private reaches(k: i32, m: ApicMessage): bool {
+    const apic = unchecked(this.lapics[k]);
+    if (!apic.enabled()) return false;
+    switch (m.shorthand) {
+      case Shorthand.Self:
+        return k == m.source;
+      case Shorthand.AllIncludingSelf:
+        return true;
+      case Shorthand.AllExcludingSelf:
+        return k != m.source;
+    }
+    return apic.isDestination(m);
+  }
+
+  /**
+   * SDM 10.6.2.4: the destination CPU with the lowest processor priority, a tie going to the
+   * lowest APIC ID; -1 if none would accept. QEMU: the first CPU of the destination set.
+   */
+  private lowestPriorityTarget(m: ApicMessage): i32 {
+    let best = -1;
+    let bestPpr: u32 = 0;
+    let bestId: u32 = 0;
+    for (let k = 0, n = this.config.cpus; k < n; k++) {
+      if (!this.reaches(k, m)) continue;
+      const apic = unchecked(this.lapics[k]);
+      if (this.config.compatQemu) return k;
+      if (!apic.acceptsFixed()) continue;
+      const ppr = apic.ppr();
+      const id = apic.apicId();
+      if (best < 0 || ppr < bestPpr || (ppr == bestPpr && id < bestId)) {
+        best = k;
+        bestPpr = ppr;
+        bestId = id;
+      }
+    }
+    return best;
+  }
+
+  /** Message `m` reaches CPU `k`: its APIC takes it; INIT and start-up act on the CPU. */
+  private deliverTo(k: i32, m: ApicMessage): bool {
+    const apic = unchecked(this.lapics[k]);
+    this.timersTouched();
+    const accepted = apic.receive(m.mode, m.vector, m.level);
+    if (m.mode == DeliveryMode.INIT) this.signals.init(k);
+    else if (m.mode == DeliveryMode.StartUp && unchecked(this.sipi[k]) == SipiState.Waiting) this.signals.startUp(k, m.vector & 0xff);
+    return accepted;
+  }
+
+  /** INIT: the local APIC to its INIT state, an application processor to wait-for-SIPI. */
+  performInit(k: i32): void {
+    unchecked(this.lapics[k]).initReset();
+    if (k != 0) unchecked((this.sipi[k] = SipiState.Waiting));
+    if (k == this.cpu) this.selectCpu(k);
+  }
+
+  /** The first start-up IPI to a waiting CPU starts it; any later one is ignored. */
+  performStartUp(k: i32, vector: u32): void {
+    if (unchecked(this.sipi[k]) != SipiState.Waiting) return;
+    unchecked((this.sipi[k] = <i32>vector));
+    if (k == this.cpu) this.selectCpu(k);
+  }
+
+  // ---- the current CPU's interrupt pin ----------------------------------------------------
 
   /** Whether the local APIC is in the path between the PIC and the CPU. */
   @inline
@@ -318,30 +506,39 @@ export class Board {
     return this.config.lapic && this.lapic.enabled();
   }
 
-  /** Whether the CPU's interrupt pin is asserted: inta() would return a vector. */
+  /** Whether the current CPU's interrupt pin is asserted: inta() would return something. */
   interruptRequested(): bool {
+    if (!this.cpuRunning) return false;
+    if (!this.config.lapic) return this.intr;
+    if (this.lapic.nmiWaiting()) return true;
     if (!this.apicActive()) return this.intr;
     return this.lapic.interruptPending() || (this.config.pic && this.lapic.extIntPending());
   }
 
   /**
-   * The CPU, with interrupts enabled, takes the next interrupt: its vector, or -1. An ExtINT
-   * through LINT0 goes first — it ignores the APIC's priorities — then a fixed interrupt from
-   * the local APIC (QEMU orders them the same way); without a (globally enabled) local APIC the
-   * PIC's INT reaches the CPU directly.
+   * The current CPU, with interrupts enabled, takes the next interrupt: InterruptAnswer.Nmi,
+   * its vector, or InterruptAnswer.None. A pending NMI goes first, then an ExtINT through
+   * LINT0 — it ignores the APIC's priorities — then a fixed interrupt from the local APIC
+   * (QEMU orders them the same way); without a (globally enabled) local APIC the PIC's INT
+   * reaches the CPU directly. A CPU waiting for a start-up IPI takes nothing.
    */
   inta(): i32 {
+    if (!this.cpuRunning) return InterruptAnswer.None;
+    if (this.config.lapic && this.lapic.nmiWaiting()) {
+      this.lapic.takeNmi();
+      return InterruptAnswer.Nmi;
+    }
     if (this.apicActive()) {
       // The acknowledge carries no time: bring the APIC timer up to now first.
       this.lapic.syncTo(this.now);
       if (!(this.config.pic && this.lapic.extIntPending())) {
-        if (!this.lapic.interruptPending()) return -1;
+        if (!this.lapic.interruptPending()) return InterruptAnswer.None;
         // Taking the timer's own request lets a held timer count again.
         this.timersTouched();
         return this.lapic.acknowledge();
       }
     } else if (!this.intr || !this.config.pic) {
-      return -1;
+      return InterruptAnswer.None;
     }
     const vector = this.pic.acknowledge();
     this.followPicInt();
@@ -360,8 +557,17 @@ export class Board {
     this.pit.inspect(io);
     io.end();
     io.begin("lapic");
-    this.lapic.inspect(io);
+    unchecked(this.lapics[0]).inspect(io);
     io.end();
+    if (this.config.cpus > 1) {
+      io.begin("cpus");
+      for (let k = 1; k < this.config.cpus; k++) {
+        io.beginIndex(k);
+        unchecked(this.lapics[k]).inspect(io);
+        io.end();
+      }
+      io.end();
+    }
     io.begin("ioapic");
     this.ioapic.inspect(io);
     io.end();
@@ -369,6 +575,9 @@ export class Board {
     io.field("isaLevels", this.isaLevels);
     io.field("gsiDriven", this.gsiDriven);
     io.flag("pitRouted", this.pitRouted);
+    io.end();
+    io.begin("sipi");
+    for (let k = 0; k < this.config.cpus; k++) io.field(k.toString(), <u32>unchecked(this.sipi[k]));
     io.end();
   }
 }

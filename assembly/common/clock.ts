@@ -2,8 +2,11 @@
 // nothing here reads a host clock. Conversions split their operands so that no product
 // overflows 64 bits for any time the host API can express (up to 2^53 ns).
 
+import { PIT_HZ as PIT_INPUT_HZ } from "./hardware";
+
 export const NS_PER_S: i64 = 1_000_000_000;
-export const PIT_HZ: i64 = 1_193_182;
+/** The PIT input clock as the core computes with it. */
+export const PIT_HZ: i64 = PIT_INPUT_HZ;
 /** A time later than any event: "never". */
 export const NEVER: i64 = i64.MAX_VALUE;
 

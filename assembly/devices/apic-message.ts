@@ -1,6 +1,8 @@
-// An interrupt message on the APIC bus (or the system bus, for xAPIC): what the I/O APIC sends
-// and what a local APIC accepts or ignores. Devices stay unaware of each other; the board
-// implements the sink and routes each message.
+// An interrupt message on the APIC bus (or the system bus, for xAPIC): what the I/O APIC and a
+// local APIC's ICR send, and what each local APIC accepts or ignores. Devices stay unaware of
+// each other; the board implements the sink and routes each message to the CPUs it reaches.
+
+import { Shorthand } from "../registers/lapic";
 
 export const enum DeliveryMode {
   Fixed = 0,
@@ -12,11 +14,32 @@ export const enum DeliveryMode {
   ExtINT = 7,
 }
 
+/** The CPU a message comes from when it comes from no CPU (the I/O APIC, an MSI). */
+export const FROM_BUS: i32 = -1;
+
+/** One message: its destination and what it delivers. The sender fills it, the sink routes it. */
+export class ApicMessage {
+  /** CPU number of the sending local APIC, or FROM_BUS. */
+  source: i32 = FROM_BUS;
+  /** Destination field: 8 bits (xAPIC, I/O APIC) or 32 bits (x2APIC, `wide`). */
+  dest: u32 = 0;
+  /** The destination is an x2APIC one (32 bits; 0xffffffff broadcasts). */
+  wide: bool = false;
+  logical: bool = false;
+  shorthand: u32 = Shorthand.None;
+  mode: u32 = DeliveryMode.Fixed;
+  vector: u32 = 0;
+  /** Trigger mode: true = level. */
+  level: bool = false;
+}
+
 export abstract class ApicMessageSink {
   /**
-   * Delivers one message. `dest` is the 8-bit destination field, `logical` selects logical
-   * destination mode, `level` is the trigger mode (true = level). Returns whether some local
-   * APIC accepted it.
+   * Delivers one message from the I/O APIC. `dest` is the 8-bit destination field, `logical`
+   * selects logical destination mode, `level` is the trigger mode (true = level). Returns
+   * whether some local APIC accepted it.
    */
   abstract deliver(dest: u32, logical: bool, mode: u32, vector: u32, level: bool): bool;
+  /** Delivers a message a local APIC sends (an IPI). Returns whether some local APIC accepted it. */
+  abstract route(message: ApicMessage): bool;
 }

@@ -1,11 +1,12 @@
-// The local APIC of the one CPU (xAPIC, MMIO page, APIC ID 0 at reset), after the Intel SDM
-// vol. 3 ch. 10. Where QEMU 7.2 (hw/intc/apic.c, apic_common.c) differs, `compatQemu`
-// selects its behaviour; each such place is marked "QEMU:".
+// The local APIC of one CPU (xAPIC page or x2APIC MSRs, APIC ID = CPU number), after the Intel
+// SDM vol. 3 ch. 10. Where QEMU 7.2 (hw/intc/apic.c, apic_common.c) differs, `compatQemu`
+// selects its behaviour; each such place is marked "QEMU:". docs/hypervisor.md, "Several CPUs".
 //
 // Model choices where the SDM leaves room, all deliberate:
 // - Delivery is instantaneous, so LVT and ICR delivery-status bits always read 0 (idle).
-// - SMI, NMI, INIT, start-up and ExtINT messages are counted, not executed (the CPU is not
-//   modelled); the board's only ExtINT path is LINT0 (extIntPending).
+// - SMI, NMI, INIT, start-up and ExtINT messages are counted. An NMI stays pending for the
+//   CPU's next acknowledge (takeNmi); INIT and start-up are the board's to carry out (they act
+//   on the CPU); the board's only ExtINT path is LINT0 (extIntPending). SMI does nothing else.
 // - A software-disabled APIC discards fixed and lowest-priority interrupts (SDM 10.4.7.2: it
 //   "responds normally" only to INIT, NMI, SMI and SIPI) and keeps what IRR and ISR hold.
 // - Clearing the global enable (IA32_APIC_BASE bit 11) returns the registers to their
@@ -15,7 +16,12 @@
 //   reserved and every EOI of a vector whose TMR bit is set is broadcast.
 // - An ICR command with an illegal vector (< 16) is detected on send (ESR bit 5) and dropped.
 //   Of the shorthands "self" and "all including self", only fixed delivery is valid (SDM
-//   table 10-3); other combinations, and the reserved delivery modes, send nothing.
+//   table 10-3); other combinations, and the reserved delivery modes, send nothing. A valid
+//   command becomes an ApicMessage that the board routes (IPIs reach other CPUs through it).
+// - x2APIC (IA32_APIC_BASE bit 10 with bit 11): the ID reads as the CPU number, LDR is derived
+//   from it, the ICR is one 64-bit MSR with a 32-bit destination. Only the transitions the SDM
+//   allows (xAPIC → x2APIC, either → disabled) take effect; the others would fault and are
+//   dropped. QEMU 7.2 (TCG) has no x2APIC: the bit is not writable.
 
 import { FieldIO } from "../common/fields";
 import { NEVER } from "../common/clock";
@@ -25,9 +31,10 @@ import {
   ESR_SEND_ILLEGAL_VECTOR, FIRST_LEGAL_VECTOR, ICR_ASSERT, ICR_LEVEL, ICR_LOGICAL,
   ICR_SHORTHAND_SHIFT, LVT_ACTIVE_LOW, LVT_COUNT, LVT_ERROR, LVT_LEVEL, LVT_LINT0, LVT_LINT1,
   LVT_MASKED, LVT_REMOTE_IRR, LVT_TIMER, MODE_SHIFT, MSR_APIC_BASE, MSR_TSC_DEADLINE,
-  SVR_ENABLE, Shorthand, VECTOR_MASK, timerModeOf,
+  SVR_ENABLE, Shorthand, VECTOR_MASK, timerModeOf, APIC_BASE_X2APIC, apicBaseAtReset,
+  MSR_X2APIC_FIRST, X2APIC_BROADCAST, X2APIC_ICR, X2APIC_SELF_IPI, XAPIC_BROADCAST, x2ApicLogicalId,
 } from "../registers/lapic";
-import { DeliveryMode } from "./apic-message";
+import { ApicMessage, ApicMessageSink, DeliveryMode, FROM_BUS } from "./apic-message";
 import { ApicTimer } from "./lapic-timer";
 import { VectorRegister } from "./apic-vectors";
 
@@ -45,10 +52,20 @@ const ICR_HIGH_WRITABLE: u32 = 0xff00_0000;
 const DIVIDE_WRITABLE: u32 = 0xb;
 /** QEMU: LINT0 of the BSP comes out of reset as ExtINT, unmasked. */
 const QEMU_LINT0_RESET: u32 = 0x700;
-const BROADCAST: u32 = 0xff;
-const APIC_BASE_WRITABLE: u64 = APIC_BASE_ADDRESS | APIC_BASE_ENABLE | APIC_BASE_BSP;
+const APIC_BASE_WRITABLE: u64 = APIC_BASE_ADDRESS | APIC_BASE_ENABLE | APIC_BASE_BSP | APIC_BASE_X2APIC;
+/** Register indexes (offset/16) of the xAPIC ID, LDR and DFR. */
+const INDEX_ID: u32 = 0x02;
+const INDEX_LDR: u32 = 0x0d;
+const INDEX_DFR: u32 = 0x0e;
 
 export class LocalApic {
+  /** The CPU this APIC belongs to: its number is the APIC ID at reset. */
+  private cpu: i32 = 0;
+  /** Where IPIs go (the board). */
+  private sink: ApicMessageSink | null = null;
+  private message: ApicMessage = new ApicMessage();
+  /** An NMI waits for the CPU's next acknowledge (CPU state, kept here beside its source). */
+  private nmiPending: bool = false;
   private timer: ApicTimer = new ApicTimer();
   private qemu: bool = false;
   /** The latest time the board has shown this APIC. */
@@ -104,9 +121,16 @@ export class LocalApic {
     this.timer.tscHz = hz;
   }
 
+  /** Wires this APIC to CPU `cpu` and to the bus its IPIs go out on. */
+  attach(cpu: i32, sink: ApicMessageSink): void {
+    this.cpu = cpu;
+    this.sink = sink;
+  }
+
   reset(): void {
-    this.apicBase = APIC_BASE_RESET;
+    this.apicBase = apicBaseAtReset(this.cpu);
     this.now = 0;
+    this.nmiPending = false;
     this.powerOnRegisters();
     this.lintLevels = 0;
     for (let i = 0; i < 8; i++) unchecked((this.cpuEvents[i] = 0));
@@ -114,7 +138,19 @@ export class LocalApic {
 
   /** SDM 10.4.7.1: the registers after power-up (and here after a global disable). */
   private powerOnRegisters(): void {
-    this.id = 0;
+    this.id = <u32>this.cpu << 24;
+    this.initRegisters();
+    // QEMU: the BSP's LINT0 comes out of reset programmed ExtINT (what its BIOS would do).
+    if (this.qemu && this.cpu == 0) unchecked((this.lvt[LVT_LINT0] = QEMU_LINT0_RESET));
+  }
+
+  /** SDM 10.4.7.3: an INIT signal resets every register but the APIC ID and IA32_APIC_BASE. */
+  initReset(): void {
+    this.initRegisters();
+    if (this.x2apic()) this.ldr = x2ApicLogicalId(<u32>this.cpu);
+  }
+
+  private initRegisters(): void {
     this.tpr = 0;
     this.ldr = 0;
     this.dfr = 0xffff_ffff;
@@ -127,7 +163,6 @@ export class LocalApic {
     this.icrLow = 0;
     this.icrHigh = 0;
     for (let i = 0; i < LVT_COUNT; i++) unchecked((this.lvt[i] = LVT_MASKED));
-    if (this.qemu) unchecked((this.lvt[LVT_LINT0] = QEMU_LINT0_RESET));
     this.eoiBroadcast = -1;
     this.timerHeld = false;
     this.timer.reset();
@@ -142,6 +177,23 @@ export class LocalApic {
   @inline
   enabled(): bool {
     return (this.apicBase & APIC_BASE_ENABLE) != 0;
+  }
+
+  /** The APIC ID as the destination logic sees it (8-bit xAPIC register field, or x2APIC ID). */
+  apicId(): u32 {
+    return this.x2apic() ? <u32>this.cpu : this.id >>> 24;
+  }
+
+  /** In x2APIC mode: registers are MSRs, the page does not decode. */
+  @inline
+  x2apic(): bool {
+    return (this.apicBase & APIC_BASE_X2APIC) != 0;
+  }
+
+  /** Whether the board decodes the register page for this CPU. */
+  @inline
+  pageDecoded(): bool {
+    return (this.apicBase & (APIC_BASE_ENABLE | APIC_BASE_X2APIC)) == APIC_BASE_ENABLE;
   }
 
   @inline
@@ -217,7 +269,7 @@ export class LocalApic {
         // QEMU: the page doubles as the MSI window; a write here is an interrupt message
         // (destination 0, logical if address bit 2 is set). The SDM page has no register here.
         if (!this.qemu) break;
-        this.accept(0, (offset & 4) != 0, (value >>> MODE_SHIFT) & 7, value & VECTOR_MASK, (value & ICR_LEVEL) != 0);
+        this.sendMsi((offset & 4) != 0, value);
         return;
       case 0x02: this.id = value & ID_BITS; return;
       case 0x08: this.tpr = value & 0xff; return;
@@ -244,6 +296,21 @@ export class LocalApic {
     this.signalError(ESR_ILLEGAL_REGISTER);
   }
 
+  /** QEMU: an MSI written into the page (destination 0, the address's logical bit). */
+  private sendMsi(logical: bool, data: u32): void {
+    const m = this.message;
+    m.source = FROM_BUS;
+    m.dest = 0;
+    m.wide = false;
+    m.logical = logical;
+    m.shorthand = Shorthand.None;
+    m.mode = (data >>> MODE_SHIFT) & 7;
+    m.vector = data & VECTOR_MASK;
+    m.level = (data & ICR_LEVEL) != 0;
+    const sink = this.sink;
+    if (sink) sink.route(m);
+  }
+
   private vectorRegister(index: u32): u32 {
     const i = <i32>(index & 7);
     if (index < 0x18) return this.isr.word(i);
@@ -257,6 +324,7 @@ export class LocalApic {
     this.syncTo(now);
     if (msr == MSR_APIC_BASE) return this.apicBase;
     if (msr == MSR_TSC_DEADLINE && this.enabled()) return this.timer.readDeadline(now);
+    if (this.x2apic() && msr >= MSR_X2APIC_FIRST) return this.x2apicRead(msr - MSR_X2APIC_FIRST, now);
     return 0;
   }
 
@@ -266,6 +334,29 @@ export class LocalApic {
     else if (msr == MSR_TSC_DEADLINE && this.enabled()) {
       this.releaseTimer();
       if (this.timer.writeDeadline(value, now)) this.localInterrupt(LVT_TIMER);
+    } else if (this.x2apic() && msr >= MSR_X2APIC_FIRST) {
+      this.x2apicWrite(msr - MSR_X2APIC_FIRST, value, now);
+    }
+  }
+
+  /** SDM 10.12.1.2: register `index` (offset/16) read as an x2APIC MSR. */
+  private x2apicRead(index: u32, now: i64): u64 {
+    if (index == INDEX_ID) return <u64>this.cpu;
+    if (index == X2APIC_ICR) return (<u64>this.icrHigh << 32) | <u64>this.icrLow;
+    return <u64>this.mmioRead(index << 4, now);
+  }
+
+  private x2apicWrite(index: u32, value: u64, now: i64): void {
+    // ID and LDR are read-only and there is no DFR (those writes would fault).
+    if (index == INDEX_ID || index == INDEX_LDR || index == INDEX_DFR) return;
+    if (index == X2APIC_ICR) {
+      this.icrLow = <u32>value & ICR_LOW_WRITABLE;
+      this.icrHigh = <u32>(value >>> 32);
+      this.sendIpi();
+    } else if (index == X2APIC_SELF_IPI) {
+      this.send(Shorthand.Self, DeliveryMode.Fixed, <u32>value & VECTOR_MASK, 0, false);
+    } else {
+      this.mmioWrite(index << 4, <u32>value, now);
     }
   }
 
@@ -281,17 +372,25 @@ export class LocalApic {
       }
       return;
     }
-    // Reserved bits (x2APIC enable, bits beyond the 32-bit page address) make WRMSR fault.
+    // Reserved bits (beyond the 32-bit page address) and the transitions SDM 10.12.5 forbids
+    // (x2APIC without the enable, x2APIC back to xAPIC, disabled straight to x2APIC) fault.
     if ((value & ~APIC_BASE_WRITABLE) != 0) return;
+    const toX2 = (value & APIC_BASE_X2APIC) != 0;
+    const toEnabled = (value & APIC_BASE_ENABLE) != 0;
+    if (toX2 && !toEnabled) return;
+    if (this.x2apic() && toEnabled && !toX2) return;
+    if (!this.enabled() && toX2) return;
     const wasEnabled = this.enabled();
+    const wasX2 = this.x2apic();
     this.apicBase = value;
     if (wasEnabled && !this.enabled()) this.powerOnRegisters();
+    else if (!wasX2 && toX2) this.ldr = x2ApicLogicalId(<u32>this.cpu);
   }
 
   // ---- priorities ----------------------------------------------------------------------
 
   /** SDM 10.8.3.1: PPR is the TPR or the class of the highest in-service vector, whichever is higher. */
-  private ppr(): u32 {
+  ppr(): u32 {
     const isrv = this.isr.highest();
     const isrClass: u32 = isrv < 0 ? 0 : <u32>isrv & 0xf0;
     return (this.tpr & 0xf0) >= isrClass ? this.tpr : isrClass;
@@ -315,15 +414,21 @@ export class LocalApic {
 
   // ---- interrupt acceptance -------------------------------------------------------------
 
-  /** A message from the I/O APIC or an MSI. Returns whether this APIC accepted it. */
-  accept(dest: u32, logical: bool, mode: u32, vector: u32, level: bool): bool {
-    if (!this.enabled() || !this.isDestination(dest & 0xff, logical)) return false;
-    if (this.qemu && mode == DeliveryMode.StartUp) return false; // QEMU: not sent on the bus path
-    return this.receive(mode, vector & VECTOR_MASK, level);
+  /** Whether a message's destination field (no shorthand) names this APIC. */
+  isDestination(m: ApicMessage): bool {
+    if (this.x2apic()) return this.isX2Destination(m.wide ? m.dest : m.dest & 0xff, m.logical, m.wide);
+    return this.isXDestination(m.dest & 0xff, m.logical);
   }
 
-  private isDestination(dest: u32, logical: bool): bool {
-    if (!logical) return dest == BROADCAST || dest == this.id >>> 24;
+  /** SDM 10.12.9/10: 32-bit physical IDs, cluster logical IDs (16-bit cluster, 16 members). */
+  private isX2Destination(dest: u32, logical: bool, wide: bool): bool {
+    if (dest == (wide ? X2APIC_BROADCAST : XAPIC_BROADCAST)) return true;
+    if (!logical) return dest == <u32>this.cpu;
+    return dest >>> 16 == this.ldr >>> 16 && (dest & this.ldr & 0xffff) != 0;
+  }
+
+  private isXDestination(dest: u32, logical: bool): bool {
+    if (!logical) return dest == XAPIC_BROADCAST || dest == this.id >>> 24;
     const ldr = this.ldr >>> 24;
     const model = this.dfr >>> 28;
     if (this.qemu) {
@@ -331,20 +436,43 @@ export class LocalApic {
       if (model == DFR_FLAT) return (dest & ldr) != 0;
       return model == 0 && (dest & 0xf0) == (ldr & 0xf0) && (dest & ldr & 0xf) != 0;
     }
-    if (dest == BROADCAST) return true;
+    if (dest == XAPIC_BROADCAST) return true;
     if (model == DFR_FLAT) return (dest & ldr) != 0;
     return dest >>> 4 == ldr >>> 4 && (dest & ldr & 0xf) != 0;
   }
 
-  /** An interrupt of delivery `mode` reaches this APIC. */
-  private receive(mode: u32, vector: u32, level: bool): bool {
-    if (mode == DeliveryMode.Fixed || mode == DeliveryMode.LowestPriority) return this.requestVector(vector, level);
-    if (mode == DeliveryMode.ExtINT && this.qemu) return this.requestVector(vector, level); // QEMU: ExtINT sets IRR
+  /**
+   * An interrupt of delivery `mode` reaches this APIC. Fixed ones go to IRR, an NMI waits for
+   * the CPU; INIT and start-up are only counted here (the board acts on the CPU).
+   */
+  receive(mode: u32, vector: u32, level: bool): bool {
+    if (mode == DeliveryMode.Fixed || mode == DeliveryMode.LowestPriority) return this.requestVector(vector & VECTOR_MASK, level);
+    if (mode == DeliveryMode.ExtINT && this.qemu) return this.requestVector(vector & VECTOR_MASK, level); // QEMU: ExtINT sets IRR
     if (mode == DeliveryMode.SMI || mode >= <u32>DeliveryMode.NMI) {
       unchecked((this.cpuEvents[<i32>mode] += 1));
+      if (mode == DeliveryMode.NMI) this.nmiPending = true;
       return true;
     }
     return false;
+  }
+
+  /** Whether a fixed or lowest-priority request would be accepted (for arbitration). */
+  acceptsFixed(): bool {
+    return this.qemu || this.softwareEnabled();
+  }
+
+  @inline
+  nmiWaiting(): bool {
+    return this.nmiPending;
+  }
+
+  /** The CPU takes the pending NMI. */
+  takeNmi(): void {
+    this.nmiPending = false;
+  }
+
+  setNmiPending(pending: bool): void {
+    this.nmiPending = pending;
   }
 
   /** A fixed interrupt: into IRR (TMR records its trigger mode), unless it must be refused. */
@@ -419,27 +547,38 @@ export class LocalApic {
     const vector = low & VECTOR_MASK;
     const shorthand = (low >>> ICR_SHORTHAND_SHIFT) & 3;
     const deassert = mode == DeliveryMode.INIT && (low & ICR_ASSERT) == 0 && (low & ICR_LEVEL) != 0;
+    const dest = this.x2apic() ? this.icrHigh : this.icrHigh >>> 24;
     if (this.qemu) {
-      // QEMU: any mode to any shorthand; the trigger-mode bit reaches TMR; no vector check.
-      if (deassert || !this.ipiReachesSelf(shorthand)) return;
-      if (mode == DeliveryMode.StartUp) unchecked((this.cpuEvents[<i32>mode] += 1));
-      else this.receive(mode, vector, (low & ICR_LEVEL) != 0);
+      // QEMU: any mode to any shorthand; the trigger-mode bit reaches TMR; no vector check;
+      // INIT level de-assert changes nothing.
+      if (!deassert) this.send(shorthand, mode, vector, dest, (low & ICR_LEVEL) != 0);
       return;
     }
-    // INIT level de-assert does not exist on the xAPIC; 3 and 7 are reserved modes.
+    // INIT level de-assert changes no CPU (SDM 10.6.1); 3 and 7 are reserved modes.
     if (deassert || mode == 3 || mode == DeliveryMode.ExtINT) return;
     const fixed = mode == DeliveryMode.Fixed || mode == DeliveryMode.LowestPriority;
     if (fixed && vector < FIRST_LEGAL_VECTOR) {
       this.signalError(ESR_SEND_ILLEGAL_VECTOR);
       return;
     }
-    const toSelfValid = shorthand == Shorthand.None || mode == DeliveryMode.Fixed;
-    if (toSelfValid && this.ipiReachesSelf(shorthand)) this.receive(mode, vector, false); // IPIs are edge
+    const toSelf = shorthand == Shorthand.Self || shorthand == Shorthand.AllIncludingSelf;
+    if (toSelf && mode != DeliveryMode.Fixed) return;
+    this.send(shorthand, mode, vector, dest, false); // IPIs are edge-triggered
   }
 
-  private ipiReachesSelf(shorthand: u32): bool {
-    if (shorthand == Shorthand.None) return this.isDestination(this.icrHigh >>> 24, (this.icrLow & ICR_LOGICAL) != 0);
-    return shorthand != Shorthand.AllExcludingSelf;
+  /** Hands one IPI to the board, which routes it to every CPU it reaches. */
+  private send(shorthand: u32, mode: u32, vector: u32, dest: u32, level: bool): void {
+    const m = this.message;
+    m.source = this.cpu;
+    m.dest = dest;
+    m.wide = this.x2apic();
+    m.logical = (this.icrLow & ICR_LOGICAL) != 0;
+    m.shorthand = shorthand;
+    m.mode = mode;
+    m.vector = vector;
+    m.level = level;
+    const sink = this.sink;
+    if (sink) sink.route(m);
   }
 
   // ---- local vector table ----------------------------------------------------------------
@@ -529,7 +668,7 @@ export class LocalApic {
       const level = (i == LVT_LINT0 || i == LVT_LINT1) && (entry & LVT_LEVEL) != 0;
       this.requestVector(entry & VECTOR_MASK, level);
     } else if (mode == DeliveryMode.SMI || mode == DeliveryMode.NMI || (mode == DeliveryMode.INIT && !this.qemu)) {
-      unchecked((this.cpuEvents[<i32>mode] += 1));
+      this.receive(mode, 0, false);
     }
   }
 
@@ -583,6 +722,7 @@ export class LocalApic {
     io.field("icrHigh", this.icrHigh);
     describeWords(io, "lvt", this.lvt);
     io.field("lintLevels", this.lintLevels);
+    io.flag("nmiPending", this.nmiPending);
     io.begin("timer");
     this.timer.inspect(io);
     io.end();

@@ -10,14 +10,12 @@
 // honours the latched edge instead (compat).
 
 import { FieldIO } from "../common/fields";
-import { PicControl, ICW1_ADI, ICW1_INIT, OCW3_SELECT, Ocw2, InitStep } from "../registers/pic";
+import { CASCADE_INPUT, PicControl, ICW1_INIT, OCW3_SELECT, OPEN_BUS_VECTOR, Ocw2, InitStep } from "../registers/pic";
 
-const SLAVE_INPUT: u32 = 2;
+const SLAVE_INPUT: u32 = <u32>CASCADE_INPUT;
 /** The answer of a poll that finds no request. */
 const POLL_NONE: u32 = 0;
 const POLL_REQUEST: u32 = 0x80;
-/** What the CPU reads when no chip drives the data bus during an acknowledge. */
-const OPEN_BUS_VECTOR: i32 = 0xff;
 
 export class Pic8259 {
   ctl: PicControl = new PicControl();
@@ -178,24 +176,28 @@ export class Pic8259 {
   }
 
   /**
-   * Marks `level` in service as an acknowledge (`inta`) or a poll does. Datasheet: the
-   * automatic EOI is a non-specific EOI at the end of the INTA sequence, rotating in
-   * rotate-in-AEOI mode; a poll is not an INTA sequence and leaves the level in service.
-   * QEMU 7.2 never sets the ISR bit in AEOI mode, for polls too, and rotates to `level`
-   * (compat) — the same unless special mask mode let a lower level in.
+   * Marks `level` in service, as the first INTA pulse or a poll does. QEMU 7.2 never sets the
+   * ISR bit in AEOI mode, for polls too, and rotates to `level` at once (compat).
    */
-  accept(level: i32, inta: bool): void {
+  accept(level: i32): void {
     const c = this.ctl;
     const bit: u32 = 1 << <u32>level;
     if ((this.levelInputs() & bit) == 0) this.irr &= ~bit;
-    if (c.compatQemu) {
-      if (!c.autoEoi()) this.isr |= bit;
-      else if (c.rotateInAeoi) c.lowestPriority = <u32>level;
-      return;
-    }
-    this.isr |= bit;
-    if (!inta || !c.autoEoi()) return;
+    if (!c.compatQemu) this.isr |= bit;
+    else if (!c.autoEoi()) this.isr |= bit;
+    else if (c.rotateInAeoi) c.lowestPriority = <u32>level;
+  }
+
+  /**
+   * The trailing edge of the last INTA pulse, after this chip accepted a level. Datasheet:
+   * in AEOI mode a non-specific EOI, rotating in rotate-in-AEOI mode (QEMU 7.2: done at
+   * accept). A poll is no INTA sequence and has none.
+   */
+  endAcknowledge(): void {
+    const c = this.ctl;
+    if (c.compatQemu || !c.autoEoi()) return;
     const done = c.eoiTarget(this.isr, this.imr);
+    if (done < 0) return;
     this.isr &= ~(<u32>1 << <u32>done);
     if (c.rotateInAeoi) c.lowestPriority = <u32>done;
   }
@@ -206,16 +208,8 @@ export class Pic8259 {
     const level = this.resolve();
     if (level < 0) return POLL_NONE;
     if (!this.sampleRequest(level)) return POLL_REQUEST | 7;
-    this.accept(level, false);
+    this.accept(level);
     return POLL_REQUEST | <u32>level;
-  }
-
-  /** Whether acknowledging `level` makes this master hand the vector to a slave. */
-  cascades(level: i32): bool {
-    const c = this.ctl;
-    // QEMU 7.2 always sends IR2 to the slave, in single mode and whatever ICW3 says (compat).
-    if (c.compatQemu) return level == <i32>SLAVE_INPUT;
-    return !c.single() && ((c.icw3 >>> <u32>level) & 1) != 0;
   }
 
   /** Whether this slave answers the cascade address `id` (ICW3 holds its own). */
@@ -225,26 +219,12 @@ export class Pic8259 {
     return !c.single() && <i32>(c.icw3 & 7) == id;
   }
 
-  /**
-   * The byte this chip puts on the data bus for IR `level` during the CPU's acknowledge.
-   * 8086 mode: ICW2 bits 7..3 and the level. MCS-80/85 mode (µPM = 0): the x86 takes the byte
-   * of the second INTA pulse, the low byte of the CALL address — ICW1 bits 7..5 and the level
-   * times 4 (ADI = 1), or ICW1 bits 7..6 and the level times 8. QEMU 7.2 always answers in
-   * 8086 format (compat).
-   */
-  vector(level: i32): i32 {
-    const c = this.ctl;
-    if (c.x86Mode() || c.compatQemu) return <i32>((c.icw2 & 0xf8) | <u32>level);
-    if ((c.icw1 & ICW1_ADI) != 0) return <i32>((c.icw1 & 0xe0) | (<u32>level << 2));
-    return <i32>((c.icw1 & 0xc0) | (<u32>level << 3));
-  }
-
-  /** A full acknowledge of this chip's own request: its vector, or the IR7 vector if none. */
-  acknowledgeOwn(): i32 {
+  /** The first INTA pulse for this chip's own request: the level it accepted, or -1 (none). */
+  takeRequest(): i32 {
     const level = this.resolve();
-    if (level < 0 || !this.sampleRequest(level)) return this.vector(7);
-    this.accept(level, true);
-    return this.vector(level);
+    if (level < 0 || !this.sampleRequest(level)) return -1;
+    this.accept(level);
+    return level;
   }
 
   inspect(io: FieldIO): void {
@@ -315,24 +295,31 @@ export class PicPair {
   }
 
   /**
-   * A full INTA cycle. The master resolves its request; for a cascade input it puts the
-   * slave's address on CAS0–2 and the addressed slave supplies the vector (nobody does: open
-   * bus). A request that vanished gives the IR7 vector of the chip that lost it — for a slave
-   * request, with the master's IR2 in service (the datasheet's cascaded default IR7).
+   * A full INTA cycle, as the datasheet times it. First pulse: the master takes its highest
+   * request in service; for a cascade input it puts the slave's address on CAS0–2 and the
+   * addressed slave takes its own (nobody answers: open bus). A request that vanished gives
+   * the IR7 vector of the chip that lost it, with no level taken there (for a slave request,
+   * with the master's IR2 in service: the cascaded default IR7). The slave's INT, and so the
+   * master's IR2, now shows the new in-service level. Trailing edge of the last pulse: each
+   * chip that took a level ends it in AEOI mode, and IR2 follows the slave's INT again — a
+   * slave whose next request was held off only by the level just ended raises a new edge.
    */
   acknowledge(): i32 {
     const m = this.master;
-    const level = m.resolve();
+    const s = this.slave;
+    const level = m.takeRequest();
+    let slaveLevel: i32 = -1;
     let vector: i32;
-    if (level < 0 || !m.sampleRequest(level)) {
-      vector = m.vector(7);
-    } else if (!m.cascades(level)) {
-      m.accept(level, true);
-      vector = m.vector(level);
-    } else {
-      m.accept(level, true);
-      vector = this.slave.answersCascade(level) ? this.slave.acknowledgeOwn() : OPEN_BUS_VECTOR;
+    if (level < 0) vector = m.ctl.vector(7);
+    else if (!m.ctl.cascades(level)) vector = m.ctl.vector(level);
+    else if (!s.answersCascade(level)) vector = OPEN_BUS_VECTOR;
+    else {
+      slaveLevel = s.takeRequest();
+      vector = s.ctl.vector(slaveLevel < 0 ? 7 : slaveLevel);
     }
+    this.followSlave();
+    if (level >= 0) m.endAcknowledge();
+    if (slaveLevel >= 0) s.endAcknowledge();
     this.followSlave();
     return vector;
   }

@@ -57,4 +57,22 @@ export class BoardBus extends HardwareBus {
   inta(): i32 {
     return this.board.inta();
   }
+  selectCpu(k: i32): void {
+    this.board.selectCpu(k);
+  }
+  cpu(): i32 {
+    return this.board.cpu;
+  }
+  sipiState(): i32 {
+    return this.board.sipiState(this.board.cpu);
+  }
+  setSipiState(state: i32): void {
+    this.board.setSipiState(this.board.cpu, state);
+  }
+  nmiPending(): bool {
+    return this.board.lapic.nmiWaiting();
+  }
+  setNmiPending(pending: bool): void {
+    this.board.lapic.setNmiPending(pending);
+  }
 }

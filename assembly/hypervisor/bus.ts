@@ -44,6 +44,19 @@ export abstract class HardwareBus {
   abstract setPitIrq0Route(connected: bool): void;
   abstract pitIrq0Routed(): bool;
 
-  /** The CPU takes the next interrupt now (external-interrupt exit with acknowledge): its vector, or -1. */
+  /** The current CPU takes the next interrupt now (external-interrupt exit with acknowledge): its vector, or -1. */
   abstract inta(): i32;
+
+  // Several CPUs. The hypervisor runs on each; the register accesses above are the current
+  // CPU's (its local APIC's page and MSRs). What follows is CPU state a VMCS holds.
+
+  /** Makes CPU `k` (0 ≤ k < config().cpus) the one the accesses above run on. */
+  abstract selectCpu(k: i32): void;
+  abstract cpu(): i32;
+  /** The current CPU's activity: SipiState.Reset, SipiState.Waiting, or the vector it started on. */
+  abstract sipiState(): i32;
+  abstract setSipiState(state: i32): void;
+  /** Whether an NMI waits for the current CPU (VM-entry event injection can put one back). */
+  abstract nmiPending(): bool;
+  abstract setNmiPending(pending: bool): void;
 }

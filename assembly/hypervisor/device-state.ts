@@ -2,15 +2,16 @@
 // rebuilt on the destination. Everything here goes through the HardwareBus and the shadows:
 // no device module is imported.
 
-import { BoardConfig } from "../board/config";
+import { BoardConfig, MAX_CPUS } from "../board/config";
 import { FieldIO } from "../common/fields";
 import { HardwareBus } from "./bus";
-import { PendingFixup } from "./fixup";
+import { FixupTable } from "./fixup";
 import { ApicRecord, captureApics, reconstructApics } from "./apic/state";
 import { PicRecord, capturePic, reconstructPic } from "./pic/state";
 import { PicShadow } from "./pic/shadow";
 import { PitRecord, capturePit, reconstructPit } from "./pit/state";
 import { PitShadow } from "./pit/shadow";
+import { CpuRecord, captureCpus, reconstructCpus } from "./cpu-state";
 
 /** Above this the clock arithmetic (clock.ts) would overflow 64 bits. */
 const MAX_HZ: u64 = 9_000_000_000;
@@ -26,6 +27,8 @@ export class DeviceRecord {
   pic: PicRecord = new PicRecord();
   pit: PitRecord = new PitRecord();
   apic: ApicRecord = new ApicRecord();
+  /** Each CPU's activity state and pending NMI (VMCS state, not device state). */
+  cpu: CpuRecord = new CpuRecord();
 
   describe(io: FieldIO): void {
     io.begin("config");
@@ -34,11 +37,15 @@ export class DeviceRecord {
     c.pit = io.flag("pit", c.pit);
     c.lapic = io.flag("lapic", c.lapic);
     c.ioapic = io.flag("ioapic", c.ioapic);
+    c.cpus = <i32>io.field("cpus", <u32>c.cpus, MAX_CPUS);
+    if (c.cpus == 0 && io.error < 0) io.error = io.count - 1;
     c.pitIrq0 = io.flag("pitIrq0", c.pitIrq0);
     c.compatQemu = io.flag("compatQemu", c.compatQemu);
     c.apicBusHz = <i64>clampHz(io, io.wide("apicBusHz", <u64>c.apicBusHz));
     c.tscHz = <i64>clampHz(io, io.wide("tscHz", <u64>c.tscHz));
     io.end();
+    this.cpu.count = max(c.cpus, 1);
+    this.apic.count = this.cpu.count;
     this.time = io.time("time", this.time);
     io.begin("lines");
     this.isaLevels = io.field("isa", this.isaLevels, 0xffff);
@@ -53,6 +60,9 @@ export class DeviceRecord {
     io.end();
     io.begin("apic");
     this.apic.describe(io);
+    io.end();
+    io.begin("cpu");
+    this.cpu.describe(io);
     io.end();
   }
 }
@@ -70,7 +80,7 @@ function clampHz(io: FieldIO, hz: u64): u64 {
  * Captures every device with the guest paused and the clock stopped. A fixup still pending
  * from an earlier reconstruction knows register values the hardware does not hold yet.
  */
-export function captureDevices(bus: HardwareBus, pic: PicShadow, pit: PitShadow, fixup: PendingFixup | null, out: DeviceRecord): void {
+export function captureDevices(bus: HardwareBus, pic: PicShadow, pit: PitShadow, fixups: FixupTable, out: DeviceRecord): void {
   const c = bus.config();
   copyConfig(c, out.config);
   out.time = bus.now();
@@ -83,15 +93,17 @@ export function captureDevices(bus: HardwareBus, pic: PicShadow, pit: PitShadow,
   out.pitRouted = bus.pitIrq0Routed();
   if (c.pic) capturePic(bus, pic, out.pic);
   if (c.pit) capturePit(bus, pit, out.pit);
-  if (c.lapic || c.ioapic) captureApics(bus, out.apic, fixup);
+  if (c.lapic || c.ioapic) captureApics(bus, out.apic, fixups);
+  captureCpus(bus, out.cpu);
 }
 
 /**
  * Rebuilds every device on a freshly reset destination whose clock stands before rec.time
  * (see RECONSTRUCT_WINDOW_NS). Order: lines held quiet and the PIT's window first (it needs
- * clock edges), then at time T the PICs, the PIT's wire to ISA line 0, and the APICs.
+ * clock edges), then at time T the PICs, the PIT's wire to ISA line 0, the APICs (each CPU's
+ * work left for after the resume goes into `fixups`) and the CPUs' own state.
  */
-export function reconstructDevices(bus: HardwareBus, rec: DeviceRecord, pic: PicShadow, pit: PitShadow): PendingFixup | null {
+export function reconstructDevices(bus: HardwareBus, rec: DeviceRecord, pic: PicShadow, pit: PitShadow, fixups: FixupTable): void {
   const c = bus.config();
   bus.setPitIrq0Route(false);
   bus.setIsaLine(0, false);
@@ -101,10 +113,9 @@ export function reconstructDevices(bus: HardwareBus, rec: DeviceRecord, pic: Pic
   else for (let line = 0; line < 16; line++) bus.setIsaLine(line, ((rec.isaLevels >>> <u32>line) & 1) != 0);
   // Reconnecting OUT0 raises no edge: line 0 already stands at OUT0's captured level.
   bus.setPitIrq0Route(rec.pitRouted);
-  let fixup: PendingFixup | null = null;
-  if (c.lapic || c.ioapic) fixup = reconstructApics(bus, rec.apic, rec.gsiLevels);
+  if (c.lapic || c.ioapic) reconstructApics(bus, rec.apic, rec.gsiLevels, fixups);
   else for (let pin = 0; pin < 24; pin++) bus.setGsiLine(pin, ((rec.gsiLevels >>> <u32>pin) & 1) != 0);
-  return fixup;
+  reconstructCpus(bus, rec.cpu);
 }
 
 export function copyConfig(from: BoardConfig, to: BoardConfig): void {
@@ -112,6 +123,7 @@ export function copyConfig(from: BoardConfig, to: BoardConfig): void {
   to.pit = from.pit;
   to.lapic = from.lapic;
   to.ioapic = from.ioapic;
+  to.cpus = from.cpus;
   to.pitIrq0 = from.pitIrq0;
   to.compatQemu = from.compatQemu;
   to.apicBusHz = from.apicBusHz;

@@ -4,6 +4,7 @@
 // VMX-preemption-timer-like deadline for it and traps the local APIC page while it is active.
 
 import { HardwareBus } from "./bus";
+import { MAX_CPUS } from "../board/config";
 
 export abstract class PendingFixup {
   /** True while the fixup still has work or reads to emulate. */
@@ -16,4 +17,28 @@ export abstract class PendingFixup {
   abstract emulateRead(offset: u32): i64;
   /** A guest write to the local APIC page at `offset` (after it was performed). */
   abstract guestWrote(offset: u32, value: u32): void;
+}
+
+/** The fixups a reconstruction left, one per CPU at most (each CPU's local APIC has its own). */
+export class FixupTable {
+  private items: StaticArray<PendingFixup | null> = new StaticArray<PendingFixup | null>(MAX_CPUS);
+  /** How many CPUs have a fixup. */
+  count: i32 = 0;
+
+  @inline
+  get(cpu: i32): PendingFixup | null {
+    return unchecked(this.items[cpu]);
+  }
+
+  set(cpu: i32, fixup: PendingFixup | null): void {
+    const had = unchecked(this.items[cpu]) != null;
+    unchecked((this.items[cpu] = fixup));
+    if (had && fixup == null) this.count--;
+    else if (!had && fixup != null) this.count++;
+  }
+
+  clear(): void {
+    for (let k = 0; k < MAX_CPUS; k++) unchecked((this.items[k] = null));
+    this.count = 0;
+  }
 }

@@ -11,9 +11,39 @@ export const MSR_TSC_DEADLINE: u32 = 0x6e0;
 // IA32_APIC_BASE fields.
 export const APIC_BASE_BSP: u64 = 1 << 8;
 export const APIC_BASE_ENABLE: u64 = 1 << 11;
+/** x2APIC mode (EXTD); valid only together with the global enable. */
+export const APIC_BASE_X2APIC: u64 = 1 << 10;
 export const APIC_BASE_ADDRESS: u64 = 0xfffff000;
 export const APIC_DEFAULT_PAGE: u32 = 0xfee00000;
 export const APIC_BASE_RESET: u64 = <u64>APIC_DEFAULT_PAGE | APIC_BASE_ENABLE | APIC_BASE_BSP;
+/** An application processor's IA32_APIC_BASE at reset: no BSP flag. */
+export const APIC_BASE_RESET_AP: u64 = <u64>APIC_DEFAULT_PAGE | APIC_BASE_ENABLE;
+
+/** IA32_APIC_BASE at reset on CPU `cpu` (CPU 0 is the bootstrap processor). */
+export function apicBaseAtReset(cpu: i32): u64 {
+  return cpu == 0 ? APIC_BASE_RESET : APIC_BASE_RESET_AP;
+}
+
+// x2APIC: register offset/16 is MSR 0x800 + offset/16.
+export const MSR_X2APIC_FIRST: u32 = 0x800;
+export const MSR_X2APIC_LAST: u32 = 0x8ff;
+/** x2APIC register indexes (MSR − 0x800) with no xAPIC counterpart or a different form. */
+export const X2APIC_ICR: u32 = 0x30;
+export const X2APIC_SELF_IPI: u32 = 0x3f;
+/** The x2APIC physical and logical broadcast destination. */
+export const X2APIC_BROADCAST: u32 = 0xffff_ffff;
+/** The xAPIC broadcast destination (ICR bits 63:56, I/O APIC entry bits 63:56). */
+export const XAPIC_BROADCAST: u32 = 0xff;
+
+@inline
+export function isX2ApicMsr(msr: u32): bool {
+  return msr >= MSR_X2APIC_FIRST && msr <= MSR_X2APIC_LAST;
+}
+
+/** SDM 10.12.10.2: the x2APIC logical ID, derived from the x2APIC ID (cluster, bit in cluster). */
+export function x2ApicLogicalId(id: u32): u32 {
+  return ((id >>> 4) << 16) | (<u32>1 << (id & 0xf));
+}
 
 // Register offsets within the 4 KiB page. Registers sit on 16-byte boundaries; the index
 // (offset >> 4) names a register.

@@ -14,6 +14,10 @@ export const ICW1_LTIM: u32 = 0x08;
 /** Bit 4 on the command port marks ICW1; else bit 3 tells OCW3 (1) from OCW2 (0). */
 export const ICW1_INIT: u32 = 0x10;
 export const OCW3_SELECT: u32 = 0x08;
+/** What the CPU reads when no chip drives the data bus during an acknowledge. */
+export const OPEN_BUS_VECTOR: i32 = 0xff;
+/** The master's input the PC wires the slave's INT to. */
+export const CASCADE_INPUT: i32 = 2;
 
 export const ICW4_UPM: u32 = 0x01;
 export const ICW4_AEOI: u32 = 0x02;
@@ -182,6 +186,26 @@ export class PicControl {
     const m = mask & 0xff;
     const rotated = ((m >>> first) | (m << (8 - first))) & 0xff;
     return <i32>((ctz(rotated) + first) & 7);
+  }
+
+  /** Whether acknowledging `level` makes this chip, as a master, hand the vector to a slave. */
+  cascades(level: i32): bool {
+    // QEMU 7.2 always sends IR2 to the slave, in single mode and whatever ICW3 says (compat).
+    if (this.compatQemu) return level == CASCADE_INPUT;
+    return !this.single() && ((this.icw3 >>> <u32>level) & 1) != 0;
+  }
+
+  /**
+   * The byte the chip puts on the data bus for IR `level` during the CPU's acknowledge.
+   * 8086 mode: ICW2 bits 7..3 and the level. MCS-80/85 mode (µPM = 0): the x86 takes the byte
+   * of the second INTA pulse, the low byte of the CALL address — ICW1 bits 7..5 and the level
+   * times 4 (ADI = 1), or ICW1 bits 7..6 and the level times 8. QEMU 7.2 always answers in
+   * 8086 format (compat).
+   */
+  vector(level: i32): i32 {
+    if (this.x86Mode() || this.compatQemu) return <i32>((this.icw2 & 0xf8) | <u32>level);
+    if ((this.icw1 & ICW1_ADI) != 0) return <i32>((this.icw1 & 0xe0) | (<u32>level << 2));
+    return <i32>((this.icw1 & 0xc0) | (<u32>level << 3));
   }
 
   /**

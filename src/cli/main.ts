@@ -15,6 +15,7 @@ import { listenCommand, sendCommand } from "./migrate.js";
 import { demo } from "./demo.js";
 import { CONTROL_COMMANDS } from "./monitor.js";
 import { compare } from "./compare.js";
+import { resume } from "./resume.js";
 import type { Command } from "./command.js";
 import { EXIT_BAD_INPUT, EXIT_FAILED, UsageError } from "./usage.js";
 
@@ -32,6 +33,7 @@ const COMMANDS: readonly (Command | CommandGroup)[] = [
   importQemu,
   record,
   { name: "migrate", summary: "live migration between two processes or hosts", subcommands: [listenCommand, sendCommand, ...CONTROL_COMMANDS] },
+  resume,
   compare,
 ];
 

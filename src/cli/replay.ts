@@ -90,12 +90,12 @@ export function formatReport(path: string, r: ReplayReport): string {
   if (ports.length) lines.push(`  by port      ${ports.map((p) => `0x${p.port.toString(16)}: ${n(p.in)} in / ${n(p.out)} out`).join("; ")}`);
   const regs = [...r.exits.byRegister].sort((a, b) => b.read + b.write - (a.read + a.write)).slice(0, 8);
   if (regs.length) lines.push(`  by register  ${regs.map((g) => `${g.region}+0x${g.offset.toString(16)}: ${n(g.read)} r / ${n(g.write)} w`).join("; ")}`);
-  if (r.migrations.length) {
-    const bytes = r.migrations.map((m) => m.recordBytes);
-    const us = r.migrations.map((m) => m.captureUs + m.reconstructUs);
+  if (r.exits.byCpu.length > 1) lines.push(`  by CPU       ${r.exits.byCpu.map((v, k) => `cpu ${k}: ${n(v)}`).join("; ")}`);
+  const m = r.migrations;
+  if (m.count) {
     lines.push(
-      `migrations     ${r.migrations.length}: record ${Math.min(...bytes)}–${Math.max(...bytes)} bytes, ` +
-        `capture + reconstruct median ${median(us)} µs (max ${Math.max(...us)} µs)`,
+      `migrations     ${n(m.count)}: record ${m.recordBytes.min}–${m.recordBytes.max} bytes, ` +
+        `capture + reconstruct median ${m.timeUs.median} µs (max ${m.timeUs.max} µs)`,
     );
   }
   if (r.migrationsRefused) lines.push(`migrations     ${r.migrationsRefused} refused: policy "none" keeps no shadow of write-only PIC/PIT state`);
@@ -104,7 +104,3 @@ export function formatReport(path: string, r: ReplayReport): string {
   return lines.join("\n");
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}

@@ -11,7 +11,7 @@ import { packageInfo } from "./package.js";
 export interface CoreExports extends ASUtil {
   memory: WebAssembly.Memory;
   init(
-    pic: number, pit: number, lapic: number, ioapic: number, pitIrq0: number, compatQemu: number,
+    pic: number, pit: number, lapic: number, ioapic: number, cpus: number, pitIrq0: number, compatQemu: number,
     apicBusHz: number, tscHz: number, policy: Policy, start: number,
   ): void;
   outb(port: number, value: number): void;
@@ -25,6 +25,10 @@ export interface CoreExports extends ASUtil {
   rdmsr(msr: number): number;
   rdmsrHigh(): number;
   wrmsr(msr: number, low: number, high: number): void;
+  selectCpu(cpu: number): number;
+  currentCpu(): number;
+  cpuCount(): number;
+  sipiState(): number;
   setIrq(line: number, level: number): void;
   setGsi(pin: number, level: number): void;
   inta(): number;
@@ -49,6 +53,7 @@ export interface CoreExports extends ASUtil {
   exitPortList(): number;
   exitsByMmioRegister(): number;
   exitsByMsr(): number;
+  exitsByCpu(): number;
   reconstructWindow(): number;
   fixupActive(): number;
   replayScratch(bytes: number): number;

@@ -12,9 +12,11 @@ const REASON_NAMES = {
   [Reason.MsrRead]: "msr-read",
   [Reason.MsrWrite]: "msr-write",
   [Reason.ExternalInterrupt]: "external-interrupt",
+  [Reason.InitSignal]: "init-signal",
+  [Reason.Sipi]: "sipi",
 } as const satisfies Record<Exclude<Reason, Reason.Count>, string>;
 const REGION_NAMES = { [MmioRegion.LocalApic]: "lapic", [MmioRegion.IoApic]: "ioapic", [MmioRegion.Other]: "other" } as const satisfies Record<Exclude<MmioRegion, MmioRegion.Count>, string>;
-const MSR_NAMES = { [MsrSlot.Tsc]: "0x10", [MsrSlot.ApicBase]: "0x1b", [MsrSlot.TscDeadline]: "0x6e0", [MsrSlot.Other]: "other" } as const satisfies Record<Exclude<MsrSlot, MsrSlot.Count>, string>;
+const MSR_NAMES = { [MsrSlot.Tsc]: "0x10", [MsrSlot.ApicBase]: "0x1b", [MsrSlot.TscDeadline]: "0x6e0", [MsrSlot.X2Apic]: "x2apic", [MsrSlot.Other]: "other" } as const satisfies Record<Exclude<MsrSlot, MsrSlot.Count>, string>;
 
 /** Exit reasons in the core's order. */
 export const EXIT_REASONS = Object.values(REASON_NAMES);
@@ -30,6 +32,8 @@ export interface ExitReport {
   /** MMIO registers (region, offset) with at least one exit. */
   byRegister: { region: (typeof MMIO_REGIONS)[number]; offset: number; read: number; write: number }[];
   byMsr: { msr: (typeof MSR_SLOTS)[number]; read: number; write: number }[];
+  /** Exits of each CPU (index = CPU number), every reason together. */
+  byCpu: number[];
 }
 
 export function readExits(core: CoreExports): ExitReport {
@@ -51,5 +55,6 @@ export function readExits(core: CoreExports): ExitReport {
   }
   const byMsr = MSR_SLOTS.map((msr, i) => ({ msr, read: msrs[i], write: msrs[MSR_SLOTS.length + i] })).filter((m) => m.read || m.write);
   const total = reasons.reduce((a, b) => a + b, 0);
-  return { total, byReason, byPort, byRegister, byMsr };
+  const byCpu = [...new Float64Array(buf, core.exitsByCpu(), core.cpuCount())];
+  return { total, byReason, byPort, byRegister, byMsr, byCpu };
 }

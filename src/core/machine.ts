@@ -2,7 +2,10 @@
 // core's exports themselves, bound once, so a call costs one JS→WASM transition and no
 // allocation.
 
-import { Policy as PolicyCode, StateResult } from "../../assembly/abi/codes.js";
+import { InterruptAnswer, MAX_CPUS, Policy as PolicyCode, SipiState, StateResult } from "../../assembly/abi/codes.js";
+
+/** What inta() returns when the CPU takes a non-maskable interrupt. */
+export const INTA_NMI: number = InterruptAnswer.Nmi;
 import { instantiateCore, type CoreExports } from "./core.js";
 import { describeValue, fieldsToObject, objectToFields, prepareSchema, type FieldObject, type Schema } from "./fields.js";
 import { readExits, type ExitReport } from "./exits.js";
@@ -17,6 +20,8 @@ export interface MachineConfig {
   pit: boolean;
   lapic: boolean;
   ioapic: boolean;
+  /** CPUs on the board, 1 .. MAX_CPUS; more than one needs the local APICs. */
+  cpus: number;
   /** PIT OUT0 drives ISA line 0. */
   pitIrq0: boolean;
   /** Follow QEMU 7.2 where it departs from the datasheets. */
@@ -31,6 +36,8 @@ export interface MachineOptions extends Partial<MachineConfig> {
   startTime?: number;
 }
 
+export { MAX_CPUS };
+
 /** Clock rates above 9 GHz would overflow the core's 64-bit clock arithmetic. */
 export const MAX_CLOCK_HZ = 9_000_000_000;
 
@@ -39,6 +46,7 @@ export const DEFAULT_CONFIG: Readonly<MachineConfig> = {
   pit: true,
   lapic: true,
   ioapic: true,
+  cpus: 1,
   pitIrq0: true,
   compatQemu: false,
   apicBusHz: 1_000_000_000,
@@ -64,7 +72,7 @@ export class DeviceStateError extends Error {
 const spareCores: CoreExports[] = [];
 const MAX_SPARE_CORES = 8;
 
-/** Schemas depend only on the core build, so one copy serves every machine. */
+/** Schemas depend on the core build and the CPU count, so one copy serves every such machine. */
 const schemas = new Map<string, Schema>();
 let reconstructWindowNs: number | undefined;
 
@@ -85,7 +93,10 @@ export class Machine {
   readonly setIrq: (line: number, level: number) => void;
   /** I/O APIC pin 0–23 to level 0 or 1, bypassing the PICs. */
   readonly setGsi: (pin: number, level: number) => void;
-  /** The CPU takes the next interrupt: its vector, or -1 when none is deliverable. */
+  /**
+   * The current CPU takes the next interrupt: its vector, INTA_NMI for a non-maskable
+   * interrupt, or -1 when none is deliverable (or the CPU waits for a start-up IPI).
+   */
   readonly inta: () => number;
   /** Runs virtual time forward to `ns`; timers fire on the way. */
   readonly advanceTo: (ns: number) => void;
@@ -102,9 +113,12 @@ export class Machine {
       const hz = this.config[k];
       if (!Number.isInteger(hz) || hz < 1 || hz > MAX_CLOCK_HZ) throw new RangeError(`${k} must be a whole number of Hz from 1 to ${MAX_CLOCK_HZ}, got ${hz}`);
     }
+    const cpus = this.config.cpus;
+    if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) throw new RangeError(`cpus must be a whole number from 1 to ${MAX_CPUS}, got ${cpus}`);
+    if (cpus > 1 && !this.config.lapic) throw new RangeError(`a board with ${cpus} CPUs needs the local APICs (lapic)`);
     const core = (this.core = spareCores.pop() ?? instantiateCore());
     const c = this.config;
-    core.init(+c.pic, +c.pit, +c.lapic, +c.ioapic, +c.pitIrq0, +c.compatQemu, c.apicBusHz, c.tscHz, POLICY_CODE[this.policy], options.startTime ?? 0);
+    core.init(+c.pic, +c.pit, +c.lapic, +c.ioapic, c.cpus, +c.pitIrq0, +c.compatQemu, c.apicBusHz, c.tscHz, POLICY_CODE[this.policy], options.startTime ?? 0);
     this.outb = core.outb;
     this.outw = core.outw;
     this.outl = core.outl;
@@ -146,6 +160,25 @@ export class Machine {
     if (this.released) return;
     this.released = true;
     if (spareCores.length < MAX_SPARE_CORES) spareCores.push(this.core);
+  }
+
+  /** The CPU whose guest operations and acknowledges follow (CPU 0 after reset). */
+  get cpu(): number {
+    return this.core.currentCpu();
+  }
+
+  /** Makes CPU `k` (0 ≤ k < config.cpus) the current one. */
+  selectCpu(k: number): void {
+    if (!Number.isInteger(k) || !this.core.selectCpu(k)) throw new RangeError(`cpu ${k}: the machine has CPUs 0..${this.config.cpus - 1}`);
+  }
+
+  /**
+   * The current CPU's start-up: "reset" (running since reset, the bootstrap processor),
+   * "waiting" (for a start-up IPI), or the vector of the start-up IPI it started on.
+   */
+  sipiState(): number | "reset" | "waiting" {
+    const s = this.core.sipiState();
+    return s === SipiState.Reset ? "reset" : s === SipiState.Waiting ? "waiting" : s;
   }
 
   rdmsr(msr: number): bigint {
@@ -202,10 +235,26 @@ export class Machine {
   }
 
   /**
-   * The local APIC timer's phase, which no register shows: for a source that will never run
-   * the guest again (a migration past its commit). The clock runs on until the timer's count
-   * changes, at most one divided period, and the nanoseconds that took are returned (0: no
-   * count is running that could change). See `applyTimerPhase`.
+   * The machine a migration resumes the guest on: `record` rebuilt on a fresh machine and its
+   * APIC timer restarted at `timerPhase` (from `probeTimerPhase` on the machine captured).
+   */
+  static resume(record: unknown, timerPhase: number, options: { policy?: Policy } = {}): Machine {
+    const m = Machine.reconstruct(record, options);
+    try {
+      m.applyTimerPhase(timerPhase);
+    } catch (e) {
+      m.release();
+      throw e;
+    }
+    return m;
+  }
+
+  /**
+   * The local APIC timer's phase, which no register shows, measured after `capture()`. The
+   * clock runs on until the timer's count changes, at most one divided period, and the
+   * nanoseconds that took are returned (0: no count is running that could change). This moves
+   * what the guest can observe: whoever runs the guest afterwards, the destination or a source
+   * whose migration was dropped, runs it on `Machine.resume(record, phase)`, never on this machine.
    */
   probeTimerPhase(): number {
     return this.core.probeTimerPhase();
@@ -249,8 +298,10 @@ export class Machine {
   }
 
   private schema(kind: string, schemaOf: () => number): Schema {
-    let s = schemas.get(kind);
-    if (!s) schemas.set(kind, (s = prepareSchema(this.core.__getString(schemaOf()).split(","))));
+    // A record's fields depend on the core build and the number of CPUs.
+    const key = `${kind}:${this.config.cpus}`;
+    let s = schemas.get(key);
+    if (!s) schemas.set(key, (s = prepareSchema(this.core.__getString(schemaOf()).split(","))));
     return s;
   }
 
@@ -284,11 +335,17 @@ function recordConfig(body: FieldObject): MachineConfig {
     pit: flag("pit"),
     lapic: flag("lapic"),
     ioapic: flag("ioapic"),
+    cpus: cpuCountOf((c as FieldObject).cpus),
     pitIrq0: flag("pitIrq0"),
     compatQemu: flag("compatQemu"),
     apicBusHz: wideNumber((c as FieldObject).apicBusHz, "record.config.apicBusHz"),
     tscHz: wideNumber((c as FieldObject).tscHz, "record.config.tscHz"),
   };
+}
+
+function cpuCountOf(v: unknown): number {
+  if (typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= MAX_CPUS) return v;
+  throw new DeviceStateError(`record.config.cpus: expected 1..${MAX_CPUS}, got ${String(v)}`);
 }
 
 function wideNumber(v: unknown, where: string): number {

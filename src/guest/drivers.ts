@@ -3,6 +3,7 @@
 // goes through the machine's port, MMIO and line interface, like a real guest's accesses.
 
 import type { Machine } from "../core/machine.js";
+import { PIT_HZ } from "../../assembly/common/hardware.js";
 
 export type InterruptSetup = "pic" | "apic";
 
@@ -44,11 +45,12 @@ export function interruptDriver(setup: InterruptSetup, machine: Machine): Interr
   return new ApicDriver(machine);
 }
 
-const PIT_HZ = 1_193_182;
 export const LAPIC = 0xfee0_0000;
 export const LAPIC_EOI = LAPIC + 0xb0;
 export const LAPIC_SVR = LAPIC + 0xf0;
 const LAPIC_ISR = LAPIC + 0x100;
+export const LAPIC_ICR_LOW = LAPIC + 0x300;
+export const LAPIC_ICR_HIGH = LAPIC + 0x310;
 export const LAPIC_LVT_TIMER = LAPIC + 0x320;
 export const LAPIC_LVT_LINT0 = LAPIC + 0x350;
 const LAPIC_LVT_LINT1 = LAPIC + 0x360;

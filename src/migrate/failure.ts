@@ -2,10 +2,11 @@
 // (or "connection" when the link itself failed) and whether the peer reported it.
 
 import type { ErrorCode } from "./wire/protocol.js";
+import { printable } from "../common/printable.js";
 
 export type FailureCode = ErrorCode | "connection";
 
-/** A step that failed; `byPeer` when the peer reported the error. */
+/** A step that failed; `byPeer` when the peer reported the error (its text is made safe to print). */
 export class MigrationFailure extends Error {
   override name = "MigrationFailure";
   constructor(
@@ -13,6 +14,6 @@ export class MigrationFailure extends Error {
     message: string,
     readonly byPeer = false,
   ) {
-    super(message);
+    super(byPeer ? printable(message) : message);
   }
 }

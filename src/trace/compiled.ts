@@ -7,7 +7,8 @@
 //        0     8  magic "BLMVBTRC"
 //        8     4  u32 format version (BTRACE_VERSION = 1)
 //       12     4  u32 record size (RECORD_SIZE = 40)
-//       16     4  u32 header flags (HeaderFlag: which devices, pit-irq0 wire, compat qemu, source)
+//       16     4  u32 header flags (HeaderFlag: which devices, pit-irq0 wire, compat qemu, source;
+//                    bits 8..13: the number of CPUs minus 1, so files without them have one)
 //       20     4  u32 offset of the first record (multiple of 8)
 //       24     8  u64 apic-bus-hz
 //       32     8  u64 tsc-hz
@@ -21,10 +22,10 @@
 //
 //   offset  size  record
 //        0     1  u8  op (Op: the same codes as event.ts)
-//        1     1  u8  check (Check: 0 none, 1 value, 2 no interrupt — `inta = none`)
+//        1     1  u8  check (Check: 0 none, 1 value, 2 `= none` (inta, sipi), 3 `inta = nmi`)
 //        2     2  u16 reserved, 0
 //        4     4  u32 source line (1-based; 0 if the event did not come from text)
-//        8     4  u32 a: port, address, MSR, ISA line, pin; for mark, the label's index
+//        8     4  u32 a: port, address, MSR, ISA line, pin, CPU; for mark, the label's index
 //       12     4  u32 b: value written (wrmsr: bits 31..0), or level
 //       16     4  u32 high word: wrmsr value bits 63..32, or rdmsr expected value bits 63..32
 //       20     4  u32 expected value (rdmsr: bits 31..0)
@@ -39,9 +40,10 @@
 import { MAX_CLOCK_HZ } from "../core/machine.js";
 import { open, type FileHandle } from "node:fs/promises";
 import { RecordField } from "../../assembly/abi/codes.js";
-import { Check, Op, isCheckable, type TraceEvent, type TraceHeader } from "./event.js";
+import { Check, Op, type TraceEvent, type TraceHeader } from "./event.js";
+import { eventProblem, labelProblem, sourceProblem } from "./operands.js";
 import { TraceError } from "./parse.js";
-import { openTrace } from "./reader.js";
+import { MAX_LINE_BYTES, openTrace } from "./reader.js";
 
 export const BTRACE_MAGIC = "BLMVBTRC";
 export const BTRACE_VERSION = 1;
@@ -74,10 +76,17 @@ export const HeaderFlag = {
   CompatQemu: 1 << 5,
   HasSource: 1 << 6,
 } as const;
+/** Where the header flags hold the number of CPUs minus 1 (6 bits: 1..64 CPUs). */
+const CPUS_SHIFT = 8;
+const CPUS_FIELD = 0x3f;
 
 const TWO_32 = 0x1_0000_0000;
-const LAST_OP = Op.Migrate;
 const DEFAULT_CHUNK_RECORDS = 65536;
+/** Flag bits this reader knows (the flags and the CPU count); any other bit set is an error. */
+const KNOWN_FLAGS = Object.values(HeaderFlag).reduce((all, bit) => all | bit, 0) | (CPUS_FIELD << CPUS_SHIFT);
+/** Bytes the label table is read in at a time. */
+const LABEL_READ_BYTES = 1 << 20;
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Writes event `e` as the record at `offset`; `labelIndex` is used for mark. */
 export function encodeRecord(view: DataView, offset: number, e: TraceEvent, labelIndex: number): void {
@@ -193,8 +202,9 @@ export class CompiledTraceWriter {
   }
 }
 
+/** `n` rounded up to a multiple of 8; exact for every size a file can have (no 32-bit wrap). */
 function align8(n: number): number {
-  return (n + 7) & ~7;
+  return Math.ceil(n / 8) * 8;
 }
 
 function writeHeader(head: Buffer, h: TraceHeader, sourceLength: number, recordsOffset: number, records: number, labelsOffset: number, labelCount: number): void {
@@ -206,7 +216,8 @@ function writeHeader(head: Buffer, h: TraceHeader, sourceLength: number, records
     (m.ioapic ? HeaderFlag.Ioapic : 0) |
     (h.pitIrq0 ? HeaderFlag.PitIrq0 : 0) |
     (h.compatQemu ? HeaderFlag.CompatQemu : 0) |
-    (h.source !== undefined ? HeaderFlag.HasSource : 0);
+    (h.source !== undefined ? HeaderFlag.HasSource : 0) |
+    ((h.cpus - 1) << CPUS_SHIFT);
   head.write(BTRACE_MAGIC, HeaderField.Magic, "latin1");
   head.writeUInt32LE(BTRACE_VERSION, HeaderField.Version);
   head.writeUInt32LE(RECORD_SIZE, HeaderField.RecordSize);
@@ -257,11 +268,15 @@ export async function readCompiledChunks(path: string, recordsPerChunk: number =
     const labelCount = head.readUInt32LE(HeaderField.LabelCount);
     const apicBusHz = Number(head.readBigUInt64LE(HeaderField.ApicBusHz));
     const tscHz = Number(head.readBigUInt64LE(HeaderField.TscHz));
-    if (recordsOffset !== align8(HEADER_SIZE + sourceLength)) fail("bad record offset");
+    if (sourceLength > MAX_LINE_BYTES) fail(`source text of ${sourceLength} bytes (longer than a trace line may be)`);
+    if (recordsOffset !== align8(HEADER_SIZE + sourceLength) || recordsOffset > size) fail("bad record offset");
     if (labelsOffset !== recordsOffset + recordCount * RECORD_SIZE || labelsOffset > size) fail("record count does not match the file");
     if (apicBusHz < 1 || apicBusHz > MAX_CLOCK_HZ || tscHz < 1 || tscHz > MAX_CLOCK_HZ) fail("bad clock rate");
+    if ((flags & ~KNOWN_FLAGS) !== 0) fail(`unknown header flags 0x${(flags & ~KNOWN_FLAGS).toString(16)}`);
     const hasSource = (flags & HeaderFlag.HasSource) !== 0;
     if (!hasSource && sourceLength !== 0) fail("source text without its flag");
+    const cpus = ((flags >>> CPUS_SHIFT) & CPUS_FIELD) + 1;
+    if (cpus > 1 && (flags & HeaderFlag.Lapic) === 0) fail(`${cpus} CPUs without local APICs`);
 
     const header: TraceHeader = {
       machine: {
@@ -274,27 +289,24 @@ export async function readCompiledChunks(path: string, recordsPerChunk: number =
       tscHz,
       pitIrq0: (flags & HeaderFlag.PitIrq0) !== 0,
       compatQemu: (flags & HeaderFlag.CompatQemu) !== 0,
+      cpus,
     };
-    if (hasSource) header.source = (await readAt(file, HEADER_SIZE, sourceLength)).toString("utf8");
-
-    const table = await readAt(file, labelsOffset, size - labelsOffset);
-    const labels: string[] = [];
-    let at = 0;
-    while (labels.length < labelCount) {
-      if (at + 4 > table.length) fail("label table cut short");
-      const length = table.readUInt32LE(at);
-      if (at + 4 + length > table.length) fail("label table cut short");
-      labels.push(table.toString("utf8", at + 4, at + 4 + length));
-      at += 4 + length;
+    const sourceBytes = await readAt(file, HEADER_SIZE, recordsOffset - HEADER_SIZE);
+    if (sourceBytes.subarray(sourceLength).some((b) => b !== 0)) fail("non-zero padding after the source text");
+    if (hasSource) {
+      const source = text(sourceBytes.subarray(0, sourceLength), "source text", fail);
+      const problem = sourceProblem(source);
+      if (problem !== null) fail(problem);
+      header.source = source;
     }
-    if (at !== table.length) fail("bytes after the label table");
+    const labels = await readLabels(file, labelsOffset, size, labelCount, fail);
 
     let open = true;
     const release = async (): Promise<void> => {
       if (open) await file.close();
       open = false;
     };
-    const chunks = recordChunks(path, file, recordsOffset, recordCount, labels.length, Math.max(1, Math.floor(recordsPerChunk)), release);
+    const chunks = recordChunks(path, file, { offset: recordsOffset, count: recordCount, labelCount: labels.length, cpus }, Math.max(1, Math.floor(recordsPerChunk)), release);
     return {
       file: path,
       header,
@@ -312,6 +324,33 @@ export async function readCompiledChunks(path: string, recordsPerChunk: number =
   }
 }
 
+function text(bytes: Uint8Array, what: string, fail: (what: string) => never): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return fail(`${what} is not valid UTF-8`);
+  }
+}
+
+/** The label table from `offset` to the end of the file, read a bounded piece at a time. */
+async function readLabels(file: FileHandle, offset: number, size: number, count: number, fail: (what: string) => never): Promise<string[]> {
+  const labels: string[] = [];
+  let at = offset;
+  while (labels.length < count) {
+    if (at + 4 > size) fail("label table cut short");
+    const length = (await readAt(file, at, 4)).readUInt32LE(0);
+    if (length > MAX_LINE_BYTES) fail(`label ${labels.length} of ${length} bytes (longer than a trace line may be)`);
+    if (at + 4 + length > size) fail("label table cut short");
+    const label = text(await readAt(file, at + 4, length), `label ${labels.length}`, fail);
+    const problem = labelProblem(label);
+    if (problem !== null) fail(`label ${labels.length}: ${problem}`);
+    labels.push(label);
+    at += 4 + length;
+  }
+  if (at !== size) fail("bytes after the label table");
+  return labels;
+}
+
 async function readAt(file: FileHandle, position: number, length: number): Promise<Buffer> {
   // Every byte is either read from the file or cut off below.
   const bytes = Buffer.allocUnsafe(length);
@@ -319,22 +358,22 @@ async function readAt(file: FileHandle, position: number, length: number): Promi
   return bytes.subarray(0, bytesRead);
 }
 
-async function* recordChunks(
-  path: string,
-  file: FileHandle,
-  offset: number,
-  count: number,
-  labelCount: number,
-  perChunk: number,
-  release: () => Promise<void>,
-): AsyncGenerator<Uint8Array> {
+/** Where the records are and what their operands may name. */
+interface RecordSpan {
+  offset: number;
+  count: number;
+  labelCount: number;
+  cpus: number;
+}
+
+async function* recordChunks(path: string, file: FileHandle, span: RecordSpan, perChunk: number, release: () => Promise<void>): AsyncGenerator<Uint8Array> {
   try {
     let lastTime = 0;
-    for (let first = 0; first < count; first += perChunk) {
-      const n = Math.min(perChunk, count - first);
-      const bytes = await readAt(file, offset + first * RECORD_SIZE, n * RECORD_SIZE);
+    for (let first = 0; first < span.count; first += perChunk) {
+      const n = Math.min(perChunk, span.count - first);
+      const bytes = await readAt(file, span.offset + first * RECORD_SIZE, n * RECORD_SIZE);
       if (bytes.length !== n * RECORD_SIZE) throw new TraceError(path, 0, "records cut short");
-      lastTime = checkRecords(path, bytes, first, labelCount, lastTime);
+      lastTime = checkRecords(path, bytes, first, span, lastTime);
       yield bytes;
     }
   } finally {
@@ -343,28 +382,38 @@ async function* recordChunks(
 }
 
 /** Checks every record of a chunk (see CompiledTrace.chunks); returns the last time. */
-function checkRecords(path: string, bytes: Buffer, firstIndex: number, labelCount: number, lastTime: number): number {
+function checkRecords(path: string, bytes: Buffer, firstIndex: number, span: RecordSpan, lastTime: number): number {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const e = makeScratchEvent();
   for (let offset = 0; offset < bytes.length; offset += RECORD_SIZE) {
-    const time = readTime(view, offset);
-    const problem = recordProblem(view, offset, labelCount, time, lastTime);
-    if (problem !== null) {
-      const line = view.getUint32(offset + RecordField.Line, true);
-      throw new TraceError(path, line, `compiled record ${firstIndex + offset / RECORD_SIZE}: ${problem}`);
-    }
-    lastTime = time;
+    readRaw(view, offset, e);
+    const reserved = view.getUint16(offset + RecordField.Reserved, true);
+    const problem =
+      reserved !== 0 ? `reserved bytes 0x${reserved.toString(16)} are not 0`
+      : e.time < lastTime || e.time > Number.MAX_SAFE_INTEGER ? `time ${e.time} out of order`
+      : eventProblem(e, span);
+    if (problem !== null) throw new TraceError(path, e.line, `compiled record ${firstIndex + offset / RECORD_SIZE}: ${problem}`);
+    lastTime = e.time;
   }
   return lastTime;
 }
 
-function recordProblem(view: DataView, offset: number, labelCount: number, time: number, lastTime: number): string | null {
-  const op = view.getUint8(offset + RecordField.Op) as Op;
-  const check = view.getUint8(offset + RecordField.Check);
-  if (op < 1 || op > LAST_OP) return `unknown op ${op}`;
-  if (check > Check.NoInterrupt || (check === Check.Value && !isCheckable(op)) || (check === Check.NoInterrupt && op !== Op.Inta)) {
-    return `check ${check} not allowed on op ${op}`;
-  }
-  if (op === Op.Mark && view.getUint32(offset + RecordField.A, true) >= labelCount) return "label index out of range";
-  if (time < lastTime || time > Number.MAX_SAFE_INTEGER) return `time ${time} out of order`;
-  return null;
+function makeScratchEvent(): TraceEvent {
+  return { time: 0, op: Op.Migrate, a: 0, b: 0, bHi: 0, check: Check.None, value: 0, mask: 0, valueHi: 0, maskHi: 0, label: "", line: 0 };
+}
+
+/** The record at `offset` into `e` as stored: for mark, `a` is the label's index. */
+function readRaw(view: DataView, offset: number, e: TraceEvent): void {
+  e.op = view.getUint8(offset + RecordField.Op) as Op;
+  e.check = view.getUint8(offset + RecordField.Check) as Check;
+  e.line = view.getUint32(offset + RecordField.Line, true);
+  e.a = view.getUint32(offset + RecordField.A, true);
+  e.b = view.getUint32(offset + RecordField.B, true);
+  const high = view.getUint32(offset + RecordField.High, true);
+  e.bHi = e.op === Op.Wrmsr ? high : 0;
+  e.valueHi = e.op === Op.Wrmsr ? 0 : high;
+  e.value = view.getUint32(offset + RecordField.Value, true);
+  e.mask = view.getUint32(offset + RecordField.Mask, true);
+  e.maskHi = view.getUint32(offset + RecordField.MaskHigh, true);
+  e.time = readTime(view, offset);
 }

@@ -30,15 +30,15 @@ export const OP_NAMES: readonly string[] = [
   "inta",
   "mark",
   "migrate",
+  "cpu",
+  "sipi",
 ];
-
-
 
 export interface TraceEvent {
   /** Virtual ns since machine reset, an integer in 0 .. 2^53 − 1 (always absolute here). */
   time: number;
   op: Op;
-  /** First operand: port, MMIO address, MSR number, ISA line or I/O APIC pin; 0 if none. */
+  /** First operand: port, MMIO address, MSR number, ISA line, I/O APIC pin or CPU number; 0 if none. */
   a: number;
   /** Second operand: value written (low 32 bits for wrmsr) or line level 0/1; 0 if none. */
   b: number;
@@ -76,6 +76,8 @@ export interface TraceHeader {
   source?: string;
   /** `!compat qemu`. */
   compatQemu: boolean;
+  /** `!cpus N`: CPUs on the board, 1..64. */
+  cpus: number;
 }
 
 /** The header a trace has when it gives no directives. */
@@ -86,6 +88,7 @@ export function defaultHeader(): TraceHeader {
     tscHz: 1_000_000_000,
     pitIrq0: true,
     compatQemu: false,
+    cpus: 1,
   };
 }
 
@@ -95,6 +98,7 @@ export function valueWidthMask(op: Op): number {
     case Op.Outb:
     case Op.Inb:
     case Op.Inta:
+    case Op.Sipi:
       return 0xff;
     case Op.Outw:
     case Op.Inw:
@@ -106,7 +110,12 @@ export function valueWidthMask(op: Op): number {
 
 /** Ops whose result a trace may check with `= V`. */
 export function isCheckable(op: Op): boolean {
-  return op === Op.Inb || op === Op.Inw || op === Op.Inl || op === Op.Readl || op === Op.Rdmsr || op === Op.Inta;
+  return op === Op.Inb || op === Op.Inw || op === Op.Inl || op === Op.Readl || op === Op.Rdmsr || op === Op.Inta || op === Op.Sipi;
+}
+
+/** Ops a CPU performs by executing an instruction: a CPU waiting for a start-up IPI performs none. */
+export function isCpuAccess(op: Op): boolean {
+  return op >= Op.Outb && op <= Op.Rdmsr;
 }
 
 /**
@@ -179,6 +188,7 @@ export function sameHeader(x: TraceHeader, y: TraceHeader): boolean {
     x.tscHz === y.tscHz &&
     x.pitIrq0 === y.pitIrq0 &&
     x.source === y.source &&
-    x.compatQemu === y.compatQemu
+    x.compatQemu === y.compatQemu &&
+    x.cpus === y.cpus
   );
 }

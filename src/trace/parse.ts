@@ -2,7 +2,7 @@
 // events, checking everything the format defines. The streaming reader feeds it; the writer
 // runs its own output through it so that nothing it writes can fail to read back.
 
-import { MAX_CLOCK_HZ } from "../core/machine.js";
+import { MAX_CLOCK_HZ, MAX_CPUS } from "../core/machine.js";
 import {
   Check,
   Op,
@@ -14,6 +14,8 @@ import {
   type TraceEvent,
   type TraceHeader,
 } from "./event.js";
+import { OPERANDS, cpuProblem, hex, sourceProblem, tooLarge } from "./operands.js";
+import { printable } from "../common/printable.js";
 
 /** A trace that breaks the format: which file, which 1-based line, and what is wrong. */
 export class TraceError extends Error {
@@ -24,33 +26,13 @@ export class TraceError extends Error {
     /** What is wrong, without the location. */
     readonly reason: string,
   ) {
-    super(`${file}:${line}: ${reason}`);
+    super(`${printable(file)}:${line}: ${printable(reason)}`);
   }
 }
 
 export const MAGIC_LINE = "blmv-trace 1";
 
 const OPS = new Map<string, Op>(OP_NAMES.map((name, code) => [name, code as Op]).filter(([name]) => name !== "") as [string, Op][]);
-
-/** The operands of each op, indexed by op code. */
-const OPERANDS: readonly (readonly string[])[] = [
-  [],
-  ["PORT", "VALUE"], // outb
-  ["PORT", "VALUE"], // outw
-  ["PORT", "VALUE"], // outl
-  ["PORT"], // inb
-  ["PORT"], // inw
-  ["PORT"], // inl
-  ["ADDR", "VALUE"], // writel
-  ["ADDR"], // readl
-  ["MSR", "VALUE"], // wrmsr
-  ["MSR"], // rdmsr
-  ["LINE", "LEVEL"], // irq
-  ["PIN", "LEVEL"], // gsi
-  [], // inta
-  ["LABEL"], // mark
-  [], // migrate
-];
 
 const MAX_TIME = Number.MAX_SAFE_INTEGER;
 const U32_MAX = 0xffff_ffff;
@@ -61,10 +43,6 @@ const MACHINE_KEYS = ["pic", "pit", "lapic", "ioapic"] as const;
 
 /** Raised inside the parser; the caller adds file and line. */
 class Reject extends Error {}
-
-function hex(n: number | bigint): string {
-  return "0x" + n.toString(16);
-}
 
 function isSpace(c: number): boolean {
   return c === 0x20 || (c >= 0x09 && c <= 0x0d);
@@ -114,7 +92,7 @@ function parseNumber(token: string, what: string): number {
 
 function parseLimited(token: string, what: string, max: number): number {
   const v = parseNumber(token, what);
-  if (v > max) throw new Reject(`${what} ${token} is too large (max ${HEX.test(token) ? hex(max) : max})`);
+  if (v > max) throw new Reject(tooLarge(what, token, max));
   return v;
 }
 
@@ -138,6 +116,11 @@ function pairs(tokens: readonly string[], directive: string): [string, string][]
     if (eq <= 0 || eq !== t.lastIndexOf("=")) throw new Reject(`bad setting '${t}' in ${directive} (key=value)`);
     return [t.slice(0, eq), t.slice(eq + 1)];
   });
+}
+
+/** More than one CPU needs the local APICs (each CPU has its own). */
+function checkCpusHaveApics(h: TraceHeader): void {
+  if (h.cpus > 1 && !h.machine.lapic) throw new Reject(`!cpus ${h.cpus} needs lapic=on (each CPU has its own local APIC)`);
 }
 
 function parseHz(tokens: readonly string[], directive: string): number {
@@ -210,7 +193,16 @@ export class TraceParser {
           if (!(MACHINE_KEYS as readonly string[]).includes(key)) throw new Reject(`unknown device '${key}' in !machine`);
           h.machine[key as (typeof MACHINE_KEYS)[number]] = parseOnOff(value, key);
         }
+        checkCpusHaveApics(h);
         return;
+      case "!cpus": {
+        if (args.length !== 1) throw new Reject("!cpus takes one number");
+        const n = parseLimited(args[0], "!cpus", MAX_CPUS);
+        if (n === 0) throw new Reject(`!cpus must be 1 to ${MAX_CPUS}`);
+        h.cpus = n;
+        checkCpusHaveApics(h);
+        return;
+      }
       case "!apic-bus-hz":
         h.apicBusHz = parseHz(args, name);
         return;
@@ -225,7 +217,8 @@ export class TraceParser {
         return;
       case "!source": {
         const source = text.slice(name.length).trim();
-        if (source === "") throw new Reject("!source needs a text");
+        const problem = sourceProblem(source);
+        if (problem !== null) throw new Reject(problem);
         h.source = source;
         return;
       }
@@ -248,7 +241,7 @@ export class TraceParser {
     if (op === undefined) throw new Reject(`unknown op '${opName}'`);
     const operands = tokens.length - 2;
     if (operands !== OPERANDS[op].length) {
-      const usage = OPERANDS[op].length === 0 ? "no operands" : OPERANDS[op].join(" ");
+      const usage = OPERANDS[op].length === 0 ? "no operands" : OPERANDS[op].map((o) => o.name).join(" ");
       throw new Reject(`${opName} takes ${usage}, got ${operands} operand${operands === 1 ? "" : "s"}`);
     }
     const e: TraceEvent = {
@@ -265,7 +258,7 @@ export class TraceParser {
       label: "",
       line,
     };
-    this.operands(e, opName, tokens);
+    this.operands(e, tokens);
     if (eq >= 0) this.expectation(e, opName, text.slice(eq + 1).trim());
     this.lastTime = time;
     return e;
@@ -283,44 +276,16 @@ export class TraceParser {
     return t;
   }
 
-  private operands(e: TraceEvent, opName: string, t: readonly string[]): void {
-    switch (e.op) {
-      case Op.Outb:
-      case Op.Outw:
-      case Op.Outl:
-        e.a = parseLimited(t[2], "port", 0xffff);
-        e.b = parseLimited(t[3], `${opName} value`, valueWidthMask(e.op));
-        return;
-      case Op.Inb:
-      case Op.Inw:
-      case Op.Inl:
-        e.a = parseLimited(t[2], "port", 0xffff);
-        return;
-      case Op.Writel:
-        e.a = parseLimited(t[2], "address", U32_MAX);
-        e.b = parseLimited(t[3], "writel value", U32_MAX);
-        return;
-      case Op.Readl:
-        e.a = parseLimited(t[2], "address", U32_MAX);
-        return;
-      case Op.Wrmsr:
-        e.a = parseLimited(t[2], "MSR", U32_MAX);
-        [e.b, e.bHi] = splitU64(parseU64(t[3], "wrmsr value"));
-        return;
-      case Op.Rdmsr:
-        e.a = parseLimited(t[2], "MSR", U32_MAX);
-        return;
-      case Op.Irq:
-        e.a = parseLimited(t[2], "ISA line", 15);
-        e.b = parseLimited(t[3], "level", 1);
-        return;
-      case Op.Gsi:
-        e.a = parseLimited(t[2], "I/O APIC pin", 23);
-        e.b = parseLimited(t[3], "level", 1);
-        return;
-      case Op.Mark:
-        e.label = t[2];
-        return;
+  private operands(e: TraceEvent, t: readonly string[]): void {
+    OPERANDS[e.op].forEach((o, i) => {
+      const token = t[2 + i];
+      if (o.field === "label") e.label = token;
+      else if (o.field === "u64") [e.b, e.bHi] = splitU64(parseU64(token, o.what));
+      else e[o.field] = parseLimited(token, o.what, o.max);
+    });
+    if (e.op === Op.Cpu) {
+      const problem = cpuProblem(e.a, this.header.cpus);
+      if (problem !== null) throw new Reject(problem);
     }
   }
 
@@ -332,8 +297,13 @@ export class TraceParser {
     if (text === "") throw new Reject("missing expected value after '='");
     if (words(text).length !== 1) throw new Reject(`bad expected value '${text}'`);
     if (text === "none") {
-      if (e.op !== Op.Inta) throw new Reject(`'= none' is only for inta, not ${opName}`);
+      if (e.op !== Op.Inta && e.op !== Op.Sipi) throw new Reject(`'= none' is only for inta and sipi, not ${opName}`);
       e.check = Check.NoInterrupt;
+      return;
+    }
+    if (text === "nmi") {
+      if (e.op !== Op.Inta) throw new Reject(`'= nmi' is only for inta, not ${opName}`);
+      e.check = Check.Nmi;
       return;
     }
     const slash = text.indexOf("/");

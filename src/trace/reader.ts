@@ -17,7 +17,7 @@ import { TraceError, TraceParser } from "./parse.js";
 export { TraceError } from "./parse.js";
 
 /** No valid line comes near this; a longer one means the input is not a trace. */
-const MAX_LINE_BYTES = 1 << 20;
+export const MAX_LINE_BYTES = 1 << 20;
 const CHUNK_BYTES = 1 << 20;
 const NEWLINE = 0x0a;
 

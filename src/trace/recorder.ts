@@ -4,7 +4,7 @@
 // operands are checked as the trace format reads them before it runs: a script that asks for
 // what no trace can hold (port 0x10000) fails at that call, with the format's reason.
 
-import { Machine, type MachineOptions } from "../core/machine.js";
+import { INTA_NMI, Machine, type MachineOptions } from "../core/machine.js";
 import { Check, Op, OP_NAMES, defaultHeader, makeEvent, splitU64, valueWidthMask, type TraceEvent, type TraceHeader } from "./event.js";
 import { TraceError, TraceParser } from "./parse.js";
 import { formatEvent, formatHeader } from "./writer.js";
@@ -31,6 +31,7 @@ export class RecordingMachine {
       tscHz: c.tscHz,
       pitIrq0: c.pitIrq0,
       compatQemu: c.compatQemu,
+      cpus: c.cpus,
       source,
     };
     formatHeader(this.header)
@@ -92,9 +93,24 @@ export class RecordingMachine {
   }
   inta(): number {
     const vector = this.machine.inta();
-    const check = vector < 0 ? Check.NoInterrupt : Check.Value;
-    this.events.push(makeEvent({ time: this.now(), op: Op.Inta, check, value: Math.max(vector, 0), mask: vector < 0 ? 0 : 0xff }));
+    const check = vector < 0 ? Check.NoInterrupt : vector === INTA_NMI ? Check.Nmi : Check.Value;
+    const value = check === Check.Value ? vector : 0;
+    this.events.push(makeEvent({ time: this.now(), op: Op.Inta, check, value, mask: check === Check.Value ? 0xff : 0 }));
     return vector;
+  }
+  /** The CPU-relative operations that follow are CPU `k`'s. */
+  selectCpu(k: number): void {
+    const event = this.checked(makeEvent({ time: this.now(), op: Op.Cpu, a: k }));
+    this.machine.selectCpu(k);
+    this.events.push(event);
+  }
+  /** Records the current CPU's start-up as an expectation (`sipi = V` or `sipi = none`). */
+  sipi(): number | "reset" | "waiting" {
+    const state = this.machine.sipiState();
+    if (state === "reset") this.events.push(makeEvent({ time: this.now(), op: Op.Sipi }));
+    else if (state === "waiting") this.events.push(makeEvent({ time: this.now(), op: Op.Sipi, check: Check.NoInterrupt }));
+    else this.events.push(makeEvent({ time: this.now(), op: Op.Sipi, check: Check.Value, value: state, mask: 0xff }));
+    return state;
   }
   mark(label: string): void {
     this.events.push(this.checked(makeEvent({ time: this.now(), op: Op.Mark, label })));

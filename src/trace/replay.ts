@@ -4,11 +4,11 @@
 
 import { performance } from "node:perf_hooks";
 import { Packr } from "msgpackr";
-import { Machine, type Policy } from "../core/machine.js";
+import { INTA_NMI, Machine, type Policy } from "../core/machine.js";
 import { EXIT_REASONS, type ExitReport } from "../core/exits.js";
-import { Check, OP_NAMES, Op, msrExpectation, msrValue, valueWidthMask, type TraceEvent, type TraceHeader } from "./event.js";
+import { Check, OP_NAMES, Op, isCpuAccess, msrExpectation, msrValue, valueWidthMask, type TraceEvent, type TraceHeader } from "./event.js";
 import { RECORD_SIZE, decodeRecord, readCompiledChunks } from "./compiled.js";
-import { ReplayCounter, ReplayStop } from "../../assembly/abi/codes.js";
+import { ReplayCounter, ReplayStop, SipiState } from "../../assembly/abi/codes.js";
 
 export interface MigrationPoints {
   /** Migrate after this many events (1-based event counts). */
@@ -28,6 +28,8 @@ export interface ReplayOptions extends MigrationPoints {
   policy?: Policy;
   /** Keep at most this many mismatches in the report (all are counted). */
   keepMismatches?: number;
+  /** Keep at most this many migrations' details in the report (all are summarised). */
+  keepMigrations?: number;
 }
 
 export interface Mismatch {
@@ -48,6 +50,17 @@ export interface MigrationStat {
   reconstructUs: number;
 }
 
+/** What the migrations of a replay cost, in a size that does not grow with their number. */
+export interface MigrationSummary {
+  count: number;
+  /** The first migrations, at most `keepMigrations` of them. */
+  first: MigrationStat[];
+  /** Smallest and largest device-state record, bytes (0 when none). */
+  recordBytes: { min: number; max: number };
+  /** Capture plus reconstruction, µs: median (to the µs below 16 ms) and maximum. */
+  timeUs: { median: number; max: number };
+}
+
 export interface ReplayReport {
   policy: Policy;
   events: number;
@@ -60,7 +73,7 @@ export interface ReplayReport {
   virtualTimeNs: number;
   wallMs: number;
   eventsPerSecond: number;
-  migrations: MigrationStat[];
+  migrations: MigrationSummary;
   /** `migrate` events reached under a policy that keeps no shadows. */
   migrationsRefused: number;
   /** Migration points asked for that the trace never reached, each with the reason. */
@@ -73,6 +86,7 @@ const packr = new Packr({ useRecords: false });
 export function machineOptions(header: TraceHeader, policy: Policy) {
   return {
     ...header.machine,
+    cpus: header.cpus,
     pitIrq0: header.pitIrq0,
     compatQemu: header.compatQemu,
     apicBusHz: header.apicBusHz,
@@ -91,6 +105,7 @@ export class Replayer {
   private readonly labelsMet = new Set<string>();
   private readonly finishedExits: ExitReport[] = [];
   private readonly started = performance.now();
+  private readonly migrationTimes = new MedianCounter();
 
   constructor(header: TraceHeader, private readonly options: ReplayOptions = {}) {
     const policy = options.policy ?? "blmvisor";
@@ -115,7 +130,7 @@ export class Replayer {
       virtualTimeNs: 0,
       wallMs: 0,
       eventsPerSecond: 0,
-      migrations: [],
+      migrations: { count: 0, first: [], recordBytes: { min: 0, max: 0 }, timeUs: { median: 0, max: 0 } },
       migrationsRefused: 0,
       migrationPointsMissed: [],
     };
@@ -147,6 +162,7 @@ export class Replayer {
         const reason: ReplayStop = core.replayStatus(ReplayCounter.StopReason);
         const e = decodeRecord(view, stoppedAt * RECORD_SIZE, labels);
         if (reason === ReplayStop.Mismatch) this.compiledMismatch(e, core.replayStatus(ReplayCounter.ActualLow), core.replayStatus(ReplayCounter.ActualHigh));
+        else if (reason === ReplayStop.CpuWaiting) this.waitingCpuMismatch(e);
         else if (reason === ReplayStop.Migrate) migrate = true;
         else if (reason === ReplayStop.Mark) migrate ||= this.atLabel(e.label);
         if (migrate) this.migrate(e);
@@ -181,7 +197,11 @@ export class Replayer {
   private compiledMismatch(e: TraceEvent, low: number, high: number): void {
     if (e.op === Op.Inta) {
       const vector = low > 0x7fffffff ? -1 : low;
-      this.mismatch(e, vectorText(e.check === Check.NoInterrupt ? -1 : e.value), vectorText(vector));
+      this.mismatch(e, vectorText(expectedVector(e)), vectorText(vector));
+    } else if (e.op === Op.Sipi) {
+      this.mismatch(e, sipiText(e.check === Check.NoInterrupt ? SipiState.Waiting : e.value), sipiText(low | 0));
+    } else if (e.op === Op.Cpu) {
+      this.mismatch(e, `a CPU below ${this.machine.config.cpus}`, `cpu ${e.a}`);
     } else if (e.op === Op.Rdmsr) {
       this.mismatch(e, `0x${msrExpectation(e).value.toString(16)}`, `0x${((BigInt(high) << 32n) | BigInt(low)).toString(16)}`);
     } else {
@@ -197,6 +217,11 @@ export class Replayer {
     r.interrupts += m.core.replayStatus(ReplayCounter.Interrupts);
   }
 
+  /** A port, MMIO or MSR event by a CPU that still waits for a start-up IPI. */
+  private waitingCpuMismatch(e: TraceEvent): void {
+    this.mismatch(e, `cpu ${this.machine.cpu} running`, `cpu ${this.machine.cpu} waiting for a start-up IPI`);
+  }
+
   /** Runs one event. */
   step(e: TraceEvent): void {
     const m = this.machine;
@@ -204,6 +229,11 @@ export class Replayer {
     m.advanceTo(e.time);
     r.events++;
     let migrate = false;
+    if (isCpuAccess(e.op) && m.sipiState() === "waiting") {
+      this.waitingCpuMismatch(e);
+      if (this.migrationDue()) this.migrate(e);
+      return;
+    }
     switch (e.op) {
       case Op.Outb:
         m.outb(e.a, e.b);
@@ -244,6 +274,12 @@ export class Replayer {
       case Op.Inta:
         this.checkInta(e, m.inta());
         break;
+      case Op.Cpu:
+        m.selectCpu(e.a);
+        break;
+      case Op.Sipi:
+        this.checkSipi(e, m.core.sipiState());
+        break;
       case Op.Mark:
         migrate = this.atLabel(e.label);
         break;
@@ -280,6 +316,7 @@ export class Replayer {
     r.exits = sumExits([...this.finishedExits, this.machine.exits()]);
     r.wallMs = performance.now() - this.started;
     r.eventsPerSecond = r.wallMs > 0 ? Math.round((r.events * 1000) / r.wallMs) : 0;
+    r.migrations.timeUs.median = this.migrationTimes.median();
     return r;
   }
 
@@ -293,22 +330,29 @@ export class Replayer {
     const record = this.machine.capture();
     const bytes = packr.pack(record);
     const t1 = performance.now();
-    const next = Machine.reconstruct(packr.unpack(bytes), { policy: this.machine.policy });
     // The source is left for good: its timer's phase goes along, as a migration's commit carries it.
-    next.applyTimerPhase(this.machine.probeTimerPhase());
+    const next = Machine.resume(packr.unpack(bytes), this.machine.probeTimerPhase(), { policy: this.machine.policy });
     const t2 = performance.now();
     this.finishedExits.push(this.machine.exits());
     this.absorbCoreCounters(this.machine);
     this.machine.release();
     this.machine = next;
-    r.migrations.push({
+    const stat = {
       event: r.events,
       line: e.line,
       timeNs: e.time,
       recordBytes: bytes.length,
       captureUs: Math.round((t1 - t0) * 1000),
       reconstructUs: Math.round((t2 - t1) * 1000),
-    });
+    };
+    const m = r.migrations;
+    if (m.first.length < (this.options.keepMigrations ?? 100)) m.first.push(stat);
+    m.recordBytes.min = m.count === 0 ? stat.recordBytes : Math.min(m.recordBytes.min, stat.recordBytes);
+    m.recordBytes.max = Math.max(m.recordBytes.max, stat.recordBytes);
+    const us = stat.captureUs + stat.reconstructUs;
+    m.timeUs.max = Math.max(m.timeUs.max, us);
+    this.migrationTimes.add(us);
+    m.count++;
   }
 
   private checkRead(e: TraceEvent, actual: number): void {
@@ -330,15 +374,23 @@ export class Replayer {
     if (vector >= 0) this.report.interrupts++;
     if (e.check === Check.None) return;
     this.report.checked++;
-    const expected = e.check === Check.NoInterrupt ? -1 : e.value;
+    const expected = expectedVector(e);
     if (vector !== expected) this.mismatch(e, vectorText(expected), vectorText(vector));
+  }
+
+  /** `sipi`: the core's state is a vector or a SipiState. */
+  private checkSipi(e: TraceEvent, state: number): void {
+    if (e.check === Check.None) return;
+    this.report.checked++;
+    const expected = e.check === Check.NoInterrupt ? SipiState.Waiting : e.value;
+    if (state !== expected) this.mismatch(e, sipiText(expected), sipiText(state));
   }
 
   private mismatch(e: TraceEvent, expected: string, actual: string): void {
     const r = this.report;
     r.mismatchCount++;
     if (r.mismatches.length >= this.keep) return;
-    const operand = e.op === Op.Inta ? "" : `0x${e.a.toString(16)}`;
+    const operand = e.op === Op.Inta || e.op === Op.Sipi ? "" : e.op === Op.Cpu ? String(e.a) : `0x${e.a.toString(16)}`;
     r.mismatches.push({ line: e.line, event: r.events, op: OP_NAMES[e.op], operand, expected, actual });
   }
 }
@@ -366,7 +418,17 @@ function hex(v: number, mask = 0xffffffff, op?: Op): string {
 }
 
 function vectorText(v: number): string {
-  return v < 0 ? "none" : `0x${v.toString(16)}`;
+  return v < 0 ? "none" : v === INTA_NMI ? "nmi" : `0x${v.toString(16)}`;
+}
+
+/** What an `inta` event expects: a vector, -1 (`= none`) or INTA_NMI. */
+function expectedVector(e: TraceEvent): number {
+  return e.check === Check.NoInterrupt ? -1 : e.check === Check.Nmi ? INTA_NMI : e.value;
+}
+
+/** A start-up state: a vector, "none" (waiting) or "running since reset". */
+function sipiText(state: number): string {
+  return state === SipiState.Waiting ? "none" : state === SipiState.Reset ? "running since reset" : `0x${state.toString(16)}`;
 }
 
 export function sumExits(reports: readonly ExitReport[]): ExitReport {
@@ -401,5 +463,29 @@ export function sumExits(reports: readonly ExitReport[]): ExitReport {
     byPort: [...ports.values()].sort((a, b) => a.port - b.port),
     byRegister: [...regs.values()],
     byMsr: [...msrs.values()],
+    byCpu: reports.reduce<number[]>((sum, r) => r.byCpu.map((n, k) => n + (sum[k] ?? 0)), []),
   };
+}
+
+/** Counts integers in 1-wide buckets up to a limit (those above share one): the median in fixed memory. */
+class MedianCounter {
+  private readonly buckets = new Uint32Array(16384);
+  private count = 0;
+  private maxSeen = 0;
+
+  add(value: number): void {
+    this.buckets[Math.min(Math.max(0, value), this.buckets.length - 1)]++;
+    this.maxSeen = Math.max(this.maxSeen, value);
+    this.count++;
+  }
+
+  /** The middle value (the upper one of an even count), or the largest seen if it lies above the buckets. */
+  median(): number {
+    let left = Math.floor(this.count / 2) + 1;
+    for (let v = 0; v < this.buckets.length; v++) {
+      left -= this.buckets[v];
+      if (left <= 0) return v === this.buckets.length - 1 ? this.maxSeen : v;
+    }
+    return 0;
+  }
 }

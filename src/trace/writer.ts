@@ -31,6 +31,7 @@ export function formatHeader(h: TraceHeader): string {
   text += `!machine pic=${onOff(m.pic)} pit=${onOff(m.pit)} lapic=${onOff(m.lapic)} ioapic=${onOff(m.ioapic)}\n`;
   text += `!apic-bus-hz ${h.apicBusHz}\n!tsc-hz ${h.tscHz}\n!wire pit-irq0=${onOff(h.pitIrq0)}\n`;
   if (h.compatQemu) text += "!compat qemu\n";
+  if (h.cpus !== 1) text += `!cpus ${h.cpus}\n`;
   return text;
 }
 
@@ -48,13 +49,18 @@ export function formatEvent(e: TraceEvent): string {
     case Op.Mark:
       text += ` ${e.label}`;
       break;
+    case Op.Cpu:
+      text += ` ${e.a}`;
+      break;
     case Op.Inta:
+    case Op.Sipi:
     case Op.Migrate:
       break;
     default:
       text += e.op === Op.Outb || e.op === Op.Outw || e.op === Op.Outl || e.op === Op.Writel ? ` ${hex(e.a)} ${hex(e.b)}` : ` ${hex(e.a)}`;
   }
   if (e.check === Check.NoInterrupt) return text + " = none";
+  if (e.check === Check.Nmi) return text + " = nmi";
   if (e.check !== Check.Value) return text;
   if (e.op === Op.Rdmsr) {
     text += ` = ${hex64(e.value, e.valueHi)}`;

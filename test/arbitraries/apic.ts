@@ -5,29 +5,13 @@
 
 import fc from "fast-check";
 import { Machine, type MachineOptions } from "../../src/core/machine.js";
+import {
+  ALL_EXCLUDING_SELF, ALL_INCLUDING_SELF, LEVEL, MASKED, MSR_APIC_BASE, MSR_TSC_DEADLINE, PERIODIC, REG, SELF,
+  TSC_DEADLINE,
+} from "./apic-registers.js";
+import type { Step } from "./steps.js";
 
-export const LAPIC = 0xfee00000;
-export const IOREGSEL = 0xfec00000;
-export const IOWIN = 0xfec00010;
-export const IOAPIC_EOI = 0xfec00040;
-export const MSR_APIC_BASE = 0x1b;
-export const MSR_TSC_DEADLINE = 0x6e0;
-
-export const REG = {
-  id: 0x20, version: 0x30, tpr: 0x80, apr: 0x90, ppr: 0xa0, eoi: 0xb0, ldr: 0xd0, dfr: 0xe0, svr: 0xf0,
-  isr: 0x100, tmr: 0x180, irr: 0x200, esr: 0x280, icrLow: 0x300, icrHigh: 0x310,
-  lvtTimer: 0x320, lvtThermal: 0x330, lvtPerf: 0x340, lvtLint0: 0x350, lvtLint1: 0x360, lvtError: 0x370,
-  initialCount: 0x380, currentCount: 0x390, divide: 0x3e0, unimplemented: 0x010,
-} as const;
-
-export const MASKED = 1 << 16;
-export const LEVEL = 1 << 15;
-export const PERIODIC = 1 << 17;
-export const TSC_DEADLINE = 2 << 17;
-/** ICR destination shorthands. */
-export const SELF = 1 << 18;
-export const ALL_INCLUDING_SELF = 2 << 18;
-export const ALL_EXCLUDING_SELF = 3 << 18;
+export * from "./apic-registers.js";
 
 export interface LapicTimerState {
   initialCount: number;
@@ -74,91 +58,10 @@ export function apicMachine(options: MachineOptions = {}): Machine {
   return Machine.create({ pic: false, pit: false, pitIrq0: false, ...options });
 }
 
-/** Where the guest finds the local APIC page now (QEMU never moves it). */
-export function lapicPage(m: Machine): number {
-  if (m.config.compatQemu) return LAPIC;
-  return Number(m.rdmsr(MSR_APIC_BASE) & 0xfffff000n);
-}
-
-export const readReg = (m: Machine, offset: number) => m.readl(lapicPage(m) + offset) >>> 0;
-export const writeReg = (m: Machine, offset: number, value: number) => m.writel(lapicPage(m) + offset, value >>> 0);
-
-export function ioRead(m: Machine, reg: number): number {
-  m.writel(IOREGSEL, reg);
-  return m.readl(IOWIN) >>> 0;
-}
-
-export function ioWrite(m: Machine, reg: number, value: number): void {
-  m.writel(IOREGSEL, reg);
-  m.writel(IOWIN, value >>> 0);
-}
-
-/** Programs redirection entry `pin`: destination first, so an unmasking low word comes last. */
-export function ioEntry(m: Machine, pin: number, low: number, dest = 0): void {
-  ioWrite(m, 0x11 + 2 * pin, dest << 24);
-  ioWrite(m, 0x10 + 2 * pin, low);
-}
-
 /** Bit `v` of a 256-bit register (ISR, TMR or IRR) as inspect() shows it. */
 export const bitOf = (words: number[], v: number) => ((words[v >>> 5] >>> (v & 31)) & 1) === 1;
 
-export type ApicStep =
-  | { op: "write"; offset: number; value: number }
-  | { op: "read"; offset: number }
-  | { op: "ioWrite"; reg: number; value: number }
-  | { op: "ioRead"; reg: number }
-  | { op: "ioSelect"; value: number }
-  | { op: "ioEoi"; vector: number }
-  | { op: "wrmsr"; msr: number; value: bigint }
-  | { op: "deadlineIn"; ticks: number }
-  | { op: "rdmsr"; msr: number }
-  | { op: "gsi"; pin: number; level: 0 | 1 }
-  | { op: "inta" }
-  | { op: "advance"; ns: number };
-
-/** Runs one step; returns what the guest observes (a read value or a vector), if anything. */
-export function applyApicStep(m: Machine, s: ApicStep): number | bigint | undefined {
-  switch (s.op) {
-    case "write":
-      writeReg(m, s.offset, s.value);
-      return undefined;
-    case "read":
-      return readReg(m, s.offset);
-    case "ioWrite":
-      ioWrite(m, s.reg, s.value);
-      return undefined;
-    case "ioRead":
-      return ioRead(m, s.reg);
-    case "ioSelect":
-      m.writel(IOREGSEL, s.value);
-      return undefined;
-    case "ioEoi":
-      m.writel(IOAPIC_EOI, s.vector);
-      return undefined;
-    case "wrmsr":
-      m.wrmsr(s.msr, s.value);
-      return undefined;
-    case "deadlineIn": {
-      // A deadline relative to the TSC now: negative ticks put it in the past.
-      const tsc = m.rdmsr(0x10);
-      const d = tsc + BigInt(s.ticks);
-      m.wrmsr(MSR_TSC_DEADLINE, d > 0n ? d : 1n);
-      return undefined;
-    }
-    case "rdmsr":
-      return m.rdmsr(s.msr);
-    case "gsi":
-      m.setGsi(s.pin, s.level);
-      return undefined;
-    case "inta":
-      return m.inta();
-    case "advance":
-      m.advanceTo(m.now() + s.ns);
-      return undefined;
-  }
-}
-
-const write = (offset: number, value: number): ApicStep => ({ op: "write", offset, value });
+const write = (offset: number, value: number): Step => ({ op: "write", offset, value });
 
 const byte = fc.integer({ min: 0, max: 0xff });
 /** Mostly legal vectors, now and then an illegal one (0–15). */
@@ -167,11 +70,11 @@ const vector = fc.oneof({ weight: 9, arbitrary: fc.integer({ min: 0x10, max: 0xf
 const commonVector = fc.constantFrom(0x31, 0x35, 0x41, 0x52, 0x58, 0x6e, 0x80, 0xec, 0xfe);
 const anyVector = fc.oneof({ weight: 3, arbitrary: commonVector }, { weight: 1, arbitrary: vector });
 
-const svr: fc.Arbitrary<ApicStep> = fc
+const svr: fc.Arbitrary<Step> = fc
   .record({ enable: fc.constantFrom(1, 1, 1, 0), vec: byte, focus: fc.boolean() })
   .map(({ enable, vec, focus }) => write(REG.svr, (enable << 8) | vec | (focus ? 1 << 9 : 0)));
-const tpr: fc.Arbitrary<ApicStep> = fc.oneof(fc.constant(0), byte).map((v) => write(REG.tpr, v));
-const destinationSetup: fc.Arbitrary<ApicStep[]> = fc
+const tpr: fc.Arbitrary<Step> = fc.oneof(fc.constant(0), byte).map((v) => write(REG.tpr, v));
+const destinationSetup: fc.Arbitrary<Step[]> = fc
   .record({ ldr: byte, cluster: fc.boolean(), id: fc.constantFrom(0, 0, 1, 5) })
   .map(({ ldr, cluster, id }) => [
     write(REG.ldr, ldr << 24),
@@ -180,7 +83,7 @@ const destinationSetup: fc.Arbitrary<ApicStep[]> = fc
   ]);
 
 /** ICR commands: self-IPIs mostly, every shorthand and mode now and then. */
-const icr: fc.Arbitrary<ApicStep[]> = fc
+const icr: fc.Arbitrary<Step[]> = fc
   .record({
     vec: anyVector,
     mode: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 2, arbitrary: fc.integer({ min: 0, max: 7 }) }),
@@ -193,11 +96,11 @@ const icr: fc.Arbitrary<ApicStep[]> = fc
     write(REG.icrHigh, dest << 24),
     write(REG.icrLow, vec | (mode << 8) | (logical ? 1 << 11 : 0) | levelBits | shorthand),
   ]);
-const inta: fc.Arbitrary<ApicStep> = fc.constant({ op: "inta" });
-const eoi: fc.Arbitrary<ApicStep> = fc.constant(write(REG.eoi, 0));
+const inta: fc.Arbitrary<Step> = fc.constant({ op: "inta" });
+const eoi: fc.Arbitrary<Step> = fc.constant(write(REG.eoi, 0));
 /** A self-IPI taken by the CPU: fills ISR. */
-const interrupt: fc.Arbitrary<ApicStep[]> = commonVector.map((v) => [write(REG.icrLow, SELF | v), { op: "inta" }]);
-const errors: fc.Arbitrary<ApicStep> = fc.constantFrom<ApicStep>(
+const interrupt: fc.Arbitrary<Step[]> = commonVector.map((v) => [write(REG.icrLow, SELF | v), { op: "inta" }]);
+const errors: fc.Arbitrary<Step> = fc.constantFrom<Step>(
   { op: "read", offset: REG.unimplemented },
   write(0x3f0, 0),
   write(REG.esr, 0),
@@ -213,28 +116,33 @@ const timerLvt = fc
   .record({ mode: fc.constantFrom(0, PERIODIC, PERIODIC, TSC_DEADLINE), masked: fc.constantFrom(0, 0, 0, MASKED), vec: anyVector })
   .map(({ mode, masked, vec }) => mode | masked | vec);
 /** Programming the timer as drivers do: divider and LVT, then the count that starts it. */
-const timerStart: fc.Arbitrary<ApicStep[]> = fc
+const timerStart: fc.Arbitrary<Step[]> = fc
   .record({ div: divideConfig, lvt: timerLvt, count })
   .map(({ div, lvt, count }) => [write(REG.divide, div), write(REG.lvtTimer, lvt), write(REG.initialCount, count)]);
 /** An LVT timer change alone, with the count running (not exact across a QEMU-mode migration). */
-const lvtOnly: fc.Arbitrary<ApicStep> = timerLvt.map((v) => write(REG.lvtTimer, v));
-const timerTouch: fc.Arbitrary<ApicStep> = fc.oneof(
+const lvtOnly: fc.Arbitrary<Step> = timerLvt.map((v) => write(REG.lvtTimer, v));
+const timerTouch: fc.Arbitrary<Step> = fc.oneof(
   count.map((v) => write(REG.initialCount, v)),
   fc
     .oneof(fc.integer({ min: -50, max: 3000 }), fc.integer({ min: 3000, max: 10_000_000 }))
-    .map((ticks): ApicStep => ({ op: "deadlineIn", ticks })),
-  fc.constant<ApicStep>({ op: "wrmsr", msr: MSR_TSC_DEADLINE, value: 0n }),
+    .map((ticks): Step => ({ op: "deadlineIn", ticks })),
+  fc.constant<Step>({ op: "wrmsr", msr: MSR_TSC_DEADLINE, value: 0n }),
 );
 /** A divider change alone, with the count running (not exact across a QEMU-mode migration). */
-const divideOnly: fc.Arbitrary<ApicStep> = divideConfig.map((v) => write(REG.divide, v));
-const otherLvt: fc.Arbitrary<ApicStep> = fc
+const divideOnly: fc.Arbitrary<Step> = divideConfig.map((v) => write(REG.divide, v));
+/** Other LVT entries: fixed, NMI or ExtINT; the LINT pins' also level-triggered. */
+const otherLvt: fc.Arbitrary<Step> = fc
   .record({
     which: fc.constantFrom(REG.lvtThermal, REG.lvtPerf, REG.lvtLint0, REG.lvtLint1, REG.lvtError),
     masked: fc.constantFrom(0, MASKED),
     mode: fc.constantFrom(0, 0x400, 0x700),
+    level: fc.constantFrom(0, LEVEL),
     vec: anyVector,
   })
-  .map(({ which, masked, mode, vec }) => write(which, masked | (which === REG.lvtError ? 0 : mode) | vec));
+  .map(({ which, masked, mode, level, vec }) => {
+    const lint = which === REG.lvtLint0 || which === REG.lvtLint1;
+    return write(which, masked | (which === REG.lvtError ? 0 : mode) | (lint ? level : 0) | vec);
+  });
 
 const pin = fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 16, max: 23 }) }, { weight: 2, arbitrary: fc.integer({ min: 0, max: 15 }) });
 const ioEntryLow = fc
@@ -246,29 +154,29 @@ const ioEntryLow = fc
     logical: fc.constantFrom(0, 0, 1 << 11),
   })
   .map(({ vec, level, masked, activeLow, logical }) => vec | (level ? LEVEL : 0) | masked | activeLow | logical);
-const ioProgram: fc.Arbitrary<ApicStep[]> = fc
+const ioProgram: fc.Arbitrary<Step[]> = fc
   .record({ pin, low: ioEntryLow, dest: fc.constantFrom(0, 0, 1, 0xff) })
   .map(({ pin, low, dest }) => [
     { op: "ioWrite", reg: 0x11 + 2 * pin, value: dest << 24 },
     { op: "ioWrite", reg: 0x10 + 2 * pin, value: low },
   ]);
-const gsi: fc.Arbitrary<ApicStep> = fc
+const gsi: fc.Arbitrary<Step> = fc
   .record({ pin, level: fc.constantFrom<0 | 1>(0, 1, 1) })
   .map(({ pin, level }) => ({ op: "gsi", pin, level }));
-const ioOther: fc.Arbitrary<ApicStep> = fc.oneof(
-  commonVector.map((vector): ApicStep => ({ op: "ioEoi", vector })),
-  byte.map((value): ApicStep => ({ op: "ioSelect", value })),
-  fc.constantFrom<ApicStep>({ op: "ioWrite", reg: 0, value: 0x0a000000 }, { op: "ioRead", reg: 0x01 }),
+const ioOther: fc.Arbitrary<Step> = fc.oneof(
+  commonVector.map((vector): Step => ({ op: "ioEoi", vector })),
+  byte.map((value): Step => ({ op: "ioSelect", value })),
+  fc.constantFrom<Step>({ op: "ioWrite", reg: 0, value: 0x0a000000 }, { op: "ioRead", reg: 0x01 }),
 );
-const registerRead: fc.Arbitrary<ApicStep> = fc
+const registerRead: fc.Arbitrary<Step> = fc
   .constantFrom(
     REG.id, REG.version, REG.tpr, REG.apr, REG.ppr, REG.ldr, REG.dfr, REG.svr, REG.esr, REG.icrLow, REG.icrHigh,
     REG.lvtTimer, REG.lvtLint0, REG.lvtError, REG.initialCount, REG.currentCount, REG.currentCount, REG.divide,
     REG.isr + 0x10, REG.irr + 0x20, REG.tmr + 0x30, REG.isr + 0x70, REG.irr + 0x70, REG.tmr + 0x70,
   )
-  .map((offset): ApicStep => ({ op: "read", offset }));
-const msrRead: fc.Arbitrary<ApicStep> = fc.constantFrom<ApicStep>({ op: "rdmsr", msr: MSR_APIC_BASE }, { op: "rdmsr", msr: MSR_TSC_DEADLINE });
-const advance: fc.Arbitrary<ApicStep> = fc
+  .map((offset): Step => ({ op: "read", offset }));
+const msrRead: fc.Arbitrary<Step> = fc.constantFrom<Step>({ op: "rdmsr", msr: MSR_APIC_BASE }, { op: "rdmsr", msr: MSR_TSC_DEADLINE });
+const advance: fc.Arbitrary<Step> = fc
   .oneof({ weight: 4, arbitrary: fc.integer({ min: 1, max: 3000 }) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 2_000_000 }) })
   .map((ns) => ({ op: "advance", ns }));
 
@@ -278,7 +186,7 @@ export interface ApicActionOptions {
 }
 
 /** One guest action, as one or more steps. */
-export function apicAction({ timerChangesWithoutCount = true }: ApicActionOptions = {}): fc.Arbitrary<ApicStep[]> {
+export function apicAction({ timerChangesWithoutCount = true }: ApicActionOptions = {}): fc.Arbitrary<Step[]> {
   return fc.oneof(
     { weight: 1, arbitrary: svr.map((s) => [s]) },
     { weight: 2, arbitrary: tpr.map((s) => [s]) },
@@ -303,7 +211,7 @@ export function apicAction({ timerChangesWithoutCount = true }: ApicActionOption
 }
 
 /** The usual start (software enable) most of the time, then random actions. */
-export function apicScenario(maxActions = 40, options: ApicActionOptions = {}): fc.Arbitrary<ApicStep[]> {
+export function apicScenario(maxActions = 40, options: ApicActionOptions = {}): fc.Arbitrary<Step[]> {
   return fc
     .tuple(fc.constantFrom(true, true, true, false), fc.array(apicAction(options), { maxLength: maxActions, size: "max" }))
     .map(([enable, actions]) => [...(enable ? [write(REG.svr, 0x1ff)] : []), ...actions.flat()]);
@@ -316,3 +224,19 @@ export const apicSettings = fc.record({
   tscHz: fc.constantFrom(1_000_000_000, 3_000_000_000, 2_500_000_000),
   policy: fc.constantFrom<"blmvisor" | "full">("blmvisor", "full"),
 });
+
+/** LVT LINT0 as drivers set it with a PIC behind it: ExtINT, or fixed edge- or level-triggered. */
+const lint0Setup: fc.Arbitrary<Step> = fc
+  .record({ mode: fc.constantFrom(0x700, 0x700, 0), level: fc.constantFrom(0, LEVEL), masked: fc.constantFrom(0, 0, 0, MASKED), vec: commonVector })
+  .map(({ mode, level, masked, vec }) => write(REG.lvtLint0, mode | (mode === 0 ? level : 0) | masked | vec));
+
+/**
+ * A board whose PIC drives LINT0: the PC's PIC initialisation, the APIC enabled and LINT0 set up,
+ * then APIC actions mixed with ISA line changes, acknowledges and PIC EOIs (`picLines`).
+ */
+export function lint0Scenario(picLines: fc.Arbitrary<Step[]>, maxActions = 40): fc.Arbitrary<Step[]> {
+  const action = fc.oneof({ weight: 3, arbitrary: apicAction() }, { weight: 2, arbitrary: lint0Setup.map((s) => [s]) }, { weight: 4, arbitrary: picLines });
+  return fc
+    .tuple(lint0Setup, fc.array(action, { maxLength: maxActions, size: "max" }))
+    .map(([lint0, actions]) => [write(REG.svr, 0x1ff), lint0, ...actions.flat()]);
+}

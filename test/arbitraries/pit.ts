@@ -1,11 +1,13 @@
 // The 8254 and port 0x61 as tests see them: the spec's clock, typed views of inspect(), and
 // random legal guest behaviour as plain steps on the Machine API (every mode, RW mode, BCD,
-// half-written counts, latches, read-backs, gate changes, interleaved time).
+// counts up to 0xffff, half-written counts, latches, read-backs, gate changes, interleaved time).
 
 import fc from "fast-check";
 import { Machine, type MachineOptions } from "../../src/core/machine.js";
+import { PIT_HZ as PIT_INPUT_HZ } from "../../assembly/common/hardware.js";
+import type { Step } from "./steps.js";
 
-const PIT_HZ = 1_193_182n;
+const PIT_HZ = BigInt(PIT_INPUT_HZ);
 const NS = 1_000_000_000n;
 
 /** E(t): PIT clock edges at or before t ns. */
@@ -58,31 +60,36 @@ export function pitMachine(options: MachineOptions = {}): Machine {
 }
 
 /**
- * The PIT's state at the machine's current time. The board runs the PIT lazily, so a
- * side-effect-free access (a read of the control port) first brings it to now.
+ * The PIT's state at the machine's current time, as the guest sees it: where the hypervisor
+ * holds a latch it took over at a capture (and answers its reads), the latch and the read
+ * flip-flop are the shadow's, and of a latched count only the bytes still to be read. The board runs the PIT lazily, so a side-effect-free access (a
+ * read of the control port) first brings it to now.
  */
 export function pitState(m: Machine): PitState {
   m.inb(0x43);
-  return m.inspect().pit as unknown as PitState;
+  const state = m.inspect().pit as unknown as PitState;
+  const held = (m.shadows().pit as unknown as { channels: HeldLatches[] }).channels;
+  state.channels.forEach((c, i) => {
+    const h = held[i];
+    if (h.heldCount) Object.assign(c, { countLatched: h.countLatched, latchedCount: h.heldCountValue });
+    if (h.heldStatus) Object.assign(c, { statusLatched: 1, latchedStatus: h.heldStatusValue });
+    if (h.heldCount || h.heldStatus) c.readMsbNext = h.readMsbNext;
+    // Of a latched count, the guest can read only the bytes still pending.
+    c.latchedCount &= LATCH_BYTES[c.countLatched];
+  });
+  return state;
 }
 
-export type PitStep =
-  | { op: "outb"; port: number; value: number }
-  | { op: "inb"; port: number }
-  | { op: "advance"; ns: number };
+/** The latched count's bits still to be read, by latch shape (none, LSB, MSB, LSB then MSB). */
+const LATCH_BYTES = [0, 0xff, 0xff00, 0xffff];
 
-/** Runs one step; returns the value a read gave, if any. */
-export function applyPitStep(m: Machine, s: PitStep): number | undefined {
-  switch (s.op) {
-    case "outb":
-      m.outb(s.port, s.value);
-      return undefined;
-    case "inb":
-      return m.inb(s.port);
-    case "advance":
-      m.advanceTo(m.now() + s.ns);
-      return undefined;
-  }
+interface HeldLatches {
+  heldCount: number;
+  heldStatus: number;
+  heldCountValue: number;
+  heldStatusValue: number;
+  countLatched: number;
+  readMsbNext: number;
 }
 
 const channel = fc.integer({ min: 0, max: 2 });
@@ -90,13 +97,17 @@ const byte = fc.integer({ min: 0, max: 0xff });
 /** Counts small enough for their events to happen within a scenario, and any count. */
 const countByte = fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 0, max: 40 }) }, { weight: 1, arbitrary: byte });
 
-/** A control word: any mode (6 and 7 too), RW mode 1–3, binary or BCD. */
-const controlWord: fc.Arbitrary<PitStep[]> = fc
-  .record({ ch: channel, rw: fc.integer({ min: 1, max: 3 }), mode: fc.integer({ min: 0, max: 7 }), bcd: fc.constantFrom(0, 0, 0, 1) })
-  .map(({ ch, rw, mode, bcd }) => [{ op: "outb", port: 0x43, value: (ch << 6) | (rw << 4) | (mode << 1) | bcd }]);
-/** A count: one byte, or an LSB and an MSB (the MSB mostly 0), sometimes only half of it. */
-const countWrite: fc.Arbitrary<PitStep[]> = fc
-  .tuple(channel, countByte, fc.constantFrom(0, 0, 0, 1), fc.integer({ min: 0, max: 5 }))
+/** A control word for channel `ch`: any mode (6 and 7 too), RW mode 1–3, binary or BCD. */
+const controlWordFor = (ch: number): fc.Arbitrary<Step> =>
+  fc
+    .record({ rw: fc.integer({ min: 1, max: 3 }), mode: fc.integer({ min: 0, max: 7 }), bcd: fc.constantFrom(0, 0, 0, 1) })
+    .map(({ rw, mode, bcd }) => ({ op: "outb", port: 0x43, value: (ch << 6) | (rw << 4) | (mode << 1) | bcd }));
+const controlWord: fc.Arbitrary<Step[]> = channel.chain(controlWordFor).map((s) => [s]);
+/** An MSB: mostly 0 or 1 (short counts), else any, for counts up to 0xffff. */
+const msbByte = fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constant(1) }, { weight: 2, arbitrary: byte });
+/** A count: one byte, or an LSB and an MSB, sometimes only half of it. */
+const countWrite: fc.Arbitrary<Step[]> = fc
+  .tuple(channel, countByte, msbByte, fc.integer({ min: 0, max: 5 }))
   .map(([ch, lsb, msb, shape]) => {
     const port = 0x40 + ch;
     if (shape === 0) return [{ op: "outb", port, value: lsb }];
@@ -105,21 +116,21 @@ const countWrite: fc.Arbitrary<PitStep[]> = fc
       { op: "outb", port, value: msb },
     ];
   });
-const latch: fc.Arbitrary<PitStep[]> = channel.map((ch) => [{ op: "outb", port: 0x43, value: ch << 6 }]);
+const latch: fc.Arbitrary<Step[]> = channel.map((ch) => [{ op: "outb", port: 0x43, value: ch << 6 }]);
 /** A read-back command: count and/or status of any channels (sometimes a no-op). */
-const readBack: fc.Arbitrary<PitStep[]> = fc
+const readBack: fc.Arbitrary<Step[]> = fc
   .record({ noCount: fc.constantFrom(0, 1), noStatus: fc.constantFrom(0, 1), channels: fc.integer({ min: 1, max: 7 }) })
   .map(({ noCount, noStatus, channels }) => [{ op: "outb", port: 0x43, value: 0xc0 | (noCount << 5) | (noStatus << 4) | (channels << 1) }]);
-const dataRead: fc.Arbitrary<PitStep[]> = fc
+const dataRead: fc.Arbitrary<Step[]> = fc
   .tuple(channel, fc.integer({ min: 1, max: 3 }))
-  .map(([ch, n]) => Array.from({ length: n }, (): PitStep => ({ op: "inb", port: 0x40 + ch })));
+  .map(([ch, n]) => Array.from({ length: n }, (): Step => ({ op: "inb", port: 0x40 + ch })));
 /** Port 0x61: gate 2 and the other writable bits, then sometimes a read. */
-const port61: fc.Arbitrary<PitStep[]> = fc
+const port61: fc.Arbitrary<Step[]> = fc
   .tuple(fc.integer({ min: 0, max: 0x0f }), fc.boolean())
-  .map(([value, read]) => [{ op: "outb", port: 0x61, value }, ...(read ? [{ op: "inb", port: 0x61 } as PitStep] : [])]);
+  .map(([value, read]) => [{ op: "outb", port: 0x61, value }, ...(read ? [{ op: "inb", port: 0x61 } as Step] : [])]);
 
 /** Time steps: within a PIT clock, a few clocks, or (long) up to 20 ms. */
-function advance(long: boolean): fc.Arbitrary<PitStep[]> {
+function advance(long: boolean): fc.Arbitrary<Step[]> {
   const ns = fc.oneof(
     { weight: 3, arbitrary: fc.integer({ min: 0, max: 900 }) },
     { weight: 3, arbitrary: fc.integer({ min: 1, max: 3_000 }) },
@@ -128,7 +139,7 @@ function advance(long: boolean): fc.Arbitrary<PitStep[]> {
   return ns.map((n) => [{ op: "advance", ns: n }]);
 }
 
-function pitAction(long: boolean): fc.Arbitrary<PitStep[]> {
+function pitAction(long: boolean): fc.Arbitrary<Step[]> {
   return fc.oneof(
     { weight: 3, arbitrary: controlWord },
     { weight: 4, arbitrary: countWrite },
@@ -140,11 +151,31 @@ function pitAction(long: boolean): fc.Arbitrary<PitStep[]> {
   );
 }
 
+/** Whether a step is a control word that programs channel `ch` (not a latch or read-back). */
+const programs = (s: Step, ch: number) => s.op === "outb" && s.port === 0x43 && s.value >> 6 === ch && (s.value & 0x30) !== 0;
+
 /**
- * Random guest behaviour. A short scenario (`long` false) of at most 30 actions spans at most
- * 90 µs, so all of it lies inside a reconstruction window of 100 µs or more; long ones jump
- * up to 20 ms at a time.
+ * Puts a control word before any count written to a channel no control word has programmed yet
+ * (such counts are undefined on a real 8254): `firstWords[ch]` for channel `ch`.
  */
-export function pitScenario(long: boolean, maxActions = 30): fc.Arbitrary<PitStep[]> {
-  return fc.array(pitAction(long), { maxLength: maxActions, size: "max" }).map((actions) => actions.flat());
+function programmedFirst(steps: Step[], firstWords: Step[]): Step[] {
+  const programmed = [false, false, false];
+  return steps.flatMap((s) => {
+    for (let ch = 0; ch < 3; ch++) if (programs(s, ch)) programmed[ch] = true;
+    const ch = s.op === "outb" ? s.port - 0x40 : -1;
+    if (ch < 0 || ch > 2 || programmed[ch]) return [s];
+    programmed[ch] = true;
+    return [firstWords[ch], s];
+  });
+}
+
+/**
+ * Random guest behaviour, every count after a control word for its channel. A short scenario
+ * (`long` false) of at most 30 actions spans at most 90 µs, so all of it lies inside a
+ * reconstruction window of 100 µs or more; long ones jump up to 20 ms at a time.
+ */
+export function pitScenario(long: boolean, maxActions = 30): fc.Arbitrary<Step[]> {
+  return fc
+    .tuple(fc.array(pitAction(long), { maxLength: maxActions, size: "max" }), fc.tuple(controlWordFor(0), controlWordFor(1), controlWordFor(2)))
+    .map(([actions, firstWords]) => programmedFirst(actions.flat(), firstWords));
 }

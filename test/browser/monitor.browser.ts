@@ -11,11 +11,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { CLI, Destination, killChildren } from "../migrate-harness.js";
+import { CLI, Destination, killChildren, testToken } from "../migrate-harness.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
-const TOKEN = "browser-test-token";
+// A token strong enough for the listener, as the harness makes it from a name.
+const TOKEN_NAME = "browser-test-token";
+const TOKEN = testToken(TOKEN_NAME);
 
 let context: BrowserContext;
 let profile: string;
@@ -87,7 +89,7 @@ async function outcome(page: Page): Promise<string> {
 
 describe("the monitor page in Chromium", () => {
   it("follows a migration to the end: progress only rises, to 100 %; the chart grows; the machine view shows the hypervisor's registers; the listener lists the session", async () => {
-    const dest = await Destination.start(TOKEN, ["--http", "0"]);
+    const dest = await Destination.start(TOKEN_NAME, ["--http", "0"]);
     const { page: url, exit } = await send(dest, ["--memory", "16M", "--workload", "uniform", "--working-set", "4M", "--dirty-rate", "8M", "--bandwidth", "6M", "--downtime-limit", "40", "--migrate-after", "1.5", "--duration", "12"]);
     const page = await open(url);
     expect(await page.locator("#role").innerText()).toBe("source");
@@ -129,7 +131,7 @@ describe("the monitor page in Chromium", () => {
   });
 
   it("cancels from the page: the guest keeps running on the source", async () => {
-    const dest = await Destination.start(TOKEN);
+    const dest = await Destination.start(TOKEN_NAME);
     // A limit of 1 ms is not met while the guest dirties memory, and the first round alone
     // takes 8 s: pre-copy is running when the page cancels it.
     const { page: url, exit } = await send(dest, ["--memory", "8M", "--working-set", "6M", "--dirty-rate", "16M", "--bandwidth", "1M", "--downtime-limit", "1", "--migrate-after", "1", "--duration", "6"]);
@@ -147,7 +149,7 @@ describe("the monitor page in Chromium", () => {
   });
 
   it("switches to post-copy from the page: it completes with the right digest", async () => {
-    const dest = await Destination.start(TOKEN);
+    const dest = await Destination.start(TOKEN_NAME);
     const { page: url, exit } = await send(dest, ["--memory", "8M", "--working-set", "6M", "--dirty-rate", "16M", "--bandwidth", "2M", "--downtime-limit", "1", "--migrate-after", "1", "--duration", "8"]);
     const page = await open(url);
     await page.waitForFunction(() => document.getElementById("status")?.textContent === "active");

@@ -22,8 +22,8 @@ import { ApicTimerFixup } from "./timer-fixup";
 import { IoApicRecord, LocalApicRecord } from "./record";
 import { ENTRY_LEVEL, ENTRY_LOGICAL, ENTRY_MASKED, ENTRY_REMOTE_IRR, IOAPIC_PIN_COUNT } from "../../registers/ioapic";
 import {
-  ESR_ILLEGAL_REGISTER, ESR_RECEIVE_ILLEGAL_VECTOR, ESR_SEND_ILLEGAL_VECTOR, FIRST_LEGAL_VECTOR,
-  ICR_LEVEL, ICR_SHORTHAND_SHIFT, LVT_COUNT, LVT_MASKED, MODE_SHIFT, MSR_TSC_DEADLINE,
+  APIC_BASE_X2APIC, ESR_ILLEGAL_REGISTER, ESR_RECEIVE_ILLEGAL_VECTOR, ESR_SEND_ILLEGAL_VECTOR, FIRST_LEGAL_VECTOR,
+  ICR_LEVEL, ICR_SHORTHAND_SHIFT, LVT_COUNT, LVT_LINT0, LVT_MASKED, MODE_SHIFT, MSR_TSC_DEADLINE,
   REG_DFR, REG_DIVIDE, REG_EOI, REG_ESR, REG_ICR_HIGH, REG_ICR_LOW, REG_ID, REG_INITIAL_COUNT,
   REG_IRR, REG_LDR, REG_LVT_FIRST, REG_PPR, REG_SVR, REG_TPR, REG_UNIMPLEMENTED, SVR_ENABLE,
   Shorthand, TIMER_MODE_SHIFT, TimerMode, VECTOR_MASK, divisorOf, ticksToExpiry, timerModeOf, timerTickTime,
@@ -62,9 +62,32 @@ export class LapicRebuild {
     }
   }
 
+  /** The pins waiting for an EOI that this rebuild has yet to deliver. */
+  get pins(): u32 {
+    return this.pendingPins;
+  }
+
+  /** With several CPUs each rebuild delivers only the pins given to it. */
+  set pins(mask: u32) {
+    this.pendingPins = mask;
+  }
+
+  /** Whether the record holds `vector` in service or pending (it may take a pin of that vector). */
+  holds(vector: u32): bool {
+    return isSet(this.rec.isr, vector) || isSet(this.rec.irr, vector);
+  }
+
+  /** The vector entry `pin` delivers. */
+  pinVector(pin: i32): u32 {
+    return unchecked(this.ioRec.low[pin]) & VECTOR_MASK;
+  }
+
   /** Enables the APIC for the rebuild: its ID (destinations use it), software enable, TPR 0. */
   prepare(): void {
     this.lapic.write(REG_ID, this.rec.id);
+    // QEMU's LINT0 comes out of reset as ExtINT, unmasked: with the rebuilt PIC's INT up, the
+    // acknowledges that rebuild ISR would take the PIC's vector instead. finish() restores it.
+    this.lapic.write(REG_LVT_FIRST + (<u32>LVT_LINT0 << 4), LVT_MASKED);
     this.lapic.write(REG_SVR, SVR_REBUILD);
   }
 
@@ -156,14 +179,14 @@ export class LapicRebuild {
    * parked on nobody; a command to self is discarded because the APIC is software-disabled
    * meanwhile (QEMU: no such discard, so its reads are answered by the fixup instead).
    */
-  rebuildErrorsAndIcr(fixup: ApicTimerFixup): void {
+  rebuildErrorsAndIcr(fixup: ApicTimerFixup, otherCpus: bool): void {
     const esr = this.rec.esr;
     const low = this.rec.icrLow;
     const high = this.rec.icrHigh;
     if (this.compat) {
       // QEMU: the ESR accumulates illegal-address errors only and ignores writes.
       if ((esr & ESR_ILLEGAL_REGISTER) != 0) this.lapic.read(REG_UNIMPLEMENTED);
-      if (qemuIpiReachesSelf(low)) {
+      if (otherCpus || qemuIpiReachesSelf(low)) {
         this.lapic.write(REG_ICR_HIGH, high);
         fixup.icrLow = low;
         fixup.emulateIcrLow = true;
@@ -173,11 +196,23 @@ export class LapicRebuild {
       return;
     }
     const lowSendsError = sendsIllegalVector(low);
-    if ((esr & ESR_SEND_ILLEGAL_VECTOR) != 0 && !lowSendsError) writeIcrQuietly(this.lapic, 0, 0);
-    this.lapic.write(REG_SVR, SVR_DISABLED);
-    writeIcrQuietly(this.lapic, low, high);
-    this.lapic.write(REG_SVR, SVR_REBUILD);
-    if (lowSendsError && (esr & ESR_SEND_ILLEGAL_VECTOR) == 0) this.lapic.write(REG_ESR, 0);
+    if (otherCpus) {
+      // The command could reach another CPU: the fixup answers for it (see apic/state.ts).
+      if ((esr & ESR_SEND_ILLEGAL_VECTOR) != 0) writeIcrQuietly(this.lapic, 0, 0);
+      this.lapic.write(REG_ICR_HIGH, high);
+      fixup.icrLow = low;
+      fixup.emulateIcrLow = true;
+      if ((this.rec.apicBase & APIC_BASE_X2APIC) != 0) {
+        fixup.icrHigh = high;
+        fixup.emulateIcrHigh = true;
+      }
+    } else {
+      if ((esr & ESR_SEND_ILLEGAL_VECTOR) != 0 && !lowSendsError) writeIcrQuietly(this.lapic, 0, 0);
+      this.lapic.write(REG_SVR, SVR_DISABLED);
+      writeIcrQuietly(this.lapic, low, high);
+      this.lapic.write(REG_SVR, SVR_REBUILD);
+      if (lowSendsError && (esr & ESR_SEND_ILLEGAL_VECTOR) == 0) this.lapic.write(REG_ESR, 0);
+    }
     if ((esr & ESR_RECEIVE_ILLEGAL_VECTOR) != 0) this.receiveIllegalVector();
     if ((esr & ESR_ILLEGAL_REGISTER) != 0) this.lapic.read(REG_UNIMPLEMENTED);
     this.lapic.write(REG_ESR, 0);

@@ -3,11 +3,12 @@
 // (ISR, TMR, IRR, current count, remote IRR) is in here as read and rebuilt by driving the chips.
 
 import { FieldIO, FieldMode } from "../../common/fields";
-import { APIC_BASE_ADDRESS, APIC_BASE_BSP, APIC_BASE_ENABLE, APIC_BASE_RESET, LVT_COUNT, LVT_MASKED } from "../../registers/lapic";
+import { APIC_BASE_ADDRESS, APIC_BASE_BSP, APIC_BASE_ENABLE, APIC_BASE_RESET, APIC_BASE_X2APIC, LVT_COUNT, LVT_MASKED } from "../../registers/lapic";
+import { MAX_CPUS } from "../../board/config";
 import { ENTRY_MASKED, IOAPIC_ID_BITS, IOAPIC_PIN_COUNT } from "../../registers/ioapic";
 
 const INDEX_NAMES: StaticArray<string> = ["0", "1", "2", "3", "4", "5", "6", "7"];
-const APIC_BASE_LEGAL: u64 = APIC_BASE_ADDRESS | APIC_BASE_ENABLE | APIC_BASE_BSP;
+const APIC_BASE_LEGAL: u64 = APIC_BASE_ADDRESS | APIC_BASE_ENABLE | APIC_BASE_BSP | APIC_BASE_X2APIC;
 
 export class LocalApicRecord {
   /** The register page was readable at capture (the APIC was globally enabled). */
@@ -108,18 +109,48 @@ export class IoApicRecord {
 }
 
 export class ApicRecord {
-  lapic: LocalApicRecord = new LocalApicRecord();
+  /** The CPUs' local APICs, made as a record first needs them; the first `count` are described. */
+  lapics: Array<LocalApicRecord> = new Array<LocalApicRecord>();
+  private cpus: i32 = 1;
   ioapic: IoApicRecord = new IoApicRecord();
 
   constructor() {
-    this.lapic.clear();
+    this.count = 1;
     this.ioapic.clear();
   }
 
+  get count(): i32 {
+    return this.cpus;
+  }
+
+  set count(cpus: i32) {
+    this.cpus = min(max(cpus, 1), MAX_CPUS);
+    while (this.lapics.length < this.cpus) {
+      const rec = new LocalApicRecord();
+      rec.clear();
+      this.lapics.push(rec);
+    }
+  }
+
+  /** CPU 0's local APIC. */
+  get lapic(): LocalApicRecord {
+    return unchecked(this.lapics[0]);
+  }
+
+  /** CPU 0's local APIC as `lapic`, the others' as `aps.K`, then the I/O APIC. */
   describe(io: FieldIO): void {
     io.begin("lapic");
     this.lapic.describe(io);
     io.end();
+    if (this.count > 1) {
+      io.begin("aps");
+      for (let k = 1; k < this.count; k++) {
+        io.beginIndex(k);
+        unchecked(this.lapics[k]).describe(io);
+        io.end();
+      }
+      io.end();
+    }
     io.begin("ioapic");
     this.ioapic.describe(io);
     io.end();

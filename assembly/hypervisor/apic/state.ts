@@ -46,16 +46,32 @@
 //   rebuilt, so it is not latched, and an entry waiting for its EOI on such a line cannot get
 //   its remote IRR back. A globally disabled APIC's page is not captured (this board does not
 //   decode it; QEMU does).
+//
+// Several CPUs: each local APIC is captured and rebuilt on its own CPU (the bus selects it),
+// every CPU running during the rebuild (its activity state is CPU state, put back afterwards:
+// cpu-state.ts); the I/O APIC once, after every local APIC has taken back its vectors (a pin
+// waiting for an EOI is delivered to the first CPU whose record holds its vector). What differs:
+// - An ICR write sends; with other CPUs on the board a rebuilt command could reach them, so
+//   the ICR's command (and an x2APIC ICR's whole value) is not written: the fixup answers the
+//   guest's reads of it until the guest writes the ICR (the page, or the x2APIC MSRs, stay
+//   trapped until then).
+// - Only CPU 0's timer phase is measured and applied; the other CPUs' rebuilt counters start a
+//   period at T, so their decrements and expiries come up to one divided period late.
+// - An x2APIC's registers are read through its MSRs; it is rebuilt in xAPIC mode and switched
+//   to x2APIC last. Its xAPIC ID, LDR and DFR cannot be read while in x2APIC mode (nor matter:
+//   only a global disable leaves x2APIC mode, and it resets them): they are taken as the
+//   CPU's reset ID, 0 and all ones.
 
 import { HardwareBus } from "../bus";
-import { PendingFixup } from "../fixup";
+import { FixupTable, PendingFixup } from "../fixup";
 import { ApicTimerFixup } from "./timer-fixup";
-import { IoApicPort, LapicPort, lapicEnabled, lapicPage } from "./access";
+import { IoApicPort, LapicPort, lapicEnabled, lapicPage, lapicX2 } from "./access";
+import { runDuringRebuild } from "../cpu-state";
 import { ApicRecord, IoApicRecord, LocalApicRecord } from "./record";
 import { LapicRebuild } from "./lapic-rebuild";
 import { ENTRY_LEVEL, ENTRY_MASKED, ENTRY_REMOTE_IRR, IOAPIC_PIN_COUNT, IOAPIC_REG_ID } from "../../registers/ioapic";
 import {
-  APIC_BASE_ENABLE, LVT_COUNT, MSR_APIC_BASE, MSR_TSC_DEADLINE, REG_DFR, REG_DIVIDE, REG_ESR,
+  APIC_BASE_ENABLE, APIC_BASE_X2APIC, LVT_COUNT, MSR_APIC_BASE, MSR_TSC_DEADLINE, REG_DFR, REG_DIVIDE, REG_ESR,
   REG_ICR_HIGH, REG_ICR_LOW, REG_ID, REG_INITIAL_COUNT, REG_CURRENT_COUNT, REG_IRR, REG_ISR,
   REG_LDR, REG_LVT_FIRST, REG_SVR, REG_TMR, REG_TPR,
 } from "../../registers/lapic";
@@ -64,14 +80,23 @@ export { ApicRecord, IoApicRecord, LocalApicRecord } from "./record";
 export { ApicTimerFixup } from "./timer-fixup";
 
 /**
- * Reads both APICs into `out`. `fixup` is the work a previous reconstruction may still have
- * pending on this machine: registers it answers for are taken as the guest would read them.
+ * Reads every CPU's local APIC (each on its own CPU) and the I/O APIC into `out`. `fixups`
+ * hold the work a previous reconstruction may still have pending on this machine: registers
+ * they answer for are taken as the guest would read them. The bus is left on its CPU.
  */
-export function captureApics(bus: HardwareBus, out: ApicRecord, fixup: PendingFixup | null = null): void {
+export function captureApics(bus: HardwareBus, out: ApicRecord, fixups: FixupTable): void {
   const c = bus.config();
-  out.lapic.clear();
+  const current = bus.cpu();
+  out.count = c.cpus;
   out.ioapic.clear();
-  if (c.lapic) captureLocalApic(bus, out.lapic, fixup);
+  for (let k = 0; k < c.cpus; k++) {
+    const rec = unchecked(out.lapics[k]);
+    rec.clear();
+    if (!c.lapic) continue;
+    bus.selectCpu(k);
+    captureLocalApic(bus, rec, fixups.get(k));
+  }
+  bus.selectCpu(current);
   if (c.ioapic) captureIoApic(bus, out.ioapic);
 }
 
@@ -81,10 +106,14 @@ function captureLocalApic(bus: HardwareBus, rec: LocalApicRecord, fixup: Pending
   if (!lapicEnabled(bus)) return;
   rec.pageCaptured = true;
   const lapic = new LapicPort(bus, lapicPage(bus));
-  rec.id = lapic.read(REG_ID);
+  if (lapicX2(bus)) {
+    rec.id = <u32>bus.cpu() << 24;
+  } else {
+    rec.id = lapic.read(REG_ID);
+    rec.ldr = lapic.read(REG_LDR);
+    rec.dfr = lapic.read(REG_DFR);
+  }
   rec.tpr = lapic.read(REG_TPR);
-  rec.ldr = lapic.read(REG_LDR);
-  rec.dfr = lapic.read(REG_DFR);
   rec.svr = lapic.read(REG_SVR);
   for (let i = 0; i < 8; i++) {
     const offset = <u32>i << 4;
@@ -94,7 +123,7 @@ function captureLocalApic(bus: HardwareBus, rec: LocalApicRecord, fixup: Pending
   }
   rec.esr = lapic.read(REG_ESR);
   rec.icrLow = lapic.readAsGuest(REG_ICR_LOW, fixup);
-  rec.icrHigh = lapic.read(REG_ICR_HIGH);
+  rec.icrHigh = lapic.readAsGuest(REG_ICR_HIGH, fixup);
   for (let i = 0; i < LVT_COUNT; i++) unchecked((rec.lvt[i] = lapic.read(REG_LVT_FIRST + (<u32>i << 4))));
   rec.initialCount = lapic.readAsGuest(REG_INITIAL_COUNT, fixup);
   rec.currentCount = lapic.readAsGuest(REG_CURRENT_COUNT, fixup);
@@ -113,46 +142,101 @@ function captureIoApic(bus: HardwareBus, rec: IoApicRecord): void {
 }
 
 /**
- * Rebuilds both APICs at the current time T. `gsiLevels` bit p is the captured level driven
- * directly onto I/O APIC pin p; every such line is left at that level. Returns the work left
- * for after the resume (an ApicTimerFixup), or null.
+ * Rebuilds every local APIC and the I/O APIC at the current time T. `gsiLevels` bit p is the
+ * captured level driven directly onto I/O APIC pin p; every such line is left at that level.
+ * Each CPU's work left for after the resume (an ApicTimerFixup) goes into `fixups`. Leaves
+ * every CPU running (cpu-state.ts puts their activity back) and the bus on CPU 0.
  */
-export function reconstructApics(bus: HardwareBus, rec: ApicRecord, gsiLevels: u32): PendingFixup | null {
+export function reconstructApics(bus: HardwareBus, rec: ApicRecord, gsiLevels: u32, fixups: FixupTable): void {
   const c = bus.config();
-  let fixup: ApicTimerFixup | null = null;
-  const saved = rec.lapic;
-  const rebuildPage = c.lapic && saved.pageCaptured;
-  if (c.lapic) bus.wrmsr(MSR_APIC_BASE, saved.apicBase | APIC_BASE_ENABLE);
-  const rebuild = new LapicRebuild(bus, lapicPage(bus), saved, rec.ioapic);
-  if (c.lapic) rebuild.prepare();
-  if (rebuildPage) {
+  const n = c.cpus;
+  const rebuilds = new Array<LapicRebuild>(n);
+  for (let k = 0; k < n; k++) {
+    bus.selectCpu(k);
+    runDuringRebuild(bus);
+    const saved = unchecked(rec.lapics[k]);
+    if (c.lapic) bus.wrmsr(MSR_APIC_BASE, (saved.apicBase & ~APIC_BASE_X2APIC) | APIC_BASE_ENABLE);
+    const rebuild = new LapicRebuild(bus, lapicPage(bus), saved, rec.ioapic);
+    if (c.lapic) rebuild.prepare();
+    unchecked((rebuilds[k] = rebuild));
+  }
+  if (n > 1) sharePins(rebuilds);
+  for (let k = 0; k < n; k++) {
+    bus.selectCpu(k);
+    const rebuild = unchecked(rebuilds[k]);
+    if (!c.lapic || !unchecked(rec.lapics[k]).pageCaptured) continue;
     const f = new ApicTimerFixup(bus);
     rebuild.rebuildVectors();
-    rebuild.rebuildErrorsAndIcr(f);
+    rebuild.rebuildErrorsAndIcr(f, n > 1);
     rebuild.rebuildTimer(f, 0);
-    if (f.active()) fixup = f;
+    if (f.active()) fixups.set(k, f);
   }
-  // Entries still waiting for an EOI that the local APIC did not account for (it was
-  // disabled, or absent: QEMU sets remote IRR even when nobody accepts).
-  if (c.ioapic) rebuild.deliverPendingPins();
-  if (rebuildPage) rebuild.quiesce();
-  else if (c.lapic && (saved.apicBase & APIC_BASE_ENABLE) == 0) bus.wrmsr(MSR_APIC_BASE, saved.apicBase);
+  // Entries still waiting for an EOI that no local APIC accounted for (it was disabled, or
+  // absent: QEMU sets remote IRR even when nobody accepts).
+  bus.selectCpu(0);
+  if (c.ioapic) {
+    let left: u32 = 0;
+    for (let k = 0; k < n; k++) left |= unchecked(rebuilds[k]).pins;
+    unchecked(rebuilds[0]).pins = left;
+    unchecked(rebuilds[0]).deliverPendingPins();
+  }
+  for (let k = 0; k < n; k++) {
+    bus.selectCpu(k);
+    const saved = unchecked(rec.lapics[k]);
+    if (c.lapic && saved.pageCaptured) unchecked(rebuilds[k]).quiesce();
+    else if (c.lapic && (saved.apicBase & APIC_BASE_ENABLE) == 0) bus.wrmsr(MSR_APIC_BASE, saved.apicBase);
+  }
+  bus.selectCpu(0);
   if (c.ioapic) reconstructIoApic(bus, rec.ioapic, gsiLevels);
   else driveGsiLines(bus, gsiLevels);
-  if (rebuildPage) rebuild.finish();
-  return fixup;
+  for (let k = 0; k < n; k++) {
+    const saved = unchecked(rec.lapics[k]);
+    if (!c.lapic || !saved.pageCaptured) continue;
+    bus.selectCpu(k);
+    unchecked(rebuilds[k]).finish();
+    if ((saved.apicBase & APIC_BASE_X2APIC) != 0) bus.wrmsr(MSR_APIC_BASE, saved.apicBase);
+  }
+  bus.selectCpu(0);
 }
 
 /**
- * The timer's phase, learnt after the reconstruction (the source measures it only once it has
- * left the guest for good) and applied at the resume time itself, before anything ran: the
- * timer is loaded again, now at that phase. Returns the fixup to install.
+ * Several CPUs: a pin waiting for an EOI is delivered by the first CPU whose record holds its
+ * vector; a pin nobody holds is left to CPU 0 (its rebuild lets it pass, or leaves it for the end).
  */
-export function applyTimerPhase(bus: HardwareBus, rec: ApicRecord, fixup: PendingFixup | null, phase: u32): PendingFixup | null {
-  if (!bus.config().lapic || !rec.lapic.pageCaptured || phase == 0) return fixup;
+function sharePins(rebuilds: Array<LapicRebuild>): void {
+  const all = unchecked(rebuilds[0]).pins;
+  let unclaimed = all;
+  for (let k = 0; k < rebuilds.length; k++) unchecked(rebuilds[k]).pins = 0;
+  let pending = all;
+  while (pending != 0) {
+    const pin = <i32>ctz(pending);
+    pending &= pending - 1;
+    const vector = unchecked(rebuilds[0]).pinVector(pin);
+    for (let k = 0; k < rebuilds.length; k++) {
+      const r = unchecked(rebuilds[k]);
+      if (!r.holds(vector)) continue;
+      r.pins = r.pins | (1 << <u32>pin);
+      unclaimed &= ~(1 << <u32>pin);
+      break;
+    }
+  }
+  unchecked(rebuilds[0]).pins = unchecked(rebuilds[0]).pins | unclaimed;
+}
+
+/**
+ * CPU 0's timer phase, learnt after the reconstruction (the source measures it only once it
+ * has left the guest for good) and applied at the resume time itself, before anything ran: the
+ * timer is loaded again, now at that phase. Updates CPU 0's fixup in `fixups`.
+ */
+export function applyTimerPhase(bus: HardwareBus, rec: ApicRecord, fixups: FixupTable, phase: u32): void {
+  if (!bus.config().lapic || !rec.lapic.pageCaptured || phase == 0) return;
+  const current = bus.cpu();
+  bus.selectCpu(0);
+  const fixup = fixups.get(0);
   const f = fixup instanceof ApicTimerFixup ? <ApicTimerFixup>fixup : new ApicTimerFixup(bus);
   new LapicRebuild(bus, lapicPage(bus), rec.lapic, rec.ioapic).rebuildTimer(f, <i64>phase);
-  return f.active() ? f : fixup;
+  if (f.active()) fixups.set(0, f);
+  bus.selectCpu(current);
 }
 
 function reconstructIoApic(bus: HardwareBus, rec: IoApicRecord, gsiLevels: u32): void {

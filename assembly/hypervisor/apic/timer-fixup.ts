@@ -23,6 +23,7 @@ import { PendingFixup } from "../fixup";
 
 const INDEX_INITIAL_COUNT: u32 = REG_INITIAL_COUNT >>> 4;
 const INDEX_ICR_LOW: u32 = REG_ICR_LOW >>> 4;
+const INDEX_ICR_HIGH: u32 = REG_ICR_HIGH >>> 4;
 const INDEX_DIVIDE: u32 = REG_DIVIDE >>> 4;
 const INDEX_CURRENT_COUNT: u32 = REG_CURRENT_COUNT >>> 4;
 
@@ -51,13 +52,16 @@ export class ApicTimerFixup extends PendingFixup {
   /** ICR low as the guest last wrote it, answered for reads while `emulateIcrLow`. */
   icrLow: u32 = 0;
   emulateIcrLow: bool = false;
+  /** An x2APIC's 32-bit ICR destination, answered for reads while `emulateIcrHigh`. */
+  icrHigh: u32 = 0;
+  emulateIcrHigh: bool = false;
 
   constructor(private bus: HardwareBus) {
     super();
   }
 
   active(): bool {
-    return this.emulateInitialCount || this.emulateIcrLow || this.rewriteAt != NEVER || this.rephaseAt != NEVER;
+    return this.emulateInitialCount || this.emulateIcrLow || this.emulateIcrHigh || this.rewriteAt != NEVER || this.rephaseAt != NEVER;
   }
 
   deadline(): i64 {
@@ -157,6 +161,7 @@ export class ApicTimerFixup extends PendingFixup {
     const index = (offset >>> 4) & 0xff;
     if (index == INDEX_INITIAL_COUNT && this.emulateInitialCount) return this.whileEnabled(this.initialCount);
     if (index == INDEX_ICR_LOW && this.emulateIcrLow) return this.whileEnabled(this.icrLow);
+    if (index == INDEX_ICR_HIGH && this.emulateIcrHigh) return this.whileEnabled(this.icrHigh);
     if (this.countdownDivide >= 0) {
       if (index == INDEX_DIVIDE) return this.whileEnabled(<u32>this.countdownDivide);
       if (index == INDEX_CURRENT_COUNT) return this.whileEnabled(this.bus.now() < this.countdownZeroAt ? 1 : 0);
@@ -175,6 +180,9 @@ export class ApicTimerFixup extends PendingFixup {
     const index = (offset >>> 4) & 0xff;
     if (index == INDEX_ICR_LOW) {
       this.emulateIcrLow = false;
+      this.emulateIcrHigh = false;
+    } else if (index == INDEX_ICR_HIGH) {
+      this.emulateIcrHigh = false;
     } else if (index == INDEX_INITIAL_COUNT) {
       const lapic = new LapicPort(this.bus, lapicPage(this.bus));
       // In TSC-deadline mode the hardware ignored the write.

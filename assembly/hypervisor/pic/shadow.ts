@@ -7,7 +7,11 @@
 //
 // Two things can move a chip's priority pointer out of the shadow's sight, and the shadow
 // flags its copy as stale from then on until the guest sets the pointer explicitly again:
-//  - acknowledges in automatic-EOI mode with rotate-in-AEOI on: the INTA cycle is not trapped;
+//  - acknowledges in automatic-EOI mode with rotate-in-AEOI on, under `blmvisor`: the INTA
+//    cycle is not trapped. Under `full` every acknowledge exits: the shadow reads ISR, IRR and
+//    IMR just before it and learns the level taken from the vector, so it follows the rotation
+//    (prepareAcknowledge/completeAcknowledge) — except where the IR7 vector may be a default
+//    IR7 (a request withdrawn before its acknowledge: no level taken) while IR7 requests too;
 //  - a rotate-on-non-specific-EOI while a poll is pending: the pointer becomes the in-service
 //    level the EOI clears, which can only be read before the write, and any read of the chip
 //    would answer the poll.
@@ -17,7 +21,7 @@
 
 import { FieldIO } from "../../common/fields";
 import {
-  PicControl, ICW1_INIT, OCW3_SELECT, OCW3_RR, OCW3_RIS, OCW3_POLL, Ocw2, InitStep,
+  PicControl, CASCADE_INPUT, ICW1_INIT, OCW3_SELECT, OCW3_RR, OCW3_RIS, OCW3_POLL, OPEN_BUS_VECTOR, Ocw2, InitStep,
 } from "../../registers/pic";
 import { HardwareBus } from "../bus";
 import { DeviceShadow, IoTraps, TRAP_READ, TRAP_WRITE } from "../traps";
@@ -28,6 +32,10 @@ const EOI_LEVEL_NONE: i32 = -1;
 const EOI_LEVEL_UNKNOWN: i32 = -2;
 /** The level is the ISR bit the write clears, seen by reading ISR after it. */
 const EOI_LEVEL_FROM_ISR: i32 = -3;
+/** An acknowledge took no level on a chip, or one the vector does not tell. */
+const LEVEL_NONE: i32 = -1;
+const LEVEL_UNKNOWN: i32 = -2;
+const DEFAULT_LEVEL: i32 = 7;
 
 /** The registers software can read from one chip. */
 export class PicStatus {
@@ -68,6 +76,11 @@ export class PicChipShadow {
   private probe: PicStatus = new PicStatus();
   /** ISR just before a rotate-on-non-specific-EOI whose level is EOI_LEVEL_FROM_ISR. */
   private isrBefore: u32 = 0;
+  /** Whether every acknowledge exits (policy `full`), so the shadow sees each vector. */
+  seesAcknowledges: bool = false;
+  /** The registers just before an acknowledge, when prepareAcknowledge() could read them. */
+  private beforeAcknowledge: PicStatus = new PicStatus();
+  private beforeAcknowledgeRead: bool = false;
 
   constructor(
     public command: u32,
@@ -142,12 +155,22 @@ export class PicChipShadow {
         this.eoiLevel = EOI_LEVEL_NONE;
         if (level == EOI_LEVEL_UNKNOWN) this.lowestPriorityStale = true;
       }
+      if (c.pollPending) this.endWhilePolling(cmd, value);
       c.ocw2(value, level);
       if (level >= 0 || cmd == Ocw2.SetPriority || cmd == Ocw2.RotateOnSpecificEoi) {
         this.lowestPriorityStale = false;
       }
     }
     this.noteUnseenRotation();
+  }
+
+  /**
+   * A specific EOI while a poll waits ends its level in the registers saved at the poll
+   * command too. (A non-specific one ends the highest level in service now, which an
+   * acknowledge since the poll command, not trapped under `blmvisor`, may have changed.)
+   */
+  private endWhilePolling(cmd: u32, value: u32): void {
+    if (cmd == Ocw2.SpecificEoi || cmd == Ocw2.RotateOnSpecificEoi) this.pollStatus.isr &= ~(<u32>1 << (value & 7));
   }
 
   observeData(value: u32): void {
@@ -167,8 +190,48 @@ export class PicChipShadow {
   }
 
   private noteUnseenRotation(): void {
+    if (this.rotatesOnAcknowledge() && !this.seesAcknowledges) this.lowestPriorityStale = true;
+  }
+
+  @inline
+  rotatesOnAcknowledge(): bool {
+    return this.ctl.autoEoi() && this.ctl.rotateInAeoi;
+  }
+
+  /** Before an acknowledge that exits: what its rotation depends on (unless a poll waits). */
+  prepareAcknowledge(bus: HardwareBus): void {
+    this.beforeAcknowledgeRead = false;
+    if (!this.rotatesOnAcknowledge() || this.ctl.pollPending) return;
+    this.readStatus(bus, this.beforeAcknowledge);
+    this.beforeAcknowledgeRead = true;
+  }
+
+  /**
+   * After it: `level` is the level this chip took in service (LEVEL_NONE, LEVEL_UNKNOWN). The
+   * automatic EOI ended the highest in-service level then and made it the lowest priority
+   * (QEMU 7.2: `level` itself, compat).
+   */
+  completeAcknowledge(level: i32): void {
     const c = this.ctl;
-    if (c.autoEoi() && c.rotateInAeoi) this.lowestPriorityStale = true;
+    if (!this.rotatesOnAcknowledge() || level == LEVEL_NONE) return;
+    const before = this.beforeAcknowledge;
+    if (level == LEVEL_UNKNOWN || !this.beforeAcknowledgeRead) {
+      this.lowestPriorityStale = true;
+      return;
+    }
+    const bit: u32 = 1 << <u32>level;
+    const next = c.compatQemu ? <u32>level : <u32>c.eoiTarget(before.isr | bit, before.imr);
+    if (level == DEFAULT_LEVEL) {
+      // No request on IR7: the IR7 vector was a default IR7, which takes no level.
+      if ((before.irr & bit) == 0) return;
+      // IR7 requested, but a withdrawn request gives the same vector.
+      if (next != c.lowestPriority || this.lowestPriorityStale) {
+        this.lowestPriorityStale = true;
+        return;
+      }
+    }
+    c.lowestPriority = next;
+    this.lowestPriorityStale = false;
   }
 
   armTraps(traps: IoTraps): void {
@@ -203,6 +266,48 @@ export class PicShadow extends DeviceShadow {
   reset(): void {
     this.master.reset();
     this.slave.reset();
+  }
+
+  /** Whether every acknowledge exits to the hypervisor (policy `full`); kept by reset(). */
+  set seesAcknowledges(on: bool) {
+    this.master.seesAcknowledges = on;
+    this.slave.seesAcknowledges = on;
+  }
+
+  /** Whether an acknowledge may rotate a chip's priorities (automatic EOI, rotate-in-AEOI). */
+  followsAcknowledges(): bool {
+    return this.master.seesAcknowledges && (this.master.rotatesOnAcknowledge() || this.slave.rotatesOnAcknowledge());
+  }
+
+  prepareAcknowledge(bus: HardwareBus): void {
+    this.master.prepareAcknowledge(bus);
+    this.slave.prepareAcknowledge(bus);
+  }
+
+  /** An acknowledge the PICs answered with `vector`: which level each chip took, from it. */
+  completeAcknowledge(vector: i32): void {
+    const m = this.master.ctl;
+    const slaveWired = m.compatQemu || (!m.single() && (m.icw3 & 0xff) != 0);
+    let own = LEVEL_NONE;
+    let fromSlave = LEVEL_NONE;
+    for (let level = 0; level < 8; level++) {
+      if (!m.cascades(level) && m.vector(level) == vector) own = level;
+      if (slaveWired && this.slave.ctl.vector(level) == vector) fromSlave = level;
+    }
+    // Through the cascade: a slave's vector, or nobody's (open bus).
+    const cascaded = slaveWired && (fromSlave != LEVEL_NONE || vector == OPEN_BUS_VECTOR);
+    let masterLevel = own;
+    let slaveLevel = LEVEL_NONE;
+    if (own != LEVEL_NONE && cascaded) {
+      // The master's own vector and one through the cascade coincide: neither level is known.
+      masterLevel = LEVEL_UNKNOWN;
+      slaveLevel = LEVEL_UNKNOWN;
+    } else if (cascaded) {
+      masterLevel = cascadeInput(m);
+      slaveLevel = fromSlave;
+    }
+    this.master.completeAcknowledge(masterLevel);
+    this.slave.completeAcknowledge(slaveLevel);
   }
 
   copyFrom(o: PicShadow): void {
@@ -264,4 +369,11 @@ export class PicShadow extends DeviceShadow {
     this.slave.describe(io);
     io.end();
   }
+}
+
+/** The master's one cascade input, or LEVEL_UNKNOWN when ICW3 names several. */
+function cascadeInput(master: PicControl): i32 {
+  if (master.compatQemu) return CASCADE_INPUT;
+  const inputs = master.icw3 & 0xff;
+  return popcnt(inputs) == 1 ? <i32>ctz(inputs) : LEVEL_UNKNOWN;
 }

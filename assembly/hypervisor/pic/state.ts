@@ -4,8 +4,10 @@
 // is the shadow. It changes nothing on the source — except that it cannot read a chip whose
 // poll is pending, since any read would answer the poll: for such a chip the record holds the
 // registers as they stood just before the poll command (the shadow read them then; IMR writes
-// since are trapped). EXCEPTION: if an input edge or an acknowledge changed that chip's IRR or
-// ISR between the poll command and the capture, the destination has the older values.
+// and specific EOIs since are trapped and applied). EXCEPTION: if an input edge, an
+// acknowledge or a non-specific EOI changed that chip's IRR or ISR between the poll command
+// and the capture, the destination has the older values. (Answering the poll at capture and
+// holding the answer would not be exact either: the chip answers at the guest's read, after T.)
 //
 // Reconstruction, on a freshly reset destination, for each chip in turn (master first):
 //  1. ICW1–ICW3, but not ICW4 yet: until ICW4 arrives QEMU 7.2 has automatic EOI off, and a

@@ -1,23 +1,23 @@
 // Capture and reconstruction of the 8254 and port 0x61, through the hardware bus and the shadow.
 //
-// Capture (guest paused, clock stopped at T), per channel: whatever the guest left latched is
-// read out first (a chip answers reads with a pending status, then count, latch, and ignores
-// a new read-back while one is pending: the first latch wins); then a read-back of status and
-// count gives OUT, NULL COUNT and the counting element at T. Every access is also run through a
-// copy of the shadow, so the capture knows exactly how the read flip-flop and latches moved,
-// and puts them back: the flip-flop by a live read, the latches by latching again at T.
+// Capture (guest paused, clock stopped at T), per channel: whatever the guest left latched in
+// the chip is read out first (a chip answers reads with a pending status, then count, latch,
+// and ignores a new read-back while one is pending: the first latch wins) and handed to the
+// shadow, which holds it from then on and answers the guest's reads of it (pit/shadow.ts) —
+// on the source and, through the record, on the destination — so a latch crosses a migration
+// exactly and the source's guest reads what it latched. Then a read-back of status and count
+// gives OUT, NULL COUNT and the counting element at T. Every access is also run through a
+// chip-side copy of the shadow, so the capture knows exactly how the read flip-flop moved and
+// puts it back with a live read: where the guest will find it once the held latches are read.
 //
 // Reconstruction runs on a freshly reset chip whose clock starts RECONSTRUCT_WINDOW_NS before
 // T: a timeline of control words, count writes and gate changes per channel (pit/plan.ts for
-// the datasheet model, pit/plan-qemu.ts for QEMU's), then at T the read flip-flop, latches and
-// write flip-flop with partial operations, then port 0x61. The destination's shadow is fed
-// every access of the rebuild and so ends up mirroring the rebuilt chip.
+// the datasheet model, pit/plan-qemu.ts for QEMU's), then at T the read flip-flop and write
+// flip-flop with partial operations, then port 0x61. The destination's shadow is fed every
+// access of the rebuild and so ends up mirroring the rebuilt chip; then it takes over the
+// latches the record holds.
 //
 // What cannot be rebuilt exactly (reason → effect):
-// - A latch pending at capture holds a value only the chip knows; reading it consumes it. Both
-//   the source (after capture) and the destination latch again at T → a guest that latched
-//   before T and reads after reads the count/status at T instead (exact when it latched
-//   within the same PIT clock as T).
 // - RW mode LSB-only or MSB-only (or a never-programmed channel given counts) reads back one
 //   byte of the counting element; the other is taken as 0 → exact for LSB-only counts below
 //   256 before any wrap; MSB-only channels may be off by up to 255 clocks, and MSB-only
@@ -27,8 +27,8 @@
 //   one clock), and at a half's extra clock from a count of at least 3 (the illegal count 1
 //   takes the new count at a high start); modes 4/5 assume the strobe is still ahead while
 //   the count is not above the register's (else it strobes once more, at least 2^16 clocks
-//   after the last); a gate-2 trigger, or a second count write, less than one PIT clock
-//   before T is not seen.
+//   after the last); a second count write less than one PIT clock before T is not seen. (A
+//   gate-2 rising edge less than one PIT clock before T is rebuilt: pit/shadow.ts.)
 // - Datasheet model, window: exact replays need the last load, reload or trigger within the
 //   window (up to 2^17 clocks back; RECONSTRUCT_WINDOW_NS covers it). With a shorter window:
 //   NULL COUNT reads 1 until the next reload or trigger, modes 0/4 keep the remaining count in
@@ -36,19 +36,18 @@
 //   one-shot past terminal count may hold another wrapped value, and the shadow's counts
 //   written since the control word may read 2 where the guest wrote 1.
 // - QEMU model: see pit/plan-qemu.ts (the restart's nanosecond inside its PIT tick; modes 4/5
-//   with OUT low assumed before their strobe unless a restart at time 0 fits); a count
-//   latch QEMU kept across a control word that changed the RW mode is rebuilt in the current
-//   RW mode's shape, and a latched status in the current control fields.
+//   with OUT low assumed before their strobe unless a restart at time 0 fits).
 // - A channel given counts but never a control word (RW mode 0) cannot get its power-on RW
 //   mode back through a control word: it is rebuilt by count writes alone from its power-on
 //   state; if gate 2 stopped it after a load, the frozen count is not rebuilt.
 
+import { NEVER } from "../../common/clock";
 import { FieldIO } from "../../common/fields";
-import { PIT_CHANNELS, PIT_CONTROL_PORT, LATCH_MSB, LATCH_NONE, LATCH_WORD, PitChannelRegisters, RW_NONE, RW_WORD } from "../../registers/pit";
+import { PIT_CHANNELS, PIT_CONTROL_PORT, LATCH_MSB, LATCH_NONE, PitChannelRegisters, RW_NONE, RW_WORD } from "../../registers/pit";
 import { HardwareBus } from "../bus";
 import { DatasheetPlanner } from "./plan";
 import { QemuPlanner } from "./plan-qemu";
-import { PitShadow } from "./shadow";
+import { PitShadow, chipReadMsbNext } from "./shadow";
 import { ChannelPlanner, Timeline } from "./timeline";
 
 const PORT_61: u32 = 0x61;
@@ -92,12 +91,14 @@ export function capturePit(bus: HardwareBus, shadow: PitShadow, out: PitRecord):
   out.port61 = bus.inb(PORT_61);
   // QEMU flips the refresh bit on every read: a second read flips it back.
   if (compat) bus.inb(PORT_61);
-  const mirror = new PitShadow();
-  mirror.copyFrom(out.shadow);
+  const mirror = chipView(out.shadow);
   for (let i = 0; i < PIT_CHANNELS; i++) {
+    takeOverLatches(bus, mirror, i, out.shadow);
     readBack(bus, mirror, i, out);
     restoreReadState(bus, mirror, i, unchecked(out.shadow.channels[i]));
   }
+  // The source's hypervisor holds what it read out, as the destination's will.
+  shadow.copyHeld(out.shadow);
 }
 
 export function reconstructPit(bus: HardwareBus, rec: PitRecord, shadow: PitShadow): void {
@@ -116,11 +117,17 @@ export function reconstructPit(bus: HardwareBus, rec: PitRecord, shadow: PitShad
   timeline.run(bus, shadow, rec.time);
   bus.advanceTo(rec.time);
   for (let i = 0; i < PIT_CHANNELS; i++) restoreReadState(bus, shadow, i, unchecked(rec.shadow.channels[i]));
-  bus.outb(PORT_61, rec.port61 & (compat ? QEMU_PORT_61_WRITABLE : PORT_61_WRITABLE));
+  const port61 = rec.port61 & (compat ? QEMU_PORT_61_WRITABLE : PORT_61_WRITABLE);
+  // Gate 2 rose within this PIT clock on the source: the same rising edge triggers here.
+  const trigger = (rec.port61 & 1) != 0 && rec.shadow.gate2TriggerPending(rec.time);
+  if (trigger) bus.outb(PORT_61, port61 & ~1);
+  bus.outb(PORT_61, port61);
+  shadow.gate2RoseAt = trigger ? rec.time : NEVER;
   // A fresh QEMU speaker's refresh bit is clear; the source's stood at the opposite of what
   // its first capture read returned.
   if (compat && (rec.port61 & REFRESH) == 0) bus.inb(PORT_61);
   shadow.copyRestarts(rec.shadow);
+  shadow.copyHeld(rec.shadow);
   // The shadow has seen every access of the rebuild, so it now mirrors this chip: the record's
   // registers wherever they could be put back, and what was written where they could not.
 }
@@ -139,11 +146,42 @@ function write(bus: HardwareBus, mirror: PitShadow, port: u32, value: u32): void
   mirror.observeWrite(port, value);
 }
 
-/** Reads channel `i`'s status and counting element at T into `out`, draining pending latches. */
+/** The chip as `shadow` says it stands: without the latches the shadow holds itself. */
+function chipView(shadow: PitShadow): PitShadow {
+  const mirror = new PitShadow();
+  mirror.copyFrom(shadow);
+  for (let i = 0; i < PIT_CHANNELS; i++) {
+    const ch = unchecked(mirror.channels[i]);
+    if (unchecked(shadow.heldCount[i])) {
+      ch.readMsbNext = chipReadMsbNext(ch);
+      ch.countLatched = LATCH_NONE;
+    }
+    if (unchecked(shadow.heldStatus[i])) ch.statusLatched = false;
+    unchecked((mirror.heldCount[i] = false));
+    unchecked((mirror.heldStatus[i] = false));
+  }
+  return mirror;
+}
+
+/** Reads out the latches channel `i` holds in the chip and hands them to `shadow` to hold. */
+function takeOverLatches(bus: HardwareBus, mirror: PitShadow, i: i32, shadow: PitShadow): void {
+  const port = 0x40 + <u32>i;
+  const ch = unchecked(mirror.channels[i]);
+  let status: u32 = 0;
+  let count: u32 = 0;
+  if (ch.statusLatched) status = read(bus, mirror, port);
+  while (ch.countLatched != LATCH_NONE) {
+    const msb = ch.countLatched == LATCH_MSB;
+    const b = read(bus, mirror, port);
+    count = msb ? (count & 0xff) | (b << 8) : (count & 0xff00) | b;
+  }
+  shadow.holdLatches(i, count, status);
+}
+
+/** Reads channel `i`'s status and counting element at T into `out` (no latch is pending). */
 function readBack(bus: HardwareBus, mirror: PitShadow, i: i32, out: PitRecord): void {
   const port = 0x40 + <u32>i;
   const ch = unchecked(mirror.channels[i]);
-  while (ch.statusLatched || ch.countLatched != LATCH_NONE) read(bus, mirror, port);
   write(bus, mirror, PIT_CONTROL_PORT, 0xc0 | (2 << <u32>i));
   unchecked((out.status[i] = read(bus, mirror, port)));
   let count: u32 = 0;
@@ -169,23 +207,14 @@ function readBack(bus: HardwareBus, mirror: PitShadow, i: i32, out: PitRecord): 
 }
 
 /**
- * Brings channel `i`'s read flip-flop, count and status latches and write flip-flop (tracked
- * in `mirror`) to those of `target`, at the current time: a live read toggles the flip-flop,
- * a latch command (and a read of its first byte) rebuilds a count latch, a read-back a status
- * latch, the held LSB is written back.
+ * Brings channel `i`'s read and write flip-flops (tracked in `mirror`, which holds no latch)
+ * to those of `target`, whose latches the shadow holds, at the current time: a live read
+ * toggles the read flip-flop to where the guest will find it once those latches are read,
+ * the held LSB is written back.
  */
 function restoreReadState(bus: HardwareBus, mirror: PitShadow, i: i32, target: PitChannelRegisters): void {
   const port = 0x40 + <u32>i;
   const ch = unchecked(mirror.channels[i]);
-  const word = ch.rwMode == RW_WORD;
-  const latch = target.countLatched;
-  // The datasheet chip reads a latch through the same flip-flop: latch with it at the LSB.
-  const flipFlop = !ch.compatQemu && latch != LATCH_NONE ? false : target.readMsbNext;
-  if (word && ch.readMsbNext != flipFlop) read(bus, mirror, port);
-  if (latch != LATCH_NONE) {
-    write(bus, mirror, PIT_CONTROL_PORT, <u32>i << 6);
-    if (latch == LATCH_MSB && ch.countLatched == LATCH_WORD) read(bus, mirror, port);
-  }
-  if (target.statusLatched) write(bus, mirror, PIT_CONTROL_PORT, 0xe0 | (2 << <u32>i));
+  if (ch.rwMode == RW_WORD && ch.readMsbNext != chipReadMsbNext(target)) read(bus, mirror, port);
   if (target.writeMsbNext && !ch.writeMsbNext) write(bus, mirror, port, target.heldLsb);
 }

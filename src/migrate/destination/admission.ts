@@ -1,31 +1,41 @@
-// What the sessions of one destination share: how many may run at once, how much guest memory
-// they may hold together, which peer addresses failed authentication too often, and what
-// became of each session that got as far as `ready` — the answer a source needs when its link
-// failed after it sent the commit.
+// What the sessions of one destination share: how many may run at once and how many may still
+// be authenticating (per address too), how much guest memory they may hold together, the
+// budget of failed proofs all peers together may make, and what became of each session that
+// got as far as `ready` — the answer a source needs when its link failed after it sent the
+// commit. docs/security.md.
 
 import type { SessionFate } from "../wire/protocol.js";
 
 export interface AdmissionLimits {
   /** Authenticated sessions at once (each receiving or running one guest). */
   maxSessions: number;
-  /** Connections at once, authenticated or not. */
-  maxConnections: number;
+  /** Connections still authenticating, at once (see Admission.makeRoom). */
+  maxPending: number;
+  /** Connections still authenticating from one address. */
+  maxPendingPerAddress: number;
+  /** How long a connection that has just sent a handshake message may not be closed for a newer one. */
+  handshakeGraceMs: number;
   /** Guest memory all sessions together may hold, reserved at `config`. */
   memoryBudgetBytes: number;
-  /** Failed proofs from one address before that address is locked out. */
+  /** Failed proofs the destination checks per `authWindowMs`, from all addresses together. */
   maxAuthFailures: number;
-  authLockoutMs: number;
+  authWindowMs: number;
+  /** Longest a proof waits for the guessing budget before it is refused unchecked. */
+  authWaitMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<AdmissionLimits> = {
   maxSessions: 8,
-  maxConnections: 32,
+  maxPending: 64,
+  maxPendingPerAddress: 8,
+  handshakeGraceMs: 2_000,
   memoryBudgetBytes: 16 * 2 ** 30,
-  maxAuthFailures: 5,
-  authLockoutMs: 60_000,
+  maxAuthFailures: 10,
+  authWindowMs: 60_000,
+  authWaitMs: 8_000,
 };
 
-/** Remembered addresses and session fates; the oldest are forgotten first. */
+/** Remembered session fates; the oldest are forgotten first. */
 const MAX_REMEMBERED = 4096;
 
 /** What one session holds and must give back when it ends. */
@@ -35,42 +45,95 @@ export interface Holding {
   bytes: number;
 }
 
+interface Pending {
+  address: string;
+  /** Closes the connection to make room for a newer one. */
+  evict: () => void;
+  /** Until when it may not be closed for a newer one (ms, Date.now() time). */
+  keepUntil: number;
+}
+
 export class Admission {
-  connections = 0;
   sessions = 0;
   reservedBytes = 0;
-  private readonly failures = new Map<string, { count: number; lockedUntil: number }>();
+  /** Connections not yet authenticated, oldest first. */
+  private readonly pending = new Map<Holding, Pending>();
+  /**
+   * The guessing budget, as a virtual schedule: failed proofs may be checked at one per
+   * authWindowMs / maxAuthFailures on average, up to maxAuthFailures at once. `nextCheckAt` is
+   * when the budget would be back to full were nothing more spent (ms, Date.now() time).
+   */
+  private nextCheckAt = 0;
   /** A decided fate, or how to drop a session still waiting for its commit. */
   private readonly fates = new Map<string, SessionFate | (() => void)>();
 
   constructor(readonly limits: AdmissionLimits = DEFAULT_LIMITS) {}
 
-  /** Why a new connection from `address` is refused, or undefined when it may proceed. */
-  refuseConnection(address: string, now = Date.now()): { code: "auth" | "busy"; message: string } | undefined {
-    const f = this.failures.get(address);
-    if (f && f.lockedUntil > now) return { code: "auth", message: `too many failed authentications from ${address}: locked out for ${Math.ceil((f.lockedUntil - now) / 1000)} s` };
-    if (this.connections >= this.limits.maxConnections) return { code: "busy", message: `this destination already has ${this.connections} connections` };
+  /** Connections at once, authenticated or not. */
+  get connections(): number {
+    return this.pending.size + this.sessions;
+  }
+
+  /**
+   * Makes room for a new connection from `address`, or says why there is none (it is refused
+   * before the upgrade). Room is kept for a source that can prove the token: a connection still
+   * authenticating is closed for the newcomer (the oldest first, of this address when it has
+   * too many) unless it has just sent a handshake message or its proof is being checked — a
+   * source that has the token goes through its handshake without pause, one that idles does not.
+   */
+  makeRoom(address: string, now = Date.now()): string | undefined {
+    const mine = [...this.pending].filter(([, p]) => p.address === address);
+    const full = mine.length >= this.limits.maxPendingPerAddress ? mine : this.pending.size >= this.limits.maxPending ? [...this.pending] : undefined;
+    if (full === undefined) return undefined;
+    const idle = full.find(([, p]) => p.keepUntil <= now);
+    if (idle === undefined) return `this destination already has ${full.length} connections authenticating${full === mine ? ` from ${address}` : ""}`;
+    this.pending.delete(idle[0]);
+    idle[1].evict();
     return undefined;
   }
 
-  authFailed(address: string, now = Date.now()): void {
-    const f = this.failures.get(address) ?? { count: 0, lockedUntil: 0 };
-    if (f.lockedUntil !== 0 && f.lockedUntil <= now) f.count = f.lockedUntil = 0;
-    if (++f.count >= this.limits.maxAuthFailures) f.lockedUntil = now + this.limits.authLockoutMs;
-    this.failures.delete(address);
-    this.failures.set(address, f);
-    forgetOldest(this.failures);
-  }
-
-  /** Counts a connection that was not refused. */
-  enter(h: Holding): void {
-    this.connections++;
+  /** Counts a new connection from `address`, still to authenticate; `evict` closes it. */
+  enter(h: Holding, address: string, evict: () => void, now = Date.now()): void {
+    this.pending.set(h, { address, evict, keepUntil: now });
     h.connection = true;
   }
 
-  /** Admits an authenticated session, or says why not. */
+  /** The connection sent a handshake message (or waits for its proof's check: `forever`). */
+  progressed(h: Holding, forever = false, now = Date.now()): void {
+    const p = this.pending.get(h);
+    if (p) p.keepUntil = forever ? Infinity : now + this.limits.handshakeGraceMs;
+  }
+
+  /**
+   * When the proof of a connection may be checked: in `0` ms while the guessing budget has room,
+   * later when it must wait for it (the wait is reserved: call `proofChecked` once checked), or
+   * undefined when that would be more than authWaitMs away (refuse it unchecked).
+   */
+  reserveCheck(now = Date.now()): number | undefined {
+    const { maxAuthFailures, authWindowMs, authWaitMs } = this.limits;
+    const interval = authWindowMs / maxAuthFailures;
+    const due = Math.max(this.nextCheckAt, now);
+    const at = Math.max(now, due - authWindowMs + interval);
+    if (at - now > authWaitMs) return undefined;
+    this.nextCheckAt = due + interval;
+    return at - now;
+  }
+
+  /** A reserved check was made (or given up): a correct proof, or none made, costs no budget. */
+  proofChecked(failed: boolean, now = Date.now()): void {
+    if (!failed) this.nextCheckAt = Math.max(now, this.nextCheckAt - this.limits.authWindowMs / this.limits.maxAuthFailures);
+  }
+
+  /** When the budget has room for one more failed proof, in ms from `now`. */
+  budgetRefillsIn(now = Date.now()): number {
+    const interval = this.limits.authWindowMs / this.limits.maxAuthFailures;
+    return Math.max(0, this.nextCheckAt - this.limits.authWindowMs + interval - now);
+  }
+
+  /** Admits an authenticated session (no longer pending), or says why not. */
   admit(h: Holding): string | undefined {
     if (this.sessions >= this.limits.maxSessions) return `this destination is already receiving or running ${this.sessions} guests (its limit)`;
+    this.pending.delete(h);
     this.sessions++;
     h.session = true;
     return undefined;
@@ -87,7 +150,7 @@ export class Admission {
   }
 
   release(h: Holding): void {
-    if (h.connection) this.connections--;
+    this.pending.delete(h);
     if (h.session) this.sessions--;
     this.reservedBytes -= h.bytes;
     h.connection = h.session = false;

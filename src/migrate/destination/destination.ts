@@ -9,15 +9,14 @@
 
 import { formatBytes } from "../report/units.js";
 import type WebSocket from "ws";
-import { DEFAULT_CONFIG, DeviceStateError, Machine, type MachineConfig } from "../../core/machine.js";
-import { FieldError } from "../../core/fields.js";
-import { CpuState, CpuStateError } from "../../guest/cpu.js";
+import { Machine } from "../../core/machine.js";
+import type { CpuState } from "../../guest/cpu.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../../guest/digest.js";
 import { PAGE_SIZE } from "../../guest/page.js";
 import { Guest } from "../../guest/workload.js";
 import {
-  CAPABILITIES, MAX_BATCH_PAGES, MAX_DELTA_PAGES, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError,
-  batchChecksum, decodeRecord, encode, handoffDigest, stateDigest,
+  CAPABILITIES, MAX_BATCH_PAGES, MAX_DELTA_PAGES, MAX_PAYLOAD, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError,
+  batchChecksum, encode, handoffDigest, stateDigest,
   type Config, type Deltas, type Handoff, type Message, type MessageType, type Pages, type Query, type SessionFate, type State,
 } from "../wire/protocol.js";
 import { decode } from "../wire/decode.js";
@@ -29,6 +28,7 @@ import { Admission, addressOf, type Holding } from "./admission.js";
 import { LiveGuest } from "../run/live.js";
 import { closeSoon } from "../transport/channel.js";
 import { MigrationFailure, type FailureCode } from "../failure.js";
+import { asState, rebuildRecords } from "./rebuild.js";
 
 export const DEFAULT_DESTINATION_TIMEOUT_MS = 30_000;
 /** Longest wait for `hello` and `auth`: a peer that connects and says nothing frees its slot soon. */
@@ -56,12 +56,23 @@ export type DestinationEvent =
 /** How a session ended: its guest ran to the end here, or nothing was kept. */
 export type SessionOutcome = "finished" | "aborted" | "answered";
 
-const RECORD_ERRORS = [CpuStateError, DeviceStateError, FieldError, RangeError];
+
+/**
+ * Lets an authenticated peer send frames up to MAX_PAYLOAD. Before authentication the listener's
+ * WebSocket layer refuses any frame larger than the handshake's (MAX_UNAUTHENTICATED_PAYLOAD)
+ * from its header alone, so nothing larger is ever buffered for a peer without the token.
+ */
+function liftPayloadLimit(ws: WebSocket): void {
+  const receiver = (ws as unknown as { _receiver?: { _maxPayload: number } })._receiver;
+  if (receiver && receiver._maxPayload > 0) receiver._maxPayload = MAX_PAYLOAD;
+}
 
 export class DestinationSession {
   readonly done: Promise<SessionOutcome>;
   private settle!: (o: SessionOutcome) => void;
-  private expecting: MessageType | "post-copy" | "nothing" = "hello";
+  private expecting: MessageType | "checking" | "post-copy" | "nothing" = "hello";
+  /** A proof waits for the guessing budget (its reservation is given back if it never gets checked). */
+  private checkPending = false;
   private timer?: NodeJS.Timeout;
   private sourceNonce?: Uint8Array;
   private destinationNonce?: Uint8Array;
@@ -89,7 +100,7 @@ export class DestinationSession {
     private readonly admission = new Admission(),
   ) {
     this.done = new Promise((r) => (this.settle = r));
-    admission.enter(this.holding);
+    admission.enter(this.holding, addressOf(peer), () => this.abort(new ProtocolError("busy", "closed to make room for newer connections: this one had not authenticated")));
     ws.on("message", (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
     ws.on("close", () => this.abort(new MigrationFailure("connection", "connection closed by the source")));
     ws.on("error", (e: Error) => this.abort(new MigrationFailure("connection", e.message)));
@@ -107,6 +118,7 @@ export class DestinationSession {
     if (this.expecting === "nothing") return;
     try {
       if (!isBinary) throw new ProtocolError("bad-message", "text frame on a binary protocol");
+      if (this.expecting === "checking") throw new ProtocolError("unexpected", `${isBinary ? "a message" : "a frame"} while its proof waits to be checked`);
       const authenticated = this.expecting !== "hello" && this.expecting !== "auth";
       if (!authenticated && data.length > MAX_UNAUTHENTICATED_PAYLOAD) throw new ProtocolError("bad-message", `frame of ${data.length} bytes before authentication`);
       const m = decode(data, this.staging && { pageCount: this.staging.memory.pageCount });
@@ -135,20 +147,23 @@ export class DestinationSession {
         this.destinationNonce = newNonce();
         const capabilities = CAPABILITIES.filter((c) => m.capabilities.includes(c));
         this.acks = capabilities.includes("acks");
+        this.admission.progressed(this.holding);
         this.send({ t: "challenge", version, capabilities, nonce: this.destinationNonce });
         this.expecting = "auth";
         return;
       }
       case "auth": {
-        const [token, version, sourceNonce, destinationNonce] = [this.options.token, this.version, this.sourceNonce!, this.destinationNonce!];
-        if (!verifyProof(m.proof, token, "source", version, sourceNonce, destinationNonce)) {
-          this.admission.authFailed(addressOf(this.peer));
-          throw new ProtocolError("auth", "authentication failed: the source does not know the token");
+        const wait = this.admission.reserveCheck();
+        if (wait === undefined) {
+          const s = Math.ceil(this.admission.budgetRefillsIn() / 1000);
+          throw new ProtocolError("auth", `too many failed authentications at this destination: proofs are not checked now; try again in ${s} s`);
         }
-        const full = this.admission.admit(this.holding);
-        if (full) throw new ProtocolError("busy", full);
-        this.send({ t: "accepted", proof: proof(token, "destination", version, sourceNonce, destinationNonce) });
-        this.expecting = "config";
+        this.checkPending = true;
+        if (wait === 0) return this.checkProof(m.proof);
+        this.expecting = "checking";
+        this.admission.progressed(this.holding, true);
+        clearTimeout(this.timer);
+        this.timer = setTimeout(() => this.checkProof(m.proof), wait);
         return;
       }
       case "config":
@@ -171,6 +186,25 @@ export class DestinationSession {
       }
       default:
         throw new ProtocolError("unexpected", `a destination does not take ${m.t}`);
+    }
+  }
+
+  /** Checks the source's proof once the guessing budget allows it (see Admission.reserveCheck). */
+  private checkProof(received: Uint8Array): void {
+    this.checkPending = false;
+    const [token, version, sourceNonce, destinationNonce] = [this.options.token, this.version, this.sourceNonce!, this.destinationNonce!];
+    try {
+      const valid = verifyProof(received, token, "source", version, sourceNonce, destinationNonce);
+      this.admission.proofChecked(!valid);
+      if (!valid) throw new ProtocolError("auth", "authentication failed: the source does not know the token");
+      const full = this.admission.admit(this.holding);
+      if (full) throw new ProtocolError("busy", full);
+      liftPayloadLimit(this.ws);
+      this.send({ t: "accepted", proof: proof(token, "destination", version, sourceNonce, destinationNonce) });
+      this.expecting = "config";
+      this.armTimer();
+    } catch (e) {
+      this.abort(e);
     }
   }
 
@@ -268,22 +302,11 @@ export class DestinationSession {
 
   /** Runs `f`, turning what a bad record throws into a "state" error. */
   private asState<T>(f: () => T): T {
-    try {
-      return f();
-    } catch (e) {
-      if (RECORD_ERRORS.some((E) => e instanceof E)) throw new ProtocolError("state", (e as Error).message);
-      throw e;
-    }
+    return asState(f);
   }
 
   private records(cpuRecord: Uint8Array, devices: Uint8Array): { cpu: CpuState; machine: Machine } {
-    const config = this.config!;
-    const cpu = CpuState.fromRecord(decodeRecord(cpuRecord, "CPU"));
-    const machine = Machine.reconstruct(decodeRecord(devices, "device"), { policy: config.machine.policy });
-    for (const k of Object.keys(DEFAULT_CONFIG) as (keyof MachineConfig)[]) {
-      if (machine.config[k] !== config.machine[k]) throw new ProtocolError("state", `device record: ${k} is ${machine.config[k]}, the configuration said ${config.machine[k]}`);
-    }
-    return { cpu, machine };
+    return rebuildRecords(this.config!, cpuRecord, devices);
   }
 
   private ready(digest: Buffer): void {
@@ -378,6 +401,8 @@ export class DestinationSession {
   }
 
   private end(outcome: SessionOutcome): void {
+    if (this.checkPending) this.admission.proofChecked(false);
+    this.checkPending = false;
     this.admission.release(this.holding);
     this.settle(outcome);
   }
@@ -416,7 +441,8 @@ export class DestinationSession {
 
   private armTimer(): void {
     clearTimeout(this.timer);
-    const ms = Math.min(this.options.timeoutMs ?? DEFAULT_DESTINATION_TIMEOUT_MS, this.expecting === "hello" || this.expecting === "auth" ? HANDSHAKE_TIMEOUT_MS : Infinity);
+    const handshake = this.expecting === "hello" || this.expecting === "auth";
+    const ms = Math.min(this.options.timeoutMs ?? DEFAULT_DESTINATION_TIMEOUT_MS, handshake ? HANDSHAKE_TIMEOUT_MS : Infinity);
     this.timer = setTimeout(() => this.abort(new ProtocolError("timeout", `no ${this.expecting} from the source within ${ms} ms`)), ms);
   }
 

@@ -1,16 +1,17 @@
 // A destination server: accepts migration connections, plain (ws://) or over TLS (wss://), and
 // runs a session for each, several at once within the Admission's limits (a source beyond them
 // is told the destination is busy); optionally it stops after the first guest it received has
-// run to its end. A connection a web browser opens (it carries an Origin header) is refused
-// before the handshake: no page in the user's browser can reach the migration port.
+// run to its end. Browsers (an Origin header), unknown Host names and other paths are refused
+// before the upgrade; until a peer authenticates its frames may not exceed the handshake's.
+// docs/security.md.
 
 import { createServer, type Server } from "node:https";
-import type { AddressInfo } from "node:net";
+import { isIP, type AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
 import { Machine } from "../../core/machine.js";
-import { Admission, DEFAULT_LIMITS, addressOf, type AdmissionLimits } from "./admission.js";
+import { Admission, DEFAULT_LIMITS, type AdmissionLimits } from "./admission.js";
 import { DestinationSession, type DestinationOptions } from "./destination.js";
-import { MAX_PAYLOAD, encode } from "../wire/protocol.js";
+import { MAX_UNAUTHENTICATED_PAYLOAD } from "../wire/protocol.js";
 import { closeSoon } from "../transport/channel.js";
 
 export interface ListenOptions extends DestinationOptions {
@@ -22,6 +23,31 @@ export interface ListenOptions extends DestinationOptions {
   /** Certificate chain and private key (PEM): the listener speaks wss:// only. */
   tls?: { cert: Buffer | string; key: Buffer | string };
   limits?: Partial<AdmissionLimits>;
+  /** Origins a browser page may connect from (none by default: any Origin header is refused). */
+  allowOrigins?: readonly string[];
+  /** Host names a source may address this listener by, besides IP addresses, localhost and `host`. */
+  allowHosts?: readonly string[];
+}
+
+/** Why an upgrade request is refused (HTTP status and text), or undefined when it may proceed. */
+export function refuseRequest(request: { url?: string; headers: Record<string, string | string[] | undefined> }, options: Pick<ListenOptions, "host" | "allowOrigins" | "allowHosts">): { status: number; message: string } | undefined {
+  const origin = request.headers.origin;
+  if (origin !== undefined && !(options.allowOrigins ?? []).includes(String(origin))) {
+    return { status: 403, message: "browser origins are refused (listen --allow-origin ORIGIN admits one)" };
+  }
+  if ((request.url ?? "/") !== "/") return { status: 404, message: "the migration endpoint is /" };
+  const host = hostName(String(request.headers.host ?? ""));
+  const known = isIP(host) !== 0 || host === "localhost" || host === options.host.toLowerCase() || (options.allowHosts ?? []).some((h) => h.toLowerCase() === host);
+  if (!known) return { status: 403, message: "unknown Host name (listen --allow-host NAME admits one)" };
+  return undefined;
+}
+
+/** The host name of a Host header, lower case, without port or IPv6 brackets. */
+function hostName(header: string): string {
+  const h = header.toLowerCase();
+  if (h.startsWith("[")) return h.slice(1, h.indexOf("]") < 0 ? undefined : h.indexOf("]"));
+  const colon = h.lastIndexOf(":");
+  return colon < 0 ? h : h.slice(0, colon);
 }
 
 export interface Listener {
@@ -41,9 +67,22 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   // Prepared now, the core is ready when a migration's downtime starts.
   Machine.prepare();
   const admission = new Admission({ ...DEFAULT_LIMITS, ...options.limits });
+  const busy = (address: string): { status: number; message: string } | undefined => {
+    const full = admission.makeRoom(address);
+    return full === undefined ? undefined : { status: 503, message: full };
+  };
   let https: Server | undefined;
   let server: WebSocketServer;
-  const wsOptions = { maxPayload: MAX_PAYLOAD, perMessageDeflate: false, verifyClient: (info: { origin?: string }) => info.origin === undefined };
+  const wsOptions = {
+    // Raised for each session once it has authenticated (destination.ts).
+    maxPayload: MAX_UNAUTHENTICATED_PAYLOAD,
+    perMessageDeflate: false,
+    verifyClient: (info: { req: import("node:http").IncomingMessage }, done: (ok: boolean, status?: number, message?: string) => void): void => {
+      const refusal = refuseRequest(info.req, options) ?? busy(info.req.socket.remoteAddress ?? "");
+      if (refusal) options.onEvent?.({ event: "refused", peer: `${info.req.socket.remoteAddress}:${info.req.socket.remotePort}`, reason: refusal.message });
+      done(refusal === undefined, refusal?.status, refusal?.message);
+    },
+  };
   if (options.tls) {
     https = createServer({ cert: options.tls.cert, key: options.tls.key });
     server = new WebSocketServer({ ...wsOptions, server: https });
@@ -75,13 +114,6 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     });
 
   const accept = (ws: WebSocket, peer: string): void => {
-    const refusal = admission.refuseConnection(addressOf(peer));
-    if (refusal) {
-      ws.send(encode({ t: "error", ...refusal }));
-      closeSoon(ws);
-      options.onEvent?.({ event: "refused", peer, reason: refusal.message });
-      return;
-    }
     const session = new DestinationSession(ws, peer, options, admission);
     sessions.add(session);
     void session.done.then((outcome) => {

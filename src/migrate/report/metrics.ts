@@ -106,6 +106,8 @@ export interface MigrationReport {
   memoryDigest?: string;
   /** After a commit whose confirmation was lost: the destination's answer when asked, or "unreachable". */
   resolution?: SessionFate | "unreachable";
+  /** Unconfirmed: the file the paused guest was saved to (run/snapshot.ts), or why it could not be. */
+  snapshot?: { path: string } | { error: string };
   /** Where the guest ended up after its run on the destination, when it was awaited. */
   destination?: { virtualNs: number; digest: string; ticks: number; exits: number };
 }

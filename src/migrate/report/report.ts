@@ -42,11 +42,15 @@ export function formatReport(r: MigrationReport): string {
   lines.push(`${TITLE[r.technique]} ${STATUS_TEXT[r.status]}`);
   if (r.error) row("error", `${r.error.code}${r.error.byPeer ? " (reported by the destination)" : ""} at ${r.failedAt}: ${r.error.message}`);
   if (r.resolution) row("after the commit", RESOLUTION_TEXT[r.resolution]);
+  if (r.snapshot && "path" in r.snapshot) row("paused guest saved", `${r.snapshot.path}  (continue it: blmv resume ${r.snapshot.path}; or send it again: blmv migrate send --from ${r.snapshot.path} --to URL)`);
+  if (r.snapshot && "error" in r.snapshot) row("paused guest", `NOT SAVED: ${r.snapshot.error}`);
   row("workload", `${r.workload}, ${formatBytes(r.memoryBytes)} of guest memory in ${formatBytes(r.pageSize)} pages`);
   row("total time", `${formatMs(r.totalMs)}  (setup ${formatMs(r.setupMs)})`);
   if (r.status === "completed") {
     const over = r.downtimeOverLimit ? `  OVER THE LIMIT by ${formatMs(r.downtimeMs - r.downtimeLimitMs)}` : "";
     row("downtime", `${formatMs(r.downtimeMs)}  (expected ${formatMs(r.expectedDowntimeMs)}, limit ${formatMs(r.downtimeLimitMs)})${over}`);
+  } else if (r.downtimeMs > 0) {
+    row("downtime", `${formatMs(r.downtimeMs)}  (from the pause${r.status === "unconfirmed" ? "; the guest is still paused" : " until the guest ran again here"})`);
   }
   // The expected-downtime rule is the usual end of pre-copy; the other thresholds are named.
   const stopped = r.stopReason && r.stopReason !== "downtime" ? `  (pre-copy stopped on ${r.stopReason})` : "";

@@ -49,7 +49,12 @@ export function bootGuest(spec: GuestRunSpec): Guest {
 
 /** The digest the guest ends with when it runs its whole run in one place, never migrated. */
 export function referenceDigest(spec: GuestRunSpec): string {
-  const guest = bootGuest(spec);
-  guest.runUntil(spec.endNs);
+  return referenceDigestOf(workloadConfig(spec), spec.memoryBytes, spec.endNs);
+}
+
+/** referenceDigest for a guest known by its configuration (a snapshot's, say). */
+export function referenceDigestOf(config: WorkloadConfig, memoryBytes: number, endNs: number): string {
+  const guest = Guest.boot(new GuestMemory(memoryBytes), config, Machine.create());
+  guest.runUntil(endNs);
   return guest.digest();
 }

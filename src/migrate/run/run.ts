@@ -33,14 +33,19 @@ export interface LiveMigrationResult {
 }
 
 export async function bootAndMigrate(spec: GuestRunSpec, options: LiveMigrationOptions): Promise<LiveMigrationResult> {
+  return migrateLive(bootGuest(spec), spec.endNs, spec.workload, options);
+}
+
+/** Runs `guest` in real time until `options.migrateAtNs` (at once if it is past that) and migrates it. */
+export async function migrateLive(guest: Guest, endNs: number, workload: string, options: LiveMigrationOptions): Promise<LiveMigrationResult> {
   const { progress, stopGuest, ...link } = options;
-  const live = new LiveGuest(bootGuest(spec), spec.endNs);
+  const live = new LiveGuest(guest, endNs);
   if (options.control) options.control.guest = live;
   live.resume();
   let handedOver = false;
   const running = live.runLive(() => handedOver || stopGuest?.aborted === true);
   while (live.guest.now() < options.migrateAtNs && !live.finished && !options.signal?.aborted) await new Promise((r) => setTimeout(r, 5));
-  const report = await migrate(live, { ...link, workload: spec.workload, awaitFinish: true, onProgress: progress && ((p) => progress.update(p)) });
+  const report = await migrate(live, { ...link, workload, awaitFinish: true, onProgress: progress && ((p) => progress.update(p)) });
   progress?.clear();
   handedOver = report.status === "completed" || report.status === "unconfirmed" || report.status === "lost";
   await running;

@@ -19,7 +19,7 @@
 
 import { performance } from "node:perf_hooks";
 import { AckWindow } from "../transport/ack-window.js";
-import { DeviceStateError, Machine } from "../../core/machine.js";
+import { DeviceStateError, Machine, type DeviceRecord } from "../../core/machine.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../../guest/digest.js";
 import { countBits, nextSetBit } from "../../guest/memory.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../../guest/page.js";
@@ -37,7 +37,8 @@ import type { Progress } from "./progress.js";
 import type { LiveGuest } from "../run/live.js";
 import { newReport, summarize, type MigrationReport, type PostcopyStats, type RoundStat } from "../report/metrics.js";
 import { countPages } from "../wire/decode.js";
-import { MAX_ROUNDS, encodeRecord, machineSpecOf, stateDigest, type CapturedState } from "../wire/protocol.js";
+import { MAX_ROUNDS, encodeRecord, machineSpecOf, stateDigest, type CapturedState, type Config } from "../wire/protocol.js";
+import { saveSnapshot } from "../run/snapshot.js";
 
 export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
 export const DEFAULT_MAX_ROUNDS = 30;
@@ -52,6 +53,8 @@ export interface SourceOptions extends TechniqueOptions {
   url: string;
   /** For wss://: the PEM certificate(s) the destination must present or chain to. */
   ca?: string | Buffer;
+  /** wss://: the SHA-256 fingerprint the destination's certificate must have ("sha256:" and hex). */
+  pin?: string;
   token: string;
   /** Name of the workload, for the destination's log and the report. */
   workload: string;
@@ -67,6 +70,11 @@ export interface SourceOptions extends TechniqueOptions {
   signal?: AbortSignal;
   /** Wait for the destination to run the guest to its end and report its digest. */
   awaitFinish?: boolean;
+  /**
+   * Where to save the paused guest when the outcome stays unknown (the commit unconfirmed):
+   * the source cannot run it, and must not lose it. Default: a new file in the working directory.
+   */
+  snapshotPath?: string;
   onProgress?: (p: Progress) => void;
   /** Changes a user asks for while the migration runs (source/control.ts). */
   control?: MigrationControl;
@@ -91,6 +99,8 @@ class SourceSession implements PostcopyHost, ControlTarget {
   private openChannel?: Channel;
   private step = "connect";
   private committed = false;
+  /** The device record sent, to rebuild from if the guest comes back (with the phase measured at the commit). */
+  private pausedDevices?: DeviceRecord;
   /** The guest was resumed on the destination and memory still flows (post-copy). */
   private handedOver = false;
   private pausedAt = 0;
@@ -107,6 +117,10 @@ class SourceSession implements PostcopyHost, ControlTarget {
   private roundStart?: number;
   private expectedDowntimeMs = Infinity;
   private readonly stop: StopConditions;
+  /** What a snapshot of the paused guest needs, as the destination got it; the timer phase measured at the commit. */
+  private config?: Config;
+  private captured?: CapturedState;
+  private timerPhase = 0;
 
   constructor(
     private readonly live: LiveGuest,
@@ -147,6 +161,8 @@ class SourceSession implements PostcopyHost, ControlTarget {
       if (this.report.status !== "completed") this.report.totalMs = performance.now() - start;
       await this.fail(e);
     } finally {
+      // Downtime counts from the pause whatever the outcome (a failure: until the guest ran again here).
+      if (this.pausedAt > 0 && this.report.downtimeMs === 0) this.report.downtimeMs = performance.now() - this.pausedAt;
       this.report.bytes.total = this.openChannel?.bytesSent ?? 0;
       this.report.acks = this.openChannel?.window?.stats();
       this.live.guest.memory.stopDirtyLog();
@@ -184,14 +200,15 @@ class SourceSession implements PostcopyHost, ControlTarget {
 
     this.step = "config";
     const { guest } = this.live;
-    await channel.send({
+    this.config = {
       t: "config",
       memoryBytes: guest.memory.bytes,
       pageSize: PAGE_SIZE,
       machine: machineSpecOf(guest.machine),
       workload: this.options.workload,
       endNs: this.live.endNs,
-    });
+    };
+    await channel.send(this.config);
     this.step = "prepared";
     await channel.expect("prepared");
   }
@@ -303,7 +320,8 @@ class SourceSession implements PostcopyHost, ControlTarget {
     const exits = guest.machine.exits();
     this.report.exits = { total: exits.total, byReason: exits.byReason };
     try {
-      return { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(guest.machine.capture()) };
+      const devices = (this.pausedDevices = guest.machine.capture());
+      return (this.captured = { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(devices) });
     } catch (e) {
       if (e instanceof DeviceStateError) throw new MigrationFailure("state", e.message);
       throw e;
@@ -352,7 +370,7 @@ class SourceSession implements PostcopyHost, ControlTarget {
     this.committed = true;
     // From here the source never runs the guest again, so it may let the clock run to measure
     // the APIC timer's phase, which the destination applies before it resumes the guest.
-    const timerPhase = this.live.guest.machine.probeTimerPhase();
+    const timerPhase = (this.timerPhase = this.live.guest.machine.probeTimerPhase());
     await channel.send({ t: "commit", timerPhase });
     this.progress("commit", this.report.rounds, 0);
     this.step = "resumed";
@@ -516,8 +534,10 @@ class SourceSession implements PostcopyHost, ControlTarget {
       this.report.resolution = fate ?? "unreachable";
       if (fate !== "dropped") {
         this.report.status = fate === "taken" ? "completed" : "unconfirmed";
+        if (fate !== "taken") this.saveGuest();
         return;
       }
+      this.takeBack();
     }
     this.report.status = f.code === "cancelled" ? "cancelled" : "failed";
     // The guest goes on where it stopped, at full speed, as if nothing had happened.
@@ -525,9 +545,35 @@ class SourceSession implements PostcopyHost, ControlTarget {
     if (!this.live.running) this.live.resume();
   }
 
+  /**
+   * Nobody knows whether the destination runs the guest: it stays paused here, and is saved
+   * whole — as the destination got it — for the operator to resume or send again.
+   */
+  private saveGuest(): void {
+    const path = this.options.snapshotPath ?? `blmv-${this.options.workload.replace(/[^A-Za-z0-9_-]/g, "_")}-${new Date().toISOString().replace(/[:.]/g, "-")}.snapshot`;
+    try {
+      saveSnapshot(path, { config: this.config!, ...this.captured!, timerPhase: this.timerPhase, memory: this.live.guest.memory });
+      this.report.snapshot = { path };
+    } catch (e) {
+      this.report.snapshot = { error: `cannot save the paused guest to ${path}: ${(e as Error).message}` };
+    }
+  }
+
+  /**
+   * The destination dropped a guest committed to it. Measuring the timer's phase let this
+   * machine's clock run past the pause, so the guest goes on where the destination would have:
+   * on its own record rebuilt and restarted at that phase, at the pause time.
+   */
+  private takeBack(): void {
+    const { guest } = this.live;
+    const probed = guest.machine;
+    guest.machine = Machine.resume(this.pausedDevices, this.timerPhase, { policy: probed.policy });
+    probed.release();
+  }
+
   private connectOptions(): ConnectOptions {
-    const { url, ca, latencyMs } = this.options;
-    return { url, ca, timeoutMs: this.timeoutMs, bandwidth: this.bandwidthLimit, latencyMs, idle: () => this.idle() };
+    const { url, ca, pin, latencyMs } = this.options;
+    return { url, ca, pin, timeoutMs: this.timeoutMs, bandwidth: this.bandwidthLimit, latencyMs, idle: () => this.idle() };
   }
 
   private progress(phase: Progress["phase"], round: number, remainingBytes: number): void {

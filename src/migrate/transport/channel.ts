@@ -12,6 +12,7 @@ import { TokenBucket } from "./link.js";
 import { decode } from "../wire/decode.js";
 import { ProtocolError, encode, type Message, type MessageType } from "../wire/protocol.js";
 import { MigrationFailure } from "../failure.js";
+import { printable } from "../../common/printable.js";
 
 /** Bytes handed to the socket but not yet written out, above which sending waits. */
 const HIGH_WATER = 4 * 1024 * 1024;
@@ -51,7 +52,7 @@ export class Channel {
     const latency = options.latencyMs ?? 0;
     const later = (f: () => void): unknown => (latency > 0 ? setTimeout(f, latency) : f());
     ws.on("message", (data: Buffer, isBinary: boolean) => later(() => this.receive(data, isBinary)));
-    ws.on("close", (code: number, reason: Buffer) => later(() => this.fail(new MigrationFailure("connection", `connection closed (${code}${reason.length ? ` ${reason.toString().slice(0, 100)}` : ""})`))));
+    ws.on("close", (code: number, reason: Buffer) => later(() => this.fail(new MigrationFailure("connection", `connection closed (${code}${reason.length ? ` ${printable(reason.toString(), 100)}` : ""})`))));
     ws.on("error", (e: Error) => this.fail(new MigrationFailure("connection", e.message)));
   }
 
@@ -87,7 +88,9 @@ export class Channel {
     if (batch && !batch.fits(frame.length)) await this.waitUntil(() => batch.fits(frame.length), "acknowledgement");
     for (;;) {
       this.check();
-      const wait = this.inflight > HIGH_WATER ? IDLE_NAP_MS : (this.bucket?.take(frame.length) ?? 0);
+      // A peer that stops reading fails the send after the timeout, like any other wait on it.
+      if (this.inflight > HIGH_WATER) await this.waitUntil(() => this.inflight <= HIGH_WATER, "reading of what was sent");
+      const wait = this.bucket?.take(frame.length) ?? 0;
       if (wait === 0) break;
       await this.nap(wait);
     }
@@ -142,14 +145,19 @@ export class Channel {
     while (!done()) {
       this.check();
       const left = Math.max(start, this.progressAt) + timeoutMs - performance.now();
-      if (left <= 0) throw new MigrationFailure("timeout", `no ${awaited} from the peer within ${timeoutMs} ms`);
+      if (left <= 0) throw new MigrationFailure("timeout", `no ${awaited} from the peer within ${Math.round(timeoutMs)} ms`);
       await this.nap(left);
     }
   }
 
   /** Stops whatever step is under way with a "cancelled" failure. */
   cancel(): void {
-    this.fail(new MigrationFailure("cancelled", "cancelled by the user"));
+    this.abort(new MigrationFailure("cancelled", "cancelled by the user"));
+  }
+
+  /** Stops whatever step is under way with `failure`; a connection still opening is dropped. */
+  abort(failure: MigrationFailure): void {
+    this.fail(failure);
     if (this.ws.readyState === this.ws.CONNECTING) this.ws.terminate();
   }
 

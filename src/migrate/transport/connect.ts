@@ -1,7 +1,9 @@
 // The source's way into a destination: open the connection (ws://, or wss:// trusting the
-// given certificate) and authenticate both ways. A migration and a later outcome query start
-// the same.
+// given certificate or the pinned fingerprint) and authenticate both ways. A migration and a
+// later outcome query start the same. docs/security.md.
 
+import type { IncomingMessage } from "node:http";
+import type { TLSSocket } from "node:tls";
 import WebSocket from "ws";
 import { newNonce, proof, verifyProof } from "./auth.js";
 import { Channel, type ChannelOptions } from "./channel.js";
@@ -12,11 +14,38 @@ export interface ConnectOptions extends ChannelOptions {
   url: string;
   /** PEM certificate(s) a wss:// destination must present (or chain to); the system's CAs otherwise. */
   ca?: string | Buffer;
+  /**
+   * wss:// only: the SHA-256 fingerprint of the certificate the destination must present
+   * ("sha256:" then 64 hex digits, colons allowed). Checked before the source sends anything;
+   * without `ca` it replaces the certificate authorities' judgement.
+   */
+  pin?: string;
+}
+
+const PIN = /^sha256:((?:[0-9a-f]{2}:?){31}[0-9a-f]{2})$/i;
+
+/** The pin's fingerprint as Node spells it (upper-case hex pairs joined by colons), or undefined when malformed. */
+export function parsePin(pin: string): string | undefined {
+  const hex = PIN.exec(pin)?.[1].replaceAll(":", "");
+  return hex?.length === 64 ? hex.toUpperCase().match(/../g)!.join(":") : undefined;
 }
 
 export function openChannel(o: ConnectOptions): Channel {
-  const ws = new WebSocket(o.url, { maxPayload: MAX_PAYLOAD, perMessageDeflate: false, handshakeTimeout: o.timeoutMs, ...(o.ca ? { ca: o.ca } : {}) });
-  return new Channel(ws, o);
+  const fingerprint = o.pin === undefined ? undefined : parsePin(o.pin);
+  if (o.pin !== undefined && fingerprint === undefined) throw new MigrationFailure("auth", `bad certificate pin ${JSON.stringify(o.pin)}: expected sha256: and 64 hex digits`);
+  const trust = { ...(o.ca ? { ca: o.ca } : {}), ...(fingerprint && !o.ca ? { rejectUnauthorized: false } : {}) };
+  const ws = new WebSocket(o.url, { maxPayload: MAX_PAYLOAD, perMessageDeflate: false, handshakeTimeout: o.timeoutMs, ...trust });
+  const channel = new Channel(ws, o);
+  if (fingerprint !== undefined) {
+    // The upgrade's response comes before `open`: nothing of ours has crossed the link yet.
+    ws.once("upgrade", (response: IncomingMessage) => {
+      const presented = (response.socket as TLSSocket).getPeerCertificate?.()?.fingerprint256;
+      if (presented !== fingerprint) {
+        channel.abort(new MigrationFailure("auth", presented === undefined ? "the destination presented no certificate to check the pin against" : `the destination's certificate sha256:${presented.replaceAll(":", "").toLowerCase()} is not the pinned one`));
+      }
+    });
+  }
+  return channel;
 }
 
 /** hello → challenge → auth → accepted; `step` names each wait, for the report of a failure. */

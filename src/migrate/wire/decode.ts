@@ -5,7 +5,7 @@
 
 import { Unpackr } from "msgpackr";
 import { NONCE_BYTES, PROOF_BYTES } from "../transport/auth.js";
-import { DEFAULT_CONFIG, POLICIES, type Policy } from "../../core/machine.js";
+import { DEFAULT_CONFIG, MAX_CPUS, POLICIES, type Policy } from "../../core/machine.js";
 import { PAGE_SIZE } from "../../guest/page.js";
 import {
   DIGEST_BYTES, MAX_BATCH_PAGES, MAX_DELTA_BYTES, MAX_DELTA_PAGES, MAX_PAYLOAD, MAX_RECORD_BYTES, MAX_ROUNDS, MAX_RUNS,
@@ -206,6 +206,8 @@ function machineSpec(v: unknown): MachineSpec {
     pit: flag(o.pit, "config.machine.pit"),
     lapic: flag(o.lapic, "config.machine.lapic"),
     ioapic: flag(o.ioapic, "config.machine.ioapic"),
+    // A peer that predates several CPUs sends no count: its machines have one.
+    cpus: o.cpus === undefined ? 1 : uint(o.cpus, "config.machine.cpus", MAX_CPUS, 1),
     pitIrq0: flag(o.pitIrq0, "config.machine.pitIrq0"),
     compatQemu: flag(o.compatQemu, "config.machine.compatQemu"),
     apicBusHz: uint(o.apicBusHz, "config.machine.apicBusHz", 1e12, 1),

@@ -6,6 +6,8 @@
 // differences within a frame are exact (see VirtualClock). A time-dependent read can be checked
 // only when the state it depends on was set in the frame the read happens in.
 
+import { PIT_HZ } from "../../../assembly/common/hardware.js";
+
 /** The frame of times that are not virtual time at all (a raw log's synthetic clock). */
 export const NO_FRAME = -1;
 
@@ -15,7 +17,6 @@ export function sameFrame(a: number, b: number): boolean {
 }
 
 const NS_PER_S = 1_000_000_000;
-const PIT_HZ = 1_193_182;
 
 /** floor(n * mul / div) for n < 2^53 and mul, div <= 1e9, without leaving exact integers. */
 function mulDiv(n: number, mul: number, div: number): number {
@@ -236,10 +237,10 @@ export class QemuPitTiming {
     this.irqFrame = frame;
   }
 
-  /** Port 0x61 write: bit 0 is channel 2's gate; a rising gate restarts modes 1, 2, 3 and 5. */
+  /** Port 0x61 write: bit 0 is channel 2's gate; a rising gate restarts modes 1, 2, 3 and 5 only. */
   setGate2(level: boolean, time: number, frame: number): void {
     const ch = this.channels[2]!;
-    if (level && !ch.gate && ch.mode !== 0 && ch.mode !== 4) {
+    if (level && !ch.gate && [1, 2, 3, 5].includes(ch.mode)) {
       ch.loadTime = time;
       ch.loadFrame = frame;
     }

@@ -1,0 +1,5 @@
+// Numbers of the PC hardware that the core and the host both use. Plain TypeScript that both
+// asc and tsc compile (like abi/codes.ts), so each is written once. docs/architecture.md.
+
+/** The 8254's input clock in Hz: the PC's 14.31818 MHz crystal divided by 12. */
+export const PIT_HZ = 1_193_182;

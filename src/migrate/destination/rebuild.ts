@@ -1,0 +1,32 @@
+// The guest's CPU and machine rebuilt from the records a source captured, checked against the
+// configuration it announced: what a destination does at `state` or `handoff`, and what loading
+// a snapshot does (run/snapshot.ts). docs/migration.md.
+
+import { DEFAULT_CONFIG, DeviceStateError, Machine, type MachineConfig } from "../../core/machine.js";
+import { FieldError } from "../../core/fields.js";
+import { CpuState, CpuStateError } from "../../guest/cpu.js";
+import { ProtocolError, decodeRecord, type Config } from "../wire/protocol.js";
+
+const RECORD_ERRORS = [CpuStateError, DeviceStateError, FieldError, RangeError];
+
+/** Runs `f`; an impossible record (any error of the record readers) becomes a "state" ProtocolError. */
+export function asState<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (RECORD_ERRORS.some((E) => e instanceof E)) throw new ProtocolError("state", (e as Error).message);
+    throw e;
+  }
+}
+
+/** The CPU state and a reconstructed machine from their records; the machine must be the one `config` announced. */
+export function rebuildRecords(config: Config, cpuRecord: Uint8Array, devices: Uint8Array): { cpu: CpuState; machine: Machine } {
+  return asState(() => {
+    const cpu = CpuState.fromRecord(decodeRecord(cpuRecord, "CPU"));
+    const machine = Machine.reconstruct(decodeRecord(devices, "device"), { policy: config.machine.policy });
+    for (const k of Object.keys(DEFAULT_CONFIG) as (keyof MachineConfig)[]) {
+      if (machine.config[k] !== config.machine[k]) throw new ProtocolError("state", `device record: ${k} is ${machine.config[k]}, the configuration said ${config.machine[k]}`);
+    }
+    return { cpu, machine };
+  });
+}
