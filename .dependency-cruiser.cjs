@@ -41,6 +41,13 @@ module.exports = {
       to: { path: "^src/cli/" },
     },
     {
+      name: "library-below-monitor",
+      comment: "The library never imports the monitor: the engine offers a control interface (source/control.ts) and the monitor uses it.",
+      severity: "error",
+      from: { path: "^src/(core|guest|trace|migrate)/" },
+      to: { path: "^src/monitor/" },
+    },
+    {
       name: "no-tests-in-the-product",
       severity: "error",
       from: { path: "^(src|assembly|bench)/" },

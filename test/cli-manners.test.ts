@@ -85,7 +85,22 @@ describe.concurrent("help", () => {
 
   it("the command list names every command with a line of its own", async () => {
     const r = await blmv(["--help"]);
-    for (const command of ["demo", "replay", "compile", "import-qemu", "record", "migrate listen", "migrate send", "compare"]) expect(r.stdout).toMatch(new RegExp(`blmv ${command} +\\S`));
+    for (const command of ["demo", "replay", "compile", "import-qemu", "record", "migrate listen", "migrate send", "migrate status", "migrate set", "migrate postcopy", "migrate cancel", "compare"]) {
+      expect(r.stdout).toMatch(new RegExp(`blmv ${command} +\\S`));
+    }
+  });
+
+  it("the monitor's commands print their own options; --http is in the table of send, listen and demo", async () => {
+    const [set, status, send, listen, demo] = await Promise.all([["migrate", "set"], ["migrate", "status"], ["migrate", "send"], ["migrate", "listen"], ["demo"]].map((c) => blmv([...c, "--help"])));
+    for (const r of [set, status, send, listen, demo]) expect(r.status).toBe(0);
+    expect(set.stdout).toMatch(/^usage: blmv migrate set /);
+    expect(set.stdout).toMatch(/--downtime-limit MS/);
+    expect(set.stdout).not.toMatch(/--json/);
+    expect(status.stdout).toMatch(/--json/);
+    expect(status.stdout).not.toMatch(/--bandwidth/);
+    for (const r of [send, listen, demo]) expect(r.stdout).toMatch(/the monitor:\n {2}--http \[HOST:\]PORT/);
+    expect(send.stdout).toMatch(/--cert F +with --http: serve the monitor over HTTPS/);
+    expect(demo.stdout).not.toMatch(/--cert/);
   });
 });
 
@@ -97,6 +112,7 @@ describe.concurrent("usage errors name the option and exit 2", () => {
     [["replay", "x.trace", "--policy"], "--policy needs a value"],
     [["replay", "x.trace", "--json=yes"], "--json takes no value"],
     [["replay", "a.trace", "b.trace"], 'unexpected argument "b.trace"'],
+    [["migrate", "status", "--http", "8080", "--bandwidth", "1G"], "migrate status: unknown option --bandwidth"],
   ])("blmv %j", async (args, message) => {
     const r = await blmv(args);
     expectUsageError(r, message);
@@ -200,9 +216,12 @@ describe("migrate send against a listener", () => {
     expect((JSON.parse(r.stdout) as { status: string; downtimeOverLimit: boolean }).status).toBe("completed");
   });
 
-  it("Ctrl-C cancels the migration at once: a clear message, exit 130, no wait for the guest's run", async () => {
+  it.each<[string, string[]]>([
+    ["", []],
+    [" with the monitor on", ["--http", "0"]],
+  ])("Ctrl-C cancels the migration at once%s: a clear message, exit 130, no wait for the guest's run", async (_, monitor) => {
     // A slow link and a long run: the migration would take many seconds, the guest's run 60.
-    const child = spawn(process.execPath, [CLI, ...send(["--memory", "64M", "--bandwidth", "2M", "--duration", "60", "--progress", "json"])], {
+    const child = spawn(process.execPath, [CLI, ...send(["--memory", "64M", "--bandwidth", "2M", "--duration", "60", "--progress", "json", ...monitor])], {
       env: { ...process.env, BLMV_TOKEN: destination.token },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -226,5 +245,6 @@ describe("migrate send against a listener", () => {
     expect(stderr).toMatch(/Ctrl-C: cancelling the migration/);
     expect(stdout).toMatch(/cancelled before the commit: the guest keeps running on the source, unchanged/);
     expect(stdout).toMatch(/the guest was running, untouched, at \d+\.\d+ s virtual of 60\.000 s when blmv stopped/);
+    if (monitor.length > 0) expect(stderr).toMatch(/^monitor: http:\/\/127\.0\.0\.1:\d+\//m);
   }, 60_000);
 });

@@ -25,6 +25,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const ROOT = resolve(import.meta.dirname, "..");
 
+const MONITOR_CONTROL = "asks the monitor of a migration running in another terminal (test/monitor.test.ts asks a running one from another process)";
+
 /** Commands shown but not run, with the reason. Keep this short: a shown command should run. */
 const NOT_RUN: Record<string, string> = {
   "npm install && npm start": "installs packages and rebuilds; the test runs after a build, and the demo runs below with small sizes",
@@ -37,6 +39,14 @@ const NOT_RUN: Record<string, string> = {
   "npx blmv migrate listen --port 7000 --once": "waits for a source in another terminal (the demo runs both ends here)",
   "BLMV_TOKEN=Az_hXPSKGErR5iKMdzbg1NYIY8mOqxMH npx blmv migrate send --to ws://127.0.0.1:7000 --memory 16M --workload hot --interrupts pic --duration 2 --verify":
     "needs the listener of the other terminal",
+  "npx blmv demo --http 8080": "serves the page of a migration for a browser to watch, on a fixed port (test/monitor.test.ts and the browser tests serve it on a free one)",
+  "BLMV_TOKEN=s3cret npx blmv migrate listen --port 9000 --http 8081": "waits for a source in another terminal, serving its page",
+  "BLMV_TOKEN=s3cret npx blmv migrate send --to ws://127.0.0.1:9000 --http 8080 --verify": "needs the listener of the other terminal",
+  "blmv migrate status --http 8080": MONITOR_CONTROL,
+  "blmv migrate status --http 8080 --json": MONITOR_CONTROL,
+  "blmv migrate set --http 8080 --downtime-limit 100 --bandwidth 1Gbit": MONITOR_CONTROL,
+  "blmv migrate postcopy --http 8080": MONITOR_CONTROL,
+  "blmv migrate cancel --http 8080": MONITOR_CONTROL,
   "npx blmv compare --memory 256M --workload uniform --dirty-rate 256M --working-set 8M,32M,64M,128M --bandwidth 1Gbit --downtime-limit 100 --duration 8 --migrate-after 1 --svg docs/techniques-compared.svg":
     "16 migrations of a 256 MiB guest, about a minute; a small comparison runs from README.md",
   "npx blmv compare --techniques precopy,postcopy,hybrid --no-throttle --max-rounds 10 --memory 256M --dirty-rate 256M --working-set 32M,128M --bandwidth 1Gbit --downtime-limit 100 --duration 14 --migrate-after 1":

@@ -109,7 +109,7 @@ describe("the command line", () => {
       [["migrate", "listen"], /--port is required/],
       [["migrate", "listen", "--port", "70000"], /at most 65535/],
       [["migrate", "listen", "--port", "0", "--token-file", "/nonexistent/token"], /token file \/nonexistent\/token: no such file or directory/],
-      [["migrate", "fly"], /expected listen or send/],
+      [["migrate", "fly"], /expected listen, send, status, set, postcopy or cancel/],
     ];
     const runs = await Promise.all(cases.map(([args]) => runCli(args, { BLMV_TOKEN: testToken("t") })));
     runs.forEach((run, i) => {

@@ -63,8 +63,8 @@ describe("the npm package", () => {
     rmSync(project, { recursive: true, force: true });
   });
 
-  it("holds what runs: the JS, its declarations and the core", () => {
-    for (const file of ["dist/src/index.js", "dist/src/index.d.ts", "dist/src/cli/main.js", "dist/assembly/abi/codes.js", "build/core.wasm"]) {
+  it("holds what runs: the JS, its declarations, the core and the monitor's page", () => {
+    for (const file of ["dist/src/index.js", "dist/src/index.d.ts", "dist/src/cli/main.js", "dist/assembly/abi/codes.js", "build/core.wasm", "web/monitor/index.html", "web/monitor/app.js"]) {
       expect(existsSync(join(installed, file)), file).toBe(true);
     }
     expect(existsSync(join(installed, "src")), "TypeScript sources stay out").toBe(false);

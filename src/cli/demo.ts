@@ -10,6 +10,8 @@ import { adjust, defineCommand, type Parsed } from "./command.js";
 import { EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, checkWritable } from "./usage.js";
 import { cancelOnInterrupt } from "./interrupt.js";
 import { progressReporter } from "../migrate/report/progress.js";
+import { HTTP_OPTIONS, httpOption, serveMonitor } from "./monitor.js";
+import { SourceMonitor } from "../monitor/source-status.js";
 import { startDestinationProcess } from "./destination-process.js";
 import { referenceDigest } from "../migrate/run/guest-run.js";
 import { formatReport, roundChartSvg } from "../migrate/report/report.js";
@@ -17,7 +19,7 @@ import { bootAndMigrate } from "../migrate/run/run.js";
 import { formatBytes, formatRate } from "../migrate/report/units.js";
 
 const DEMO_OPTIONS = adjust(
-  { ...GUEST_OPTIONS, ...MIGRATION_OPTIONS, ...REPORT_OPTIONS },
+  { ...GUEST_OPTIONS, ...MIGRATION_OPTIONS, ...REPORT_OPTIONS, ...HTTP_OPTIONS },
   {
     // A slower link and a tighter limit than \`migrate send\`'s, so that pre-copy takes a few rounds.
     bandwidth: { default: "1Gbit", defaultText: undefined },
@@ -43,11 +45,15 @@ async function runDemo({ values }: Parsed<typeof DEMO_OPTIONS>): Promise<number>
   const progress = progressReporter(progressMode("demo", values.progress));
   const { svg, json } = values;
   if (svg) await checkWritable("demo", svg);
+  const http = httpOption("demo", values.http);
   const log = json ? () => undefined : (s: string) => console.log(s);
 
   const { child: destination, url, token, stop } = await startDestinationProcess(true);
   let finished = false;
+  const monitor = http ? new SourceMonitor({ ...spec, ...link }) : undefined;
+  let server;
   try {
+    if (monitor && http) server = await serveMonitor("demo", monitor, http, token);
     log(`destination process ${destination.pid} listens on ${url}`);
     log(`reference run: the same guest, never migrated, to ${spec.endNs / 1e9} s virtual…`);
     const reference = referenceDigest(spec);
@@ -57,12 +63,15 @@ async function runDemo({ values }: Parsed<typeof DEMO_OPTIONS>): Promise<number>
         `it runs in real time and migrates at ${link.migrateAtNs / 1e9} s over a ${link.bandwidth ? formatRate(link.bandwidth) : "unlimited"} link`,
     );
     const interrupt = cancelOnInterrupt(progress);
-    const result = await bootAndMigrate(spec, { ...link, url, token, progress, signal: interrupt.signal, stopGuest: interrupt.signal }).finally(() => interrupt.dispose());
+    const result = await bootAndMigrate(spec, { ...link, url, token, progress, signal: interrupt.signal, stopGuest: interrupt.signal, control: monitor?.control }).finally(() =>
+      interrupt.dispose(),
+    );
+    const final = result.report.destination?.digest;
+    monitor?.finish(result.report, { final: final ?? (result.source?.finished ? result.source.digest : undefined), reference });
     if (interrupt.signal.aborted) {
       if (!json) console.log(formatReport(result.report));
       return EXIT_INTERRUPTED;
     }
-    const final = result.report.destination?.digest;
     finished = final !== undefined;
     const identical = final === reference;
     const chart = svg ?? join(tmpdir(), `blmv-migration-${process.pid}.svg`);
@@ -80,6 +89,7 @@ async function runDemo({ values }: Parsed<typeof DEMO_OPTIONS>): Promise<number>
     }
     return result.report.status === "completed" && identical ? EXIT_OK : EXIT_FAILED;
   } finally {
+    await server?.close();
     // It exits by itself once its guest has finished (--once); after a failed migration it
     // would wait for another source, so it is told to stop.
     await stop(finished ? 3000 : 0);

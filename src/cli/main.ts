@@ -13,6 +13,7 @@ import { importQemu } from "./import-qemu.js";
 import { record } from "./record.js";
 import { listenCommand, sendCommand } from "./migrate.js";
 import { demo } from "./demo.js";
+import { CONTROL_COMMANDS } from "./monitor.js";
 import { compare } from "./compare.js";
 import { resume } from "./resume.js";
 import type { Command } from "./command.js";
@@ -31,7 +32,7 @@ const COMMANDS: readonly (Command | CommandGroup)[] = [
   compile,
   importQemu,
   record,
-  { name: "migrate", summary: "live migration between two processes or hosts", subcommands: [listenCommand, sendCommand] },
+  { name: "migrate", summary: "live migration between two processes or hosts", subcommands: [listenCommand, sendCommand, ...CONTROL_COMMANDS] },
   resume,
   compare,
 ];
@@ -83,7 +84,7 @@ async function main(argv: string[]): Promise<number> {
     (sub === undefined ? console.error : console.log)(`usage: blmv ${command.name} ${names.join("|")} [options]\n\n${listing(command.subcommands)}\n\n  blmv ${command.name} <${names.join("|")}> --help   its options`);
     return sub === undefined ? EXIT_BAD_INPUT : 0;
   }
-  throw new UsageError(`${command.name}: unknown subcommand ${JSON.stringify(sub)}; expected ${names.join(" or ")}`);
+  throw new UsageError(`${command.name}: unknown subcommand ${JSON.stringify(sub)}; expected ${names.slice(0, -1).join(", ")} or ${names[names.length - 1]}`);
 }
 
 main(process.argv.slice(2)).then(

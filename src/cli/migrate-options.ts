@@ -1,5 +1,6 @@
 // Options shared by `blmv migrate send`, `blmv demo` and `blmv compare`: the guest to run, how
-// to move it and what to show, each table with its help; and their checks. docs/usage.md.
+// to move it and what to show, each table with its help; and their checks, with those of the
+// rates and the token that the migrate commands share. docs/usage.md.
 
 import { WORKLOAD_NAMES, type GuestRunSpec } from "../migrate/run/guest-run.js";
 import type { LiveMigrationOptions } from "../migrate/run/run.js";
@@ -14,7 +15,8 @@ import { PAGE_SIZE } from "../guest/page.js";
 import { MAX_MEMORY_BYTES } from "../guest/memory.js";
 import { WORK_BASE_PAGE } from "../guest/layout.js";
 import type { OptionTable, OptionValues } from "./command.js";
-import { UsageError, integerOption } from "./usage.js";
+import { UsageError, fileProblem, integerOption } from "./usage.js";
+import { loadToken } from "../migrate/transport/auth.js";
 
 const MIN_MEMORY_BYTES = 2 * 2 ** 20;
 const MAX_MEMORY_TEXT = `${MAX_MEMORY_BYTES / 2 ** 40}T`;
@@ -78,13 +80,7 @@ export function parseGuestAndLink(command: string, v: Values): GuestAndLink {
   if (!WORKLOAD_NAMES.includes(workload)) throw new UsageError(`${command}: --workload must be one of ${WORKLOAD_NAMES.join(", ")}, got ${JSON.stringify(workload)}`);
   const interrupts = text("interrupts");
   if (interrupts !== "pic" && interrupts !== "apic") throw new UsageError(`${command}: --interrupts must be pic or apic, got ${JSON.stringify(interrupts)}`);
-  const rate = (k: "dirty-rate" | "bandwidth", min: number): number | undefined => {
-    if (v[k] === undefined) return undefined;
-    const r = parseRate(text(k));
-    if (r === undefined || r < min) throw new UsageError(`${command}: --${k} expects a rate like 100M (bytes/s) or 1Gbit (bits/s)${min > 0 ? " above 0" : ""}, got ${JSON.stringify(text(k))}`);
-    return r;
-  };
-  const dirtyBytesPerSecond = rate("dirty-rate", 0);
+  const dirtyBytesPerSecond = rateOption(command, "dirty-rate", v["dirty-rate"], 0);
   let workingSetBytes: number | undefined;
   if (v["working-set"] !== undefined) {
     workingSetBytes = parseSize(text("working-set"));
@@ -99,7 +95,7 @@ export function parseGuestAndLink(command: string, v: Values): GuestAndLink {
       );
     }
   }
-  const bandwidth = rate("bandwidth", 1);
+  const bandwidth = rateOption(command, "bandwidth", v.bandwidth, 1);
   const duration = seconds(command, "duration", text("duration"));
   const migrateAfter = seconds(command, "migrate-after", text("migrate-after"));
   if (migrateAfter >= duration) throw new UsageError(`${command}: --migrate-after (${migrateAfter} s) must be less than --duration (${duration} s)`);
@@ -139,6 +135,23 @@ export function parseGuestAndLink(command: string, v: Values): GuestAndLink {
       latencyMs,
     },
   };
+}
+
+/** A rate option (bytes/s, or bits/s with "bit") of at least `min`, or a usage error naming it. */
+export function rateOption(command: string, name: string, text: string | undefined, min: number): number | undefined {
+  if (text === undefined) return undefined;
+  const r = parseRate(text);
+  if (r === undefined || r < min) throw new UsageError(`${command}: --${name} expects a rate like 100M (bytes/s) or 1Gbit (bits/s)${min > 0 ? " above 0" : ""}, got ${JSON.stringify(text)}`);
+  return r;
+}
+
+/** The token from --token-file F or the environment, or a usage error naming the file. */
+export function tokenOption(command: string, file: string | undefined): string | undefined {
+  try {
+    return loadToken(file);
+  } catch (e) {
+    throw new UsageError(`${command}: ${(e as NodeJS.ErrnoException).code ? `token file ${file}: ${fileProblem(e)}` : (e as Error).message}`);
+  }
 }
 
 function seconds(command: string, name: string, t: string): number {

@@ -1,9 +1,9 @@
 // `blmv migrate listen` (a destination) and `blmv migrate send` (a source that boots a guest,
 // lets it run and migrates it live): their option tables, help and runs. docs/usage.md.
 
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { X509Certificate } from "node:crypto";
-import { TOKEN_ENV, generateToken, loadToken } from "../migrate/transport/auth.js";
+import { TOKEN_ENV, generateToken } from "../migrate/transport/auth.js";
 import { parsePin } from "../migrate/transport/connect.js";
 import { printable } from "../common/printable.js";
 import type { DestinationEvent } from "../migrate/destination/destination.js";
@@ -18,8 +18,12 @@ import { cancelOnInterrupt } from "./interrupt.js";
 import { bootAndMigrate, migrateLive, type LiveMigrationResult } from "../migrate/run/run.js";
 import { formatBytes, parseSize } from "../migrate/report/units.js";
 import { defineCommand, type OptionTable, type Parsed } from "./command.js";
-import { GUEST_OPTIONS, MIGRATION_OPTIONS, REPORT_OPTIONS, parseGuestAndLink, progressMode } from "./migrate-options.js";
-import { EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, checkWritable, fileProblem, integerOption } from "./usage.js";
+import { GUEST_OPTIONS, MIGRATION_OPTIONS, REPORT_OPTIONS, parseGuestAndLink, progressMode, tokenOption } from "./migrate-options.js";
+import { EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, checkWritable, fileProblem, integerOption, readInput } from "./usage.js";
+import { HTTP_OPTIONS, httpOption, serveMonitor } from "./monitor.js";
+import { ListenerMonitor } from "../monitor/listener-status.js";
+import { SourceMonitor } from "../monitor/source-status.js";
+import type { MonitorServer } from "../monitor/server.js";
 
 const TOKEN_TEXT =
   "\n\nThe token authenticates both sides (challenge–response; it never crosses the wire). It comes\n" +
@@ -30,7 +34,7 @@ const LISTEN_OPTIONS = {
   port: { type: "string", value: "P", help: "TCP port (0: any free port, printed) (required)" },
   host: { type: "string", value: "ADDR", default: "127.0.0.1", help: "address to listen on (127.0.0.1: this host only)" },
   "token-file": { type: "string", value: "F", help: `the shared token (default: ${TOKEN_ENV}, else a new one, printed)` },
-  cert: { type: "string", value: "F", help: "PEM certificate chain: accept wss:// (TLS) only; goes with --key" },
+  cert: { type: "string", value: "F", help: "PEM certificate chain: accept wss:// (TLS) only, and serve --http over HTTPS; goes with --key" },
   key: { type: "string", value: "F", help: "PEM private key of --cert" },
   "max-memory": { type: "string", value: "SIZE", default: "4G", help: "largest guest memory accepted" },
   "memory-budget": { type: "string", value: "SIZE", default: "16G", help: "guest memory all guests here may hold together" },
@@ -46,6 +50,7 @@ const LISTEN_OPTIONS = {
   timeout: { type: "string", value: "MS", default: String(DEFAULT_DESTINATION_TIMEOUT_MS), help: "longest wait for the source's next message" },
   once: { type: "boolean", help: "exit after the first migrated guest has finished its run here" },
   json: { type: "boolean", help: "one JSON object per line for each event" },
+  ...HTTP_OPTIONS,
 } as const satisfies OptionTable;
 
 const SEND_OPTIONS = {
@@ -59,15 +64,10 @@ const SEND_OPTIONS = {
   ...GUEST_OPTIONS,
   ...MIGRATION_OPTIONS,
   ...REPORT_OPTIONS,
+  ...HTTP_OPTIONS,
+  cert: { type: "string", value: "F", group: HTTP_OPTIONS.http.group, help: "with --http: serve the monitor over HTTPS with this PEM certificate chain; goes with --key" },
+  key: { type: "string", value: "F", group: HTTP_OPTIONS.http.group, help: "PEM private key of --cert" },
 } as const satisfies OptionTable;
-
-function token(command: string, file: string | undefined): string | undefined {
-  try {
-    return loadToken(file);
-  } catch (e) {
-    throw new UsageError(`${command}: ${(e as NodeJS.ErrnoException).code ? `token file ${file}: ${fileProblem(e)}` : (e as Error).message}`);
-  }
-}
 
 export const listenCommand = defineCommand({
   name: "migrate listen",
@@ -93,16 +93,22 @@ async function runListen({ values }: Parsed<typeof LISTEN_OPTIONS>): Promise<num
   if ((values.cert === undefined) !== (values.key === undefined)) throw new UsageError(`${command}: --cert and --key go together`);
   const tls = values.cert !== undefined ? { cert: readInput(command, "--cert", values.cert), key: readInput(command, "--key", values.key!) } : undefined;
   const timeoutMs = integerOption(command, "timeout", values.timeout, 1)!;
-  const given = token(command, values["token-file"]);
+  const given = tokenOption(command, values["token-file"]);
   const secret = given ?? generateToken();
   const json = values.json;
   const say = (e: Record<string, unknown>, text: string): void => console.log(json ? JSON.stringify(e) : text);
+  const http = httpOption(command, values.http);
+  let monitor: ListenerMonitor | undefined;
 
   let listener;
   try {
     const limits = { maxSessions, memoryBudgetBytes, maxAuthFailures };
     const [allowOrigins, allowHosts] = [values["allow-origin"], values["allow-host"]].map((list) => (list ?? "").split(",").filter((x) => x !== ""));
-    listener = await listen({ host: values.host, port, token: secret, maxMemoryBytes, timeoutMs, once: values.once, tls, limits, allowOrigins, allowHosts, onEvent: (e) => say(e, describeEvent(e)) });
+    const onEvent = (e: DestinationEvent): void => {
+      say(e, describeEvent(e));
+      monitor?.record(e);
+    };
+    listener = await listen({ host: values.host, port, token: secret, maxMemoryBytes, timeoutMs, once: values.once, tls, limits, allowOrigins, allowHosts, onEvent });
   } catch (e) {
     throw new UsageError(`${command}: cannot listen on ${values.host}:${port}: ${(e as Error).message}`);
   }
@@ -115,10 +121,21 @@ async function runListen({ values }: Parsed<typeof LISTEN_OPTIONS>): Promise<num
   );
   if (fingerprint && !json) console.log(`certificate: ${fingerprint}\n  (a source can pin it: migrate send --pin ${fingerprint})`);
   if (!given && !json) console.log(`token: ${secret}\n  (none was given: pass this one to the source with --token-file or ${TOKEN_ENV})`);
+  let server: MonitorServer | undefined;
+  if (http) {
+    monitor = new ListenerMonitor(listener.url);
+    try {
+      server = await serveMonitor(command, monitor, http, secret, { tls, json });
+    } catch (e) {
+      await listener.close();
+      throw e;
+    }
+  }
   const stop = (): void => void listener.close();
   process.once("SIGINT", stop).once("SIGTERM", stop);
   await listener.closed;
   process.off("SIGINT", stop).off("SIGTERM", stop);
+  await server?.close();
   return EXIT_OK;
 }
 
@@ -173,24 +190,34 @@ async function runSend({ values }: Parsed<typeof SEND_OPTIONS>): Promise<number>
   const pin = values.pin;
   if (pin !== undefined && !url.startsWith("wss:")) throw new UsageError(`${command}: --pin applies to wss:// destinations only`);
   if (pin !== undefined && parsePin(pin) === undefined) throw new UsageError(`${command}: --pin expects sha256: and the 64 hex digits of the certificate's fingerprint, got ${JSON.stringify(printable(pin))}`);
-  const secret = token(command, values["token-file"]);
+  const secret = tokenOption(command, values["token-file"]);
   if (secret === undefined) throw new UsageError(`${command}: no token: pass --token-file F or set ${TOKEN_ENV} (the listener prints the one it generated)`);
-
+  const http = httpOption(command, values.http);
+  if ((values.cert !== undefined || values.key !== undefined) && !http) throw new UsageError(`${command}: --cert and --key serve the monitor over HTTPS: they need --http`);
+  if ((values.cert === undefined) !== (values.key === undefined)) throw new UsageError(`${command}: --cert and --key go together`);
+  const tls = values.cert !== undefined ? { cert: readInput(command, "--cert", values.cert), key: readInput(command, "--key", values.key!) } : undefined;
   const saved = values.from !== undefined ? openSnapshot(command, values.from) : undefined;
   const guestConfig = saved ? saved.guest.config : workloadConfig(spec);
   const [memoryBytes, endNs] = saved ? [saved.config.memoryBytes, saved.config.endNs] : [spec.memoryBytes, spec.endNs];
+  const monitor = http ? new SourceMonitor({ ...link, workload: saved ? saved.config.workload : spec.workload, memoryBytes }) : undefined;
+  const server = monitor && http ? await serveMonitor(command, monitor, http, secret, { tls }) : undefined;
 
   const interrupt = cancelOnInterrupt(progress);
   let result: LiveMigrationResult;
   try {
-    const options = { ...link, url, ca, pin, token: secret, signal: interrupt.signal, stopGuest: interrupt.signal, progress, snapshotPath: values.snapshot };
+    const options = { ...link, url, ca, pin, token: secret, signal: interrupt.signal, stopGuest: interrupt.signal, progress, snapshotPath: values.snapshot, control: monitor?.control };
     result = saved ? await migrateLive(saved.guest, endNs, saved.config.workload, options) : await bootAndMigrate(spec, options);
+  } catch (e) {
+    await server?.close();
+    throw e;
   } finally {
     interrupt.dispose();
   }
   const interrupted = interrupt.signal.aborted;
   const final = result.report.destination?.digest ?? (result.source?.finished ? result.source.digest : undefined);
   const reference = values.verify && !interrupted ? referenceDigestOf(guestConfig, memoryBytes, endNs) : undefined;
+  monitor?.finish(result.report, { final, reference });
+  await server?.close();
   const verification =
     reference === undefined ? undefined
     : final !== undefined ? { made: true, referenceDigest: reference, finalDigest: final, identical: reference === final }
@@ -229,13 +256,4 @@ function sizeOption(command: string, name: string, text: string): number {
   const bytes = parseSize(text);
   if (!bytes) throw new UsageError(`${command}: --${name} expects a size like 4G, got ${JSON.stringify(text)}`);
   return bytes;
-}
-
-/** A file the command needs, or a usage error naming the option and the file. */
-function readInput(command: string, option: string, file: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (e) {
-    throw new UsageError(`${command}: ${option} ${file}: ${fileProblem(e)}`);
-  }
 }

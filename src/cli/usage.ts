@@ -1,7 +1,7 @@
 // What every command shares: the exit codes, the usage error (exit code 2) and the checks of
 // option values and files that name what is wrong. docs/usage.md.
 
-import { constants } from "node:fs";
+import { constants, readFileSync } from "node:fs";
 import { access, stat } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 
@@ -62,5 +62,14 @@ export async function checkWritable(command: string, path: string): Promise<void
     await access(existing ? path : dirname(resolve(path)), constants.W_OK);
   } catch (e) {
     throw new UsageError(`${command}: cannot write ${path}: ${fileProblem(e)}`);
+  }
+}
+
+/** The bytes of a file an option names, or a usage error naming the option and the file. */
+export function readInput(command: string, option: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    throw new UsageError(`${command}: ${option} ${file}: ${fileProblem(e)}`);
   }
 }

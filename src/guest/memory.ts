@@ -178,6 +178,11 @@ export class GuestMemory {
     this.logging = false;
   }
 
+  /** How many pages were written since the last harvest, without clearing the log. */
+  dirtyPageCount(): number {
+    return countBits(this.dirty);
+  }
+
   /** The pages written since the last harvest (bit p of word p>>>5), clearing the log. */
   harvestDirty(): Uint32Array {
     const harvested = this.dirty;

@@ -1,7 +1,7 @@
 // A migration's progress as it goes, on stderr: a redrawn bar on a terminal, a line every few
 // seconds elsewhere, or one JSON object per line for programs. docs/usage.md.
 
-import type { Progress } from "../source/source.js";
+import type { Progress } from "../source/progress.js";
 import { formatBytes, formatMs, formatRate } from "./units.js";
 
 export const PROGRESS_MODES = ["auto", "bar", "lines", "json", "none"] as const;

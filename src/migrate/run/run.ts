@@ -40,6 +40,7 @@ export async function bootAndMigrate(spec: GuestRunSpec, options: LiveMigrationO
 export async function migrateLive(guest: Guest, endNs: number, workload: string, options: LiveMigrationOptions): Promise<LiveMigrationResult> {
   const { progress, stopGuest, ...link } = options;
   const live = new LiveGuest(guest, endNs);
+  if (options.control) options.control.guest = live;
   live.resume();
   let handedOver = false;
   const running = live.runLive(() => handedOver || stopGuest?.aborted === true);

@@ -45,6 +45,8 @@ export interface PostcopyHost {
   openPushRound(): RoundStat;
   addPage(p: number, resent: boolean): boolean;
   flush(stat: RoundStat, remainingBytes: number): Promise<void>;
+  /** A fault of the destination's guest arrived (for the live figures). */
+  countFault(): void;
   /** The push is over: its time counts as memory transfer time. */
   closePushRound(stat: RoundStat, durationMs: number): void;
   /** Sends `complete` with the memory digest and returns that digest. */
@@ -124,6 +126,7 @@ class Push {
       for (let m = channel.poll(); m; m = channel.poll()) {
         if (m.t !== "fault") throw new MigrationFailure("unexpected", `expected fault, got ${m.t}`);
         if (m.page >= pageCount) throw new MigrationFailure("bad-message", `fault on page ${m.page}, outside guest memory (${pageCount} pages)`);
+        this.s.countFault();
         if (!this.isPending(m.page)) continue; // on its way already
         this.send(m.page);
         this.demandPages++;

@@ -14,6 +14,8 @@
 //
 // The other techniques share these steps: stop-and-copy skips the pre-copy rounds; post-copy
 // (source/postcopy.ts) hands the guest over before its memory, hybrid after a few rounds.
+// While it runs, a user may change the downtime limit and the bandwidth, switch pre-copy to
+// post-copy or cancel, through the control interface (source/control.ts, docs/monitor.md).
 
 import { performance } from "node:perf_hooks";
 import { AckWindow } from "../transport/ack-window.js";
@@ -30,6 +32,8 @@ import { Channel } from "../transport/channel.js";
 import { MigrationFailure } from "../failure.js";
 import { authenticate, openChannel, type ConnectOptions } from "../transport/connect.js";
 import { DEFAULT_RESOLVE_TIMEOUT_MS, askOutcome } from "./resolve.js";
+import { ControlError, type ControlTarget, type MigrationControl } from "./control.js";
+import type { Progress } from "./progress.js";
 import type { LiveGuest } from "../run/live.js";
 import { newReport, summarize, type MigrationReport, type PostcopyStats, type RoundStat } from "../report/metrics.js";
 import { countPages } from "../wire/decode.js";
@@ -72,17 +76,8 @@ export interface SourceOptions extends TechniqueOptions {
    */
   snapshotPath?: string;
   onProgress?: (p: Progress) => void;
-}
-
-export interface Progress {
-  phase: "setup" | "pre-copy" | "stop-and-copy" | "commit" | "post-copy" | "finishing";
-  round: number;
-  sentBytes: number;
-  /** Pages left in this round, plus the dirty pages waiting for the next, in bytes. */
-  remainingBytes: number;
-  bytesPerSec: number;
-  expectedDowntimeMs: number;
-  throttlePercent: number;
+  /** Changes a user asks for while the migration runs (source/control.ts). */
+  control?: MigrationControl;
 }
 
 /** Migrates the running guest to the destination at `options.url`. Never throws for a failed migration: see the report's status. */
@@ -91,9 +86,14 @@ export async function migrate(live: LiveGuest, options: SourceOptions): Promise<
 }
 
 /** One migration. Pre-copy and stop-and-copy are its own steps; post-copy drives it as a PostcopyHost. */
-class SourceSession implements PostcopyHost {
-  private readonly limitMs: number;
-  private readonly maxRounds: number;
+class SourceSession implements PostcopyHost, ControlTarget {
+  private limitMs: number;
+  private maxRounds: number;
+  private bandwidthLimit?: number;
+  private postcopyRequested = false;
+  private cancelRequested = false;
+  private postcopyOffered = false;
+  private faults = 0;
   readonly timeoutMs: number;
   readonly report: MigrationReport;
   private openChannel?: Channel;
@@ -127,6 +127,7 @@ class SourceSession implements PostcopyHost {
     private readonly options: SourceOptions,
   ) {
     this.limitMs = options.downtimeLimitMs ?? DEFAULT_DOWNTIME_LIMIT_MS;
+    this.bandwidthLimit = options.bandwidth;
     this.maxRounds = Math.min(roundCap(options, options.maxRounds ?? DEFAULT_MAX_ROUNDS), MAX_ROUNDS);
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const memory = live.guest.memory;
@@ -138,6 +139,7 @@ class SourceSession implements PostcopyHost {
 
   async run(): Promise<MigrationReport> {
     const start = performance.now();
+    this.options.control?.attach(this);
     try {
       if (this.live.guest.machine.policy === "none") {
         throw new MigrationFailure("config", 'the hypervisor runs with policy "none": it kept no shadow of the write-only device state, so the devices cannot be captured');
@@ -149,7 +151,7 @@ class SourceSession implements PostcopyHost {
         await this.stopAndCopy(undefined);
       } else {
         const dirty = technique === "postcopy" ? undefined : await this.precopy();
-        if (technique === "precopy") await this.stopAndCopy(dirty!);
+        if (this.report.technique === "precopy") await this.stopAndCopy(dirty!);
         else await postcopy(this, dirty);
       }
       this.report.status = "completed";
@@ -167,6 +169,7 @@ class SourceSession implements PostcopyHost {
       if (this.report.status === "completed" && !this.report.error) this.openChannel?.close();
       if (this.xbzrle) this.report.xbzrle = this.xbzrle.stats;
       summarize(this.report, this.memoryMs, this.maxRounds);
+      this.options.control?.detach(this.report.status);
     }
     return this.report;
   }
@@ -178,6 +181,7 @@ class SourceSession implements PostcopyHost {
     Machine.prepare();
     this.progress("setup", 0, 0);
     const channel = (this.openChannel = openChannel(this.connectOptions()));
+    if (this.cancelRequested) channel.cancel();
     // A cancel stops the migration only before the commit: after it, the guest is the
     // destination's. Once the migration has completed it only stops the wait for the end of the run there.
     const signal = this.options.signal;
@@ -190,6 +194,7 @@ class SourceSession implements PostcopyHost {
     const challenge = await authenticate(channel, this.options.token, (step) => (this.step = step));
     ({ zeroPages: this.zeroPages, xbzrle: this.xbzrle } = negotiate(this.options, challenge.capabilities));
     this.canQuery = challenge.capabilities.includes("outcome-query");
+    this.postcopyOffered = challenge.capabilities.includes("postcopy");
     if (challenge.capabilities.includes("acks")) channel.window = new AckWindow();
     this.session = challenge.nonce;
 
@@ -228,10 +233,55 @@ class SourceSession implements PostcopyHost {
         this.report.stopReason = reason;
         return dirty;
       }
+      if (this.postcopyRequested) {
+        // The user switched to post-copy: what the rounds so far left goes after the handoff.
+        this.report.stopReason = "postcopy-requested";
+        this.report.technique = "hybrid";
+        this.maxRounds = round + 1;
+        return dirty;
+      }
       // Auto-converge: the guest dirtied more than half of what the round could carry.
       if (this.options.autoConverge !== false && remaining > (stat.pages * PAGE_SIZE) / 2) this.raiseThrottle();
       pages = dirty;
     }
+  }
+
+  // ---- runtime control (ControlTarget) ----------------------------------------------------------
+
+  setDowntimeLimit(ms: number): void {
+    if (this.pausedAt > 0) throw new ControlError("not-now", "the guest is already paused for the last copy: the downtime limit no longer applies; nothing was changed");
+    this.limitMs = ms;
+    this.report.downtimeLimitMs = ms;
+    // Hybrid ends pre-copy on its round count, never on the expected downtime.
+    if (this.report.technique !== "hybrid") this.stop.limits.downtimeLimitMs = ms;
+  }
+
+  setBandwidth(bytesPerSec: number): void {
+    this.bandwidthLimit = bytesPerSec;
+    this.report.bandwidthLimitBytesPerSec = bytesPerSec;
+    this.openChannel?.setBandwidth(bytesPerSec);
+  }
+
+  startPostcopy(): void {
+    const technique = this.report.technique;
+    if (technique !== "precopy") throw new ControlError("not-now", `this migration runs ${technique}, not pre-copy: there is nothing to switch`);
+    if (this.pausedAt > 0) throw new ControlError("not-now", "pre-copy is over: the guest is already paused for the last copy");
+    // The destination names its features in the challenge, which also names the session.
+    if (this.session === undefined) {
+      throw new ControlError("not-now", "the destination has not said yet whether it supports post-copy: try again once pre-copy has started");
+    }
+    if (!this.postcopyOffered) throw new ControlError("not-now", "the destination does not support post-copy");
+    this.postcopyRequested = true;
+  }
+
+  cancel(): void {
+    if (this.committed) throw new ControlError("not-now", "the commit has been sent: the guest now belongs to the destination and the migration cannot be cancelled");
+    this.cancelRequested = true;
+    this.openChannel?.cancel();
+  }
+
+  countFault(): void {
+    this.faults++;
   }
 
   // ---- the steps every technique shares (PostcopyHost) -------------------------------------------
@@ -522,12 +572,12 @@ class SourceSession implements PostcopyHost {
   }
 
   private connectOptions(): ConnectOptions {
-    const { url, ca, pin, bandwidth, latencyMs } = this.options;
-    return { url, ca, pin, timeoutMs: this.timeoutMs, bandwidth, latencyMs, idle: () => this.idle() };
+    const { url, ca, pin, latencyMs } = this.options;
+    return { url, ca, pin, timeoutMs: this.timeoutMs, bandwidth: this.bandwidthLimit, latencyMs, idle: () => this.idle() };
   }
 
   private progress(phase: Progress["phase"], round: number, remainingBytes: number): void {
-    this.options.onProgress?.({
+    const p: Progress = {
       phase,
       round,
       sentBytes: this.report.bytes.memory,
@@ -535,6 +585,9 @@ class SourceSession implements PostcopyHost {
       bytesPerSec: this.bandwidth(),
       expectedDowntimeMs: this.expectedDowntimeMs,
       throttlePercent: Math.round(this.live.throttle * 100),
-    });
+      faults: this.faults,
+    };
+    this.options.onProgress?.(p);
+    this.options.control?.reportProgress(p);
   }
 }

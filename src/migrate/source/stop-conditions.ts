@@ -1,9 +1,10 @@
 // When pre-copy stops iterating. Besides the expected-downtime rule, the thresholds the
 // literature tunes ("modified pre-copy"): a cap on rounds, a cap on the data sent as a multiple
 // of the memory size, and a dirty-page count small enough to end the iteration. The first rule
-// that holds after a round ends it, and is named in the report.
+// that holds after a round ends it, and is named in the report; "postcopy-requested" when the
+// user switched the migration to post-copy while it ran (source/control.ts).
 
-export type StopReason = "downtime" | "max-rounds" | "max-data" | "min-dirty";
+export type StopReason = "downtime" | "max-rounds" | "max-data" | "min-dirty" | "postcopy-requested";
 
 export interface StopLimits {
   /** Stop once the expected downtime is at most this (0: never on this rule). */

@@ -36,7 +36,7 @@ export class Channel {
   private readonly queue: Message[] = [];
   private failure?: MigrationFailure;
   private wake?: () => void;
-  private readonly bucket?: TokenBucket;
+  private bucket?: TokenBucket;
   /** Batches in flight, once the peer acknowledges them. */
   window?: AckWindow;
   /** When the peer last showed progress (an acknowledgement). */
@@ -54,6 +54,11 @@ export class Channel {
     ws.on("message", (data: Buffer, isBinary: boolean) => later(() => this.receive(data, isBinary)));
     ws.on("close", (code: number, reason: Buffer) => later(() => this.fail(new MigrationFailure("connection", `connection closed (${code}${reason.length ? ` ${printable(reason.toString(), 100)}` : ""})`))));
     ws.on("error", (e: Error) => this.fail(new MigrationFailure("connection", e.message)));
+  }
+
+  /** Paces what is sent from now on at `bytesPerSec`. */
+  setBandwidth(bytesPerSec: number): void {
+    this.bucket = new TokenBucket(bytesPerSec);
   }
 
   /** Calls `listener` once the connection has closed. */
