@@ -10,6 +10,13 @@ import { FieldIO } from "../common/fields";
 
 export const PIT_CHANNELS: i32 = 3;
 export const PIT_CONTROL_PORT: u32 = 0x43;
+const FIRST_COUNTER_PORT: u32 = 0x40;
+
+/** Channel `i`'s counter port. */
+@inline
+export function counterPort(i: i32): u32 {
+  return FIRST_COUNTER_PORT + <u32>i;
+}
 
 /** Access (RW) modes of a control word. 0 is the latch command; a reset channel also holds 0. */
 export const RW_NONE: u32 = 0;

@@ -1,66 +1,6 @@
-// Capture and reconstruction of the local APIC and the I/O APIC, through the HardwareBus only.
-//
-// Capture reads registers with the clock stopped; no read it makes has a side effect, and the
-// I/O APIC's IOREGSEL is put back after the entries are read through IOWIN. The ESR is read
-// as the guest would read it now, without the write that would latch newer errors.
-//
-// Reconstruction, at the resume time T on a freshly reset destination whose PICs and PIT are
-// rebuilt and whose ISA lines stand at their captured levels:
-//   1. IA32_APIC_BASE with the page where it was, enabled for the rebuild;
-//   2. the local APIC (see LapicRebuild): ISR/IRR/TMR with the I/O APIC entries that wait for
-//      an EOI, then ESR and ICR, the timer, LDR and DFR, and software disable;
-//   3. IA32_APIC_BASE as captured, if the APIC was globally disabled;
-//   4. the I/O APIC: entries written masked (remote IRR, set in step 2, survives), then the
-//      directly driven pin levels, then the unmasking, and IOREGSEL last;
-//   5. the local APIC's LVTs, TPR and SVR.
-// A globally disabled local APIC has no readable page; its registers were at their power-on
-// values (datasheet model) and the final disable puts them back there.
-//
-// What cannot be rebuilt exactly, and what it does:
-// - The divided clock's phase within a period is not readable. A source left for good measures
-//   it (apic/timer-phase.ts), and applyTimerPhase has the fixup restart the count at the source's
-//   instant. Without it (a plain reconstruction, a datasheet periodic count of 1 that never
-//   changes, a period over MAX_TIMER_PHASE_NS), or for a count of 1 whose expiry is nearer than
-//   the shortest load can reach (one bus clock; two in QEMU mode: never so at a 1 GHz bus), the
-//   rebuilt counter starts a period at T, so each later decrement and expiry comes up to one
-//   divided period late, never early; exact when T falls on a period boundary of the source.
-//   Restarts and the true initial count of a periodic timer are written at whole nanoseconds:
-//   with divided periods that are not a whole number of ns, the fraction of a nanosecond is
-//   lost. TSC-deadline timers are exact.
-// - Errors detected after the guest's last ESR write cannot be read without latching them,
-//   which would change what the guest reads next: the guest's next ESR write latches none.
-// - Without an I/O APIC no level-triggered delivery can set TMR: those vectors come back
-//   edge-triggered, so their EOI is not broadcast (there is no I/O APIC to hear it anyway).
-// - Receive-illegal-vector (ESR bit 6) is caused through a TSC deadline already passed: at a
-//   resume time before the TSC's first tick it cannot be, and stays clear.
-// - The remote IRR of a level-triggered fixed LINT is not rebuilt (no pin to drive); writing
-//   its LVT while the pin is asserted delivers the vector once more.
-// - QEMU mode: a one-shot count read as 0 may still be one period from its expiry; it is taken
-//   as expired. QEMU's count is a formula of its load time and initial count; the
-//   destination loaded the remaining count at T, so a divider or LVT timer change before the
-//   guest reloads the count re-derives a different count (an expired one-shot switched to
-//   periodic revives on the source only). QEMU's I/O
-//   APIC latches a request per pin that cannot be read: a masked entry's latch depends on the
-//   trigger mode it had when its line rose; the destination latches masked level entries whose
-//   line is high and no others. A level line held high by an ISA line rose before its entry was
-//   rebuilt, so it is not latched, and an entry waiting for its EOI on such a line cannot get
-//   its remote IRR back. A globally disabled APIC's page is not captured (this board does not
-//   decode it; QEMU does).
-//
-// Several CPUs: each local APIC is captured and rebuilt on its own CPU (the bus selects it),
-// every CPU running during the rebuild (its activity state is CPU state, put back afterwards:
-// cpu-state.ts); the I/O APIC once, after every local APIC has taken back its vectors (a pin
-// waiting for an EOI is delivered to the first CPU whose record holds its vector). What differs:
-// - An ICR write sends; with other CPUs on the board a rebuilt command could reach them, so
-//   the ICR's command (and an x2APIC ICR's whole value) is not written: the fixup answers the
-//   guest's reads of it until the guest writes the ICR (the page, or the x2APIC MSRs, stay
-//   trapped until then).
-// - Only CPU 0's timer phase is measured and applied; the other CPUs' rebuilt counters start a
-//   period at T, so their decrements and expiries come up to one divided period late.
-// - An x2APIC's registers are read through its MSRs; it is rebuilt in xAPIC mode and switched
-//   to x2APIC last. Its xAPIC ID, LDR and DFR cannot be read while in x2APIC mode (nor matter:
-//   only a global disable leaves x2APIC mode, and it resets them): they are taken as the
-//   CPU's reset ID, 0 and all ones.
+// Capture and reconstruction of the local APICs and the I/O APIC, through the HardwareBus only.
+// docs/hypervisor.md (Capture, Reconstruction, What cannot be rebuilt exactly, Several CPUs)
+// explains both.
 
 import { HardwareBus } from "../bus";
 import { FixupTable, PendingFixup } from "../fixup";
@@ -83,6 +23,10 @@ export { ApicTimerFixup } from "./timer-fixup";
  * Reads every CPU's local APIC (each on its own CPU) and the I/O APIC into `out`. `fixups`
  * hold the work a previous reconstruction may still have pending on this machine: registers
  * they answer for are taken as the guest would read them. The bus is left on its CPU.
+ *
+ * Reads registers with the clock stopped, each local APIC on its own CPU (an x2APIC one through
+ * its MSRs); no read has a side effect, IOREGSEL is put back, and the ESR is read without the
+ * write that would latch newer errors.
  */
 export function captureApics(bus: HardwareBus, out: ApicRecord, fixups: FixupTable): void {
   const c = bus.config();
@@ -146,6 +90,13 @@ function captureIoApic(bus: HardwareBus, rec: IoApicRecord): void {
  * captured level driven directly onto I/O APIC pin p; every such line is left at that level.
  * Each CPU's work left for after the resume (an ApicTimerFixup) goes into `fixups`. Leaves
  * every CPU running (cpu-state.ts puts their activity back) and the bus on CPU 0.
+ *
+ * At T on a freshly reset destination whose PICs and PIT are rebuilt and whose ISA lines stand
+ * at their captured levels: IA32_APIC_BASE; each local APIC on its own CPU (LapicRebuild:
+ * ISR/IRR/TMR with the I/O APIC entries waiting for an EOI, ESR, ICR, timer, LDR, DFR); the
+ * I/O APIC once (entries masked, pin levels, unmasking, IOREGSEL); then every local APIC's
+ * LVTs, TPR and SVR, and x2APIC mode last. The ICR's command is not written when other CPUs
+ * could receive it: the fixup answers its reads until the guest writes it.
  */
 export function reconstructApics(bus: HardwareBus, rec: ApicRecord, gsiLevels: u32, fixups: FixupTable): void {
   const c = bus.config();

@@ -1,30 +1,5 @@
 // Capture and reconstruction of the two 8259As through the port interface and the shadow.
-//
-// Capture reads IRR and ISR (OCW3 select, then the select put back), IMR and ELCR; the rest
-// is the shadow. It changes nothing on the source — except that it cannot read a chip whose
-// poll is pending, since any read would answer the poll: for such a chip the record holds the
-// registers as they stood just before the poll command (the shadow read them then; IMR writes
-// and specific EOIs since are trapped and applied). EXCEPTION: if an input edge, an
-// acknowledge or a non-specific EOI changed that chip's IRR or ISR between the poll command
-// and the capture, the destination has the older values. (Answering the poll at capture and
-// holding the answer would not be exact either: the chip answers at the guest's read, after T.)
-//
-// Reconstruction, on a freshly reset destination, for each chip in turn (master first):
-//  1. ICW1–ICW3, but not ICW4 yet: until ICW4 arrives QEMU 7.2 has automatic EOI off, and a
-//     poll under automatic EOI would not set the in-service bit. A chip caught half way
-//     through its ICWs gets the same partial sequence; on a datasheet chip, whose ICW1 keeps
-//     the old ICW2 and ICW4, a complete sequence with those values goes first.
-//  2. Each in-service level: a rising edge on its input, then the poll command (OCW3 P=1 and a
-//     read: an acknowledge without the CPU) with that level made the highest priority by an
-//     OCW2 set-priority, so no other request or in-service level can come first.
-//  3. Each request: inputs driven to their captured levels, an edge request latched by a
-//     rising edge (and kept when the input falls again), and an edge already taken — input
-//     high, no request — consumed by a poll and a specific EOI.
-//  4. OCW2 set-priority to the captured rotation and rotate-in-AEOI, ICW4, IMR, ELCR, then
-//     OCW3 for special mask, read select and a pending poll.
-// Master IR2 sees the slave's INT ORed with ISA line 2. ISA line 2 is held high from the
-// master's rebuild until the slave is done, so nothing the slave does makes an edge on IR2;
-// letting the line fall at the end only ever makes a falling edge, which leaves IRR alone.
+// docs/hypervisor.md (Capture, Reconstruction, What cannot be rebuilt exactly) explains both.
 
 import { FieldIO } from "../../common/fields";
 import {
@@ -64,6 +39,12 @@ export class PicRecord {
   }
 }
 
+/**
+ * Reads IRR and ISR (OCW3 select, then the select put back), IMR and ELCR; the rest is the
+ * shadow's. A chip whose poll is pending cannot be read (a read would answer the poll): its
+ * record holds the registers the shadow read just before the poll command, with the IMR
+ * writes and specific EOIs trapped since applied.
+ */
 export function capturePic(bus: HardwareBus, shadow: PicShadow, out: PicRecord): void {
   captureChip(bus, shadow.master, ELCR_MASTER_PORT, out.master);
   captureChip(bus, shadow.slave, ELCR_SLAVE_PORT, out.slave);
@@ -76,6 +57,16 @@ function captureChip(bus: HardwareBus, shadow: PicChipShadow, elcrPort: u32, out
   out.elcr = bus.inb(elcrPort);
 }
 
+/**
+ * On a freshly reset pair, master first, each chip: (1) ICW1–ICW3 but not yet ICW4 (before
+ * ICW4 QEMU 7.2 has automatic EOI off, and a poll under AEOI would not set the in-service bit;
+ * a chip caught half way through its ICWs gets the same partial sequence); (2) each in-service
+ * level by an edge on its input and a poll, with that level made highest by a set-priority;
+ * (3) requests from the captured input levels, a taken edge consumed by a poll and a specific
+ * EOI; (4) rotation, rotate-in-AEOI, ICW4, IMR, ELCR, then OCW3 for special mask, read select
+ * and a pending poll. ISA line 2 is held high from the master's rebuild until the slave is
+ * done, so nothing the slave does makes an edge on master IR2.
+ */
 export function reconstructPic(bus: HardwareBus, rec: PicRecord, isaLevels: u32, shadow: PicShadow): void {
   const compat = bus.config().compatQemu;
   const lineTwo: u32 = 1 << <u32>CASCADE_LINE;

@@ -12,7 +12,7 @@
 // least the 2^17 ticks d can need.
 
 import { PIT_HZ, edgeTime, pitEdgesAt, ticksIn } from "../../common/clock";
-import { PitChannelRegisters, PIT_CONTROL_PORT, RW_MSB, RW_NONE, RW_WORD, STATUS_OUT, countModulus } from "../../registers/pit";
+import { PitChannelRegisters, PIT_CONTROL_PORT, RW_MSB, RW_NONE, RW_WORD, STATUS_OUT, countModulus, counterPort } from "../../registers/pit";
 import { PitShadow } from "./shadow";
 import { ChannelPlanner, Timeline } from "./timeline";
 
@@ -107,7 +107,7 @@ export class QemuPlanner extends ChannelPlanner {
     const mode = regs.mode;
     // The gate first: a rising edge restarts modes 1/2/3/5, and the write below restarts again.
     if (i == 2 && gate) this.timeline.add(this.start, PORT_61, gatePort);
-    const port = 0x40 + <u32>i;
+    const port = counterPort(i);
     const raw = <u32>(n & 0xffff);
     const control = (<u32>i << 6) | (mode << 1) | (regs.bcd ? 1 : 0);
     if (regs.countsWritten == 0) {

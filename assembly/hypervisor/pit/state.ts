@@ -1,49 +1,9 @@
 // Capture and reconstruction of the 8254 and port 0x61, through the hardware bus and the shadow.
-//
-// Capture (guest paused, clock stopped at T), per channel: whatever the guest left latched in
-// the chip is read out first (a chip answers reads with a pending status, then count, latch,
-// and ignores a new read-back while one is pending: the first latch wins) and handed to the
-// shadow, which holds it from then on and answers the guest's reads of it (pit/shadow.ts) —
-// on the source and, through the record, on the destination — so a latch crosses a migration
-// exactly and the source's guest reads what it latched. Then a read-back of status and count
-// gives OUT, NULL COUNT and the counting element at T. Every access is also run through a
-// chip-side copy of the shadow, so the capture knows exactly how the read flip-flop moved and
-// puts it back with a live read: where the guest will find it once the held latches are read.
-//
-// Reconstruction runs on a freshly reset chip whose clock starts RECONSTRUCT_WINDOW_NS before
-// T: a timeline of control words, count writes and gate changes per channel (pit/plan.ts for
-// the datasheet model, pit/plan-qemu.ts for QEMU's), then at T the read flip-flop and write
-// flip-flop with partial operations, then port 0x61. The destination's shadow is fed every
-// access of the rebuild and so ends up mirroring the rebuilt chip; then it takes over the
-// latches the record holds.
-//
-// What cannot be rebuilt exactly (reason → effect):
-// - RW mode LSB-only or MSB-only (or a never-programmed channel given counts) reads back one
-//   byte of the counting element; the other is taken as 0 → exact for LSB-only counts below
-//   256 before any wrap; MSB-only channels may be off by up to 255 clocks, and MSB-only
-//   periodic channels cannot replay their period (NULL COUNT reads 1 until the next reload).
-// - Datasheet model, inferences from what reads back: mode 3 with a new count pending during a
-//   high half-cycle assumes the half came from a count of the same parity (else OUT moves by
-//   one clock), and at a half's extra clock from a count of at least 3 (the illegal count 1
-//   takes the new count at a high start); modes 4/5 assume the strobe is still ahead while
-//   the count is not above the register's (else it strobes once more, at least 2^16 clocks
-//   after the last); a second count write less than one PIT clock before T is not seen. (A
-//   gate-2 rising edge less than one PIT clock before T is rebuilt: pit/shadow.ts.)
-// - Datasheet model, window: exact replays need the last load, reload or trigger within the
-//   window (up to 2^17 clocks back; RECONSTRUCT_WINDOW_NS covers it). With a shorter window:
-//   NULL COUNT reads 1 until the next reload or trigger, modes 0/4 keep the remaining count in
-//   the count register (seen only by a later trigger or mode change without a new count), a
-//   one-shot past terminal count may hold another wrapped value, and the shadow's counts
-//   written since the control word may read 2 where the guest wrote 1.
-// - QEMU model: see pit/plan-qemu.ts (the restart's nanosecond inside its PIT tick; modes 4/5
-//   with OUT low assumed before their strobe unless a restart at time 0 fits).
-// - A channel given counts but never a control word (RW mode 0) cannot get its power-on RW
-//   mode back through a control word: it is rebuilt by count writes alone from its power-on
-//   state; if gate 2 stopped it after a load, the frozen count is not rebuilt.
+// docs/hypervisor.md (Capture, Reconstruction, What cannot be rebuilt exactly) explains both.
 
 import { NEVER } from "../../common/clock";
 import { FieldIO } from "../../common/fields";
-import { PIT_CHANNELS, PIT_CONTROL_PORT, LATCH_MSB, LATCH_NONE, PitChannelRegisters, RW_NONE, RW_WORD } from "../../registers/pit";
+import { PIT_CHANNELS, PIT_CONTROL_PORT, LATCH_MSB, LATCH_NONE, PitChannelRegisters, RW_NONE, RW_WORD, counterPort } from "../../registers/pit";
 import { HardwareBus } from "../bus";
 import { DatasheetPlanner } from "./plan";
 import { QemuPlanner } from "./plan-qemu";
@@ -83,6 +43,13 @@ export class PitRecord {
   }
 }
 
+/**
+ * With the clock stopped at T, per channel: whatever the guest left latched is read out and
+ * handed to the shadow, which answers the guest's reads of it from then on (on the source and,
+ * through the record, on the destination); then a read-back gives OUT, NULL COUNT and the
+ * counting element. Every access also runs through a chip-side copy of the shadow, so the read
+ * flip-flop is put back where the guest will find it once the held latches are read.
+ */
 export function capturePit(bus: HardwareBus, shadow: PitShadow, out: PitRecord): void {
   const compat = bus.config().compatQemu;
   out.time = bus.now();
@@ -101,6 +68,13 @@ export function capturePit(bus: HardwareBus, shadow: PitShadow, out: PitRecord):
   shadow.copyHeld(out.shadow);
 }
 
+/**
+ * On a freshly reset chip whose clock starts RECONSTRUCT_WINDOW_NS before T: a timeline of
+ * control words, count writes and gate changes per channel (plan.ts for the datasheet model,
+ * plan-qemu.ts for QEMU's), then at T the flip-flops with partial operations, then port 0x61.
+ * The destination's shadow sees every access, so it mirrors the rebuilt chip; then it takes
+ * over the latches the record holds.
+ */
 export function reconstructPit(bus: HardwareBus, rec: PitRecord, shadow: PitShadow): void {
   const compat = bus.config().compatQemu;
   shadow.compatQemu = compat;
@@ -165,7 +139,7 @@ function chipView(shadow: PitShadow): PitShadow {
 
 /** Reads out the latches channel `i` holds in the chip and hands them to `shadow` to hold. */
 function takeOverLatches(bus: HardwareBus, mirror: PitShadow, i: i32, shadow: PitShadow): void {
-  const port = 0x40 + <u32>i;
+  const port = counterPort(i);
   const ch = unchecked(mirror.channels[i]);
   let status: u32 = 0;
   let count: u32 = 0;
@@ -180,7 +154,7 @@ function takeOverLatches(bus: HardwareBus, mirror: PitShadow, i: i32, shadow: Pi
 
 /** Reads channel `i`'s status and counting element at T into `out` (no latch is pending). */
 function readBack(bus: HardwareBus, mirror: PitShadow, i: i32, out: PitRecord): void {
-  const port = 0x40 + <u32>i;
+  const port = counterPort(i);
   const ch = unchecked(mirror.channels[i]);
   write(bus, mirror, PIT_CONTROL_PORT, 0xc0 | (2 << <u32>i));
   unchecked((out.status[i] = read(bus, mirror, port)));
@@ -213,7 +187,7 @@ function readBack(bus: HardwareBus, mirror: PitShadow, i: i32, out: PitRecord): 
  * the held LSB is written back.
  */
 function restoreReadState(bus: HardwareBus, mirror: PitShadow, i: i32, target: PitChannelRegisters): void {
-  const port = 0x40 + <u32>i;
+  const port = counterPort(i);
   const ch = unchecked(mirror.channels[i]);
   if (ch.rwMode == RW_WORD && ch.readMsbNext != chipReadMsbNext(target)) read(bus, mirror, port);
   if (target.writeMsbNext && !ch.writeMsbNext) write(bus, mirror, port, target.heldLsb);
