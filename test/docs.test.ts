@@ -40,8 +40,9 @@ const NOT_RUN: Record<string, string> = {
   "BLMV_TOKEN=Az_hXPSKGErR5iKMdzbg1NYIY8mOqxMH npx blmv migrate send --to ws://127.0.0.1:7000 --memory 16M --workload hot --interrupts pic --duration 2 --verify":
     "needs the listener of the other terminal",
   "npx blmv demo --http 8080": "serves the page of a migration for a browser to watch, on a fixed port (test/monitor.test.ts and the browser tests serve it on a free one)",
-  "BLMV_TOKEN=s3cret npx blmv migrate listen --port 9000 --http 8081": "waits for a source in another terminal, serving its page",
-  "BLMV_TOKEN=s3cret npx blmv migrate send --to ws://127.0.0.1:9000 --http 8080 --verify": "needs the listener of the other terminal",
+  "export BLMV_TOKEN=$(node -e 'console.log(require(\"crypto\").randomBytes(24).toString(\"base64url\"))')": "sets the shell's token for the two commands that follow, in their terminals",
+  "npx blmv migrate listen --port 9000 --http 8081": "waits for a source in another terminal, serving its page",
+  "npx blmv migrate send --to ws://127.0.0.1:9000 --http 8080 --verify": "needs the listener of the other terminal",
   "blmv migrate status --http 8080": MONITOR_CONTROL,
   "blmv migrate status --http 8080 --json": MONITOR_CONTROL,
   "blmv migrate set --http 8080 --downtime-limit 100 --bandwidth 1Gbit": MONITOR_CONTROL,
