@@ -48,6 +48,12 @@ export const OPERANDS: readonly (readonly Operand[])[] = [
   [], // sipi
 ];
 
+/** Which event fields each op's operands fill, by op code: worked out once, not per record. */
+const FILLS: readonly { a: boolean; b: boolean; high: boolean }[] = OPERANDS.map((operands) => {
+  const fields = new Set<OperandField>(operands.map((o) => o.field));
+  return { a: fields.has("a") || fields.has("label"), b: fields.has("b") || fields.has("u64"), high: fields.has("u64") };
+});
+
 /** The last op code the table knows. */
 export const LAST_OP = OPERANDS.length - 1;
 
@@ -93,7 +99,7 @@ export interface OperandScope {
 export function eventProblem(e: TraceEvent, scope: OperandScope): string | null {
   if (!(e.op >= 1 && e.op <= LAST_OP)) return `unknown op ${e.op}`;
   const operands = OPERANDS[e.op];
-  const used = new Set<OperandField>(operands.map((o) => o.field));
+  const fills = FILLS[e.op];
   for (const o of operands) {
     if (o.field === "label" && e.a >= scope.labelCount) return `label index ${e.a} out of range`;
     if ((o.field === "a" || o.field === "b") && e[o.field] > o.max) return tooLarge(o.what, hex(e[o.field]), o.max);
@@ -102,9 +108,9 @@ export function eventProblem(e: TraceEvent, scope: OperandScope): string | null 
     const problem = cpuProblem(e.a, scope.cpus);
     if (problem !== null) return problem;
   }
-  if (!used.has("a") && !used.has("label") && e.a !== 0) return `operand a ${hex(e.a)} on an op that has none`;
-  if (!used.has("b") && !used.has("u64") && e.b !== 0) return `operand b ${hex(e.b)} on an op that has none`;
-  if (!used.has("u64") && e.bHi !== 0) return `high value word ${hex(e.bHi)} on an op other than wrmsr`;
+  if (!fills.a && e.a !== 0) return `operand a ${hex(e.a)} on an op that has none`;
+  if (!fills.b && e.b !== 0) return `operand b ${hex(e.b)} on an op that has none`;
+  if (!fills.high && e.bHi !== 0) return `high value word ${hex(e.bHi)} on an op other than wrmsr`;
   return expectationProblem(e);
 }
 
