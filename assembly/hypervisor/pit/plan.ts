@@ -200,7 +200,7 @@ export class DatasheetPlanner extends ChannelPlanner {
     const bcd = c.regs.bcd;
     const rw = c.regs.rwMode;
     if (c.gated && !c.gate && written > 0 && !c.nullCount) {
-      this.replayGateStop(c.regs, c.value, c.full);
+      this.replayGateStop(c);
       return;
     }
     if (c.gated) this.gate(this.firstEdge, c.gate);
@@ -246,12 +246,12 @@ export class DatasheetPlanner extends ChannelPlanner {
    * Channel 2 in mode 2/3 stopped by its gate after the register's count was loaded: load it,
    * let it run down to the frozen value, and lower the gate in interval resumeEdge.
    */
-  private replayGateStop(regs: PitChannelRegisters, value: i64, full: i64): void {
+  private replayGateStop(c: ChannelTarget): void {
+    const regs = c.regs;
     const mode3 = effectiveMode(regs.mode) == 3;
-    const period = countSteps(regs.countRegister, regs.bcd);
     // Mode 3 counts by 2 from the even part of the count (taking the high half-cycle).
-    const top = mode3 ? period & ~1 : period;
-    const frozen = value == 0 && top == full ? full : value;
+    const top = mode3 ? c.period & ~1 : c.period;
+    const frozen = c.value == 0 && top == c.full ? c.full : c.value;
     const loadEdge = this.resumeEdge - (top - frozen) / (mode3 ? 2 : 1);
     this.gate(this.firstEdge, true);
     this.control(this.firstEdge, 2, regs.mode, regs.rwMode, regs.bcd);
