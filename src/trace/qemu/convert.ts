@@ -5,7 +5,8 @@
 // reason). Interrupt-line changes become irq/gsi events — including the PIT's own OUT0 edges on
 // GSI 0, because the traces are replayed with `!wire pit-irq0=off` — and each interrupt the CPU
 // accepted becomes `inta = vector`. MSIs (the I/O APIC's own deliveries) are counted, not
-// replayed: the model's I/O APIC produces them itself.
+// replayed: the model's I/O APIC produces them itself. In a log from several vCPUs each event
+// goes to the CPU that performed it, with a `cpu K` event where that changes (docs/traces.md).
 
 import { Check, OP_NAMES, Op, makeEvent, valueWidthMask, type TraceEvent } from "../event.js";
 import type { GsiLevel, HandlerEntry, InstructionTime, LogLine, RegionAccess } from "./log.js";
@@ -39,7 +40,7 @@ const PAGE_FAULT = 14;
 /** Page-fault error code bit 4 (I/D): the fault was raised by an instruction fetch. */
 const PF_INSTRUCTION_FETCH = 0x10;
 const UNKNOWN_SAMPLES = 5;
-/** Lines held while waiting for the next `iotime` line; beyond this they are handled without it. */
+/** Lines held while waiting for the next `iotime` line (untimed: the next vCPU access); beyond this they are handled without it. */
 const MAX_HELD_LINES = 200_000;
 
 /**
@@ -184,7 +185,7 @@ export class QemuLogConverter {
   private lastAccessTo(held: [LogLine, number][], pa: number): number {
     for (let i = held.length - 1; i >= 0; i--) {
       const entry = held[i]![0];
-      if (entry.kind === "access" && entry.cpu >= 0 && entry.addr === pa) return i;
+      if (entry.kind === "access" && entry.cpu === 0 && entry.addr === pa) return i;
     }
     return -1;
   }
@@ -206,7 +207,7 @@ export class QemuLogConverter {
         this.onInterrupt(entry.vector, line);
         break;
       case "lvt":
-        if (entry.lvt === 0) this.onLapicExpiry(line);
+        if (entry.lvt === 0) this.onLapicExpiry();
         else bump(this.counts.ignoredLines, "apic_local_deliver (not the timer)");
         break;
       case "apic-base":
@@ -413,21 +414,25 @@ export class QemuLogConverter {
    * A local APIC timer expiry, which the log does not attribute to a CPU: it is the timer
    * whose expiry comes first among those armed (the lowest CPU on a tie), as in the model.
    */
-  private onLapicExpiry(line: number): void {
+  private onLapicExpiry(): void {
     this.counts.lapicExpiries++;
     let first: QemuLapicTiming | null = null;
+    let firstTime = Infinity;
     for (const lapic of this.lapics) {
       const next = lapic.peekExpiry();
-      if (next !== null && (first === null || next.time < first.peekExpiry()!.time)) first = lapic;
+      if (next !== null && next.time < firstTime) {
+        first = lapic;
+        firstTime = next.time;
+      }
     }
-    const expiry = first === null ? null : first.takeExpiry();
-    if (expiry === null) {
+    const expiry = first?.takeExpiry() ?? null;
+    if (first === null || expiry === null) {
       this.counts.lapicExpiriesUnpredicted++;
       this.clock.unexplainedRise();
       return;
     }
-    this.requests.local(this.lapics.indexOf(first!), first!.vector);
-    this.clock.selfTimedExpiry(expiry.time, expiry.frame, first!.dividedPeriod);
+    this.requests.local(this.lapics.indexOf(first), first.vector);
+    this.clock.selfTimedExpiry(expiry.time, expiry.frame, first.dividedPeriod);
   }
 
   private onApicBase(write: boolean, lo: number, hi: number, line: number): void {

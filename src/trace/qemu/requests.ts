@@ -2,16 +2,9 @@
 // accepted interrupt (which QEMU logs without its CPU) can be given to the one CPU that had
 // asked for it. docs/traces.md ("Which CPU a line belongs to") states the rule.
 
-/** A message into the local APICs: destination as QEMU decodes it, and the vector it asks for. */
-export interface ApicMessageTarget {
-  dest: number;
-  /** Logical (true) or physical destination. */
-  logical: boolean;
-  /** Delivery mode 0 (fixed) or 1 (lowest priority) ask for the vector; other modes none. */
-  deliveryMode: number;
-  vector: number;
-}
+import type { ApicMessage } from "./log.js";
 
+/** Delivery modes 0 (fixed) and 1 (lowest priority) ask for a vector; the others for none. */
 const FIXED = 0;
 const LOWEST_PRIORITY = 1;
 /** INIT: resets the target's local APIC (its requests and logical destination with it). */
@@ -64,7 +57,7 @@ export class InterruptRequests {
   }
 
   /** A message from the I/O APIC or an MSI (`apic_deliver_irq`). */
-  message(target: ApicMessageTarget): void {
+  message(target: ApicMessage): void {
     this.request(this.destinations(target.dest, target.logical), target.deliveryMode, target.vector);
   }
 
