@@ -2,8 +2,7 @@
 // policy and migrated after every single event, the real boots migrated at fifty or more evenly
 // spaced points, and the compiled form gives the same report as the text. The exceptions are
 // documented (docs/hypervisor.md): under `blmvisor` the PIC acknowledge does not exit, so a
-// rotation in automatic-EOI mode is not seen and a migration after it rebuilds the old pointer;
-// and a migration carries CPU 0's timer phase only (test/late-timers.ts).
+// rotation in automatic-EOI mode is not seen and a migration after it rebuilds the old pointer.
 
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -14,7 +13,6 @@ import { compileTrace } from "../src/trace/compiled.js";
 import { Check, Op, type TraceEvent } from "../src/trace/event.js";
 import { readTraceFile } from "../src/trace/reader.js";
 import { replayCompiled, replayEvents } from "../src/trace/replay.js";
-import { beyondLateTimers } from "./late-timers.js";
 
 const SCENARIOS = join(import.meta.dirname, "..", "traces", "scenarios");
 const QEMU = join(import.meta.dirname, "..", "traces", "qemu");
@@ -88,9 +86,7 @@ describe("real boots", async () => {
       const every = Math.max(1, Math.floor(events.length / (MIGRATION_POINTS + 1)));
       const report = await replayEvents(header, events, { policy, every, keepMismatches: 1000 });
       expect(report.mismatchCount).toBe(report.mismatches.length);
-      // The two-CPU boot may miss CPU 1's timer interrupts (test/late-timers.ts); nothing else.
-      const mismatches = header.cpus > 1 ? beyondLateTimers(events, report.mismatches) : report.mismatches;
-      expect({ file, mismatches }).toEqual({ file, mismatches: [] });
+      expect({ file, mismatches: report.mismatches }).toEqual({ file, mismatches: [] });
       expect(report.migrations.count).toBeGreaterThanOrEqual(MIGRATION_POINTS);
     }
   });
