@@ -10,6 +10,7 @@ import { PAGE_SIZE, ZERO_PAGE } from "../src/guest/page.js";
 import { proof } from "../src/migrate/transport/auth.js";
 import { BatchBuilder } from "../src/migrate/source/batch.js";
 import { bootGuest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
+import { cpusToRecord } from "../src/guest/cpu.js";
 import { PROTOCOL_MAGIC, encode, encodeRecord, machineSpecOf, stateDigest, type Message } from "../src/migrate/wire/protocol.js";
 
 /** Pages per `pages` frame here, so that a small guest still takes several frames. */
@@ -31,7 +32,7 @@ export interface Stream {
 export function validStream(spec: GuestRunSpec, atNs: number, token: string): Stream {
   const guest = bootGuest(spec);
   guest.runUntil(atNs);
-  const cpu = guest.pause();
+  const cpus = guest.pause();
   const memory = guest.memory;
   const checksums = new PageChecksums(memory.pageCount);
   const messages: Message[] = [
@@ -51,7 +52,7 @@ export function validStream(spec: GuestRunSpec, atNs: number, token: string): St
       messages.push({ ...m, data: Uint8Array.from(m.data), runs: [...m.runs], zeros: [...m.zeros] });
     }
   }
-  const cpuRecord = cpu.toRecord() as unknown as Record<string, unknown>;
+  const cpuRecord = cpusToRecord(cpus) as unknown as Record<string, unknown>;
   const deviceRecord = guest.machine.capture() as unknown as Record<string, unknown>;
   const memoryDigest = checksums.digest();
   const state = withRecords(memoryDigest, seq, cpuRecord, deviceRecord);
