@@ -36,7 +36,7 @@ export function validStream(spec: GuestRunSpec, atNs: number, token: string): St
   const memory = guest.memory;
   const checksums = new PageChecksums(memory.pageCount);
   const messages: Message[] = [
-    { t: "hello", magic: PROTOCOL_MAGIC, version: 1, minVersion: 1, capabilities: ["zero-pages", "outcome-query"], nonce: HELLO_NONCE },
+    { t: "hello", magic: PROTOCOL_MAGIC, version: 2, minVersion: 2, capabilities: ["zero-pages", "outcome-query"], nonce: HELLO_NONCE },
     { t: "auth", proof: new Uint8Array(32) },
     { t: "config", memoryBytes: memory.bytes, pageSize: PAGE_SIZE, machine: machineSpecOf(guest.machine), workload: spec.workload, endNs: guest.now() },
   ];
@@ -110,7 +110,7 @@ export function play(socket: MemorySocket, frames: readonly (Uint8Array | "auth"
     if (frame === "auth") {
       const challenge = socket.sent.find((m) => m.t === "challenge");
       const nonce = challenge?.nonce instanceof Uint8Array ? challenge.nonce : new Uint8Array(32);
-      socket.deliver(encode({ t: "auth", proof: proof(token, "source", 1, HELLO_NONCE, nonce) }));
+      socket.deliver(encode({ t: "auth", proof: proof(token, "source", 2, HELLO_NONCE, nonce) }));
     } else {
       socket.deliver(frame);
     }

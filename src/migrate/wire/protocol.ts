@@ -29,10 +29,10 @@ export interface CapturedState {
 }
 
 export const PROTOCOL_MAGIC = "blmv-migrate";
-/** The version this build speaks. */
-export const PROTOCOL_VERSION = 1;
+/** The version this build speaks: 2 carries every CPU's record in `state` and `handoff`. */
+export const PROTOCOL_VERSION = 2;
 /** The oldest peer version this build still accepts; a newer build raises it to drop one. */
-export const MIN_PROTOCOL_VERSION = 1;
+export const MIN_PROTOCOL_VERSION = 2;
 /** Optional features: each side announces what it can do and uses the common ones. */
 export const CAPABILITIES = ["zero-pages", "xbzrle", "postcopy", "outcome-query", "acks"] as const;
 
