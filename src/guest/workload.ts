@@ -30,7 +30,7 @@
 
 import { createHash } from "node:crypto";
 import type { Machine } from "../core/machine.js";
-import { CpuState, cpusToRecord } from "./cpu.js";
+import { CpuState, cpusToRecord, type Gpr } from "./cpu.js";
 import { foldWord, interruptDriver, type InterruptDriver } from "./drivers.js";
 import type { WorkloadConfig } from "./config.js";
 import {
@@ -450,8 +450,7 @@ export class Guest {
 
   /** The inverse of syncCpu(), checking that the registers hold a state this guest can be in. */
   private loadRegisters(): void {
-    const g = this.cpus[0].gpr;
-    const reg = (name: keyof typeof g, max: number, cpu = 0): number => {
+    const reg = (name: Gpr, max: number, cpu = 0): number => {
       const v = this.cpus[cpu].gpr[name];
       if (v > BigInt(max)) throw new RangeError(`cpu ${cpu}: gpr.${name} = ${v} is not a state of this guest`);
       return Number(v);
