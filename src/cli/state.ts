@@ -7,7 +7,8 @@ import { Op, type TraceEvent } from "../trace/event.js";
 import { MigrationRequestError } from "../trace/replay.js";
 import { isBadKvmInput, readKvmDirectory, writeKvmDirectory } from "../interchange/kvm/container.js";
 import { exportKvmState } from "../interchange/kvm/from-capture.js";
-import { X2APIC_ID_FORMATS, lapicRecords, type DeviceRecordBody, type KvmException, type X2apicIdFormat } from "../interchange/kvm/state.js";
+import { IOAPIC_ENTRY_MASKED } from "../interchange/kvm/conventions.js";
+import { START_UP_RESET, START_UP_WAITING, X2APIC_ID_FORMATS, lapicRecords, type DeviceRecordBody, type KvmException, type X2apicIdFormat } from "../interchange/kvm/state.js";
 import { machineFromKvm } from "../interchange/kvm/to-machine.js";
 import { defineCommand } from "./command.js";
 import { openSnapshot } from "./migrate.js";
@@ -183,7 +184,7 @@ function formatRegisters(r: DeviceRecordBody): string[] {
   }
   lapicRecords(r).forEach((l, k) => {
     const start = r.cpu[String(k)].startUp;
-    const state = start === 0x100 ? "running" : start === 0x101 ? "waiting for SIPI" : `started at vector ${hex(start)}`;
+    const state = start === START_UP_RESET ? "running" : start === START_UP_WAITING ? "waiting for SIPI" : `started at vector ${hex(start)}`;
     const vectors = (words: number[]) => words.flatMap((w, i) => Array.from({ length: 32 }, (_, b) => ((w >>> b) & 1 ? i * 32 + b : -1))).filter((v) => v >= 0).map((v) => hex(v)).join(",") || "-";
     lines.push(
       `  cpu ${k}        ${state}; apic base ${hex(l.apicBase, 8)}` +
@@ -191,7 +192,7 @@ function formatRegisters(r: DeviceRecordBody): string[] {
     );
   });
   if (r.config.ioapic) {
-    const unmasked = r.apic.ioapic.entries.map((e, pin) => ({ ...e, pin })).filter((e) => (e.low & 0x10000) === 0);
+    const unmasked = r.apic.ioapic.entries.map((e, pin) => ({ ...e, pin })).filter((e) => (e.low & IOAPIC_ENTRY_MASKED) === 0);
     lines.push(`  ioapic       id ${hex(r.apic.ioapic.id, 8)}; unmasked: ${unmasked.map((e) => `pin ${e.pin} ${hex(e.low, 8)}/${hex(e.high, 8)}`).join(", ") || "none"}`);
   }
   return lines;
