@@ -53,7 +53,7 @@ function migrate(m: Machine, policy?: Policy): Machine {
 /** A migration past its commit: the source, left for good, measures its timer's phase for the destination. */
 function migrateForGood(m: Machine, policy?: Policy): Machine {
   const dst = migrate(m, policy);
-  dst.applyTimerPhase(m.probeTimerPhase());
+  dst.applyTimerPhases(m.probeTimerPhases());
   return dst;
 }
 

@@ -1,8 +1,9 @@
 // Every trace in traces/ replays with zero mismatches: the hand-written scenarios under each
 // policy and migrated after every single event, the real boots migrated at fifty or more evenly
-// spaced points, and the compiled form gives the same report as the text. The one exception is
+// spaced points, and the compiled form gives the same report as the text. The exceptions are
 // documented (docs/hypervisor.md): under `blmvisor` the PIC acknowledge does not exit, so a
-// rotation in automatic-EOI mode is not seen and a migration after it rebuilds the old pointer.
+// rotation in automatic-EOI mode is not seen and a migration after it rebuilds the old pointer;
+// and a migration carries CPU 0's timer phase only (test/late-timers.ts).
 
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -13,6 +14,7 @@ import { compileTrace } from "../src/trace/compiled.js";
 import { Check, Op, type TraceEvent } from "../src/trace/event.js";
 import { readTraceFile } from "../src/trace/reader.js";
 import { replayCompiled, replayEvents } from "../src/trace/replay.js";
+import { beyondLateTimers } from "./late-timers.js";
 
 const SCENARIOS = join(import.meta.dirname, "..", "traces", "scenarios");
 const QEMU = join(import.meta.dirname, "..", "traces", "qemu");
@@ -80,12 +82,15 @@ describe("real boots", async () => {
   const files = await traces(QEMU, ".trace.gz");
 
   it.each(["blmvisor", "full"] as const)(`migrated at ${MIGRATION_POINTS}+ evenly spaced points, replay with zero mismatches (policy %s)`, async (policy) => {
-    expect(files.length).toBe(6);
+    expect(files.length).toBe(7);
     for (const file of files) {
       const { header, events } = await readTraceFile(file);
       const every = Math.max(1, Math.floor(events.length / (MIGRATION_POINTS + 1)));
-      const report = await replayEvents(header, events, { policy, every });
-      expect({ file, mismatches: report.mismatches }).toEqual({ file, mismatches: [] });
+      const report = await replayEvents(header, events, { policy, every, keepMismatches: 1000 });
+      expect(report.mismatchCount).toBe(report.mismatches.length);
+      // The two-CPU boot may miss CPU 1's timer interrupts (test/late-timers.ts); nothing else.
+      const mismatches = header.cpus > 1 ? beyondLateTimers(events, report.mismatches) : report.mismatches;
+      expect({ file, mismatches }).toEqual({ file, mismatches: [] });
       expect(report.migrations.count).toBeGreaterThanOrEqual(MIGRATION_POINTS);
     }
   });
