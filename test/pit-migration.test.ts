@@ -18,8 +18,9 @@
 //                   armed, the next OUT change.
 //   LOAD_UNSEEN     a gate trigger or second count write within the PIT clock before T → when
 //                   the count loads: count, counting, load pending, parity, armed, OUT, next change.
-//   MSB_ONLY_PERIOD MSB-only periodic channels cannot replay their period → NULL COUNT reads 1
-//                   until the next reload (counting, load pending, counts written with it).
+//   MSB_ONLY_PERIOD MSB-only periodic channels, counting or about to load (a gate trigger), cannot
+//                   replay their period → NULL COUNT reads 1 until the next reload (counting,
+//                   load pending, counts written with it).
 //   (QEMU model, STROBE_GUESSED: modes 4/5 with OUT low, before or after the strobe → the next
 //   OUT change and OUT.)
 //   IRQ_SCHEDULE    QEMU model: a control word for channel 0 after its last count load (or
@@ -121,7 +122,7 @@ function datasheetExceptions(c: PitChannelState, i: number): string[] {
   if (mode === 4 && loaded && c.out && c.armed !== +(whole <= reload)) found.push(STROBE_GUESSED);
   if (mode === 5 && i === 2 && c.countsWritten > 0 && c.out && c.armed !== +(!c.nullCount && whole <= reload)) found.push(STROBE_GUESSED);
   if (c.loadPending && !(mode === 0 || mode === 4) && !(periodic && c.countsWritten === 1 && c.nullCount)) found.push(LOAD_UNSEEN);
-  if (periodic && c.rwMode === 2 && c.counting) found.push(MSB_ONLY_PERIOD);
+  if (periodic && c.rwMode === 2 && (c.counting || c.loadPending)) found.push(MSB_ONLY_PERIOD);
   return found;
 }
 
