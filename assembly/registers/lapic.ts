@@ -4,6 +4,7 @@
 // device's internals.
 
 import { edgeTime, edgesAt } from "../common/clock";
+import { LAPIC_VERSION } from "../common/hardware";
 
 export const MSR_APIC_BASE: u32 = 0x1b;
 export const MSR_TSC_DEADLINE: u32 = 0x6e0;
@@ -74,8 +75,7 @@ export const LVT_LINT1: i32 = 4;
 export const LVT_ERROR: i32 = 5;
 export const LVT_COUNT: i32 = 6;
 
-/** Version 0x14 (integrated xAPIC), max LVT entry 5, no EOI-broadcast suppression (bit 24). */
-export const APIC_VERSION: u32 = 0x0005_0014;
+export const APIC_VERSION: u32 = LAPIC_VERSION;
 
 export const SVR_ENABLE: u32 = 1 << 8;
 
