@@ -65,6 +65,15 @@ describe("bad streams", () => {
     }
   });
 
+  it("a real stream cut among its device sections names where it ends", () => {
+    const whole = fixtureBytes("cpu2-idle");
+    const cpu = readQemuStream(whole).sections.find((x) => x.name === "cpu")!;
+    expect(errorOf(whole.subarray(0, cpu.end + 50)).message).toMatch(new RegExp(`^byte ${cpu.offset} .*section cpu \\(instance 0, version 12\\): no layout`));
+    for (const n of [cpu.offset + 1, cpu.end + 50, whole.length - 1]) {
+      expect(errorOf(whole.subarray(0, n)).message).toMatch(new RegExp(`(ends|ending) at byte ${n}\\b`));
+    }
+  });
+
   it("names the offset of a wrong magic, version or marker", () => {
     const wrong = (at: number, value: number) => {
       const b = Uint8Array.from(small);

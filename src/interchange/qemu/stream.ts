@@ -186,8 +186,9 @@ function layoutFor(
     if (known && known.version === section.version) notes.push(...layoutDifferences(known, d).map((l) => `instance ${section.instance}: ${l}`));
     return { layout: d, source: "description" };
   }
-  if (!known) c.fail(`${where}: no layout for this section: the stream has no JSON description (it is truncated, or was written without one) and this reader knows no such section`, section.offset);
-  if (known.version !== section.version) c.fail(`${where}: the stream has no JSON description and this reader knows version ${known.version} of the section`, section.offset);
+  const noDescription = `the stream (ending at byte ${c.length}) has no JSON description: it is truncated, or was written without one`;
+  if (!known) c.fail(`${where}: no layout for this section: ${noDescription}, and this reader knows no such section`, section.offset);
+  if (known.version !== section.version) c.fail(`${where}: ${noDescription}, and this reader knows version ${known.version} of the section`, section.offset);
   return { layout: known, source: "built-in" };
 }
 
