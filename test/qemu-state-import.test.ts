@@ -1,6 +1,7 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { QemuStreamError } from "../src/interchange/qemu/cursor.js";
 import { importQemuState, readBack } from "../src/interchange/qemu/import.js";
@@ -176,5 +177,29 @@ describe("blmv import-qemu-state", () => {
     const { code, stderr } = await runCli(["import-qemu-state", file]);
     expect(code).toBe(2);
     expect(stderr).toMatch(/import-qemu-state: .*cut\.qemu: byte \d+ .*truncated.*the stream ends at byte 1000/);
+  });
+});
+
+describe("hostile streams", () => {
+  const { head, sections } = fixtureParts("cpu2-idle");
+  const small = assemble(head, [...DEVICE_SECTIONS, "apic/1", "cpu_common/1"].map((k) => sections.get(k)!));
+
+  // Half the stream is its JSON description; most changes go to the sections before it.
+  const sectionsEnd = readQemuStream(small).descriptionOffset!;
+  const offset = fc.oneof({ arbitrary: fc.nat(sectionsEnd - 1), weight: 3 }, { arbitrary: fc.nat(small.length - 1), weight: 1 });
+
+  it("any bytes changed anywhere give a machine or a named error, never a crash", () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(offset, fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }), (changes) => {
+        const bytes = Uint8Array.from(small);
+        for (const [at, value] of changes) bytes[at] = value;
+        try {
+          importQemuState(bytes).machine.release();
+        } catch (e) {
+          if (!(e instanceof QemuStreamError || e instanceof KvmStateError)) throw e;
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });

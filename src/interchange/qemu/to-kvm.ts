@@ -122,7 +122,7 @@ function safeTime(now: bigint, timer: SectionState): number {
 function pic(s: SectionState, elcrMask: number, exceptions: KvmException[]): KvmPicState {
   const where = `i8259(${s.instance})`;
   if (u(s, "single_mode") !== 0) exceptions.push({ kind: "inexpressible", field: `${where}.single_mode`, reason: "ICW1 SNGL (no cascade): kvm_pic_state has no field for it; the rebuild assumes the cascaded pair" });
-  const ltim = (s.fields["i8259/ltim"] as VmRecord | undefined)?.ltim;
+  const ltim = subsection(s, "i8259/ltim")?.ltim;
   if (typeof ltim === "number" && ltim !== 0) exceptions.push({ kind: "inexpressible", field: `${where}.ltim`, reason: "ICW1 LTIM (all inputs level-triggered): kvm_pic_state has no field for it" });
   return {
     lastIrr: u(s, "last_irr"),
@@ -192,7 +192,8 @@ function cpu(
   const id = u(apic, "id");
   const tpr = u(apic, "tpr");
   const isr = words(apic, "isr");
-  const lvt = list(apic, "lvt", LVT_NAMES.length).map((v, i) => (typeof v === "number" ? v : fail(apic, `lvt[${i}] is not a 32-bit value`)));
+  const lvt = words(apic, "lvt", LVT_NAMES.length);
+  const icr = words(apic, "icr", 2);
   const divide = u(apic, "divide_conf");
   const shift = i32(apic, "count_shift");
   if (!Number.isInteger(shift) || shift < 0 || shift > MAX_COUNT_SHIFT) fail(apic, `count_shift ${shift} is no divider's (0..${MAX_COUNT_SHIFT})`);
@@ -218,8 +219,8 @@ function cpu(
     irr: words(apic, "irr"),
     esr: u(apic, "esr"),
     lvtCmci: LVT_CMCI_RESET,
-    icrLow: list(apic, "icr", 2)[0] as number,
-    icrHigh: list(apic, "icr", 2)[1] as number,
+    icrLow: icr[0]!,
+    icrHigh: icr[1]!,
     initialCount,
     currentCount: currentCount(lvt[0]!, initialCount, loadTime, shift, now),
     divideConfig: divide,
@@ -232,8 +233,8 @@ function cpu(
   }
   if ((lvt[0]! & LVT_TIMER_MODE) === LVT_TIMER_MODE) exceptions.push({ kind: "lost", field: `${where}.lvt[0]`, reason: "TSC-deadline mode: QEMU's stream keeps the deadline in the cpu section, which is not read" });
 
-  const sipi = apic.fields.apic_sipi as VmRecord | undefined;
-  const waiting = sipi !== undefined && sipi.wait_for_sipi !== 0;
+  const sipi = subsection(apic, "apic_sipi");
+  const waiting = sipi !== undefined && i32({ ...apic, fields: sipi }, "wait_for_sipi") !== 0;
   const halted = common !== undefined && u(common, "halted") !== 0;
   if (!common) exceptions.push({ kind: "lost", field: `cpu_common(${k}).halted`, reason: "no cpu_common section: the CPU is taken as running" });
   const nmiPending = cpuSection && typeof cpuSection.fields["env.nmi_pending"] === "number" ? (cpuSection.fields["env.nmi_pending"] as number) : 0;
@@ -245,7 +246,7 @@ function cpu(
     mpState: { mpState: waiting ? MpState.InitReceived : halted ? MpState.Halted : MpState.Runnable },
     events: {
       nmiPending,
-      sipiVector: sipi && typeof sipi.sipi_vector === "number" ? sipi.sipi_vector & 0xff : 0,
+      sipiVector: sipi ? i32({ ...apic, fields: sipi }, "sipi_vector") & 0xff : 0,
       flags: KVM_VCPUEVENT_VALID_NMI_PENDING | (sipi ? KVM_VCPUEVENT_VALID_SIPI_VECTOR : 0),
     },
     msrs: [{ index: MSR_IA32_TSC_DEADLINE, data: 0n }],
@@ -302,8 +303,15 @@ function list(s: SectionState, name: string, length: number): VmValue[] {
   return v;
 }
 
-function words(s: SectionState, name: string): number[] {
-  return list(s, name, 8).map((v, i) => (typeof v === "number" ? v >>> 0 : fail(s, `${name}[${i}] is not a 32-bit value`)));
+/** A register array: `length` unsigned 32-bit values (ISR, TMR and IRR have 8). */
+function words(s: SectionState, name: string, length = 8): number[] {
+  return list(s, name, length).map((v, i) => (typeof v === "number" && v >= 0 && v <= 0xffffffff ? v : fail(s, `${name}[${i}] is not an unsigned 32-bit value`)));
+}
+
+/** A subsection the section carried, or undefined. */
+function subsection(s: SectionState, name: string): VmRecord | undefined {
+  const v = s.fields[name];
+  return v === undefined ? undefined : asRecord(v, s, name);
 }
 
 function asRecord(v: VmValue, s: SectionState, what: string): VmRecord {
