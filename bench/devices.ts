@@ -3,7 +3,7 @@
 // tests check (the tests themselves, run by vitest).
 
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -135,7 +135,7 @@ const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const CASES_PER_PROPERTY = 1000;
 
 interface VitestJson {
-  testResults: { assertionResults: { fullName: string; status: string; duration: number }[] }[];
+  testResults: { assertionResults: { fullName: string; status: string; duration: number; failureMessages: string[] }[] }[];
 }
 
 export function benchPropertyThroughput(quick: boolean): BenchResult {
@@ -150,8 +150,12 @@ export function benchPropertyThroughput(quick: boolean): BenchResult {
       encoding: "utf8",
       env: { ...process.env, DEEP: "" },
     });
-    if (run.status !== 0) throw new Error(`B6: the property tests failed (exit ${run.status}): ${run.stderr.slice(-2000)}`);
-    const report = JSON.parse(readFileSync(out, "utf8")) as VitestJson;
+    const report = existsSync(out) ? (JSON.parse(readFileSync(out, "utf8")) as VitestJson) : undefined;
+    if (run.status !== 0 || report === undefined) {
+      const failed = report?.testResults.flatMap((f) => f.assertionResults).filter((a) => a.status === "failed") ?? [];
+      const why = failed.length > 0 ? failed.map((a) => `${a.fullName}: ${a.failureMessages.join("\n").slice(0, 2000)}`).join("\n") : `${run.stdout.slice(-1500)}${run.stderr.slice(-1500)}`;
+      throw new Error(`B6: the property tests failed (exit ${run.status}): ${why}`);
+    }
     const passed = report.testResults.flatMap((f) => f.assertionResults).filter((a) => a.status === "passed");
     if (passed.length === 0) throw new Error("B6: no property test ran");
     const ms = passed.reduce((a, t) => a + t.duration, 0);

@@ -21,7 +21,7 @@ describe("npm run bench -- --quick", () => {
     const out = join(dir, "quick.json");
     const run = bench(["--quick", "--json", out]);
     expect(run.stderr).toBe("");
-    expect(run.status).toBe(0);
+    expect(run.status, run.stdout).toBe(0);
     const report = JSON.parse(readFileSync(out, "utf8"));
     expect(report.quick).toBe(true);
     expect(report.failures).toEqual([]);

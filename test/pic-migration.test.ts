@@ -9,8 +9,9 @@
 //    non-specific EOI the shadow follows by the ISR bit it clears, the destination has the last
 //    pointer the shadow knew → that chip's lowestPriority.
 //  - POLL_REGISTERS_MOVED: a chip's poll is pending at capture, so its IRR and ISR could not be
-//    read; the record has them from just before the poll command → IRR if an edge or
-//    acknowledge moved it since, ISR if one moved it since.
+//    read; the record has them from just before the poll command, with specific EOIs since
+//    applied → IRR if an edge or acknowledge moved it since, ISR if one (or a non-specific EOI)
+//    moved it since.
 // On the slave, either can leave the slave's INT output different → master IR2's input and (with
 // the master level-triggered) its IRR bit. The continuation property compares every step until
 // the first whose answer can depend on an excused field (see dependsOn), and after a command
@@ -74,6 +75,9 @@ class Source {
       const chip = CHIPS.find((c) => COMMAND_PORT[c] === s.port);
       const startsPoll = chip && (s.value & 0x98) === 0x08 && (s.value & 0x04) !== 0;
       if (startsPoll && !before[chip].pollPending) this.atPoll[chip] = { irr: before[chip].irr, isr: before[chip].isr };
+      // A specific EOI while the poll waits ends its level in the saved registers too.
+      const saved = chip && before[chip].pollPending ? this.atPoll[chip] : undefined;
+      if (chip && saved && isOcw2(s, chip) && (s.value >> 5 === 3 || s.value >> 5 === 7)) saved.isr &= ~(1 << (s.value & 7));
     }
     const seen = applyStep(this.m, s);
     const after = picOf(this.m);

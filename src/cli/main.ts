@@ -17,6 +17,7 @@ import { demo } from "./demo.js";
 import { CONTROL_COMMANDS } from "./monitor.js";
 import { compare } from "./compare.js";
 import { resume } from "./resume.js";
+import { stateExport, stateImport } from "./state.js";
 import type { Command } from "./command.js";
 import { EXIT_BAD_INPUT, EXIT_FAILED, UsageError } from "./usage.js";
 
@@ -37,6 +38,7 @@ const COMMANDS: readonly (Command | CommandGroup)[] = [
   { name: "migrate", summary: "live migration between two processes or hosts", subcommands: [listenCommand, sendCommand, ...CONTROL_COMMANDS] },
   resume,
   compare,
+  { name: "state", summary: "device state in other hypervisors' layouts", subcommands: [stateExport, stateImport] },
 ];
 
 const HELP_FLAGS = ["--help", "-h", "help"];

@@ -42,7 +42,7 @@ export const replay = defineCommand({
     const options: ReplayOptions = { policy, afterEvents, atLabels, every };
     let report: ReplayReport;
     try {
-      report = (await isCompiled(path)) ? await replayCompiled(path, options) : await replayText(path, options);
+      report = await replayFile(path, options);
     } catch (e) {
       if (e instanceof MigrationRequestError) throw new UsageError(`replay: ${e.message}`);
       throw e;
@@ -54,6 +54,11 @@ export const replay = defineCommand({
     return report.mismatchCount === 0 ? EXIT_OK : EXIT_FAILED;
   },
 });
+
+/** Replays a trace file, text or compiled, as `blmv replay` does. */
+export async function replayFile(path: string, options: ReplayOptions): Promise<ReplayReport> {
+  return (await isCompiled(path)) ? replayCompiled(path, options) : replayText(path, options);
+}
 
 async function replayText(path: string, options: ReplayOptions): Promise<ReplayReport> {
   const trace = await openTrace(path);

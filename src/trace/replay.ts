@@ -4,7 +4,7 @@
 
 import { performance } from "node:perf_hooks";
 import { Packr } from "msgpackr";
-import { INTA_NMI, Machine, type Policy } from "../core/machine.js";
+import { INTA_NMI, Machine, type DeviceRecord, type Policy } from "../core/machine.js";
 import { EXIT_REASONS, type ExitReport } from "../core/exits.js";
 import { Check, OP_NAMES, Op, isCpuAccess, msrExpectation, msrValue, valueWidthMask, type TraceEvent, type TraceHeader } from "./event.js";
 import { RECORD_SIZE, decodeRecord, readCompiledChunks } from "./compiled.js";
@@ -30,6 +30,8 @@ export interface ReplayOptions extends MigrationPoints {
   keepMismatches?: number;
   /** Keep at most this many migrations' details in the report (all are summarised). */
   keepMigrations?: number;
+  /** Called with each record captured at a migration point (after `events` events, at `event`), before it is rebuilt. */
+  onCapture?: (record: DeviceRecord, at: { events: number; event: TraceEvent }) => void;
 }
 
 export interface Mismatch {
@@ -328,6 +330,7 @@ export class Replayer {
     }
     const t0 = performance.now();
     const record = this.machine.capture();
+    this.options.onCapture?.(record, { events: r.events, event: e });
     const bytes = packr.pack(record);
     const t1 = performance.now();
     // The source is left for good: its timer's phase goes along, as a migration's commit carries it.

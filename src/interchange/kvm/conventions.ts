@@ -128,10 +128,28 @@ function candidates(m: number, n: number, value: number): number[] {
   return [first, first + 0x10000];
 }
 
+// ---- the register bits both directions read and write (the PC's, as the devices' own files name them) ----
+
+export const ICW1_IC4 = 0x01;
+export const ICW1_INIT = 0x10;
+export const ICW4_X86 = 0x01;
+export const ICW4_AEOI = 0x02;
+export const ICW4_SFNM = 0x10;
+export const PIT_STATUS_OUT = 0x80;
+export const PORT61_GATE2 = 0x01;
+export const PORT61_SPEAKER = 0x02;
+export const PORT61_REFRESH = 0x10;
+export const PORT61_OUT2 = 0x20;
+export const IOAPIC_BASE = 0xfec00000n;
+export const LVT_MASKED = 0x10000;
+export const IOAPIC_ENTRY_MASKED = 0x10000;
+export const APIC_BASE_X2APIC = 0x400n;
+export const APIC_BASE_ENABLE = 0x800n;
+
 /** The ELCR bits that exist on a PC (PIIX), as KVM's elcr_mask and the model's chips have them. */
 export const ELCR_MASK = { master: 0xf8, slave: 0xde } as const;
 
-const RW_WORD = 3;
+export const RW_WORD = 3;
 /** KVM's read/write state for the second byte of a word (RW_STATE_WORD1); the first is RW_STATE_WORD0 = 3. */
 export const RW_STATE_WORD1 = 4;
 

@@ -10,22 +10,16 @@ import {
   KVM_VCPUEVENT_VALID_SIPI_VECTOR, LVT_NAMES, MSR_IA32_TSC_DEADLINE, MpState, type KvmLapicState,
   type KvmPicState, type KvmPitChannelState, type KvmPitState2,
 } from "./layout.js";
-import { ELCR_MASK, flipFlopState, nsForTicks, processorPriority, readableBytes, ticksFor, ticksIn, x2apicLogicalId } from "./conventions.js";
+import {
+  APIC_BASE_X2APIC, ELCR_MASK, ICW1_IC4, ICW4_AEOI, ICW4_SFNM, IOAPIC_BASE, LVT_MASKED, PIT_STATUS_OUT, PORT61_GATE2, PORT61_SPEAKER, flipFlopState, nsForTicks, processorPriority, readableBytes, ticksFor, ticksIn,
+  x2apicLogicalId,
+} from "./conventions.js";
 import {
   START_UP_RESET, START_UP_WAITING, isaPins, lapicRecords, type DeviceRecordBody, type KvmState, type LapicRecord,
   type KvmCpuState, type KvmException, type PicChipRecord, type PicChipShadowRecord, type PitChannelShadowRecord, type X2apicIdFormat,
 } from "./state.js";
 import { differences, recordFromKvm } from "./to-machine.js";
 
-const ICW1_IC4 = 0x01;
-const ICW4_AEOI = 0x02;
-const ICW4_SFNM = 0x10;
-
-const STATUS_OUT = 0x80;
-const PORT61_GATE2 = 0x01;
-const PORT61_SPEAKER = 0x02;
-const APIC_BASE_X2APIC = 0x400;
-const IOAPIC_BASE = 0xfec00000n;
 
 /** Writes `record` (a capture) as KVM's structs; the clock is the record's own virtual time. */
 export function kvmStateFromRecord(record: DeviceRecordBody, x2apicIds: X2apicIdFormat = "32-bit"): KvmState {
@@ -116,7 +110,7 @@ function pitState(record: DeviceRecordBody, datasheet: boolean): KvmPitState2 {
 function countLoadTime(time: number, s: PitChannelShadowRecord, count: number, read: { status: number; count: number }, datasheet: boolean): bigint {
   const now = BigInt(time);
   const written = s.restartKnown ? BigInt(s.restartTime) : undefined;
-  const reading = { mode: s.mode, count, value: read.count, mask: readableBytes(s.rwMode), out: (read.status & STATUS_OUT) !== 0, datasheet };
+  const reading = { mode: s.mode, count, value: read.count, mask: readableBytes(s.rwMode), out: (read.status & PIT_STATUS_OUT) !== 0, datasheet };
   const ticks = ticksFor(reading, written === undefined ? undefined : ticksIn(now - written));
   if (ticks === undefined) return written ?? now;
   return written !== undefined && ticks === ticksIn(now - written) ? written : now - nsForTicks(ticks);
@@ -140,7 +134,7 @@ function cpuState(record: DeviceRecordBody, lapic: LapicRecord, cpu: number, x2a
 }
 
 function lapicPage(r: LapicRecord, cpu: number, x2apicIds: X2apicIdFormat): KvmLapicState {
-  const x2 = (r.apicBase & APIC_BASE_X2APIC) !== 0;
+  const x2 = (BigInt(r.apicBase) & APIC_BASE_X2APIC) !== 0n;
   const lvt = Object.fromEntries(LVT_NAMES.map((name, i) => [name, r.lvt[i]])) as Record<(typeof LVT_NAMES)[number], number>;
   return {
     // The model's x2APIC ID is its CPU number (captured as cpu << 24).
@@ -156,7 +150,7 @@ function lapicPage(r: LapicRecord, cpu: number, x2apicIds: X2apicIdFormat): KvmL
     tmr: [...r.tmr],
     irr: [...r.irr],
     esr: r.esr,
-    lvtCmci: 0x10000,
+    lvtCmci: LVT_MASKED,
     icrLow: r.icrLow,
     icrHigh: r.icrHigh,
     ...lvt,

@@ -9,35 +9,25 @@ import {
   KVM_PIT_FLAGS_HPET_LEGACY, KVM_PIT_FLAGS_SPEAKER_DATA_ON, KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_SIPI_VECTOR,
   LVT_NAMES, MSR_IA32_TSC_DEADLINE, MpState, type KvmPicState, type KvmPitChannelState,
 } from "./layout.js";
-import { ELCR_MASK, KVM_PIT_MODE_RESET, RW_STATE_WORD1, countAfter, outAfter, readableBytes, ticksIn } from "./conventions.js";
+import {
+  APIC_BASE_ENABLE, APIC_BASE_X2APIC, ELCR_MASK, ICW1_IC4, ICW1_INIT, ICW4_AEOI, ICW4_SFNM, ICW4_X86, IOAPIC_BASE, KVM_PIT_MODE_RESET,
+  LVT_MASKED, PIT_STATUS_OUT, PORT61_GATE2, PORT61_OUT2, PORT61_REFRESH, PORT61_SPEAKER, RW_STATE_WORD1, countAfter, outAfter,
+  readableBytes, ticksIn,
+} from "./conventions.js";
 import {
   START_UP_RESET, START_UP_WAITING, isaPins, type DeviceRecordBody, type KvmCpuState, type KvmException, type KvmState, type LapicRecord,
   type PicChipRecord, type PicChipShadowRecord, type PitChannelShadowRecord,
 } from "./state.js";
 import { validateKvmState } from "./validate.js";
 
-const ICW1_INIT = 0x10;
-const ICW1_IC4 = 0x01;
-const ICW4_X86 = 0x01;
-const ICW4_AEOI = 0x02;
-const ICW4_SFNM = 0x10;
 /** What ICW1 sets the slave address (ICW3) to until ICW3 is written (the 82C59A's reset of it). */
 const ICW3_AFTER_ICW1 = 7;
 /** The PC's cascade: the slave on master IR2, with slave ID 2. */
 const ICW3 = { master: 0x04, slave: 0x02 } as const;
-const STATUS_OUT = 0x80;
 /** A reset channel's mode in both of the model's PITs. */
 const RESET_MODE = 3;
-const PORT61_GATE2 = 0x01;
-const PORT61_SPEAKER = 0x02;
-const PORT61_REFRESH = 0x10;
-const PORT61_OUT2 = 0x20;
 /** The datasheet board's refresh bit flips every 18 PIT clocks. */
 const REFRESH_HALF_PERIOD_EDGES = 18n;
-const IOAPIC_BASE = 0xfec00000n;
-const LVT_MASKED = 0x10000;
-const APIC_BASE_X2APIC = 0x400n;
-const APIC_BASE_ENABLE = 0x800n;
 
 export interface KvmRecord {
   record: DeviceRecordBody;
@@ -180,7 +170,7 @@ function pitRecord(s: KvmState, note: (field: string, reason: string) => void): 
   });
   const ch2 = channels[2];
   const refresh = datasheet ? ((ticksIn(BigInt(time)) / REFRESH_HALF_PERIOD_EDGES) & 1n ? PORT61_REFRESH : 0) : PORT61_REFRESH;
-  const port61 = ch2.gate * PORT61_GATE2 | (s.pit.flags & KVM_PIT_FLAGS_SPEAKER_DATA_ON ? PORT61_SPEAKER : 0) | refresh | (read[2].status & STATUS_OUT ? PORT61_OUT2 : 0);
+  const port61 = ch2.gate * PORT61_GATE2 | (s.pit.flags & KVM_PIT_FLAGS_SPEAKER_DATA_ON ? PORT61_SPEAKER : 0) | refresh | (read[2].status & PIT_STATUS_OUT ? PORT61_OUT2 : 0);
   return {
     time,
     port61,
@@ -199,7 +189,7 @@ function counterAt(c: KvmPitChannelState, now: bigint, datasheet: boolean): { st
   // A datasheet channel never programmed has no count to run from.
   if (datasheet && c.rwMode === 0) return { status: fields, count: 0 };
   const d = ticksIn(now - c.countLoadTime);
-  return { status: (outAfter(c.mode, c.count, d, datasheet) ? STATUS_OUT : 0) | fields, count: countAfter(c.mode, c.count, d, datasheet) & readableBytes(c.rwMode) };
+  return { status: (outAfter(c.mode, c.count, d, datasheet) ? PIT_STATUS_OUT : 0) | fields, count: countAfter(c.mode, c.count, d, datasheet) & readableBytes(c.rwMode) };
 }
 
 function pitShadow(c: KvmPitChannelState, now: bigint, time: number): PitChannelShadowRecord {

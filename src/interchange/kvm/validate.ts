@@ -7,7 +7,7 @@ import {
   KVM_IOAPIC_NUM_PINS, KVM_PIT_FLAGS_HPET_LEGACY, KVM_PIT_FLAGS_SPEAKER_DATA_ON, MpState, PIT_CHANNEL_COUNT,
   redirectionFields, type KvmPicState, type KvmPitChannelState,
 } from "./layout.js";
-import { KVM_PIT_MODE_RESET, RW_STATE_WORD1 } from "./conventions.js";
+import { APIC_BASE_ENABLE, APIC_BASE_X2APIC, KVM_PIT_MODE_RESET, RW_STATE_WORD1, RW_WORD } from "./conventions.js";
 import { KvmStateError, X2APIC_ID_FORMATS, type KvmCpuState, type KvmState } from "./state.js";
 
 /** Vectors 0–15 are reserved: the SDM's local APIC refuses them (10.5.2), so none can be pending or in service. */
@@ -16,7 +16,6 @@ const FIRST_LEGAL_VECTOR = 16;
 const RESERVED_DELIVERY_MODES = new Set([3, 6]);
 /** IA32_APIC_BASE bits: BSP (8), x2APIC enable (10), global enable (11), the page address. */
 const APIC_BASE_LEGAL = 0xfffff000n | 0xd00n;
-const RW_WORD = 3;
 const MAX_MODE = 7;
 
 function fail(struct: string, field: string, value: unknown, why: string): never {
@@ -95,8 +94,8 @@ function validateCpu(k: number, cpu: KvmCpuState, datasheet: boolean): void {
   }
   const sregs = `kvm_sregs(cpu ${k})`;
   if ((cpu.sregs.apicBase & ~APIC_BASE_LEGAL) !== 0n) fail(sregs, "apic_base", `0x${cpu.sregs.apicBase.toString(16)}`, "sets reserved bits");
-  const x2 = (cpu.sregs.apicBase & 0x400n) !== 0n;
-  if (x2 && (cpu.sregs.apicBase & 0x800n) === 0n) fail(sregs, "apic_base", `0x${cpu.sregs.apicBase.toString(16)}`, "x2APIC mode without the global enable is an invalid state (SDM 10.12.5)");
+  const x2 = (cpu.sregs.apicBase & APIC_BASE_X2APIC) !== 0n;
+  if (x2 && (cpu.sregs.apicBase & APIC_BASE_ENABLE) === 0n) fail(sregs, "apic_base", `0x${cpu.sregs.apicBase.toString(16)}`, "x2APIC mode without the global enable is an invalid state (SDM 10.12.5)");
   const mp = cpu.mpState.mpState;
   if (![MpState.Runnable, MpState.Uninitialized, MpState.InitReceived, MpState.Halted, MpState.SipiReceived].includes(mp)) {
     fail(`kvm_mp_state(cpu ${k})`, "mp_state", mp, "not an x86 activity state the model has (0 runnable, 1 uninitialized, 2 INIT received, 3 halted, 4 SIPI received)");
