@@ -95,9 +95,11 @@ export function recordFromKvm(s: KvmState): KvmRecord {
  * reads back differently (a state the register interface cannot reach from a reset machine,
  * such as a count that would have been loaded before time 0).
  */
-export function machineFromKvm(s: KvmState, options: { policy?: Policy } = {}): { machine: Machine; exceptions: KvmException[] } {
+export function machineFromKvm(s: KvmState, options: { policy?: Policy; timerPhase?: number } = {}): { machine: Machine; exceptions: KvmException[] } {
   const { record, exceptions } = recordFromKvm(s);
-  const machine = Machine.reconstruct(record, options);
+  // A timer phase known from elsewhere (no KVM field holds one) restarts CPU 0's timer at it, as a
+  // migration's resume does; 0 is none.
+  const machine = Machine.resume(record, options.timerPhase ?? 0, options);
   try {
     for (const d of differences(record, machine.capture())) {
       exceptions.push({ kind: "unreachable", field: d.field, reason: `the rebuild reads back ${d.after} where the structs give ${d.before}` });
