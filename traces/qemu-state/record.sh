@@ -32,9 +32,9 @@ INIT
 chmod +x "$work"/initrd/init
 (cd "$work"/initrd && find . | cpio -o -H newc 2>/dev/null | gzip -9 > "$work"/initrd.cpio.gz)
 
-# One recording: name, CPUs, kernel command line extra, and the console text to stop at
-# ("" = stop 0.5 s after start, in the firmware or the kernel's early setup; "reset" = QEMU starts stopped (-S) and the
-# state is the one after reset, the APs waiting for a start-up IPI).
+# One recording: name, CPUs, kernel command line extra, and the console text to stop at.
+# "" stops 0.5 s after start, in the firmware or the kernel's early setup; "reset" starts QEMU
+# stopped (-S), so the state is the one after reset, the APs waiting for a start-up IPI.
 record() {
   local name=$1 cpus=$2 extra=$3 marker=$4
   local stopped=()

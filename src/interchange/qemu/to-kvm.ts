@@ -3,13 +3,14 @@
 // the fields that have no place in KVM's structs are named. docs/qemu-state.md has the table.
 
 import { DEFAULT_CONFIG } from "../../core/machine.js";
+import { LVT_PERIODIC } from "../../guest/drivers.js";
 import { LAPIC_VERSION } from "../../../assembly/common/hardware.js";
 import {
   KVM_IOAPIC_NUM_PINS, KVM_PIT_FLAGS_HPET_LEGACY, KVM_PIT_FLAGS_SPEAKER_DATA_ON, KVM_VCPUEVENT_VALID_NMI_PENDING,
   KVM_VCPUEVENT_VALID_SIPI_VECTOR, LVT_NAMES, MSR_IA32_TSC_DEADLINE, MpState, PIT_CHANNEL_COUNT,
   type KvmLapicState, type KvmPicState, type KvmPitChannelState,
 } from "../kvm/layout.js";
-import { ELCR_MASK, processorPriority } from "../kvm/conventions.js";
+import { APIC_BASE_X2APIC, ELCR_MASK, IOAPIC_BASE, LVT_MASKED, processorPriority } from "../kvm/conventions.js";
 import type { KvmCpuState, KvmException, KvmState } from "../kvm/state.js";
 import { QemuStreamError } from "./cursor.js";
 import type { QemuStream, SectionState } from "./stream.js";
@@ -39,10 +40,7 @@ export interface QemuConversion {
   skipped: SkippedSection[];
 }
 
-const IOAPIC_BASE = 0xfec00000n;
-const APIC_BASE_X2APIC = 0x400n;
-const LVT_CMCI_RESET = 0x10000;
-const LVT_TIMER_PERIODIC = 0x20000;
+/** The LVT timer's mode field (bits 18..17); both bits set is TSC-deadline mode. */
 const LVT_TIMER_MODE = 0x60000;
 /** QEMU's local APIC timer counts the virtual clock's nanoseconds, divided. */
 const QEMU_APIC_BUS_HZ = 1_000_000_000;
@@ -218,7 +216,7 @@ function cpu(
     tmr: words(apic, "tmr"),
     irr: words(apic, "irr"),
     esr: u(apic, "esr"),
-    lvtCmci: LVT_CMCI_RESET,
+    lvtCmci: LVT_MASKED,
     icrLow: icr[0]!,
     icrHigh: icr[1]!,
     initialCount,
@@ -238,7 +236,7 @@ function cpu(
   const halted = common !== undefined && u(common, "halted") !== 0;
   if (!common) exceptions.push({ kind: "lost", field: `cpu_common(${k}).halted`, reason: "no cpu_common section: the CPU is taken as running" });
   const nmiPending = cpuSection && typeof cpuSection.fields["env.nmi_pending"] === "number" ? (cpuSection.fields["env.nmi_pending"] as number) : 0;
-  const counting = lapic.currentCount !== 0 || (initialCount !== 0 && (lvt[0]! & LVT_TIMER_PERIODIC) !== 0);
+  const counting = lapic.currentCount !== 0 || (initialCount !== 0 && (lvt[0]! & LVT_PERIODIC) !== 0);
   const timerPhase = counting && shift === dividerShift ? timerPhaseAt(loadTime, shift, now) : 0;
   const state: KvmCpuState = {
     lapic,
@@ -265,7 +263,7 @@ export function currentCount(lvtTimer: number, initialCount: number, loadTime: b
   if (initialCount === 0 || now < loadTime) return initialCount;
   const d = (now - loadTime) >> BigInt(shift);
   const initial = BigInt(initialCount);
-  if (lvtTimer & LVT_TIMER_PERIODIC) return Number(initial - (d % (initial + 1n)));
+  if (lvtTimer & LVT_PERIODIC) return Number(initial - (d % (initial + 1n)));
   return d >= initial ? 0 : Number(initial - d);
 }
 
@@ -273,7 +271,7 @@ export function currentCount(lvtTimer: number, initialCount: number, loadTime: b
 function nextExpiry(lvtTimer: number, initialCount: number, loadTime: bigint, shift: number, now: bigint): bigint {
   const d = (now - loadTime) >> BigInt(shift);
   const initial = BigInt(initialCount);
-  const periods = lvtTimer & LVT_TIMER_PERIODIC ? d / (initial + 1n) + 1n : 1n;
+  const periods = lvtTimer & LVT_PERIODIC ? d / (initial + 1n) + 1n : 1n;
   return loadTime + ((periods * (initial + 1n)) << BigInt(shift));
 }
 
