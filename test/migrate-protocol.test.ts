@@ -36,7 +36,7 @@ const VALID: Message[] = [
   { t: "ack", seq: 9 },
   { t: "state", batches: 10, cpu: new Uint8Array([1, 2]), devices: new Uint8Array([3]), digest: new Uint8Array(32) },
   { t: "ready", digest: new Uint8Array(32) },
-  { t: "commit", timerPhase: 11 },
+  { t: "commit", timerPhases: [11] },
   { t: "resumed", virtualNs: 123 },
   { t: "finished", virtualNs: 4e9, digest: "ab12", ticks: 4000, exits: 17 },
   { t: "error", code: "auth", message: "no" },

@@ -104,7 +104,7 @@ describe("QEMU log line parser", () => {
   it("classifies restating trace points, -d int dumps and anything else", () => {
     expect(parseLogLine("pic_ioport_write master 1 addr 0x0 val 0x11")).toEqual({ kind: "detail", event: "pic_ioport_write" });
     expect(parseLogLine("ioapic_mem_read ioapic mem read addr 0x10 regsel: 0x10 size 0x4 retval 0x10000")).toMatchObject({ kind: "detail" });
-    expect(parseLogLine("apic_deliver_irq dest 1 dest_mode 1 delivery_mode 0 vector 48 trigger_mode 0")).toEqual({ kind: "apic-message" });
+    expect(parseLogLine("apic_deliver_irq dest 1 dest_mode 1 delivery_mode 0 vector 48 trigger_mode 0")).toEqual({ kind: "apic-message", dest: 1, logical: true, deliveryMode: 0, vector: 48 });
     for (const dump of [
       "R8 =ffffffff96e03e48 R9 =0000000000000001 R10=0000000000000001 R11=ffffffff96ed4448",
       "CS =0010 0000000000000000 ffffffff 00af9b00 DPL=0 CS64 [-RA]",
@@ -458,19 +458,20 @@ describe("clock conflicts", () => {
 });
 
 describe("raw logs (no iotime lines)", () => {
-  it("steps a synthetic clock 1 ns per guest access and jumps to each local APIC timer expiry", () => {
+  it("steps a synthetic clock 1 ns per guest access and jumps one divided period past each local APIC timer expiry", () => {
     const { text } = convert(
       [apicWrite(0x3e0, 0x3), apicWrite(0x320, 0xec), apicWrite(0x380, 0xc22), "apic_local_deliver vector 0 delivery mode 0", "Servicing hardware INT=0xec", apicWrite(0xb0, 0)],
       false,
     );
-    expect(text).toEqual(["1 writel 0xfee003e0 0x3", "2 writel 0xfee00320 0xec", "3 writel 0xfee00380 0xc22", "49715 inta = 0xec", "49716 writel 0xfee000b0 0x0"]);
+    // Divide by 16: the expiry at 3 + (0xc22 + 1) × 16 = 49715, the clock at 49715 + 16.
+    expect(text).toEqual(["1 writel 0xfee003e0 0x3", "2 writel 0xfee00320 0xec", "3 writel 0xfee00380 0xc22", "49731 inta = 0xec", "49732 writel 0xfee000b0 0x0"]);
   });
 
   it("follows a periodic local APIC timer from expiry to expiry, and counts an expiry with none armed", () => {
     const expiry = "apic_local_deliver vector 0 delivery mode 0";
     const { text, counts } = convert([apicWrite(0x3e0, 0xb), apicWrite(0x320, 0x200ef), apicWrite(0x380, 99), expiry, expiry, apicWrite(0x320, 0x100ef), expiry, "Servicing hardware INT=0xef"], false);
-    // Divide by 1 (0xb): expiries every (99 + 1) ns from the load at 3 (203 the second); masking stops the timer.
-    expect(text.slice(3)).toEqual(["204 writel 0xfee00320 0x100ef", "204 inta = 0xef"]);
+    // Divide by 1 (0xb): expiries every (99 + 1) ns from the load at 3 (203 the second, the clock 1 ns past it); masking stops the timer.
+    expect(text.slice(3)).toEqual(["205 writel 0xfee00320 0x100ef", "205 inta = 0xef"]);
     expect(counts).toMatchObject({ lapicExpiries: 3, lapicExpiriesUnpredicted: 1 });
   });
 
@@ -509,9 +510,11 @@ describe("interrupts, MSIs and the local APIC", () => {
     expect(counts.ignoredLines["apic_deliver_irq (message into the local APIC)"]).toBe(2);
   });
 
-  it("refuses a log with a second CPU", () => {
-    expect(() => convert([portWrite(0x21, 0xfb, "pic"), "memory_region_ops_write cpu 1 mr 0x55 addr 0xfee000b0 value 0x0 size 4 name 'apic-msi'"], false)).toThrow(MultiCpuLogError);
-    expect(() => convert([pio(10), "iotime: icount=12 cpu=1 pc=0xfec16 pio-insn"], true)).toThrow(/cpu 1/);
+  it("refuses a second CPU in a timed log, and a CPU beyond the count it was set up for", () => {
+    expect(() => convert([pio(10), "iotime: icount=12 cpu=1 pc=0xfec16 pio-insn"], true)).toThrow(/line 2: access by cpu 1; the iotime plugin counts instructions of all vCPUs together/);
+    expect(() => convert([portWrite(0x21, 0xfb, "pic"), "memory_region_ops_write cpu 1 mr 0x55 addr 0xfee000b0 value 0x0 size 4 name 'apic-msi'"], false)).toThrow(
+      /line 2: access by cpu 1; the import was set up for 1 CPU$/,
+    );
   });
 });
 
@@ -677,9 +680,9 @@ describe("importQemuLog", () => {
     expect(existsSync(out)).toBe(false);
   });
 
-  it("removes the output when it refuses a multi-CPU log", async () => {
+  it("removes the output when it refuses a timed multi-CPU log", async () => {
     const log = join(dir, "smp.log");
-    await writeFile(log, [portWrite(0x21, 0xfb, "pic"), "memory_region_ops_read cpu 1 mr 0x55 addr 0xfee00020 value 0x1000000 size 4 name 'apic-msi'"].join("\n"));
+    await writeFile(log, [pio(10), portWrite(0x21, 0xfb, "pic"), mmio(20, "r", 0xfee00020), "memory_region_ops_read cpu 1 mr 0x55 addr 0xfee00020 value 0x1000000 size 4 name 'apic-msi'"].join("\n"));
     const out = join(dir, "smp.trace");
     await expect(importQemuLog(log, out)).rejects.toThrow(MultiCpuLogError);
     expect(existsSync(out)).toBe(false);
@@ -705,7 +708,7 @@ describe("replaying imported QEMU logs against the model", () => {
 
   it.each(POLICIES)("replays every trace in traces/qemu with zero mismatches (policy %s)", async (policy) => {
     const names = (await readdir(QEMU_TRACES)).filter((n) => n.endsWith(".trace.gz"));
-    expect(names.length).toBe(6);
+    expect(names.length).toBe(7);
     for (const name of names) {
       const { header, events } = await readTraceFile(join(QEMU_TRACES, name));
       const report = await replayEvents(header, events, { policy });

@@ -117,3 +117,61 @@ describe("several CPUs: capture and reconstruction properties", () => {
     );
   }, TIMEOUT_MS);
 });
+
+describe("several CPUs: timer phases", () => {
+  const LAPIC = 0xfee00000;
+  const reg = { lvtTimer: 0x320, initialCount: 0x380, currentCount: 0x390, divide: 0x3e0 };
+  const cpus = 4;
+
+  /** Periodic timers dividing by 16 (a count lasts 16 ns), started at different ns on CPUs 0–2. */
+  function busyTimers(): Machine {
+    const m = Machine.create({ cpus, pit: false, pitIrq0: false });
+    prepareSmp(m);
+    for (let k = 0; k < cpus - 1; k++) {
+      m.selectCpu(k);
+      m.writel(LAPIC + reg.divide, 0x3);
+      m.writel(LAPIC + reg.lvtTimer, (1 << 17) | (0x40 + k));
+      m.writel(LAPIC + reg.initialCount, 1000 + 7 * k);
+      m.advanceTo(m.now() + 5 + 3 * k);
+    }
+    m.selectCpu(0);
+    m.advanceTo(m.now() + 12_345);
+    return m;
+  }
+
+  const counts = (m: Machine) =>
+    Array.from({ length: cpus - 1 }, (_, k) => {
+      m.selectCpu(k);
+      return m.readl(LAPIC + reg.currentCount);
+    });
+
+  it("a source left for good measures every CPU's phase: each divided timer continues in step", () => {
+    const twin = busyTimers(); // never migrated
+    const src = busyTimers();
+    const at = src.now();
+    const record = unpack(pack(src.capture()));
+    const phases = src.probeTimerPhases();
+    expect(phases.length).toBe(cpus);
+    expect(new Set(phases.slice(0, cpus - 1)).size).toBeGreaterThan(1);
+    expect(phases[cpus - 1]).toBe(0); // waiting for its start-up IPI: no timer
+    const dst = Machine.resume(record, phases, { policy: src.policy });
+    const unphased = Machine.resume(record, phases.map(() => 0), { policy: src.policy });
+    let lagged = false;
+    for (let t = at + 1; t <= at + 64; t++) {
+      for (const m of [twin, dst, unphased]) m.advanceTo(t);
+      const expected = counts(twin);
+      expect(counts(dst), `T + ${t - at} ns`).toEqual(expected);
+      lagged ||= counts(unphased).some((c, k) => c !== expected[k]);
+    }
+    expect(lagged).toBe(true); // without the phases the rebuilt timers lag
+    for (const m of [twin, src, dst, unphased]) m.release();
+  });
+
+  it("refuses phases that do not match the CPUs, before touching any timer", () => {
+    const src = busyTimers();
+    const record = unpack(pack(src.capture()));
+    expect(() => Machine.resume(record, [0, 0], { policy: src.policy })).toThrow(/one per CPU \(4\), got 2/);
+    expect(() => Machine.resume(record, [0, 0, 1e9, 0], { policy: src.policy })).toThrow(/timer phase of CPU 2: 1000000000/);
+    src.release();
+  });
+});

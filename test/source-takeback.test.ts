@@ -19,9 +19,9 @@ describe("a dropped guest taken back by its source", () => {
       guest.pause();
       const probed = guest.machine;
       const record = probed.capture();
-      const phase = probed.probeTimerPhase();
+      const phases = probed.probeTimerPhases();
       if (interrupts === "apic") expect(probed.now()).toBeGreaterThan(20 * MS + 123);
-      guest.machine = Machine.resume(record, phase, { policy: probed.policy });
+      guest.machine = Machine.resume(record, phases, { policy: probed.policy });
       probed.release();
       expect(guest.now()).toBe(20 * MS + 123);
       guest.runUntil(spec.endNs);

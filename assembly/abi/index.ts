@@ -165,29 +165,39 @@ export function captureState(): StateResult {
   return StateResult.Ok;
 }
 
+/** Each CPU's timer phase from the last probeTimerPhases(), in ns. */
+const timerPhases = new StaticArray<u32>(MAX_CPUS);
+
 /**
- * For a source that will never run the guest again: lets the clock run until the local APIC
- * timer's count changes (at most one divided period) and returns how many ns that took, or 0
- * (see hypervisor/apic/timer-phase.ts).
+ * For a source that will never run the guest again: lets the clock run until each local APIC
+ * timer's count changes (at most one divided period) and notes how many ns that took on each
+ * CPU, or 0; read them with timerPhase (see hypervisor/apic/timer-phase.ts).
  */
-export function probeTimerPhase(): u32 {
+export function probeTimerPhases(): void {
   __collect();
-  if (!board.config.lapic) return 0;
+  for (let k = 0; k < MAX_CPUS; k++) unchecked((timerPhases[k] = 0));
+  if (!board.config.lapic) return;
   captureApics(hypervisor.bus, record.apic, hypervisor.fixups);
   rebuiltAt = -1;
-  return hypervisor.probeTimerPhase(record.apic.lapic);
+  hypervisor.probeTimerPhases(record.apic, timerPhases);
+}
+
+/** CPU `cpu`'s phase from the last probeTimerPhases() (0 for a CPU the board lacks). */
+export function timerPhase(cpu: i32): u32 {
+  return cpu >= 0 && cpu < board.cpuCount ? unchecked(timerPhases[cpu]) : 0;
 }
 
 export const MAX_TIMER_PHASE: u32 = MAX_TIMER_PHASE_NS;
 
 /**
- * Applies the source's timer phase to the machine just reconstructed, before its clock has
- * moved; StateResult.BadRecord if the phase is out of range or the moment has passed.
+ * Applies the source's timer phase of CPU `cpu` to the machine just reconstructed, before its
+ * clock has moved; StateResult.BadRecord if the CPU or the phase is out of range or the moment
+ * has passed.
  */
-export function applyTimerPhase(phase: u32): StateResult {
+export function applyTimerPhase(cpu: i32, phase: u32): StateResult {
   __collect();
-  if (phase > MAX_TIMER_PHASE_NS || rebuiltAt != board.now) return StateResult.BadRecord;
-  applyPhase(hypervisor.bus, record.apic, hypervisor.fixups, phase);
+  if (cpu < 0 || cpu >= board.cpuCount || phase > MAX_TIMER_PHASE_NS || rebuiltAt != board.now) return StateResult.BadRecord;
+  applyPhase(hypervisor.bus, record.apic, hypervisor.fixups, cpu, phase);
   hypervisor.fixupsInstalled();
   return StateResult.Ok;
 }

@@ -11,7 +11,7 @@
 
 import { Board, CpuSignals, IOAPIC_BASE, isPicPort, isPitPort } from "../board/board";
 import { NEVER } from "../common/clock";
-import { LocalApicRecord } from "./apic/record";
+import { ApicRecord } from "./apic/record";
 import { TimerPhaseProbe } from "./apic/timer-phase";
 import { BoardBus } from "./board-bus";
 import { ExitCounters } from "./exits";
@@ -306,25 +306,36 @@ export class Hypervisor {
 
   /**
    * After a capture `rec` at the current time, with the guest paused for good: lets the clock
-   * run until the local APIC's count changes (at most one divided period) and returns how many
-   * ns that took, or 0 if it did not change.
+   * run until each local APIC's count changes (at most one divided period) and writes into
+   * `phases[k]` how many ns that took on CPU k, or 0 if it did not change.
    */
-  probeTimerPhase(rec: LocalApicRecord): u32 {
-    // The probe watches CPU 0's APIC (the phase a migration carries).
+  probeTimerPhases(rec: ApicRecord, phases: StaticArray<u32>): void {
     const current = this.board.cpu;
-    this.selectCpu(0);
-    const probe = new TimerPhaseProbe(this.bus, rec);
+    const n = this.board.cpuCount;
+    const probes = new Array<TimerPhaseProbe>(n);
+    let window: i64 = 0;
+    let watching = 0;
+    for (let k = 0; k < n; k++) {
+      this.selectCpu(k);
+      const probe = new TimerPhaseProbe(this.bus, unchecked(rec.lapics[k]));
+      unchecked((probes[k] = probe));
+      unchecked((phases[k] = 0));
+      if (probe.window > 0) watching++;
+      if (probe.window > window) window = probe.window;
+    }
     const start = this.board.now;
-    let phase: u32 = 0;
-    for (let elapsed: i64 = 1; elapsed <= probe.window; elapsed++) {
+    for (let elapsed: i64 = 1; elapsed <= window && watching > 0; elapsed++) {
       this.advanceTo(start + elapsed);
-      if (probe.changed(this.fixups.get(0))) {
-        phase = <u32>elapsed;
-        break;
+      for (let k = 0; k < n; k++) {
+        const probe = unchecked(probes[k]);
+        if (unchecked(phases[k]) != 0 || elapsed > probe.window) continue;
+        this.selectCpu(k);
+        if (!probe.changed(this.fixups.get(k))) continue;
+        unchecked((phases[k] = <u32>elapsed));
+        watching--;
       }
     }
     this.selectCpu(current);
-    return phase;
   }
 
 

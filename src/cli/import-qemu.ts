@@ -14,8 +14,10 @@ export const importQemu = defineCommand({
     "Converts a QEMU 7.2 log recorded with the interrupt/timer trace events (and, optionally, the\n" +
     "iotime instruction-count lines) into a blmv-trace with '!compat qemu'. Reads keep their values\n" +
     "as expectations; time-dependent reads stay checked wherever the virtual time is known.\n" +
-    "Exits 2 for input that is not a QEMU log or is a truncated or corrupt .gz, and 1 for a\n" +
-    "clock conflict that no stated rule resolves (naming its line); neither writes a trace.",
+    "A raw log from several vCPUs becomes a trace with '!cpus N', each event on its CPU.\n" +
+    "Exits 2 for input that is not a QEMU log, is a truncated or corrupt .gz, or is a timed\n" +
+    "log from several vCPUs, and 1 for a clock conflict that no stated rule resolves (naming\n" +
+    "its line); none of these writes a trace.",
   positionals: 1,
   options: {
     output: { type: "string", short: "o", value: "FILE", defaultText: "the log's name with .trace.gz, here", help: "the trace to write" },

@@ -41,8 +41,9 @@ export interface CoreExports extends ASUtil {
   recordSchema(): number;
   captureState(): StateResult;
   reconstructState(count: number): StateResult;
-  probeTimerPhase(): number;
-  applyTimerPhase(phase: number): StateResult;
+  probeTimerPhases(): void;
+  timerPhase(cpu: number): number;
+  applyTimerPhase(cpu: number, phase: number): StateResult;
   inspectSchema(): number;
   inspectState(): void;
   shadowSchema(): number;

@@ -236,12 +236,12 @@ export class Machine {
 
   /**
    * The machine a migration resumes the guest on: `record` rebuilt on a fresh machine and its
-   * APIC timer restarted at `timerPhase` (from `probeTimerPhase` on the machine captured).
+   * APIC timers restarted at `timerPhases` (from `probeTimerPhases` on the machine captured).
    */
-  static resume(record: unknown, timerPhase: number, options: { policy?: Policy } = {}): Machine {
+  static resume(record: unknown, timerPhases: readonly number[], options: { policy?: Policy } = {}): Machine {
     const m = Machine.reconstruct(record, options);
     try {
-      m.applyTimerPhase(timerPhase);
+      m.applyTimerPhases(timerPhases);
     } catch (e) {
       m.release();
       throw e;
@@ -250,26 +250,35 @@ export class Machine {
   }
 
   /**
-   * The local APIC timer's phase, which no register shows, measured after `capture()`. The
-   * clock runs on until the timer's count changes, at most one divided period, and the
-   * nanoseconds that took are returned (0: no count is running that could change). This moves
-   * what the guest can observe: whoever runs the guest afterwards, the destination or a source
-   * whose migration was dropped, runs it on `Machine.resume(record, phase)`, never on this machine.
+   * Each CPU's local APIC timer phase, which no register shows, measured after `capture()`.
+   * The clock runs on until every timer's count has changed, at most one divided period, and
+   * the nanoseconds each took are returned, one per CPU (0: no count is running that could
+   * change). This moves what the guest can observe: whoever runs the guest afterwards, the
+   * destination or a source whose migration was dropped, runs it on
+   * `Machine.resume(record, phases)`, never on this machine.
    */
-  probeTimerPhase(): number {
-    return this.core.probeTimerPhase();
+  probeTimerPhases(): number[] {
+    this.core.probeTimerPhases();
+    return Array.from({ length: this.config.cpus }, (_, k) => this.core.timerPhase(k));
   }
 
   /**
-   * Restarts the rebuilt APIC timer at the source's `phase` (from `probeTimerPhase` there):
-   * right after `reconstruct`, before any guest access, so that every later decrement and
-   * expiry falls where the source's would have.
+   * Restarts the rebuilt APIC timers at the source's `phases` (from `probeTimerPhases` there,
+   * one per CPU): right after `reconstruct`, before any guest access, so that every later
+   * decrement and expiry falls where the source's would have. Everything is checked before
+   * any timer is touched.
    */
-  applyTimerPhase(phase: number): void {
+  applyTimerPhases(phases: readonly number[]): void {
     const max = this.core.MAX_TIMER_PHASE.value as number;
-    if (!Number.isInteger(phase) || phase < 0 || phase > max) throw new DeviceStateError(`timer phase ${phase}: expected an integer 0..${max} ns`);
-    if (this.core.applyTimerPhase(phase) !== StateResult.Ok) {
-      throw new DeviceStateError("timer phase: only a machine just reconstructed, whose clock has not moved, takes one");
+    const cpus = this.config.cpus;
+    if (!Array.isArray(phases) || phases.length !== cpus) throw new DeviceStateError(`timer phases: expected one per CPU (${cpus}), got ${Array.isArray(phases) ? phases.length : typeof phases}`);
+    for (const [k, phase] of phases.entries()) {
+      if (!Number.isInteger(phase) || phase < 0 || phase > max) throw new DeviceStateError(`timer phase of CPU ${k}: ${phase}, expected an integer 0..${max} ns`);
+    }
+    for (const [k, phase] of phases.entries()) {
+      if (this.core.applyTimerPhase(k, phase) !== StateResult.Ok) {
+        throw new DeviceStateError("timer phases: only a machine just reconstructed, whose clock has not moved, takes them");
+      }
     }
   }
 

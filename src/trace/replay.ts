@@ -333,8 +333,8 @@ export class Replayer {
     this.options.onCapture?.(record, { events: r.events, event: e });
     const bytes = packr.pack(record);
     const t1 = performance.now();
-    // The source is left for good: its timer's phase goes along, as a migration's commit carries it.
-    const next = Machine.resume(packr.unpack(bytes), this.machine.probeTimerPhase(), { policy: this.machine.policy });
+    // The source is left for good: its timers' phases go along, as a migration's commit carries them.
+    const next = Machine.resume(packr.unpack(bytes), this.machine.probeTimerPhases(), { policy: this.machine.policy });
     const t2 = performance.now();
     this.finishedExits.push(this.machine.exits());
     this.absorbCoreCounters(this.machine);

@@ -7,7 +7,8 @@
 //        vectors are delivered through an I/O APIC entry programmed level-triggered. Where the
 //        source's I/O APIC entry for that vector still waits for its EOI (remote IRR), that very
 //        entry delivers it, so its remote IRR comes back with the same message (QEMU mode
-//        differs: see rebuildVectorsQemu);
+//        differs: see rebuildVectorsQemu); likewise a level-triggered LINT entry whose remote
+//        IRR is set delivers its vector once more through that LINT (datasheet model);
 //   ESR  errors are caused again (send/receive illegal vector, illegal register) and latched;
 //   timer  the current count is loaded as the initial count, and restarted at the source's
 //        phase when it was measured (see ApicTimerFixup).
@@ -23,7 +24,8 @@ import { IoApicRecord, LocalApicRecord } from "./record";
 import { ENTRY_LEVEL, ENTRY_LOGICAL, ENTRY_MASKED, ENTRY_REMOTE_IRR, IOAPIC_PIN_COUNT } from "../../registers/ioapic";
 import {
   APIC_BASE_X2APIC, ESR_ILLEGAL_REGISTER, ESR_RECEIVE_ILLEGAL_VECTOR, ESR_SEND_ILLEGAL_VECTOR, FIRST_LEGAL_VECTOR,
-  ICR_LEVEL, ICR_SHORTHAND_SHIFT, LVT_COUNT, LVT_LINT0, LVT_MASKED, MODE_SHIFT, MSR_TSC_DEADLINE,
+  ICR_LEVEL, ICR_SHORTHAND_SHIFT, LVT_ACTIVE_LOW, LVT_COUNT, LVT_LEVEL, LVT_LINT0, LVT_LINT1, LVT_MASKED,
+  LVT_REMOTE_IRR, MODE_SHIFT, MSR_TSC_DEADLINE,
   REG_DFR, REG_DIVIDE, REG_EOI, REG_ESR, REG_ICR_HIGH, REG_ICR_LOW, REG_ID, REG_INITIAL_COUNT,
   REG_IRR, REG_LDR, REG_LVT_FIRST, REG_PPR, REG_SVR, REG_TPR, REG_UNIMPLEMENTED, SVR_ENABLE,
   Shorthand, TIMER_MODE_SHIFT, TimerMode, VECTOR_MASK, divisorOf, ticksToExpiry, timerModeOf, timerTickTime,
@@ -44,6 +46,8 @@ export class LapicRebuild {
   private pendingPins: u32 = 0;
   /** A pin whose entry may be borrowed for level-triggered deliveries, or -1. */
   private tempPin: i32 = -1;
+  /** LINT entries (a bit per LVT index) whose level-triggered request waits for an EOI. */
+  private waitingLints: u32 = 0;
 
   constructor(private bus: HardwareBus, page: u32, private rec: LocalApicRecord, private ioRec: IoApicRecord) {
     this.lapic = new LapicPort(bus, page);
@@ -51,6 +55,12 @@ export class LapicRebuild {
     this.compat = c.compatQemu;
     this.io = c.ioapic ? new IoApicPort(bus) : null;
     if (c.ioapic) this.findPins();
+    // QEMU keeps an LVT's remote IRR as a plain stored bit, which finish() writes back.
+    if (!this.compat) {
+      for (let i = LVT_LINT0; i <= LVT_LINT1; i++) {
+        if ((unchecked(rec.lvt[i]) & LVT_REMOTE_IRR) != 0) this.waitingLints |= 1 << <u32>i;
+      }
+    }
   }
 
   private findPins(): void {
@@ -133,18 +143,20 @@ export class LapicRebuild {
         this.retire(v); // the broadcast EOI frees the borrowed entry
       }
     }
+    // After the last EOI of this rebuild that a LINT's vector could match.
+    this.holdLintsWithoutVector();
     for (let v: u32 = 0; v < 256; v++) {
       if (!isSet(rec.isr, v)) continue;
       let borrowed = false;
       if (isSet(rec.irr, v)) {
         this.selfIpi(v); // TMR follows the later, pending request
       } else if (isSet(rec.tmr, v)) {
-        if (!this.deliverThroughPins(v)) {
+        if (!this.deliverThroughWaiting(v)) {
           borrowed = this.throughTempPin(v);
           if (!borrowed) this.selfIpi(v);
         }
       } else {
-        this.deliverThroughPins(v);
+        this.deliverThroughWaiting(v);
         this.selfIpi(v);
       }
       this.acknowledge(v);
@@ -153,12 +165,12 @@ export class LapicRebuild {
     for (let v: u32 = 0; v < 256; v++) {
       if (!isSet(rec.irr, v)) continue;
       if (isSet(rec.tmr, v)) {
-        if (!this.deliverThroughPins(v)) {
+        if (!this.deliverThroughWaiting(v)) {
           if (this.throughTempPin(v)) this.io!.eoi(v);
           else this.selfIpi(v);
         }
       } else {
-        this.deliverThroughPins(v);
+        this.deliverThroughWaiting(v);
         this.selfIpi(v);
       }
     }
@@ -349,6 +361,77 @@ export class LapicRebuild {
       this.levelMessage(pin, vector);
     }
     return this.lapic.testVector(REG_IRR, vector);
+  }
+
+  /** The pins and LINT entries waiting for an EOI of `vector` deliver it; true if it reached IRR. */
+  private deliverThroughWaiting(vector: u32): bool {
+    const pins = this.deliverThroughPins(vector);
+    return this.deliverThroughLints(vector) || pins;
+  }
+
+  private lintsFor(vector: u32): u32 {
+    let lints: u32 = 0;
+    for (let i = LVT_LINT0; i <= LVT_LINT1; i++) {
+      const waiting = (this.waitingLints & (1 << <u32>i)) != 0;
+      if (waiting && (unchecked(this.rec.lvt[i]) & VECTOR_MASK) == vector) lints |= 1 << <u32>i;
+    }
+    return lints;
+  }
+
+  /** The LINT entries waiting for an EOI of `vector` deliver it; true if it reached IRR. */
+  private deliverThroughLints(vector: u32): bool {
+    let lints = this.lintsFor(vector);
+    if (lints == 0) return false;
+    this.waitingLints &= ~lints;
+    while (lints != 0) {
+      const i = <i32>ctz(lints);
+      lints &= lints - 1;
+      this.lintMessage(i, vector, vector);
+    }
+    return this.lapic.testVector(REG_IRR, vector);
+  }
+
+  /**
+   * A LINT entry waits for an EOI of a vector neither in service nor pending (the guest
+   * changed the entry's vector after it delivered): it delivers a spare vector, is given its
+   * own vector back (masked until finish), and the spare passes edge-triggered, so that EOI
+   * neither matches the entry nor is broadcast.
+   */
+  private holdLintsWithoutVector(): void {
+    for (let i = LVT_LINT0; i <= LVT_LINT1; i++) {
+      const vector = unchecked(this.rec.lvt[i]) & VECTOR_MASK;
+      if ((this.waitingLints & (1 << <u32>i)) == 0 || this.holds(vector)) continue;
+      const spare = this.spareVector();
+      if (spare < 0) continue; // every legal vector is taken: the remote IRR stays clear
+      this.waitingLints &= ~(1 << <u32>i);
+      this.lintMessage(i, <u32>spare, vector);
+      this.selfIpi(<u32>spare);
+      this.retire(<u32>spare);
+    }
+  }
+
+  /** A legal vector the record does not use (ISR, IRR, TMR, a waiting pin or LINT), or -1. */
+  private spareVector(): i32 {
+    const rec = this.rec;
+    for (let v: u32 = 255; v >= FIRST_LEGAL_VECTOR; v--) {
+      if (this.holds(v) || isSet(rec.tmr, v) || this.pinsFor(v) != 0) continue;
+      if ((unchecked(rec.lvt[LVT_LINT0]) & VECTOR_MASK) == v || (unchecked(rec.lvt[LVT_LINT1]) & VECTOR_MASK) == v) continue;
+      return <i32>v;
+    }
+    return -1;
+  }
+
+  /**
+   * LINT entry `i` requests `vector` once, level-triggered, so its remote IRR is set: it is
+   * programmed fixed and unmasked with the polarity that makes its input's present level
+   * asserted (active high first, active low if that delivered nothing), then masked with
+   * `keep` as its vector, which leaves remote IRR set until finish() writes the entry.
+   */
+  private lintMessage(i: i32, vector: u32, keep: u32): void {
+    const reg = REG_LVT_FIRST + (<u32>i << 4);
+    this.lapic.write(reg, LVT_LEVEL | vector);
+    if ((this.lapic.read(reg) & LVT_REMOTE_IRR) == 0) this.lapic.write(reg, LVT_LEVEL | LVT_ACTIVE_LOW | vector);
+    this.lapic.write(reg, LVT_MASKED | LVT_LEVEL | keep);
   }
 
   /** A level-triggered delivery through the borrowed pin; its remote IRR is then set. */

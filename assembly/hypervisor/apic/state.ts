@@ -175,18 +175,19 @@ function sharePins(rebuilds: Array<LapicRebuild>): void {
 }
 
 /**
- * CPU 0's timer phase, learnt after the reconstruction (the source measures it only once it
- * has left the guest for good) and applied at the resume time itself, before anything ran: the
- * timer is loaded again, now at that phase. Updates CPU 0's fixup in `fixups`.
+ * CPU `cpu`'s timer phase, learnt after the reconstruction (the source measures it only once
+ * it has left the guest for good) and applied at the resume time itself, before anything ran:
+ * the timer is loaded again, now at that phase. Updates that CPU's fixup in `fixups`.
  */
-export function applyTimerPhase(bus: HardwareBus, rec: ApicRecord, fixups: FixupTable, phase: u32): void {
-  if (!bus.config().lapic || !rec.lapic.pageCaptured || phase == 0) return;
+export function applyTimerPhase(bus: HardwareBus, rec: ApicRecord, fixups: FixupTable, cpu: i32, phase: u32): void {
+  const lapic = unchecked(rec.lapics[cpu]);
+  if (!bus.config().lapic || !lapic.pageCaptured || phase == 0) return;
   const current = bus.cpu();
-  bus.selectCpu(0);
-  const fixup = fixups.get(0);
+  bus.selectCpu(cpu);
+  const fixup = fixups.get(cpu);
   const f = fixup instanceof ApicTimerFixup ? <ApicTimerFixup>fixup : new ApicTimerFixup(bus);
-  new LapicRebuild(bus, lapicPage(bus), rec.lapic, rec.ioapic).rebuildTimer(f, <i64>phase);
-  if (f.active()) fixups.set(0, f);
+  new LapicRebuild(bus, lapicPage(bus), lapic, rec.ioapic).rebuildTimer(f, <i64>phase);
+  if (f.active()) fixups.set(cpu, f);
   bus.selectCpu(current);
 }
 

@@ -180,7 +180,7 @@ export class DestinationSession {
         return this.handoff(m);
       case "commit": {
         const machine = this.handoffRecords?.machine ?? this.staging!.guest!.machine;
-        this.asState(() => machine.applyTimerPhase(m.timerPhase));
+        this.asState(() => machine.applyTimerPhases(m.timerPhases));
         void (this.handoffRecords ? this.resumePostcopy() : this.resume());
         return;
       }

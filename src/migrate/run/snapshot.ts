@@ -37,8 +37,8 @@ export interface SnapshotParts {
   config: Config;
   cpu: Uint8Array;
   devices: Uint8Array;
-  /** The timer phase the source measured for its commit. */
-  timerPhase: number;
+  /** The timer phases (one per CPU) the source measured for its commit. */
+  timerPhases: number[];
   memory: GuestMemory;
 }
 
@@ -58,7 +58,7 @@ export function saveSnapshot(path: string, parts: SnapshotParts): void {
   const body = packr.pack({
     config: encode(parts.config),
     state: encode({ t: "state", batches: 0, cpu: parts.cpu, devices: parts.devices, digest }),
-    commit: encode({ t: "commit", timerPhase: parts.timerPhase }),
+    commit: encode({ t: "commit", timerPhases: parts.timerPhases }),
     runs,
     data: Buffer.concat(pages),
   });
@@ -124,6 +124,6 @@ function restore(bytes: Uint8Array): { guest: Guest; config: Config } {
   if (!digest.equals(state.digest)) throw new ProtocolError("digest", "memory, CPU or device records differ from the digest saved with them");
   const { cpu, machine } = rebuildRecords(config, state.cpu, state.devices);
   const guest = asState(() => Guest.resume(memory, cpu, machine));
-  asState(() => machine.applyTimerPhase(commit.timerPhase));
+  asState(() => machine.applyTimerPhases(commit.timerPhases));
   return { guest, config };
 }

@@ -120,7 +120,7 @@ class SourceSession implements PostcopyHost, ControlTarget {
   /** What a snapshot of the paused guest needs, as the destination got it; the timer phase measured at the commit. */
   private config?: Config;
   private captured?: CapturedState;
-  private timerPhase = 0;
+  private timerPhases: number[] = [];
 
   constructor(
     private readonly live: LiveGuest,
@@ -369,9 +369,9 @@ class SourceSession implements PostcopyHost, ControlTarget {
     this.step = "commit";
     this.committed = true;
     // From here the source never runs the guest again, so it may let the clock run to measure
-    // the APIC timer's phase, which the destination applies before it resumes the guest.
-    const timerPhase = (this.timerPhase = this.live.guest.machine.probeTimerPhase());
-    await channel.send({ t: "commit", timerPhase });
+    // the APIC timers' phases, which the destination applies before it resumes the guest.
+    const timerPhases = (this.timerPhases = this.live.guest.machine.probeTimerPhases());
+    await channel.send({ t: "commit", timerPhases });
     this.progress("commit", this.report.rounds, 0);
     this.step = "resumed";
     await channel.expect("resumed");
@@ -552,7 +552,7 @@ class SourceSession implements PostcopyHost, ControlTarget {
   private saveGuest(): void {
     const path = this.options.snapshotPath ?? `blmv-${this.options.workload.replace(/[^A-Za-z0-9_-]/g, "_")}-${new Date().toISOString().replace(/[:.]/g, "-")}.snapshot`;
     try {
-      saveSnapshot(path, { config: this.config!, ...this.captured!, timerPhase: this.timerPhase, memory: this.live.guest.memory });
+      saveSnapshot(path, { config: this.config!, ...this.captured!, timerPhases: this.timerPhases, memory: this.live.guest.memory });
       this.report.snapshot = { path };
     } catch (e) {
       this.report.snapshot = { error: `cannot save the paused guest to ${path}: ${(e as Error).message}` };
@@ -560,14 +560,14 @@ class SourceSession implements PostcopyHost, ControlTarget {
   }
 
   /**
-   * The destination dropped a guest committed to it. Measuring the timer's phase let this
+   * The destination dropped a guest committed to it. Measuring the timers' phases let this
    * machine's clock run past the pause, so the guest goes on where the destination would have:
-   * on its own record rebuilt and restarted at that phase, at the pause time.
+   * on its own record rebuilt and restarted at those phases, at the pause time.
    */
   private takeBack(): void {
     const { guest } = this.live;
     const probed = guest.machine;
-    guest.machine = Machine.resume(this.pausedDevices, this.timerPhase, { policy: probed.policy });
+    guest.machine = Machine.resume(this.pausedDevices, this.timerPhases, { policy: probed.policy });
     probed.release();
   }
 

@@ -49,7 +49,7 @@ const FIELDS: Record<MessageType, readonly string[]> = {
   state: ["batches", "cpu", "devices", "digest"],
   handoff: ["batches", "missing", "cpu", "devices", "digest"],
   ready: ["digest"],
-  commit: ["timerPhase"],
+  commit: ["timerPhases"],
   resumed: ["virtualNs"],
   fault: ["page"],
   complete: ["batches", "memoryDigest"],
@@ -170,7 +170,7 @@ const VALIDATORS: Record<MessageType, (o: Fields, bounds?: MemoryBounds) => Mess
     latencyP99Us: uint(o.latencyP99Us, "received.latencyP99Us", Number.MAX_SAFE_INTEGER),
   }),
   ready: (o) => ({ t: "ready", digest: bytes(o.digest, "ready.digest", DIGEST_BYTES, DIGEST_BYTES) }),
-  commit: (o) => ({ t: "commit", timerPhase: uint(o.timerPhase, "commit.timerPhase", 0xffff_ffff) }),
+  commit: (o) => ({ t: "commit", timerPhases: timerPhases(o.timerPhases, "commit.timerPhases") }),
   resumed: (o) => ({ t: "resumed", virtualNs: uint(o.virtualNs, "resumed.virtualNs", Number.MAX_SAFE_INTEGER) }),
   finished: (o) => {
     const digest = text(o.digest, "finished.digest");
@@ -245,6 +245,14 @@ function pageList(v: unknown, path: string, bounds: MemoryBounds): number[] {
 function uintList(v: unknown, path: string, length: number, max: number): number[] {
   if (!Array.isArray(v) || v.length !== length || !v.every((n) => isUint(n) && n >= 1 && n <= max)) {
     throw new ProtocolError("bad-message", `${path}: expected ${length} integers 1..${max}`);
+  }
+  return v as number[];
+}
+
+/** One phase per CPU, in ns; the destination checks the count against its guest's CPUs. */
+function timerPhases(v: unknown, path: string): number[] {
+  if (!Array.isArray(v) || v.length < 1 || v.length > MAX_CPUS || !v.every((n) => isUint(n) && n <= 0xffff_ffff)) {
+    throw new ProtocolError("bad-message", `${path}: expected 1..${MAX_CPUS} integers 0..${0xffff_ffff}`);
   }
   return v as number[];
 }

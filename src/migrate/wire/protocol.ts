@@ -96,8 +96,8 @@ export interface Pages { t: "pages"; round: number; seq: number; runs: number[];
 /** Stop-and-copy is done: the CPU and device records (msgpack each), and the digest of all. */
 export interface State { t: "state"; batches: number; cpu: Uint8Array; devices: Uint8Array; digest: Uint8Array }
 export interface Ready { t: "ready"; digest: Uint8Array }
-/** The guest is the destination's; `timerPhase` is the source's APIC timer phase (Machine.probeTimerPhase), in ns. */
-export interface Commit { t: "commit"; timerPhase: number }
+/** The guest is the destination's; `timerPhases` are the source's APIC timer phases, one per CPU (Machine.probeTimerPhases), in ns. */
+export interface Commit { t: "commit"; timerPhases: number[] }
 export interface Resumed { t: "resumed"; virtualNs: number }
 /** The guest reached the end of its run on the destination. */
 export interface Finished { t: "finished"; virtualNs: number; digest: string; ticks: number; exits: number }

@@ -14,7 +14,8 @@
 //
 // Raw logs: there is no time. Each guest access advances a synthetic clock by 1 ns — never more
 // than real time, since an access takes at least one instruction — and the clock jumps to a local
-// APIC timer expiry where the log shows one, so the model's timer fires at that point too.
+// APIC timer expiry where the log shows one (plus one divided timer period: docs/traces.md), so
+// the model's timer fires at that point too.
 
 import { NO_FRAME, sameFrame } from "./timers.js";
 
@@ -175,11 +176,12 @@ export class VirtualClock {
 
   /**
    * A timer the model runs by itself (the local APIC timer) expired where the log shows it. A raw
-   * log's clock jumps to the expiry, so the model's timer fires at this point too.
+   * log's clock jumps to the expiry plus `margin` (the time after it is unknown anyway), so the
+   * model's timer fires at this point too, even one rebuilt by a migration up to `margin` late.
    */
-  selfTimedExpiry(time: number, frame: number): void {
+  selfTimedExpiry(time: number, frame: number, margin: number): void {
     if (!this.timed) {
-      if (time > this.now) this.now = time;
+      if (time + margin > this.now) this.now = time + margin;
     } else if (this.fits(time, frame)) {
       this.place(time, frame, true);
     } else {

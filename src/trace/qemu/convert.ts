@@ -5,20 +5,26 @@
 // reason). Interrupt-line changes become irq/gsi events — including the PIT's own OUT0 edges on
 // GSI 0, because the traces are replayed with `!wire pit-irq0=off` — and each interrupt the CPU
 // accepted becomes `inta = vector`. MSIs (the I/O APIC's own deliveries) are counted, not
-// replayed: the model's I/O APIC produces them itself.
+// replayed: the model's I/O APIC produces them itself. In a log from several vCPUs each event
+// goes to the CPU that performed it, with a `cpu K` event where that changes (docs/traces.md).
 
 import { Check, OP_NAMES, Op, makeEvent, valueWidthMask, type TraceEvent } from "../event.js";
 import type { GsiLevel, HandlerEntry, InstructionTime, LogLine, RegionAccess } from "./log.js";
 import { VirtualClock } from "./clock.js";
 import { bump, emptyCounts } from "./summary.js";
 import { HPET_BASE, HPET_WINDOW, QemuHpetRoute } from "./hpet.js";
+import { InterruptRequests } from "./requests.js";
 import { NO_FRAME, QemuLapicTiming, QemuPitTiming, type ReadDependence } from "./timers.js";
 
-/** A log the model cannot replay: it comes from more than one CPU. */
+/**
+ * A log whose CPUs cannot be told apart: a timed log from more than one CPU (the iotime
+ * plugin's instruction counter is one for all vCPUs), or an access by a CPU beyond the count
+ * the import was set up for.
+ */
 export class MultiCpuLogError extends Error {
   override readonly name = "MultiCpuLogError";
-  constructor(readonly line: number, cpu: number) {
-    super(`line ${line}: access by cpu ${cpu}; the model has one CPU, so a multi-CPU log (e.g. -smp 2) cannot be imported`);
+  constructor(readonly line: number, cpu: number, why: string) {
+    super(`line ${line}: access by cpu ${cpu}; ${why}`);
   }
 }
 
@@ -34,8 +40,16 @@ const PAGE_FAULT = 14;
 /** Page-fault error code bit 4 (I/D): the fault was raised by an instruction fetch. */
 const PF_INSTRUCTION_FETCH = 0x10;
 const UNKNOWN_SAMPLES = 5;
-/** Lines held while waiting for the next `iotime` line; beyond this they are handled without it. */
+/** Lines held while waiting for the next `iotime` line (untimed: the next vCPU access); beyond this they are handled without it. */
 const MAX_HELD_LINES = 200_000;
+
+/**
+ * Lines performed by the CPU that runs next, which they do not name (`-d int` output): in an
+ * untimed log they wait for the next access by a vCPU, which names it (docs/traces.md).
+ */
+const RUNNING_CPU_LINES: ReadonlySet<LogLine["kind"]> = new Set(["interrupt", "handler-entry", "exception", "apic-base"]);
+/** IA32_APIC_BASE bit 8: the bootstrap processor, which QEMU hard-wires to CPU 0. */
+const APIC_BASE_BSP = 1 << 8;
 
 /** Lines that do not end a delivery chain by themselves (accesses decide for themselves). */
 const CHAIN_LINES: ReadonlySet<LogLine["kind"]> = new Set(["access", "detail", "apic-message", "cpu-dump", "blank", "lvt"]);
@@ -59,12 +73,22 @@ export class QemuLogConverter {
   readonly counts = emptyCounts();
   readonly clock: VirtualClock;
   private readonly pit: QemuPitTiming;
-  private readonly lapic: QemuLapicTiming;
+  /** One local APIC timer mirror per CPU. */
+  private readonly lapics: QemuLapicTiming[];
+  /** Which CPU asked for which vector (to attribute accepted interrupts). */
+  private readonly requests: InterruptRequests;
   private readonly hpet = new QemuHpetRoute();
   private apicBase = 0xfee0_0000;
   private out: TraceEvent[] = [];
-  /** Timed logs: lines since the last `iotime` line, handled once the next one is known. */
+  /**
+   * Timed logs: lines since the last `iotime` line, handled once the next one is known.
+   * Untimed logs: lines since one that the running CPU performed, handled at the next access.
+   */
   private held: [LogLine, number][] = [];
+  /** The CPU that performs the lines being handled (the last or, for held lines, the next access's). */
+  private runningCpu = 0;
+  /** The CPU of the last `cpu K` event (CPU 0 before the first). */
+  private emittedCpu = 0;
   private heldPageFaults = 0;
   /** The line being handled is the MMIO access the current `iotime` line times. */
   private handlingStamped = false;
@@ -74,11 +98,13 @@ export class QemuLogConverter {
    */
   private deliveryChain = false;
 
-  constructor(timed: boolean) {
+  /** `cpus`: the CPUs the log's accesses name (a timed log has one). */
+  constructor(timed: boolean, readonly cpus = 1) {
     this.clock = new VirtualClock(timed);
     const resetFrame = timed ? 0 : NO_FRAME;
     this.pit = new QemuPitTiming(resetFrame);
-    this.lapic = new QemuLapicTiming(resetFrame);
+    this.lapics = Array.from({ length: cpus }, () => new QemuLapicTiming(resetFrame));
+    this.requests = new InterruptRequests(cpus);
   }
 
   /** Events completed so far, in order; each is returned once. */
@@ -92,7 +118,7 @@ export class QemuLogConverter {
   feed(entry: LogLine, line: number, text: string): void {
     if (entry.kind === "unknown") this.noteUnknown(line, text);
     if (!this.clock.timed) {
-      this.handle(entry, line);
+      this.feedUntimed(entry, line);
       return;
     }
     if (entry.kind === "iotime") {
@@ -108,6 +134,30 @@ export class QemuLogConverter {
   /** End of the log: handles whatever is still held. */
   finish(): void {
     if (this.clock.timed) this.handleHeld(null, 0);
+    else this.handleRunningCpuLines(this.runningCpu);
+  }
+
+  /**
+   * Untimed logs: a line the running CPU performed waits, with every line after it, for the
+   * next access by a vCPU, whose CPU it then takes; everything else is handled at once.
+   */
+  private feedUntimed(entry: LogLine, line: number): void {
+    if (entry.kind === "access" && entry.cpu >= 0) this.handleRunningCpuLines(entry.cpu);
+    if (this.held.length === 0 && !RUNNING_CPU_LINES.has(entry.kind)) {
+      this.handle(entry, line);
+      return;
+    }
+    this.held.push([entry, line]);
+    if (this.held.length >= MAX_HELD_LINES) this.handleRunningCpuLines(this.runningCpu);
+  }
+
+  /** Handles the held lines of an untimed log as performed by `cpu`. */
+  private handleRunningCpuLines(cpu: number): void {
+    const held = this.held;
+    this.held = [];
+    if (held.length === 0) return;
+    this.runningCpu = cpu;
+    for (const [entry, line] of held) this.handle(entry, line);
   }
 
   /** Handles the held lines; `stamp` is the `iotime` line (number `line`) that ends them, if any. */
@@ -171,6 +221,7 @@ export class QemuLogConverter {
         else bump(this.counts.ignoredLines, "-d int handler entry (not a page fault)");
         break;
       case "apic-message":
+        this.requests.message(entry);
         bump(this.counts.ignoredLines, "apic_deliver_irq (message into the local APIC)");
         break;
       case "detail":
@@ -191,7 +242,11 @@ export class QemuLogConverter {
   }
 
   private checkCpu(cpu: number, line: number): void {
-    if (cpu > 0) throw new MultiCpuLogError(line, cpu);
+    if (cpu < this.cpus) return;
+    const why = this.clock.timed
+      ? "the iotime plugin counts instructions of all vCPUs together, so a timed multi-CPU log (e.g. -smp 2) cannot be imported; import it untimed"
+      : `the import was set up for ${this.cpus} CPU${this.cpus === 1 ? "" : "s"}`;
+    throw new MultiCpuLogError(line, cpu, why);
   }
 
   private target(a: RegionAccess): Target {
@@ -223,12 +278,15 @@ export class QemuLogConverter {
       return;
     }
     this.hpet.accessEnds();
-    if (a.cpu === 0) this.clock.access();
+    if (a.cpu >= 0) {
+      this.runningCpu = a.cpu;
+      this.clock.access();
+    }
     if (target === "other" || target === "hpet") {
       // The model has no HPET: its accesses are not replayed, only its legacy route is followed.
       this.deliveryChain = false;
       bump(this.counts.otherDevices, a.region);
-      if (target === "hpet" && a.write && a.cpu === 0) this.onHpetWrite(a.addr - HPET_BASE, a.value);
+      if (target === "hpet" && a.write && a.cpu >= 0) this.onHpetWrite(a.addr - HPET_BASE, a.value);
       return;
     }
     this.deliveryChain = a.write && (target === "lapic" || target === "ioapic");
@@ -247,7 +305,7 @@ export class QemuLogConverter {
     if (a.write) {
       if (target === "pit") this.pit.write(a.addr, a.value, time, frame);
       else if (target === "port61") this.pit.setGate2((a.value & 1) !== 0, time, frame);
-      this.emit({ op, a: a.addr, b: a.value, line });
+      this.emitByCpu({ op, a: a.addr, b: a.value, line });
       return;
     }
     const dependence = target === "pit" ? this.pit.read(a.addr, frame) : target === "port61" ? this.pit.readPort61(frame) : null;
@@ -259,15 +317,19 @@ export class QemuLogConverter {
       bump(this.counts.skippedAccesses, `MMIO access of ${a.size} bytes`);
       return;
     }
-    if (this.clock.timed && a.cpu === 0 && !this.handlingStamped) this.counts.mmioUnstamped++;
+    if (this.clock.timed && a.cpu >= 0 && !this.handlingStamped) this.counts.mmioUnstamped++;
     const time = this.clock.now;
     const offset = a.addr - this.apicBase;
+    const lapic = this.lapics[this.runningCpu]!;
     if (a.write) {
-      if (target === "lapic") this.lapic.write(offset, a.value, time, this.clock.frame);
-      this.emit({ op: Op.Writel, a: a.addr, b: a.value, line });
+      if (target === "lapic") {
+        lapic.write(offset, a.value, time, this.clock.frame);
+        this.requests.write(this.runningCpu, offset, a.value);
+      }
+      this.emitByCpu({ op: Op.Writel, a: a.addr, b: a.value, line });
       return;
     }
-    const dependence = target === "lapic" && offset === LAPIC_CURRENT_COUNT ? this.lapic.readCurrentCount(this.clock.frame) : null;
+    const dependence = target === "lapic" && offset === LAPIC_CURRENT_COUNT ? lapic.readCurrentCount(this.clock.frame) : null;
     this.emitRead(Op.Readl, a.addr, a.value, dependence, line);
   }
 
@@ -324,30 +386,70 @@ export class QemuLogConverter {
   /** The CPU took `vector` (-1: QEMU found none, which the model must agree with). */
   private onInterrupt(vector: number, line: number): void {
     this.clock.interruptTaken();
-    if (vector < 0) this.emit({ op: Op.Inta, check: Check.NoInterrupt, line });
-    else this.emit({ op: Op.Inta, check: Check.Value, value: vector, mask: 0xff, line });
+    if (vector < 0) {
+      this.emitByCpu({ op: Op.Inta, check: Check.NoInterrupt, line });
+      return;
+    }
+    const cpu = this.acceptingCpu(vector);
+    this.requests.accepted(cpu, vector);
+    this.emitOn(cpu, { op: Op.Inta, check: Check.Value, value: vector, mask: 0xff, line });
   }
 
+  /**
+   * Which CPU accepted `vector`: the one CPU that asked for it, else (none or several asked:
+   * ExtINT, or a vector pending on more than one) the CPU that runs next.
+   */
+  private acceptingCpu(vector: number): number {
+    if (this.cpus === 1) return 0;
+    const asked = this.requests.askedBy(vector);
+    if (asked.length === 1) {
+      bump(this.counts.interruptsByRule, asked[0] === this.runningCpu ? "the one CPU that asked for the vector, the next to access a device" : "the one CPU that asked for the vector, not the next to access a device");
+      return asked[0]!;
+    }
+    bump(this.counts.interruptsByRule, asked.length === 0 ? "no CPU asked for the vector: the next CPU to access a device" : "several CPUs asked for the vector: the next CPU to access a device");
+    return this.runningCpu;
+  }
+
+  /**
+   * A local APIC timer expiry, which the log does not attribute to a CPU: it is the timer
+   * whose expiry comes first among those armed (the lowest CPU on a tie), as in the model.
+   */
   private onLapicExpiry(): void {
     this.counts.lapicExpiries++;
-    const expiry = this.lapic.takeExpiry();
-    if (expiry === null) {
+    let first: QemuLapicTiming | null = null;
+    let firstTime = Infinity;
+    for (const lapic of this.lapics) {
+      const next = lapic.peekExpiry();
+      if (next !== null && next.time < firstTime) {
+        first = lapic;
+        firstTime = next.time;
+      }
+    }
+    const expiry = first?.takeExpiry() ?? null;
+    if (first === null || expiry === null) {
       this.counts.lapicExpiriesUnpredicted++;
       this.clock.unexplainedRise();
       return;
     }
-    this.clock.selfTimedExpiry(expiry.time, expiry.frame);
+    this.requests.local(this.lapics.indexOf(first), first.vector);
+    this.clock.selfTimedExpiry(expiry.time, expiry.frame, first.dividedPeriod);
   }
 
   private onApicBase(write: boolean, lo: number, hi: number, line: number): void {
     if (write) {
       this.apicBase = (lo & 0xffff_f000) >>> 0;
-      this.emit({ op: Op.Wrmsr, a: IA32_APIC_BASE, b: lo, bHi: hi, line });
+      this.emitByCpu({ op: Op.Wrmsr, a: IA32_APIC_BASE, b: lo, bHi: hi, line });
+      return;
+    }
+    if ((lo & APIC_BASE_BSP) === 0 && this.cpus > 1) {
+      // QEMU reads an AP's IA32_APIC_BASE at each of its resets and INITs as well as for its
+      // RDMSR, through the same trace point: neither the CPU nor the reader is known.
+      this.counts.apicBaseApReads++;
       return;
     }
     this.counts.reads++;
     this.counts.readsChecked++;
-    this.emit({ op: Op.Rdmsr, a: IA32_APIC_BASE, check: Check.Value, value: lo, valueHi: hi, mask: 0xffff_ffff, maskHi: 0xffff_ffff, line });
+    this.emitOn(0, { op: Op.Rdmsr, a: IA32_APIC_BASE, check: Check.Value, value: lo, valueHi: hi, mask: 0xffff_ffff, maskHi: 0xffff_ffff, line });
   }
 
   /** A read keeps its logged value as expectation, except bits that depend on an unknown time. */
@@ -356,7 +458,7 @@ export class QemuLogConverter {
     const full = valueWidthMask(op);
     if (dependence === null || dependence.exact) {
       this.counts.readsChecked++;
-      this.emit({ op, a: addr, check: Check.Value, value, mask: full, line });
+      this.emitByCpu({ op, a: addr, check: Check.Value, value, mask: full, line });
       return;
     }
     const why = this.clock.timed ? "its time base was set before an unexplained HLT wake-up" : "a raw log has no time";
@@ -365,12 +467,26 @@ export class QemuLogConverter {
     if (mask === 0) {
       this.counts.readsUnchecked++;
       bump(this.counts.uncheckedByReason, reason);
-      this.emit({ op, a: addr, line });
+      this.emitByCpu({ op, a: addr, line });
       return;
     }
     this.counts.readsMasked++;
     bump(this.counts.maskedByReason, reason);
-    this.emit({ op, a: addr, check: Check.Value, value: value & mask, mask, line });
+    this.emitByCpu({ op, a: addr, check: Check.Value, value: value & mask, mask, line });
+  }
+
+  /** An event the running CPU performs. */
+  private emitByCpu(fields: Partial<TraceEvent> & { op: Op }): void {
+    this.emitOn(this.runningCpu, fields);
+  }
+
+  /** An event CPU `cpu` performs, after a `cpu` event when the CPU changes. */
+  private emitOn(cpu: number, fields: Partial<TraceEvent> & { op: Op }): void {
+    if (cpu !== this.emittedCpu) {
+      this.emittedCpu = cpu;
+      this.emit({ op: Op.Cpu, a: cpu, line: fields.line ?? 0 });
+    }
+    this.emit(fields);
   }
 
   /** Every event happens at the clock's current time. */

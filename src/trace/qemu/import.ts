@@ -9,7 +9,8 @@ import { createGunzip } from "node:zlib";
 import { defaultHeader, type TraceEvent, type TraceHeader } from "../event.js";
 import { writeTrace } from "../writer.js";
 import { parseLogLine, type LogLine } from "./log.js";
-import { QemuLogConverter } from "./convert.js";
+import { MultiCpuLogError, QemuLogConverter } from "./convert.js";
+import { MAX_CPUS } from "../../core/machine.js";
 import { sum, type ImportSummary } from "./summary.js";
 
 export { MultiCpuLogError } from "./convert.js";
@@ -99,14 +100,34 @@ async function lookAhead(lines: AsyncIterator<string>): Promise<{ parsed: Parsed
   return { parsed, timed: false, recognised };
 }
 
+const VCPU_ACCESS = /^memory_region_ops_(?:read|write) cpu (\d+) /;
+
+/**
+ * How many CPUs the log's accesses name: one more than the highest vCPU index (a first pass).
+ * An index the board cannot have throws MultiCpuLogError naming its line.
+ */
+async function countCpus(path: string): Promise<number> {
+  let highest = 0;
+  let line = 0;
+  for await (const text of readLines(path)) {
+    line++;
+    const m = VCPU_ACCESS.exec(text);
+    if (m === null) continue;
+    const cpu = Number(m[1]);
+    if (cpu >= MAX_CPUS) throw new MultiCpuLogError(line, cpu, `a board has at most ${MAX_CPUS} CPUs`);
+    highest = Math.max(highest, cpu);
+  }
+  return highest + 1;
+}
+
 function sourceText(input: string, timed: boolean): string {
   const time = timed ? "time from iotime icount (1 instruction = 1 ns)" : "synthetic time (no iotime lines)";
   return `QEMU 7.2 log ${basename(input)}; ${time}`;
 }
 
-/** Header of an imported trace: a PC with all four devices, QEMU's behaviour, line 0 from the trace. */
-function importHeader(source: string): TraceHeader {
-  return { ...defaultHeader(), source: source.replace(/[#\r\n]/g, " "), pitIrq0: false, compatQemu: true };
+/** Header of an imported trace: a PC with all four devices and `cpus` CPUs, QEMU's behaviour, line 0 from the trace. */
+function importHeader(source: string, cpus: number): TraceHeader {
+  return { ...defaultHeader(), source: source.replace(/[#\r\n]/g, " "), pitIrq0: false, compatQemu: true, cpus };
 }
 
 /** Converts the QEMU log `input` into the blmv-trace `output` (gzip when it ends in .gz). */
@@ -118,7 +139,9 @@ export async function importQemuLog(input: string, output: string, opts: ImportO
     throw new NotQemuLogError(`${input} is not a QEMU log: ${why}`);
   }
   const timed = ahead.timed && opts.timing !== "untimed";
-  const converter = new QemuLogConverter(timed);
+  // A timed log must come from one CPU (the converter refuses a second one, naming its line).
+  const cpus = timed ? 1 : await countCpus(input);
+  const converter = new QemuLogConverter(timed, cpus);
   let lineCount = 0;
   let eventCount = 0;
 
@@ -138,7 +161,7 @@ export async function importQemuLog(input: string, output: string, opts: ImportO
   }
 
   try {
-    await writeTrace(output, importHeader(opts.source ?? sourceText(input, timed)), events());
+    await writeTrace(output, importHeader(opts.source ?? sourceText(input, timed), cpus), events());
   } catch (err) {
     await rm(output, { force: true });
     throw err;
@@ -148,6 +171,7 @@ export async function importQemuLog(input: string, output: string, opts: ImportO
     input,
     output,
     timing: timed ? "icount" : "synthetic",
+    cpus,
     lines: lineCount,
     events: eventCount,
     ...counts,

@@ -70,9 +70,14 @@ export interface HandlerEntry {
   software: boolean;
 }
 
-/** A message delivered into a local APIC (I/O APIC message, MSI or IPI). */
+/** A message delivered into the local APICs (I/O APIC message or MSI), as QEMU decoded it. */
 export interface ApicMessage {
   kind: "apic-message";
+  dest: number;
+  /** Logical (dest_mode 1) or physical destination. */
+  logical: boolean;
+  deliveryMode: number;
+  vector: number;
 }
 
 /** A trace point of a modelled device that only restates or follows from another line. */
@@ -112,13 +117,13 @@ export type LogLine =
 const UNKNOWN: UnknownLine = { kind: "unknown" };
 const BLANK: BlankLine = { kind: "blank" };
 const CPU_DUMP: CpuDump = { kind: "cpu-dump" };
-const APIC_MESSAGE: ApicMessage = { kind: "apic-message" };
 
 const ACCESS = /^memory_region_ops_(read|write) cpu (-?\d+) mr 0x[0-9a-f]+ addr 0x([0-9a-f]+) value 0x([0-9a-f]+) size (\d+) name '([^']*)'$/;
 const IOTIME = /^iotime: icount=(\d+) cpu=(-?\d+) pc=0x[0-9a-f]+ (pio-insn|mmio-r|mmio-w|hlt)(?: pa=0x([0-9a-f]+) size=\d+)?$/;
 const GSI = /^x86_gsi_interrupt GSI interrupt #(\d+) level:([01])$/;
 const SERVICING = /^Servicing hardware INT=0x([0-9a-f]+)$/;
 const LOCAL_DELIVER = /^apic_local_deliver vector (\d+) delivery mode \d+$/;
+const DELIVER_IRQ = /^apic_deliver_irq dest (\d+) dest_mode (\d+) delivery_mode (\d+) vector (\d+) trigger_mode \d+$/;
 const APIC_BASE = /^cpu_(get|set)_apic_base 0x([0-9a-f]{1,16})$/;
 const EXCEPTION = /^check_exception old: 0x[0-9a-f]+ new 0x([0-9a-f]+)$/;
 /** `-d int` interrupt header (`  5: v=30 e=0000 i=0 …`). */
@@ -178,6 +183,12 @@ export function parseLocalDelivery(line: string): LocalDelivery | UnknownLine {
   return m === null ? UNKNOWN : { kind: "lvt", lvt: Number(m[1]) };
 }
 
+export function parseApicMessage(line: string): ApicMessage | UnknownLine {
+  const m = DELIVER_IRQ.exec(line);
+  if (m === null) return UNKNOWN;
+  return { kind: "apic-message", dest: Number(m[1]), logical: m[2] === "1", deliveryMode: Number(m[3]), vector: Number(m[4]) };
+}
+
 export function parseApicBase(line: string): ApicBaseAccess | UnknownLine {
   const m = APIC_BASE.exec(line);
   if (m === null) return UNKNOWN;
@@ -219,7 +230,7 @@ export function parseLogLine(line: string): LogLine {
     case "check_exception":
       return parseException(line);
     case "apic_deliver_irq":
-      return APIC_MESSAGE;
+      return parseApicMessage(line);
   }
   const detail = DETAIL.exec(line);
   if (detail !== null) return { kind: "detail", event: detail[1]! };

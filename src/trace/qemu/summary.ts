@@ -24,6 +24,10 @@ export interface ConversionCounts {
   /** The first few unknown lines, for the summary. */
   unknownSamples: { line: number; text: string }[];
   msiMessages: number;
+  /** Multi-CPU logs: accepted interrupts by the rule that found their CPU (docs/traces.md). */
+  interruptsByRule: Record<string, number>;
+  /** IA32_APIC_BASE reads of an application processor in a multi-CPU log (not replayed: QEMU reads it at every reset and INIT too). */
+  apicBaseApReads: number;
   /** CPU exceptions by vector (from `-d int`). */
   exceptions: Record<string, number>;
   /** PIT OUT0 changes on GSI 0 placed at their computed deadline. */
@@ -62,6 +66,8 @@ export function emptyCounts(): ConversionCounts {
     unknownLines: 0,
     unknownSamples: [],
     msiMessages: 0,
+    interruptsByRule: {},
+    apicBaseApReads: 0,
     exceptions: {},
     pitSignalsTimed: 0,
     irq0Unpredicted: 0,
@@ -88,6 +94,8 @@ export interface ImportSummary extends ConversionCounts, ClockCounts {
   input: string;
   output: string;
   timing: "icount" | "synthetic";
+  /** CPUs of the log and the trace (`!cpus`). */
+  cpus: number;
   lines: number;
   events: number;
   /** Interrupt acknowledges (`inta`), all with an expected vector. */
@@ -116,12 +124,14 @@ export function formatImportSummary(s: ImportSummary): string {
   const pct = (n: number) => (s.reads === 0 ? "-" : ((100 * n) / s.reads).toFixed(2) + "%");
   return [
     `${s.input} -> ${s.output}`,
-    `timing: ${s.timing}; ${s.lines} lines; ${s.events} events; virtual time ${(s.virtualTimeNs / 1e9).toFixed(6)} s`,
+    `timing: ${s.timing}; ${s.cpus} CPU${s.cpus === 1 ? "" : "s"}; ${s.lines} lines; ${s.events} events; virtual time ${(s.virtualTimeNs / 1e9).toFixed(6)} s`,
     `reads: ${s.reads}; checked ${s.readsChecked} (${pct(s.readsChecked)}), masked ${s.readsMasked}, unchecked ${s.readsUnchecked}; inta ${s.intas}`,
     ...table("events by op", s.eventsByOp),
     ...table("masked reads", s.maskedByReason),
     ...table("unchecked reads", s.uncheckedByReason),
     ...table("skipped accesses", s.skippedAccesses),
+    ...table("accepted interrupts, CPU found by", s.interruptsByRule),
+    ...(s.apicBaseApReads > 0 ? [`IA32_APIC_BASE reads of application processors (not replayed): ${s.apicBaseApReads}`] : []),
     `MSI messages (not replayed): ${s.msiMessages}`,
     `local APIC timer expiries: ${s.lapicExpiries} (unarmed: ${s.lapicExpiriesUnpredicted}, off the clock: ${s.offClockSignals})`,
     `clock conflicts: ${s.conflicts} unexplained; ${conflictRules(s.conflictsResolved)}`,

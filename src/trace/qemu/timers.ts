@@ -362,12 +362,26 @@ export class QemuLapicTiming {
     return this.loadTime + d * unit;
   }
 
+  /** The divided clock's period in ns (the divisor; QEMU counts at 1 GHz before dividing). */
+  get dividedPeriod(): number {
+    return 2 ** this.shift;
+  }
+
+  /** The vector the timer's LVT entry asks for. */
+  get vector(): number {
+    return this.lvt & 0xff;
+  }
+
+  /** The expiry QEMU logs next as an LVT timer delivery; null if none is armed. */
+  peekExpiry(): { time: number; frame: number } | null {
+    return this.next < 0 ? null : { time: this.next, frame: this.loadFrame };
+  }
+
   /** The expiry QEMU logs next as an LVT timer delivery, consumed; null if none is armed. */
   takeExpiry(): { time: number; frame: number } | null {
-    if (this.next < 0) return null;
-    const time = this.next;
-    this.next = this.nextExpiry(time);
-    return { time, frame: this.loadFrame };
+    const expiry = this.peekExpiry();
+    if (expiry !== null) this.next = this.nextExpiry(expiry.time);
+    return expiry;
   }
 
   /** How a current-count read (offset 0x390) in `frame` depends on time. */
