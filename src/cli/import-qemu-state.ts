@@ -46,7 +46,7 @@ export const importQemuStateCommand = defineCommand({
     }
     try {
       const registers = readBack(imp.machine);
-      const taken = runNs === undefined ? undefined : continueMachine(imp.machine, runNs, { slave: imp.state.picSlave, settleNs: imp.timerPhase });
+      const taken = runNs === undefined ? undefined : continueMachine(imp.machine, runNs, { slave: imp.state.picSlave, settleNs: imp.timerPhases });
       if (values.json) {
         const { stream, skipped, exceptions } = imp;
         console.log(JSON.stringify({ stream: { ...stream, states: undefined }, skipped, exceptions, readBack: registers, taken }, (_, v) => (typeof v === "bigint" ? v.toString() : v)));

@@ -25,11 +25,11 @@ export interface ContinueOptions {
   /** The slave PIC's state, to tell its vectors (which need its EOI too) from the master's. */
   slave: KvmPicState;
   /**
-   * Nanoseconds after the start at which the resume's own bookkeeping acts (the timer phase
-   * applied at the resume restarts the count then): the clock stops there first, so that
+   * Nanoseconds after the start at which the resume's own bookkeeping acts (the timer phases
+   * applied at the resume restart the counts then): the clock stops at each first, so that
    * timer events are taken at their times and not at the next stop after them.
    */
-  settleNs?: number;
+  settleNs?: readonly number[];
 }
 
 /** Runs `machine` for `durationNs` of virtual time; the interrupts the CPUs took, in order. */
@@ -51,7 +51,8 @@ export function continueMachine(machine: Machine, durationNs: number, options: C
     }
   };
   takeAll();
-  if (options.settleNs && options.settleNs <= durationNs) machine.advanceTo(machine.now() + options.settleNs);
+  const start = machine.now();
+  for (const ns of [...new Set(options.settleNs ?? [])].sort((a, b) => a - b)) if (ns > 0 && ns <= durationNs) machine.advanceTo(start + ns);
   for (let next = machine.nextTimerEvent(); next <= end && taken.length < MAX_TAKEN; next = machine.nextTimerEvent()) {
     machine.advanceTo(next);
     takeAll();

@@ -19,8 +19,8 @@ export interface QemuImport {
   /** Fields named by the conversion (QEMU → KVM), then by the rebuild (KVM → model). */
   exceptions: KvmException[];
   machine: Machine;
-  /** The bootstrap processor's timer phase the machine resumed with (0: none), ns after its start. */
-  timerPhase: number;
+  /** Each CPU's timer phase the machine resumed with (0: none), ns after its start. */
+  timerPhases: number[];
 }
 
 const GZIP_MAGIC = [0x1f, 0x8b];
@@ -39,15 +39,10 @@ export function streamBytes(file: Uint8Array): Uint8Array {
 export function importQemuState(bytes: Uint8Array, options: { policy?: Policy } = {}): QemuImport {
   const stream = readQemuStream(streamBytes(bytes));
   const conversion = kvmStateFromQemu(stream);
-  // The model restarts one local APIC timer at a given phase, the bootstrap processor's: the
-  // machine resumes as a migration's destination would, its first decrement where QEMU's falls.
-  const [bspPhase = 0, ...apPhases] = conversion.timerPhases;
-  const { machine, exceptions } = machineFromKvm(conversion.state, { ...options, timerPhase: bspPhase });
-  const named = [...conversion.exceptions, ...exceptions];
-  apPhases.forEach((phase, i) => {
-    if (phase > 0) named.push({ kind: "inexpressible", field: `apic(${i + 1}).initial_count_load_time`, reason: `the timer's phase (next decrement ${phase} ns after the stop): the model restarts only the bootstrap processor's timer at a phase, so this one may run up to one divided period late` });
-  });
-  return { stream, state: conversion.state, skipped: conversion.skipped, exceptions: named, machine, timerPhase: bspPhase };
+  // The machine resumes as a migration's destination would, each timer's next decrement where
+  // QEMU's falls.
+  const { machine, exceptions } = machineFromKvm(conversion.state, { ...options, timerPhases: conversion.timerPhases });
+  return { stream, state: conversion.state, skipped: conversion.skipped, exceptions: [...conversion.exceptions, ...exceptions], machine, timerPhases: conversion.timerPhases };
 }
 
 /** The rebuilt machine's registers as KVM's structs, read through the hypervisor's capture. */
