@@ -16,7 +16,7 @@ import {
   decodeVcpuEvents, encodeIoapicState, encodeLapicState, encodeMpState, encodeMsrs, encodePicState, encodePitState2,
   encodeSregs, encodeVcpuEvents,
 } from "../src/interchange/kvm/layout.js";
-import type { DeviceRecordBody, KvmException, KvmState } from "../src/interchange/kvm/state.js";
+import { describesPresentDevice, type DeviceRecordBody, type KvmException, type KvmState } from "../src/interchange/kvm/state.js";
 import { differences, machineFromKvm } from "../src/interchange/kvm/to-machine.js";
 import { apicScenario } from "./arbitraries/apic.js";
 import { picScenario } from "./arbitraries/pic.js";
@@ -52,11 +52,13 @@ function leaves(value: unknown, path = "", out = new Map<string, unknown>()): Ma
   return out;
 }
 
-/** The fields of `after` that differ from `before`, minus those `exceptions` name. */
-function unexplained(before: unknown, after: unknown, exceptions: readonly KvmException[]): string[] {
+/** The fields of `after` that differ from `before`, minus those `exceptions` name and those of devices the board lacks. */
+function unexplained(before: DeviceRecordBody, after: unknown, exceptions: readonly KvmException[]): string[] {
   const named = new Set(exceptions.map((e) => e.field));
   const a = leaves(after);
-  return [...leaves(before)].filter(([path, v]) => a.get(path) !== v && !named.has(path)).map(([path, v]) => `${path}: ${String(v)} → ${String(a.get(path))}`);
+  return [...leaves(before)]
+    .filter(([path, v]) => a.get(path) !== v && !named.has(path) && describesPresentDevice(before.config, path))
+    .map(([path, v]) => `${path}: ${String(v)} → ${String(a.get(path))}`);
 }
 
 /**

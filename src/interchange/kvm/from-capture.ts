@@ -11,11 +11,11 @@ import {
   type KvmPicState, type KvmPitChannelState, type KvmPitState2,
 } from "./layout.js";
 import {
-  APIC_BASE_X2APIC, ELCR_MASK, ICW1_IC4, ICW4_AEOI, ICW4_SFNM, IOAPIC_BASE, LVT_MASKED, PIT_STATUS_OUT, PORT61_GATE2, PORT61_SPEAKER, flipFlopState, nsForTicks, processorPriority, readableBytes, ticksFor, ticksIn,
+  APIC_BASE_X2APIC, ELCR_MASK, ICW1_IC4, IOAPIC_ENTRY_MASKED, KVM_PIT_MODE_RESET, ICW4_AEOI, ICW4_SFNM, IOAPIC_BASE, LVT_MASKED, PIT_STATUS_OUT, PORT61_GATE2, PORT61_SPEAKER, flipFlopState, nsForTicks, processorPriority, readableBytes, ticksFor, ticksIn,
   x2apicLogicalId,
 } from "./conventions.js";
 import {
-  START_UP_RESET, START_UP_WAITING, isaPins, lapicRecords, type DeviceRecordBody, type KvmState, type LapicRecord,
+  START_UP_RESET, START_UP_WAITING, describesPresentDevice, isaPins, lapicRecords, type DeviceRecordBody, type KvmState, type LapicRecord,
   type KvmCpuState, type KvmException, type PicChipRecord, type PicChipShadowRecord, type PitChannelShadowRecord, type X2apicIdFormat,
 } from "./state.js";
 import { differences, recordFromKvm } from "./to-machine.js";
@@ -31,16 +31,17 @@ export function kvmStateFromRecord(record: DeviceRecordBody, x2apicIds: X2apicId
     board: config,
     clock: { kvmNowNs: BigInt(time), modelTimeNs: time },
     x2apicIds,
-    picMaster: picState(record.pic.master, record.pic.shadow.master, isa & 0xff, ELCR_MASK.master),
-    picSlave: picState(record.pic.slave, record.pic.shadow.slave, (isa >>> 8) & 0xff, ELCR_MASK.slave),
-    pit: pitState(record, !config.compatQemu),
-    ioapic: {
+    // A device the board lacks is written as KVM resets it: its part of the record is no state.
+    picMaster: config.pic ? picState(record.pic.master, record.pic.shadow.master, isa & 0xff, ELCR_MASK.master) : resetPic(ELCR_MASK.master),
+    picSlave: config.pic ? picState(record.pic.slave, record.pic.shadow.slave, (isa >>> 8) & 0xff, ELCR_MASK.slave) : resetPic(ELCR_MASK.slave),
+    pit: config.pit ? pitState(record, !config.compatQemu) : resetPit(),
+    ioapic: config.ioapic ? {
       baseAddress: IOAPIC_BASE,
       ioregsel: record.apic.ioapic.ioregsel,
       id: record.apic.ioapic.id >>> 24,
       irr: (record.lines.gsi | isaPins(isa)) >>> 0,
       redirtbl: record.apic.ioapic.entries.slice(0, KVM_IOAPIC_NUM_PINS).map((e) => (BigInt(e.high >>> 0) << 32n) | BigInt(e.low >>> 0)),
-    },
+    } : { baseAddress: IOAPIC_BASE, ioregsel: 0, id: 0, irr: 0, redirtbl: Array.from({ length: KVM_IOAPIC_NUM_PINS }, () => BigInt(IOAPIC_ENTRY_MASKED)) },
     cpus,
   };
 }
@@ -50,6 +51,24 @@ export function boardOf(record: DeviceRecordBody): MachineConfig {
   return {
     pic: c.pic === 1, pit: c.pit === 1, lapic: c.lapic === 1, ioapic: c.ioapic === 1, cpus: c.cpus, pitIrq0: c.pitIrq0 === 1,
     compatQemu: c.compatQemu === 1, apicBusHz: c.apicBusHz, tscHz: c.tscHz,
+  };
+}
+
+function resetPic(elcrMask: number): KvmPicState {
+  return {
+    lastIrr: 0, irr: 0, imr: 0, isr: 0, priorityAdd: 0, irqBase: 0, readRegSelect: 0, poll: 0, specialMask: 0, initState: 0,
+    autoEoi: 0, rotateOnAutoEoi: 0, specialFullyNested: 0, init4: 0, elcr: 0, elcrMask,
+  };
+}
+
+/** KVM's PIT after reset: no control word yet (mode 0xff), every count 65536, gates 0 and 1 high. */
+function resetPit(): KvmPitState2 {
+  return {
+    channels: [0, 1, 2].map((i) => ({
+      count: 0x10000, latchedCount: 0, countLatched: 0, statusLatched: 0, status: 0, readState: 0, writeState: 0, writeLatch: 0,
+      rwMode: 0, mode: KVM_PIT_MODE_RESET, bcd: 0, gate: i === 2 ? 0 : 1, countLoadTime: 0n,
+    })),
+    flags: 0,
   };
 }
 
@@ -190,7 +209,8 @@ const LOST: readonly [RegExp, string][] = [
  */
 export function exportKvmState(record: DeviceRecordBody, x2apicIds: X2apicIdFormat = "32-bit"): { state: KvmState; exceptions: KvmException[] } {
   const state = kvmStateFromRecord(record, x2apicIds);
-  const exceptions = differences(record, recordFromKvm(state).record).map(({ field }): KvmException => ({
+  const lost = differences(record, recordFromKvm(state).record).filter(({ field }) => describesPresentDevice(record.config, field));
+  const exceptions = lost.map(({ field }): KvmException => ({
     kind: "lost",
     field,
     reason: LOST.find(([pattern]) => pattern.test(field))?.[1] ?? NOT_CARRIED,

@@ -165,3 +165,15 @@ export function isaPins(isa: number): number {
   if (isa & 1) pins |= 1 << 2;
   return pins >>> 0;
 }
+
+/**
+ * Whether record field `path` describes a device the board has. A capture leaves the part of a
+ * device the board lacks as it found it, so nothing there is state.
+ */
+export function describesPresentDevice(config: DeviceRecordBody["config"], path: string): boolean {
+  if (path.startsWith("pic.")) return config.pic === 1;
+  if (path.startsWith("pit.")) return config.pit === 1;
+  if (path.startsWith("apic.ioapic.")) return config.ioapic === 1;
+  if (path.startsWith("apic.")) return config.lapic === 1;
+  return true;
+}
