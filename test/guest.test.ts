@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { pack, unpack } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { Machine } from "../src/core/machine.js";
-import { CpuState, CpuStateError, type CpuRecord } from "../src/guest/cpu.js";
+import { CpuState, CpuStateError, cpusFromRecord, cpusToRecord, type CpuRecord } from "../src/guest/cpu.js";
 import { PageChecksums, ZERO_PAGE_CRC, memoryDigest, pageChecksum } from "../src/guest/digest.js";
 import { GuestMemory, PAGE_SIZE, ZERO_PAGE, countBits } from "../src/guest/memory.js";
 import { Guest } from "../src/guest/workload.js";
@@ -318,6 +318,25 @@ describe("CpuState", () => {
     expect(() => CpuState.fromRecord(null)).toThrow(/^cpu: expected an object/);
     expect(() => CpuState.fromRecord([])).toThrow(CpuStateError);
   });
+
+  it("reads the record of several CPUs only with 1..64 legal records, as many as the board has", () => {
+    const three = cpusToRecord([new CpuState(), longModeCpu(), new CpuState()]);
+    expect(cpusFromRecord(unpack(pack(three)), 3).map((c) => c.toRecord())).toEqual(three.cpus);
+    const bad = (change: (r: Record<string, unknown>) => void, expected?: number) => {
+      const r = structuredClone(three) as unknown as Record<string, unknown>;
+      change(r);
+      return () => cpusFromRecord(r, expected);
+    };
+    expect(bad(() => undefined, 2)).toThrow(/^cpus\.cpus: 3 CPU records for a board of 2 CPUs/);
+    expect(bad((r) => (r.format = "blmv-cpu"))).toThrow(/^cpus\.format/);
+    expect(bad((r) => (r.version = 2))).toThrow(/^cpus\.version/);
+    expect(bad((r) => (r.cpus = []))).toThrow(/^cpus\.cpus: expected a list of 1\.\.64 CPU records, got 0 records/);
+    expect(bad((r) => (r.cpus = Array.from({ length: 65 }, () => new CpuState().toRecord())))).toThrow(/got 65 records/);
+    expect(bad((r) => (r.cpus = { 0: new CpuState().toRecord() }))).toThrow(/^cpus\.cpus: expected a list/);
+    expect(bad((r) => (r.extra = 1))).toThrow(/^cpus\.extra: unknown field/);
+    expect(bad((r) => (((r.cpus as CpuRecord[])[1].gpr.rax as unknown) = -1))).toThrow(/^cpus\[1\] cpu\.gpr\.rax: expected an unsigned 64-bit integer/);
+    expect(() => cpusFromRecord(null)).toThrow(CpuStateError);
+  });
 });
 
 // ---- the workload -------------------------------------------------------------------------------
@@ -325,12 +344,12 @@ describe("CpuState", () => {
 const SETUPS: InterruptSetup[] = ["pic", "apic"];
 const MEMORY_BYTES = 256 * MiB;
 
-function config(name: string, interrupts: InterruptSetup, seed = 42): WorkloadConfig {
-  return { ...WORKLOADS[name], interrupts, seed };
+function config(name: string, interrupts: InterruptSetup, seed = 42, cpus = 1): WorkloadConfig {
+  return { ...WORKLOADS[name], interrupts, seed, cpus };
 }
 
 function booted(cfg: WorkloadConfig): Guest {
-  return Guest.boot(new GuestMemory(MEMORY_BYTES), cfg, Machine.create());
+  return Guest.boot(new GuestMemory(MEMORY_BYTES), cfg, Machine.create({ cpus: cfg.cpus }));
 }
 
 /** The digest of a guest run from boot to `end` in one go. */
@@ -343,10 +362,12 @@ function runDigest(cfg: WorkloadConfig, end: number): string {
 /** Moves a paused guest to a fresh machine and memory as a migration does, over no network. */
 function migrate(source: Guest): Guest {
   const devices = unpack(pack(source.machine.capture()));
-  const cpu = unpack(pack(source.pause().toRecord()));
+  const phases = source.machine.probeTimerPhases();
+  const cpus = unpack(pack(cpusToRecord(source.pause())));
   const memory = new GuestMemory(source.memory.bytes);
   for (let p = 0; p < memory.pageCount; p++) if (!source.memory.isZero(p)) memory.writePage(p, source.memory.page(p));
-  return Guest.resume(memory, CpuState.fromRecord(cpu), Machine.reconstruct(devices));
+  const machine = Machine.resume(devices, phases);
+  return Guest.resume(memory, cpusFromRecord(cpus, machine.config.cpus), machine);
 }
 
 describe("Guest workload", () => {
@@ -428,7 +449,7 @@ describe("Guest workload", () => {
     expect(() => Guest.boot(mem, config("uniform", "pic"), Machine.create())).toThrow(/workingSetBytes/);
     expect(() => Guest.boot(mem, { ...config("idle", "pic"), timerHz: 10 }, Machine.create())).toThrow(/count/);
     expect(() => Guest.boot(mem, config("idle", "apic"), Machine.create({ ioapic: false }))).toThrow(/I\/O APIC/);
-    expect(() => Guest.resume(new GuestMemory(64 * MiB), new CpuState(), Machine.create())).toThrow(/no booted workload/);
+    expect(() => Guest.resume(new GuestMemory(64 * MiB), [new CpuState()], Machine.create())).toThrow(/no booted workload/);
   });
 
   describe("local migration", () => {
@@ -447,7 +468,7 @@ describe("Guest workload", () => {
       const expectSameEnd = (dest: Guest): void => {
         const ref = reference();
         expect(dest.memory.digest()).toBe(ref.memory.digest());
-        expect(dest.cpu.toRecord()).toEqual(ref.cpu.toRecord());
+        expect(cpusToRecord(dest.cpus)).toEqual(cpusToRecord(ref.cpus));
         expect(dest.machine.capture()).toEqual(ref.machine.capture());
         expect(dest.digest()).toBe(ref.digest());
       };
@@ -469,14 +490,80 @@ describe("Guest workload", () => {
       it(`survives a migration inside the device interrupt handler (${setup})`, () => {
         const source = booted(cfg);
         const handlerRip = 0xffff_ffff_8100_0200n;
-        while (source.cpu.rip !== handlerRip) source.runUntil(source.now() + 20_000);
+        while (source.cpus[0].rip !== handlerRip) source.runUntil(source.now() + 20_000);
         // A timer tick may also be in service: the handler runs with interrupts enabled.
         const dest = migrate(source);
-        expect(dest.cpu.rip).toBe(handlerRip);
+        expect(dest.cpus[0].rip).toBe(handlerRip);
         dest.runUntil(end);
         expectSameEnd(dest);
       });
     }
+
+    describe.each([2, 4])("with %i CPUs", (cpus) => {
+      const smpEnd = 40 * MS;
+      const references = new Map(SETUPS.map((setup) => {
+        const g = booted(config("uniform", setup, 42, cpus));
+        g.runUntil(smpEnd);
+        return [setup, g] as const;
+      }));
+      const expectSameSmpEnd = (dest: Guest, ref: Guest): void => {
+        expect(dest.memory.digest()).toBe(ref.memory.digest());
+        expect(cpusToRecord(dest.cpus)).toEqual(cpusToRecord(ref.cpus));
+        expect(dest.machine.capture()).toEqual(ref.machine.capture());
+        expect(dest.digest()).toBe(ref.digest());
+      };
+
+      it.each(SETUPS)("every CPU runs its own timer and takes IPIs from the others (%s)", (setup) => {
+        const ref = references.get(setup)!;
+        const perCpu = ref.perCpuCounters();
+        expect(perCpu.every((c) => c.online && c.ipis > 0 && c.ipisSent > 0)).toBe(true);
+        expect(perCpu.slice(1).every((c) => c.timerTicks > 0)).toBe(true);
+        // CPU k's timer runs (8 + k) / 8 times CPU 0's period: fewer ticks the higher k, from a later start.
+        for (let k = 2; k < cpus; k++) expect(perCpu[k].timerTicks).toBeLessThan(perCpu[k - 1].timerTicks);
+        expect(perCpu[0].lowestPriorityIpis).toBeGreaterThan(0);
+        expect(ref.counters().unexpectedInterrupts).toBe(0);
+        const exits = ref.machine.exits();
+        expect(exits.byReason.sipi).toBe(cpus - 1);
+        expect(exits.byReason["init-signal"]).toBe(cpus - 1);
+      });
+
+      it.each(SETUPS)("ends in the state of a run without migration, from any point, application processors waiting for SIPI included (%s)", (setup) => {
+        const ref = references.get(setup)!;
+        fc.assert(
+          fc.property(fc.oneof(fc.constantFrom(1 * MS, 3 * MS + 1), fc.integer({ min: 1, max: smpEnd - 1 })), (at) => {
+            const source = booted(config("uniform", setup, 42, cpus));
+            source.runUntil(at);
+            const dest = migrate(source);
+            const waiting = dest.perCpuCounters().filter((c) => !c.online).length;
+            expect(waiting).toBe(Math.max(0, cpus - 1 - Math.floor(at / (2 * MS))));
+            dest.machine.selectCpu(cpus - 1);
+            expect(dest.machine.sipiState()).toBe(waiting > 0 ? "waiting" : 0x9a);
+            dest.machine.selectCpu(0);
+            dest.runUntil(smpEnd);
+            expectSameSmpEnd(dest, ref);
+          }),
+          { numRuns: 6 },
+        );
+      });
+    });
+
+    it("refuses CPU registers that do not match the CPUs the devices and memory describe", () => {
+      const source = booted(config("uniform", "apic", 42, 3));
+      source.runUntil(3 * MS); // CPU 1 runs, CPU 2 waits for its start-up IPI
+      const cpus = () => cpusFromRecord(cpusToRecord(source.pause()));
+      const resume = (regs: CpuState[]) => Guest.resume(source.memory, regs, Machine.reconstruct(source.machine.capture()));
+      expect(resume(cpus()).perCpuCounters().map((c) => c.online)).toEqual([true, true, false]);
+      expect(() => resume(cpus().slice(0, 2))).toThrow(/runs on 3 CPUs, got the registers of 2/);
+      const started = cpus();
+      started[0].gpr.rbx = 2n; // CPU 0 claims to have started CPU 2
+      expect(() => resume(started)).toThrow(/cpu 2: CPU 0 has started it, but the devices say it waits for a start-up IPI/);
+      const busy = cpus();
+      busy[2].rip = 0x1234n; // a CPU waiting for SIPI executes nothing
+      expect(() => resume(busy)).toThrow(/cpu 2: waits for its start-up IPI but its registers are not the INIT state/);
+      const idle = cpus();
+      idle[1].rip = idle[0].rip;
+      expect(() => resume(idle)).toThrow(/cpu 1: rip/);
+    });
 
     it("notices a device rebuilt with one register wrong", () => {
       const cfg = config("uniform", "pic");

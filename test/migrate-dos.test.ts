@@ -32,7 +32,7 @@ async function start(limits: Partial<AdmissionLimits> = {}, events: DestinationE
   return l;
 }
 
-const hello = () => ({ t: "hello", magic: PROTOCOL_MAGIC, version: 1, minVersion: 1, capabilities: [], nonce: newNonce() });
+const hello = () => ({ t: "hello", magic: PROTOCOL_MAGIC, version: 2, minVersion: 2, capabilities: [], nonce: newNonce() });
 
 /** A connection that has said hello and got its challenge, ready to send a proof. */
 async function challenged(url: string, localAddress = "127.0.0.1"): Promise<{ c: BareClient; prove: (token: string) => void }> {
@@ -43,7 +43,7 @@ async function challenged(url: string, localAddress = "127.0.0.1"): Promise<{ c:
   c.send(h);
   const challenge = await c.next();
   expect(challenge.t).toBe("challenge");
-  return { c, prove: (token) => c.send({ t: "auth", proof: proof(token, "source", 1, h.nonce, challenge.nonce as Uint8Array) }) };
+  return { c, prove: (token) => c.send({ t: "auth", proof: proof(token, "source", 2, h.nonce, challenge.nonce as Uint8Array) }) };
 }
 
 /** How an upgrade request ends: the HTTP status of a refusal, or "open". */

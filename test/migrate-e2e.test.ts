@@ -118,12 +118,15 @@ describe("the command line", () => {
     });
   });
 
-  it("the demo starts a destination process, migrates, and verifies the digest", async () => {
+  it("the demo starts a destination process, migrates a two-CPU guest, and verifies the digest", async () => {
     const run = await runCli(["demo", "--memory", "8M", "--duration", "0.6", "--migrate-after", "0.2", "--json"]);
     expect(run.code).toBe(0);
     const out = JSON.parse(run.stdout);
     expect(out.status).toBe("completed");
     expect(out.verification.identical).toBe(true);
     expect(out.bandwidthLimitBytesPerSec).toBe(125_000_000);
+    // Two CPUs unless told otherwise, so that the demo moves IPIs and start-up state.
+    expect(out.cpus).toBe(2);
+    expect(out.exits.byCpu).toHaveLength(2);
   });
 });

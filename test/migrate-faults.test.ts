@@ -19,7 +19,8 @@ const MiB = 2 ** 20;
 const MS = 1_000_000;
 // It runs long enough to be still running when it pauses, even on a loaded machine: a capture
 // probes the APIC timer by letting the clock run, which would carry a guest already at its end past it.
-const SPEC: GuestRunSpec = { workload: "uniform", interrupts: "apic", memoryBytes: 8 * MiB, seed: 11, endNs: 800 * MS };
+// Two CPUs, so that every CPU's state and local APIC goes through each fault too.
+const SPEC: GuestRunSpec = { workload: "uniform", interrupts: "apic", memoryBytes: 8 * MiB, seed: 11, cpus: 2, endNs: 800 * MS };
 // Long enough that a loaded machine does not time out before the fault it is meant to meet.
 const SOURCE_TIMEOUT_MS = 3000;
 const DESTINATION_TIMEOUT_MS = 4000;

@@ -1,7 +1,8 @@
 // The destination against a hostile source: a valid migration stream, mutated (frames truncated,
 // bytes flipped, frames reordered, duplicated or oversized, fields of the wrong type or unknown,
 // pages outside guest memory, device and CPU records with impossible values under a correct
-// digest), and random messages in its place. Every case is played into one listening
+// digest, the CPU records of a four-CPU guest dropped, repeated or exchanged), and random
+// messages in its place. Every case is played into one listening
 // destination through an in-memory connection; each must end in a clean rejection — an `error`
 // with a code and a message, the session dropped — or, where the mutation left a stream that is
 // still valid, in `ready` with the digest of what the stream really carried. Nothing is resumed
@@ -19,9 +20,10 @@ import { MemorySocket, play, validStream, withRecords } from "./migrate-stream.j
 const MiB = 2 ** 20;
 const MS = 1_000_000;
 const CASES = process.env.DEEP ? 100_000 : 10_000;
-const SPEC: GuestRunSpec = { workload: "idle", interrupts: "apic", memoryBytes: 2 * MiB, seed: 5, endNs: 400 * MS };
+// Four CPUs paused at 5 ms: CPUs 1 and 2 run, CPU 3 still waits for its start-up IPI.
+const SPEC: GuestRunSpec = { workload: "idle", interrupts: "apic", memoryBytes: 2 * MiB, seed: 5, cpus: 4, endNs: 400 * MS };
 const TOKEN = "fuzz-token";
-const stream = validStream(SPEC, 30 * MS, TOKEN);
+const stream = validStream(SPEC, 5 * MS, TOKEN);
 const base: (Uint8Array | "auth")[] = stream.messages.map((m) => (m.t === "auth" ? "auth" : encode(m)));
 const STATE = stream.messages.length - 1;
 
@@ -71,6 +73,16 @@ function bogusRecord(kind: "cpu" | "devices", record: Record<string, unknown>) {
   });
 }
 
+/** The CPU records with one CPU's dropped or repeated (always refused), or two CPUs' exchanged (refused unless both run). */
+const cpuList = fc.tuple(fc.constantFrom("dropped", "repeated", "exchanged"), fc.nat({ max: SPEC.cpus! - 1 }), fc.nat({ max: SPEC.cpus! - 1 })).map(([change, k, j]): Case => {
+  const record = structuredClone(stream.cpuRecord) as { cpus: unknown[] };
+  if (change === "dropped") record.cpus.splice(k, 1);
+  else if (change === "repeated") record.cpus.push(record.cpus[k]);
+  else [record.cpus[k], record.cpus[j]] = [record.cpus[j], record.cpus[k]];
+  const state = withRecords(stream.memoryDigest, STATE - 3, record, stream.deviceRecord);
+  return { kind: "cpu records rearranged", expect: change === "exchanged" ? "valid-if-legal" : "refused", frames: replaced(STATE, encode(state)), digest: Buffer.from(state.digest) };
+});
+
 const pagesIndex = fc.integer({ min: 3, max: STATE - 1 });
 const messageTypes = [...new Set(stream.messages.map((m) => m.t)), "commit", "query", "finished", "error", "outcome", "deltas", "ack", "handoff", "fault", "complete", "received"];
 const randomMessage = fc
@@ -106,6 +118,7 @@ const MUTATIONS: fc.Arbitrary<Case>[] = [
   ),
   bogusRecord("devices", stream.deviceRecord),
   bogusRecord("cpu", stream.cpuRecord),
+  cpuList,
   fc.tuple(index(2), fc.string({ minLength: 1, maxLength: 8 })).filter(([i, k]) => !(k in stream.messages[i])).map(([i, k]) => refused("unknown field", mutated(i, (m) => (m[k] = 1)))),
   fc.tuple(fc.integer({ min: 0, max: 0x1_0000 }), fc.integer({ min: 0, max: 0x1_0000 })).map(([version, minVersion]): Case => ({ kind: "hello version", expect: "valid-if-unchanged", frames: mutated(0, (m) => Object.assign(m, { version, minVersion })), digest: stream.digest })),
   fc.tuple(fc.integer({ min: 0, max: base.length }), randomMessage).map(([i, frame]): Case => ({ kind: "random message", expect: "valid-if-unchanged", frames: i === base.length ? [...base, frame] : replaced(i, frame), digest: stream.digest })),

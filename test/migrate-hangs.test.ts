@@ -29,9 +29,9 @@ describe("a destination that stops reading", () => {
         const m = unpack(d) as Record<string, unknown>;
         if (m.t === "hello") {
           sourceNonce = m.nonce as Uint8Array;
-          ws.send(encode({ t: "challenge", version: 1, capabilities: [], nonce: destinationNonce }));
+          ws.send(encode({ t: "challenge", version: 2, capabilities: [], nonce: destinationNonce }));
         } else if (m.t === "auth") {
-          ws.send(encode({ t: "accepted", proof: proof(TOKEN, "destination", 1, sourceNonce, destinationNonce) }));
+          ws.send(encode({ t: "accepted", proof: proof(TOKEN, "destination", 2, sourceNonce, destinationNonce) }));
         } else if (m.t === "config") {
           ws.send(encode({ t: "prepared" }));
           (ws as unknown as { _socket: { pause(): void } })._socket.pause();

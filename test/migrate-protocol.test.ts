@@ -9,15 +9,21 @@ import { ZERO_PAGE_CRC, pageChecksum } from "../src/guest/digest.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../src/guest/page.js";
 import { BatchBuilder } from "../src/migrate/source/batch.js";
 import { decode } from "../src/migrate/wire/decode.js";
+import { cpusToRecord } from "../src/guest/cpu.js";
+import { bootGuest } from "../src/migrate/run/guest-run.js";
+import { rebuildRecords } from "../src/migrate/destination/rebuild.js";
 import {
   MAX_BATCH_PAGES,
   MAX_PAYLOAD,
+  MAX_RECORD_BYTES,
   MAX_RUNS,
   PROTOCOL_MAGIC,
   ProtocolError,
   batchChecksum,
   encode,
+  encodeRecord,
   stateDigest,
+  type Config,
   type Message,
 } from "../src/migrate/wire/protocol.js";
 
@@ -26,8 +32,8 @@ const nonce = new Uint8Array(32).fill(7);
 const machine = { pic: true, pit: true, lapic: true, ioapic: true, cpus: 2, pitIrq0: true, compatQemu: false, apicBusHz: 1e9, tscHz: 1e9, policy: "blmvisor" as const };
 
 const VALID: Message[] = [
-  { t: "hello", magic: PROTOCOL_MAGIC, version: 1, minVersion: 1, capabilities: ["zero-pages"], nonce },
-  { t: "challenge", version: 1, capabilities: [], nonce },
+  { t: "hello", magic: PROTOCOL_MAGIC, version: 2, minVersion: 2, capabilities: ["zero-pages"], nonce },
+  { t: "challenge", version: 2, capabilities: [], nonce },
   { t: "auth", proof: new Uint8Array(32).fill(1) },
   { t: "accepted", proof: new Uint8Array(32).fill(2) },
   { t: "config", memoryBytes: 16 << 20, pageSize: PAGE_SIZE, machine, workload: "hot", endNs: 4e9 },
@@ -197,5 +203,46 @@ describe("state digest", () => {
     expect(stateDigest("01", a, a).equals(d)).toBe(false);
     expect(stateDigest("00", new Uint8Array([1, 2]), new Uint8Array([3, 1, 2, 3])).equals(d)).toBe(false);
     expect(stateDigest("00", a, new Uint8Array([1, 2, 4])).equals(d)).toBe(false);
+  });
+});
+
+describe("state records", () => {
+  const guest = bootGuest({ workload: "idle", interrupts: "apic", memoryBytes: 2 << 20, seed: 3, cpus: 2, endNs: 0 });
+  guest.runUntil(5 * 1_000_000);
+  const cpus = cpusToRecord(guest.pause());
+  const devices = encodeRecord(guest.machine.capture());
+  const config = (more: Partial<typeof machine> = {}): Config => ({ t: "config", memoryBytes: 2 << 20, pageSize: PAGE_SIZE, machine: { ...machine, ...more }, workload: "idle", endNs: 1e9 });
+  const refused = (c: Config, cpuRecord: unknown, pattern: RegExp): void => {
+    const rebuild = () => rebuildRecords(c, encodeRecord(cpuRecord), devices);
+    expect(rebuild).toThrow(ProtocolError);
+    expect(rebuild).toThrow(pattern);
+    try {
+      rebuild();
+    } catch (e) {
+      expect((e as ProtocolError).code).toBe("state");
+    }
+  };
+
+  it("carry every CPU: as many records as the board agreed, each checked, the devices' CPU count the same", () => {
+    const { cpus: rebuilt, machine: m } = rebuildRecords(config(), encodeRecord(cpus), devices);
+    expect(rebuilt.map((c) => c.toRecord())).toEqual(cpus.cpus);
+    expect(m.config.cpus).toBe(2);
+    refused(config(), { ...cpus, cpus: [...cpus.cpus, cpus.cpus[1]] }, /cpus\.cpus: 3 CPU records for a board of 2 CPUs/);
+    refused(config(), { ...cpus, cpus: [] }, /cpus\.cpus: expected a list of 1\.\.64 CPU records, got 0 records/);
+    refused(config({ cpus: 3 }), { ...cpus, cpus: [...cpus.cpus, cpus.cpus[1]] }, /device record: cpus is 2, the configuration said 3/);
+    refused(config(), { ...cpus, cpus: [cpus.cpus[0], { ...cpus.cpus[1], rip: 1n << 63n }] }, /cpus\[1\] cpu\.rip: 0x8000000000000000 is not a canonical 48-bit address/);
+    // A lone CPU record, as a build that knew one CPU would have sent it.
+    refused(config(), cpus.cpus[0], /cpus\.cpus: missing/);
+  });
+
+  it("fit the state message's bound: a 64-CPU guest's records do, a larger record is refused", () => {
+    const big = bootGuest({ workload: "idle", interrupts: "apic", memoryBytes: 2 << 20, seed: 3, cpus: 64, endNs: 0 });
+    big.runUntil(200 * 1_000_000);
+    const cpu = encodeRecord(cpusToRecord(big.pause()));
+    expect(cpu.length).toBeGreaterThan(64 * 1024);
+    expect(cpu.length).toBeLessThanOrEqual(MAX_RECORD_BYTES);
+    const state = { ...sample("state"), cpu };
+    expect(decode(encode(state), BOUNDS)).toMatchObject({ t: "state", cpu });
+    refuses(state, { cpu: new Uint8Array(MAX_RECORD_BYTES + 1) }, /state\.cpu: expected 1\.\.262144 bytes/);
   });
 });

@@ -28,7 +28,7 @@ const dir = mkdtempSync(join(tmpdir(), "blmv-security-"));
 afterEach(killChildren);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const hello = () => ({ t: "hello", magic: PROTOCOL_MAGIC, version: 1, minVersion: 1, capabilities: [], nonce: newNonce() });
+const hello = () => ({ t: "hello", magic: PROTOCOL_MAGIC, version: 2, minVersion: 2, capabilities: [], nonce: newNonce() });
 
 /** Sends a hello and an auth proof made with `token`, from `localAddress`; returns the reply to the auth (or the refusal). */
 async function tryToken(url: string, token: string, localAddress = "127.0.0.1"): Promise<Record<string, unknown>> {
@@ -38,7 +38,7 @@ async function tryToken(url: string, token: string, localAddress = "127.0.0.1"):
   c.send(h);
   const challenge = await c.next();
   if (challenge.t !== "challenge") return challenge;
-  c.send({ t: "auth", proof: proof(token, "source", 1, h.nonce, challenge.nonce as Uint8Array) });
+  c.send({ t: "auth", proof: proof(token, "source", 2, h.nonce, challenge.nonce as Uint8Array) });
   const reply = await c.next();
   ws.terminate();
   return reply;

@@ -42,8 +42,8 @@ async function dyingDestination(): Promise<string> {
     ws.on("message", (d: Buffer) => {
       const m = unpack(d) as Record<string, unknown>;
       const reply = (r: Message): void => ws.send(encode(r));
-      if (m.t === "hello") (sourceNonce = m.nonce as Uint8Array), reply({ t: "challenge", version: 1, capabilities: ["zero-pages"], nonce: destinationNonce });
-      else if (m.t === "auth") reply({ t: "accepted", proof: proof(TOKEN, "destination", 1, sourceNonce, destinationNonce) });
+      if (m.t === "hello") (sourceNonce = m.nonce as Uint8Array), reply({ t: "challenge", version: 2, capabilities: ["zero-pages"], nonce: destinationNonce });
+      else if (m.t === "auth") reply({ t: "accepted", proof: proof(TOKEN, "destination", 2, sourceNonce, destinationNonce) });
       else if (m.t === "config") reply({ t: "prepared" });
       else if (m.t === "state") reply({ t: "ready", digest: m.digest as Uint8Array });
       else if (m.t === "commit") ws.terminate();

@@ -10,6 +10,7 @@ import { PAGE_SIZE, ZERO_PAGE } from "../src/guest/page.js";
 import { proof } from "../src/migrate/transport/auth.js";
 import { BatchBuilder } from "../src/migrate/source/batch.js";
 import { bootGuest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
+import { cpusToRecord } from "../src/guest/cpu.js";
 import { PROTOCOL_MAGIC, encode, encodeRecord, machineSpecOf, stateDigest, type Message } from "../src/migrate/wire/protocol.js";
 
 /** Pages per `pages` frame here, so that a small guest still takes several frames. */
@@ -31,11 +32,11 @@ export interface Stream {
 export function validStream(spec: GuestRunSpec, atNs: number, token: string): Stream {
   const guest = bootGuest(spec);
   guest.runUntil(atNs);
-  const cpu = guest.pause();
+  const cpus = guest.pause();
   const memory = guest.memory;
   const checksums = new PageChecksums(memory.pageCount);
   const messages: Message[] = [
-    { t: "hello", magic: PROTOCOL_MAGIC, version: 1, minVersion: 1, capabilities: ["zero-pages", "outcome-query"], nonce: HELLO_NONCE },
+    { t: "hello", magic: PROTOCOL_MAGIC, version: 2, minVersion: 2, capabilities: ["zero-pages", "outcome-query"], nonce: HELLO_NONCE },
     { t: "auth", proof: new Uint8Array(32) },
     { t: "config", memoryBytes: memory.bytes, pageSize: PAGE_SIZE, machine: machineSpecOf(guest.machine), workload: spec.workload, endNs: guest.now() },
   ];
@@ -51,7 +52,7 @@ export function validStream(spec: GuestRunSpec, atNs: number, token: string): St
       messages.push({ ...m, data: Uint8Array.from(m.data), runs: [...m.runs], zeros: [...m.zeros] });
     }
   }
-  const cpuRecord = cpu.toRecord() as unknown as Record<string, unknown>;
+  const cpuRecord = cpusToRecord(cpus) as unknown as Record<string, unknown>;
   const deviceRecord = guest.machine.capture() as unknown as Record<string, unknown>;
   const memoryDigest = checksums.digest();
   const state = withRecords(memoryDigest, seq, cpuRecord, deviceRecord);
@@ -109,7 +110,7 @@ export function play(socket: MemorySocket, frames: readonly (Uint8Array | "auth"
     if (frame === "auth") {
       const challenge = socket.sent.find((m) => m.t === "challenge");
       const nonce = challenge?.nonce instanceof Uint8Array ? challenge.nonce : new Uint8Array(32);
-      socket.deliver(encode({ t: "auth", proof: proof(token, "source", 1, HELLO_NONCE, nonce) }));
+      socket.deliver(encode({ t: "auth", proof: proof(token, "source", 2, HELLO_NONCE, nonce) }));
     } else {
       socket.deliver(frame);
     }

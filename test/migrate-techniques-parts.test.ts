@@ -6,7 +6,7 @@ import fc from "fast-check";
 import { pack } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { Machine } from "../src/core/machine.js";
-import { CpuState } from "../src/guest/cpu.js";
+import { cpusFromRecord, cpusToRecord } from "../src/guest/cpu.js";
 import { PageChecksums, pageChecksum } from "../src/guest/digest.js";
 import { GuestMemory } from "../src/guest/memory.js";
 import { PAGE_SIZE } from "../src/guest/page.js";
@@ -66,14 +66,14 @@ describe("demand-paged memory", () => {
     const memory = new DemandMemory(spec.memoryBytes);
     const all = new Uint8Array(Math.ceil(memory.pageCount / 8)).fill(0xff);
     memory.markAbsent(all);
-    const cpu = CpuState.fromRecord(source.pause().toRecord());
+    const cpus = cpusFromRecord(cpusToRecord(source.pause()));
     const machine = Machine.reconstruct(source.machine.capture(), { policy: source.machine.policy });
     const fetch = (p: number): void => memory.writePage(p, source.memory.page(p));
     let faults = 0;
     let guest: Guest | undefined;
     while (!guest) {
       try {
-        guest = Guest.resume(memory, cpu, machine);
+        guest = Guest.resume(memory, cpus, machine);
       } catch (e) {
         if (!(e instanceof PageFault)) throw e;
         fetch(e.page);

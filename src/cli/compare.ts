@@ -105,6 +105,7 @@ function settingsOf(command: string, values: Values) {
     xKey !== "memory" && !varied.some(([k]) => k === "memory") ? `${formatBytes(first.spec.memoryBytes)} guest` : "",
     `${first.spec.workload} workload`,
     `${first.spec.interrupts} interrupts`,
+    first.spec.cpus !== undefined && first.spec.cpus > 1 ? `${first.spec.cpus} CPUs` : "",
     values.bandwidth === undefined ? "unlimited link" : "",
   ].filter((p) => p !== "");
   return { settings, xLabel: xKey, xText, fixed: fixedParts.join(", "), downtimeLimitMs: first.link.downtimeLimitMs ?? 0 };

@@ -24,6 +24,8 @@ const DEMO_OPTIONS = adjust(
     // A slower link and a tighter limit than \`migrate send\`'s, so that pre-copy takes a few rounds.
     bandwidth: { default: "1Gbit", defaultText: undefined },
     "downtime-limit": { default: "50" },
+    // Two CPUs, so that the demo moves IPIs, start-up state and a local APIC per CPU.
+    cpus: { default: "2" },
     svg: { defaultText: "a file in the temporary folder, printed" },
   },
 );
@@ -35,7 +37,8 @@ export const demo = defineCommand({
   about:
     "Starts a destination process, boots a guest here, migrates it live, lets it finish on the\n" +
     "destination and checks its final digest against a run that was never migrated. Its link is\n" +
-    "slower and its downtime limit tighter than migrate send's, so that pre-copy takes a few rounds.",
+    "slower and its downtime limit tighter than migrate send's, so that pre-copy takes a few rounds,\n" +
+    "and its guest has two CPUs.",
   options: DEMO_OPTIONS,
   run: runDemo,
 });
@@ -59,7 +62,7 @@ async function runDemo({ values }: Parsed<typeof DEMO_OPTIONS>): Promise<number>
     const reference = referenceDigest(spec);
     log(`  digest ${reference}`);
     log(
-      `source: booting a ${spec.workload} guest (${formatBytes(spec.memoryBytes)}, ${spec.interrupts} interrupts) in this process ${process.pid}; ` +
+      `source: booting a ${spec.workload} guest (${formatBytes(spec.memoryBytes)}, ${spec.cpus} ${spec.cpus === 1 ? "CPU" : "CPUs"}, ${spec.interrupts} interrupts) in this process ${process.pid}; ` +
         `it runs in real time and migrates at ${link.migrateAtNs / 1e9} s over a ${link.bandwidth ? formatRate(link.bandwidth) : "unlimited"} link`,
     );
     const interrupt = cancelOnInterrupt(progress);

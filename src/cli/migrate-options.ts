@@ -14,6 +14,7 @@ import { PROGRESS_MODES, type ProgressMode } from "../migrate/report/progress.js
 import { PAGE_SIZE } from "../guest/page.js";
 import { MAX_MEMORY_BYTES } from "../guest/memory.js";
 import { WORK_BASE_PAGE } from "../guest/layout.js";
+import { MAX_CPUS } from "../core/machine.js";
 import type { OptionTable, OptionValues } from "./command.js";
 import { UsageError, fileProblem, integerOption } from "./usage.js";
 import { loadToken } from "../migrate/transport/auth.js";
@@ -35,6 +36,7 @@ export const GUEST_OPTIONS = {
   duration: { type: "string", value: "S", default: "4", group: GUEST, help: "virtual seconds the guest runs in all" },
   "migrate-after": { type: "string", value: "S", default: "1", group: GUEST, help: "virtual seconds it runs before the migration starts" },
   seed: { type: "string", value: "N", default: "1", group: GUEST, help: "the workload's seed" },
+  cpus: { type: "string", value: "N", default: "1", group: GUEST, help: `vCPUs, 1 to ${MAX_CPUS}: CPU 0 starts the others with INIT and start-up IPIs, each runs its own local APIC timer and sends IPIs to the others` },
 } as const satisfies OptionTable;
 
 /** How the guest moves. */
@@ -103,6 +105,8 @@ export function parseGuestAndLink(command: string, v: Values): GuestAndLink {
   if (maxRounds > MAX_ROUNDS) throw new UsageError(`${command}: --max-rounds must be at most ${MAX_ROUNDS}, got ${maxRounds}`);
   const seed = integerOption(command, "seed", text("seed"))!;
   if (seed > 0xffff_ffff) throw new UsageError(`${command}: --seed must fit in 32 bits, got ${seed}`);
+  const cpus = integerOption(command, "cpus", text("cpus"), 1)!;
+  if (cpus > MAX_CPUS) throw new UsageError(`${command}: --cpus must be at most ${MAX_CPUS}, got ${cpus}`);
   const technique = (v.technique ?? MIGRATION_OPTIONS.technique.default) as Technique;
   if (!TECHNIQUES.includes(technique)) throw new UsageError(`${command}: --technique must be one of ${TECHNIQUES.join(", ")}, got ${JSON.stringify(technique)}`);
   const hybridRounds = integerOption(command, "hybrid-rounds", text("hybrid-rounds"), 1)!;
@@ -116,7 +120,7 @@ export function parseGuestAndLink(command: string, v: Values): GuestAndLink {
   const latencyMs = integerOption(command, "latency", text("latency"))!;
   if (latencyMs > 10_000) throw new UsageError(`${command}: --latency must be at most 10000 ms, got ${latencyMs}`);
   return {
-    spec: { workload, interrupts, memoryBytes, dirtyBytesPerSecond, workingSetBytes, seed, endNs: Math.round(duration * 1e9) },
+    spec: { workload, interrupts, memoryBytes, dirtyBytesPerSecond, workingSetBytes, seed, cpus, endNs: Math.round(duration * 1e9) },
     link: {
       migrateAtNs: Math.round(migrateAfter * 1e9),
       downtimeLimitMs: integerOption(command, "downtime-limit", text("downtime-limit"), 1)!,

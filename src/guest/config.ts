@@ -15,12 +15,15 @@ export interface WorkloadConfig {
   workingSetBytes: number;
   pattern: DirtyPattern;
   seed: number;
+  /** CPU 0's timer rate; each other CPU's own APIC timer runs a little slower (workload.ts). */
   timerHz: number;
+  /** vCPUs, 1 .. MAX_CPUS: CPU 0 boots the others with INIT and start-up IPIs. */
+  cpus: number;
 }
 
 const MiB = 1024 * 1024;
 
-export const WORKLOADS: Record<string, Omit<WorkloadConfig, "seed" | "interrupts">> = {
+export const WORKLOADS: Record<string, Omit<WorkloadConfig, "seed" | "interrupts" | "cpus">> = {
   /** Background activity: a slow trickle of writes, a 100 Hz tick. */
   idle: { name: "idle", dirtyBytesPerSecond: 1 * MiB, workingSetBytes: 16 * MiB, pattern: "uniform", timerHz: 100 },
   /** Random pages of a large working set. */

@@ -1,10 +1,16 @@
 // The x86-64 architectural state a hypervisor keeps for one guest CPU, its power-on state, and
-// a versioned plain record of it. A record arrives from the network, so every field is checked
-// against what the architecture allows (reserved bits, canonical addresses, consistency rules of
-// the kind VM entry enforces) before anything is built from it.
+// a versioned plain record of it, and of all the CPUs of a guest together. A record arrives from
+// the network, so every field is checked against what the architecture allows (reserved bits,
+// canonical addresses, consistency rules of the kind VM entry enforces) before anything is built
+// from it. docs/protocol.md describes the records.
+
+import { MAX_CPUS } from "../../assembly/abi/codes.js";
 
 export const CPU_RECORD_FORMAT = "blmv-cpu";
 export const CPU_RECORD_VERSION = 1;
+/** The record of every CPU of a guest: `cpus[k]` is CPU k's record. */
+export const CPUS_RECORD_FORMAT = "blmv-cpus";
+export const CPUS_RECORD_VERSION = 1;
 
 export const GPR_NAMES = [
   "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
@@ -261,6 +267,40 @@ export class CpuState {
   }
 }
 
+export interface CpusRecord {
+  format: typeof CPUS_RECORD_FORMAT;
+  version: number;
+  cpus: CpuRecord[];
+}
+
+/** The record of a guest's CPUs, CPU 0 first. */
+export function cpusToRecord(cpus: readonly CpuState[]): CpusRecord {
+  return { format: CPUS_RECORD_FORMAT, version: CPUS_RECORD_VERSION, cpus: cpus.map((c) => c.toRecord()) };
+}
+
+/**
+ * Every CPU of a record, or CpuStateError naming the CPU and its first illegal field. The count
+ * must be 1..MAX_CPUS and, when `expected` is given, exactly that (the board's CPU count).
+ */
+export function cpusFromRecord(record: unknown, expected?: number): CpuState[] {
+  const r = group(record, "cpus", CPUS_RECORD_KEYS);
+  if (r.format !== CPUS_RECORD_FORMAT) fail("cpus.format", `expected "${CPUS_RECORD_FORMAT}", got ${show(r.format)}`);
+  if (r.version !== CPUS_RECORD_VERSION) fail("cpus.version", `this build reads version ${CPUS_RECORD_VERSION}, got ${show(r.version)}`);
+  const list = r.cpus;
+  if (!Array.isArray(list) || list.length < 1 || list.length > MAX_CPUS) {
+    fail("cpus.cpus", `expected a list of 1..${MAX_CPUS} CPU records, got ${Array.isArray(list) ? `${list.length} records` : show(list)}`);
+  }
+  if (expected !== undefined && list.length !== expected) fail("cpus.cpus", `${list.length} CPU records for a board of ${expected} CPUs`);
+  return list.map((cpu: unknown, k) => {
+    try {
+      return CpuState.fromRecord(cpu);
+    } catch (e) {
+      if (e instanceof CpuStateError) throw new CpuStateError(`cpus[${k}] ${e.message}`);
+      throw e;
+    }
+  });
+}
+
 export interface CpuRecord {
   format: typeof CPU_RECORD_FORMAT;
   version: number;
@@ -287,6 +327,7 @@ const RECORD_KEYS = [
   "format", "version", "gpr", "rip", "rflags", "segments", "cr0", "cr2", "cr3", "cr4", "cr8", "efer",
   "gdtr", "idtr", "dr", "msr", "interruptibility", "pendingEvent", "halted",
 ] as const;
+const CPUS_RECORD_KEYS = ["format", "version", "cpus"] as const;
 const SEGMENT_KEYS = ["selector", "base", "limit", "attributes"] as const;
 const TABLE_KEYS = ["base", "limit"] as const;
 const BLOCKING_KEYS = ["sti", "movSs"] as const;

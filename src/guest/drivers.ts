@@ -26,7 +26,7 @@ export interface InterruptDriver {
 }
 
 /** Folds a 32-bit word into a 32-bit hash (FNV-1a over words). */
-function foldWord(hash: number, word: number): number {
+export function foldWord(hash: number, word: number): number {
   return Math.imul(hash ^ word, 0x0100_0193) >>> 0;
 }
 
@@ -66,9 +66,14 @@ export const SVR_ENABLE = 1 << 8;
 const SPURIOUS_VECTOR = 0xff;
 const ERROR_VECTOR = 0xfe;
 
+/** Software-enables the current CPU's local APIC, spurious vector 0xff. */
+export function softwareEnableApic(m: Machine): void {
+  m.writel(LAPIC_SVR, SVR_ENABLE | SPURIOUS_VECTOR);
+}
+
 /** Software-enables the local APIC with LINT0 as given and LINT1 as NMI, as firmware and OSes do. */
 function enableLocalApic(m: Machine, lint0: number): void {
-  m.writel(LAPIC_SVR, SVR_ENABLE | SPURIOUS_VECTOR);
+  softwareEnableApic(m);
   m.writel(LAPIC_LVT_LINT0, lint0);
   m.writel(LAPIC_LVT_LINT1, DELIVERY_NMI);
 }
@@ -157,6 +162,18 @@ const REDIRECTION_LEVEL = 1 << 15;
 const DIVIDE_BY_1 = 0xb;
 const DIVISOR = 1;
 
+/** Bus clocks per `periods` periods of a `hz` local APIC timer. */
+export function apicTimerCount(m: Machine, hz: number, periods = 1): number {
+  return checkedCount(Math.round((m.config.apicBusHz * periods) / (DIVISOR * hz)), 1, 0xffff_ffff, hz);
+}
+
+/** The current CPU's local APIC timer: periodic, `vector`, `count` bus clocks per tick. */
+export function startApicTimer(m: Machine, vector: number, count: number): void {
+  m.writel(LAPIC_DIVIDE, DIVIDE_BY_1);
+  m.writel(LAPIC_LVT_TIMER, LVT_PERIODIC | vector);
+  m.writel(LAPIC_INITIAL_COUNT, count);
+}
+
 /** The local APIC timer ticks; the device is a level-triggered line on I/O APIC pin 16. */
 class ApicDriver implements InterruptDriver {
   readonly timerVector = 0xef;
@@ -166,7 +183,7 @@ class ApicDriver implements InterruptDriver {
   constructor(private readonly m: Machine) {}
 
   timerCount(hz: number): number {
-    return checkedCount(Math.round(this.m.config.apicBusHz / (DIVISOR * hz)), 1, 0xffff_ffff, hz);
+    return apicTimerCount(this.m, hz);
   }
 
   program(count: number): void {
@@ -175,9 +192,7 @@ class ApicDriver implements InterruptDriver {
     initPics(m);
     enableLocalApic(m, LVT_MASKED | DELIVERY_EXTINT);
     m.writel(LAPIC_LVT_ERROR, ERROR_VECTOR);
-    m.writel(LAPIC_DIVIDE, DIVIDE_BY_1);
-    m.writel(LAPIC_LVT_TIMER, LVT_PERIODIC | this.timerVector);
-    m.writel(LAPIC_INITIAL_COUNT, count);
+    startApicTimer(m, this.timerVector, count);
     // Destination (physical APIC 0) first, then the low word, which unmasks the entry.
     const entry = 0x10 + 2 * ApicDriver.DEVICE_PIN;
     m.writel(IOAPIC_SELECT, entry + 1);

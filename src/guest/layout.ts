@@ -1,17 +1,18 @@
 // Where the guest keeps its state in guest-physical memory: one reserved kernel data page holding
-// its configuration (written at boot, read back on the destination) and its counters, and the
-// working set above 1 MiB that its workload dirties.
+// its configuration (written at boot, read back on the destination), its counters and a block
+// per CPU, and the working set above 1 MiB that its workload dirties.
 
 import type { DirtyPattern, WorkloadConfig } from "./config.js";
 import type { InterruptSetup } from "./drivers.js";
 import { GuestMemory, PAGE_SIZE } from "./memory.js";
+import { MAX_CPUS } from "../../assembly/abi/codes.js";
 
 const DATA_PAGE = 1;
 /** The working set starts at 1 MiB, above the legacy low-memory area. */
 export const WORK_BASE_PAGE = 0x100000 / PAGE_SIZE;
 
 const MAGIC = 0x474d_4c42; // "BLMG"
-const LAYOUT_VERSION = 1;
+const LAYOUT_VERSION = 2;
 const NAME_BYTES = 32;
 const TWO_32 = 0x1_0000_0000;
 const SETUPS: readonly InterruptSetup[] = ["pic", "apic"];
@@ -30,6 +31,7 @@ const Slot = {
   timerCount: 10,
   bootTime: 11, // 2 words
   nameLength: 13,
+  cpus: 14,
   name: 16, // NAME_BYTES
   ticks: 32,
   deviceInterrupts: 33,
@@ -41,6 +43,27 @@ export type Counter = "ticks" | "deviceInterrupts" | "unexpectedInterrupts";
 
 export function counterAddress(counter: Counter): number {
   return DATA_PAGE * PAGE_SIZE + 4 * Slot[counter];
+}
+
+/** The block each CPU keeps, word by word, like a kernel's per-CPU data. */
+const PER_CPU_BASE = 64;
+const PER_CPU_WORDS = 8;
+const PerCpuSlot = {
+  /** 1 once the CPU has come up after its start-up IPI (CPU 0: at boot). */
+  online: 0,
+  /** Its own local APIC timer's interrupts (CPU 0 counts its timer in `ticks`). */
+  timerTicks: 1,
+  /** Fixed IPIs taken, and lowest-priority IPIs taken. */
+  ipis: 2,
+  lowestPriorityIpis: 3,
+  /** Hash of what its IPI handler read back from its local APIC. */
+  hash: 4,
+} as const;
+
+export type PerCpuCounter = keyof typeof PerCpuSlot;
+
+export function perCpuAddress(cpu: number, counter: PerCpuCounter): number {
+  return DATA_PAGE * PAGE_SIZE + 4 * (PER_CPU_BASE + cpu * PER_CPU_WORDS + PerCpuSlot[counter]);
 }
 
 /** Everything the guest wrote down at boot: what it runs and how it programmed the timer. */
@@ -68,6 +91,7 @@ export function writeBootRecord(memory: GuestMemory, b: BootRecord): void {
   put(Slot.timerCount, b.timerCount);
   putWide(Slot.bootTime, b.bootTime);
   put(Slot.nameLength, name.length);
+  put(Slot.cpus, b.cpus);
   const padded = new Uint8Array(NAME_BYTES);
   padded.set(name);
   const words = new Uint32Array(padded.buffer);
@@ -84,8 +108,9 @@ export function readBootRecord(memory: GuestMemory): BootRecord {
   const interrupts = SETUPS[get(Slot.interrupts)];
   const pattern = PATTERNS[get(Slot.pattern)];
   const nameLength = get(Slot.nameLength);
-  if (interrupts === undefined || pattern === undefined || nameLength > NAME_BYTES) {
-    throw new RangeError("guest data page is corrupt (interrupt setup, dirty pattern or name length out of range)");
+  const cpus = get(Slot.cpus);
+  if (interrupts === undefined || pattern === undefined || nameLength > NAME_BYTES || cpus < 1 || cpus > MAX_CPUS) {
+    throw new RangeError("guest data page is corrupt (interrupt setup, dirty pattern, name length or CPU count out of range)");
   }
   const words = new Uint32Array(NAME_BYTES / 4);
   for (let i = 0; i < words.length; i++) words[i] = get(Slot.name + i);
@@ -97,6 +122,7 @@ export function readBootRecord(memory: GuestMemory): BootRecord {
     pattern,
     seed: get(Slot.seed),
     timerHz: get(Slot.timerHz),
+    cpus,
     timerCount: get(Slot.timerCount),
     bootTime: getWide(Slot.bootTime),
   };

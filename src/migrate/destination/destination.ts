@@ -89,7 +89,7 @@ export class DestinationSession {
   /** What a failure must drop: the staging memory, its checksums, the rebuilt guest. */
   private staging?: { memory: DemandMemory; checksums: PageChecksums; pairs: Uint32Array; guest?: Guest };
   /** Post-copy: the records that arrived with the handoff, then the receiver once resumed. */
-  private handoffRecords?: { cpu: CpuState; machine: Machine };
+  private handoffRecords?: { cpus: CpuState[]; machine: Machine };
   private postcopy?: PostcopyReceiver;
   private lost = false;
 
@@ -280,8 +280,8 @@ export class DestinationSession {
     const digest = stateDigest(staging.checksums.digest(), m.cpu, m.devices);
     this.checkArrived(m.batches, digest, m.digest);
     this.asState(() => {
-      const { cpu, machine } = this.records(m.cpu, m.devices);
-      staging.guest = Guest.resume(staging.memory, cpu, machine);
+      const { cpus, machine } = this.records(m.cpu, m.devices);
+      staging.guest = Guest.resume(staging.memory, cpus, machine);
     });
     this.ready(digest);
   }
@@ -305,7 +305,7 @@ export class DestinationSession {
     return asState(f);
   }
 
-  private records(cpuRecord: Uint8Array, devices: Uint8Array): { cpu: CpuState; machine: Machine } {
+  private records(cpuRecord: Uint8Array, devices: Uint8Array): { cpus: CpuState[]; machine: Machine } {
     return rebuildRecords(this.config!, cpuRecord, devices);
   }
 
@@ -333,7 +333,7 @@ export class DestinationSession {
    */
   private async resumePostcopy(): Promise<void> {
     const { memory, checksums } = this.staging!;
-    const { cpu, machine } = this.handoffRecords!;
+    const { cpus, machine } = this.handoffRecords!;
     this.admission.decide(this.id, "taken");
     const receiver = (this.postcopy = new PostcopyReceiver(memory, checksums, { send: (m) => this.send(m), load: (m) => this.load(m), batches: () => this.seq }));
     this.expecting = "post-copy";
@@ -347,7 +347,7 @@ export class DestinationSession {
     );
     this.announceResumed(machine.now());
     try {
-      const guest = await receiver.guest(cpu, machine);
+      const guest = await receiver.guest(cpus, machine);
       await this.run(guest, receiver);
     } catch (e) {
       this.abort(e);

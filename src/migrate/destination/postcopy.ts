@@ -48,10 +48,10 @@ export class PostcopyReceiver {
   }
 
   /** Builds the guest from its records; the pages it reads to start (its data page) are fetched as faults. */
-  async guest(cpu: CpuState, machine: Machine): Promise<Guest> {
+  async guest(cpus: CpuState[], machine: Machine): Promise<Guest> {
     for (;;) {
       try {
-        return Guest.resume(this.memory, cpu, machine);
+        return Guest.resume(this.memory, cpus, machine);
       } catch (e) {
         if (!(e instanceof PageFault)) throw e;
         await new Promise<void>((r) => {

@@ -4,7 +4,7 @@
 
 import { DEFAULT_CONFIG, DeviceStateError, Machine, type MachineConfig } from "../../core/machine.js";
 import { FieldError } from "../../core/fields.js";
-import { CpuState, CpuStateError } from "../../guest/cpu.js";
+import { CpuStateError, cpusFromRecord, type CpuState } from "../../guest/cpu.js";
 import { ProtocolError, decodeRecord, type Config } from "../wire/protocol.js";
 
 const RECORD_ERRORS = [CpuStateError, DeviceStateError, FieldError, RangeError];
@@ -19,14 +19,17 @@ export function asState<T>(f: () => T): T {
   }
 }
 
-/** The CPU state and a reconstructed machine from their records; the machine must be the one `config` announced. */
-export function rebuildRecords(config: Config, cpuRecord: Uint8Array, devices: Uint8Array): { cpu: CpuState; machine: Machine } {
+/**
+ * Every CPU's state and a reconstructed machine from their records; the machine must be the one
+ * `config` announced, with as many CPUs as the CPU record holds.
+ */
+export function rebuildRecords(config: Config, cpuRecord: Uint8Array, devices: Uint8Array): { cpus: CpuState[]; machine: Machine } {
   return asState(() => {
-    const cpu = CpuState.fromRecord(decodeRecord(cpuRecord, "CPU"));
+    const cpus = cpusFromRecord(decodeRecord(cpuRecord, "CPU"), config.machine.cpus);
     const machine = Machine.reconstruct(decodeRecord(devices, "device"), { policy: config.machine.policy });
     for (const k of Object.keys(DEFAULT_CONFIG) as (keyof MachineConfig)[]) {
       if (machine.config[k] !== config.machine[k]) throw new ProtocolError("state", `device record: ${k} is ${machine.config[k]}, the configuration said ${config.machine[k]}`);
     }
-    return { cpu, machine };
+    return { cpus, machine };
   });
 }

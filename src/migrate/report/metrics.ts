@@ -74,6 +74,8 @@ export interface MigrationReport {
   failedAt?: string;
   workload: string;
   memoryBytes: number;
+  /** The guest's vCPUs. */
+  cpus: number;
   pageSize: number;
   totalMs: number;
   /** Connect, authenticate, agree on the configuration, allocate the destination's memory. */
@@ -97,8 +99,8 @@ export interface MigrationReport {
   bandwidthLimitBytesPerSec?: number;
   throttlePercent: number;
   throttleSteps: number;
-  /** VM exits the hypervisor counted on the source up to the pause, by reason. */
-  exits: { total: number; byReason: Record<ExitReason, number> };
+  /** VM exits the hypervisor counted on the source up to the pause, by reason and by CPU. */
+  exits: { total: number; byReason: Record<ExitReason, number>; byCpu: number[] };
   model?: { input: ModelInput; prediction: ModelPrediction };
   /** Flow control, when the destination acknowledged batches. */
   acks?: AckStats;
@@ -118,6 +120,7 @@ export function newReport(workload: string, memoryBytes: number, downtimeLimitMs
     technique: "precopy",
     workload,
     memoryBytes,
+    cpus: 1,
     pageSize: PAGE_SIZE,
     totalMs: 0,
     setupMs: 0,
@@ -134,7 +137,7 @@ export function newReport(workload: string, memoryBytes: number, downtimeLimitMs
     bandwidthLimitBytesPerSec,
     throttlePercent: 0,
     throttleSteps: 0,
-    exits: { total: 0, byReason: Object.fromEntries(EXIT_REASONS.map((r) => [r, 0])) as Record<ExitReason, number> },
+    exits: { total: 0, byReason: Object.fromEntries(EXIT_REASONS.map((r) => [r, 0])) as Record<ExitReason, number>, byCpu: [] },
   };
 }
 

@@ -44,7 +44,7 @@ export function formatReport(r: MigrationReport): string {
   if (r.resolution) row("after the commit", RESOLUTION_TEXT[r.resolution]);
   if (r.snapshot && "path" in r.snapshot) row("paused guest saved", `${r.snapshot.path}  (continue it: blmv resume ${r.snapshot.path}; or send it again: blmv migrate send --from ${r.snapshot.path} --to URL)`);
   if (r.snapshot && "error" in r.snapshot) row("paused guest", `NOT SAVED: ${r.snapshot.error}`);
-  row("workload", `${r.workload}, ${formatBytes(r.memoryBytes)} of guest memory in ${formatBytes(r.pageSize)} pages`);
+  row("workload", `${r.workload}, ${r.cpus} ${r.cpus === 1 ? "CPU" : "CPUs"}, ${formatBytes(r.memoryBytes)} of guest memory in ${formatBytes(r.pageSize)} pages`);
   row("total time", `${formatMs(r.totalMs)}  (setup ${formatMs(r.setupMs)})`);
   if (r.status === "completed") {
     const over = r.downtimeOverLimit ? `  OVER THE LIMIT by ${formatMs(r.downtimeMs - r.downtimeLimitMs)}` : "";
@@ -73,6 +73,7 @@ export function formatReport(r: MigrationReport): string {
   row("throttle", r.throttleSteps ? `${r.throttlePercent}% after ${r.throttleSteps} auto-converge step(s)` : "none");
   const reasons = Object.entries(r.exits.byReason).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
   row("VM exits (source)", `${r.exits.total}${reasons.length ? `  (${reasons.join(", ")})` : ""}`);
+  if (r.exits.byCpu.length > 1) row("by CPU", r.exits.byCpu.map((n, k) => `cpu ${k}: ${n}`).join("; "));
   if (r.destination) {
     const d = r.destination;
     row("on destination", `ran to ${(d.virtualNs / 1e9).toFixed(3)} s virtual, ${d.ticks} timer ticks, ${d.exits} VM exits`);

@@ -1,5 +1,5 @@
 // The guest a migration moves, from a few user-level choices: a named workload sized to the
-// memory given, on a machine with every device and the BLMVisor hypervisor policy.
+// memory given, on a machine with every device, the CPUs asked for and the BLMVisor hypervisor policy.
 
 import { Machine } from "../../core/machine.js";
 import { GuestMemory } from "../../guest/memory.js";
@@ -19,6 +19,8 @@ export interface GuestRunSpec {
   /** Overrides the workload's working set (whole pages). */
   workingSetBytes?: number;
   seed: number;
+  /** vCPUs, 1 .. MAX_CPUS (1 if not given). */
+  cpus?: number;
   /** Virtual time at which the guest's run ends. */
   endNs: number;
 }
@@ -40,11 +42,13 @@ export function workloadConfig(spec: GuestRunSpec): WorkloadConfig {
     dirtyBytesPerSecond: Math.round(spec.dirtyBytesPerSecond ?? preset.dirtyBytesPerSecond),
     interrupts: spec.interrupts,
     seed: spec.seed,
+    cpus: spec.cpus ?? 1,
   };
 }
 
 export function bootGuest(spec: GuestRunSpec): Guest {
-  return Guest.boot(new GuestMemory(spec.memoryBytes), workloadConfig(spec), Machine.create());
+  const config = workloadConfig(spec);
+  return Guest.boot(new GuestMemory(spec.memoryBytes), config, Machine.create({ cpus: config.cpus }));
 }
 
 /** The digest the guest ends with when it runs its whole run in one place, never migrated. */
@@ -54,7 +58,7 @@ export function referenceDigest(spec: GuestRunSpec): string {
 
 /** referenceDigest for a guest known by its configuration (a snapshot's, say). */
 export function referenceDigestOf(config: WorkloadConfig, memoryBytes: number, endNs: number): string {
-  const guest = Guest.boot(new GuestMemory(memoryBytes), config, Machine.create());
+  const guest = Guest.boot(new GuestMemory(memoryBytes), config, Machine.create({ cpus: config.cpus }));
   guest.runUntil(endNs);
   return guest.digest();
 }

@@ -1,10 +1,10 @@
-// A paused guest saved whole — memory, CPU and device records, and the APIC timer's phase — to
+// A paused guest saved whole — memory, every CPU's and the device records, and the APIC timer's phase — to
 // a file that `blmv resume` continues and `migrate send --from` sends again. The source writes
 // one when it cannot know who owns the guest (its commit unconfirmed). The records and the
 // timer phase are the protocol's own messages, checked on load as a destination checks them,
 // and a digest covers memory and records as in a migration. docs/migration.md.
 //
-// Layout: "BLMVSNAP", u32 version (1), u32 0, u64 body length, the body (msgpack: config,
+// Layout: "BLMVSNAP", u32 version (2), u32 0, u64 body length, the body (msgpack: config,
 // state and commit frames, runs of non-zero pages and their bytes), SHA-256 of all before it.
 
 import { createHash } from "node:crypto";
@@ -19,7 +19,7 @@ import { decode } from "../wire/decode.js";
 import { asState, rebuildRecords } from "../destination/rebuild.js";
 
 const MAGIC = "BLMVSNAP";
-const VERSION = 1;
+const VERSION = 2;
 const HEAD = 24;
 const DIGEST = 32;
 const packr = new Packr({ useRecords: false });
@@ -122,8 +122,8 @@ function restore(bytes: Uint8Array): { guest: Guest; config: Config } {
   if (offset !== data.length) throw new ProtocolError("bad-message", "data: longer than its runs");
   const digest = stateDigest(PageChecksums.of(memory).digest(), state.cpu, state.devices);
   if (!digest.equals(state.digest)) throw new ProtocolError("digest", "memory, CPU or device records differ from the digest saved with them");
-  const { cpu, machine } = rebuildRecords(config, state.cpu, state.devices);
-  const guest = asState(() => Guest.resume(memory, cpu, machine));
+  const { cpus, machine } = rebuildRecords(config, state.cpu, state.devices);
+  const guest = asState(() => Guest.resume(memory, cpus, machine));
   asState(() => machine.applyTimerPhases(commit.timerPhases));
   return { guest, config };
 }

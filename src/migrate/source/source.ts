@@ -22,6 +22,7 @@ import { AckWindow } from "../transport/ack-window.js";
 import { DeviceStateError, Machine, type DeviceRecord } from "../../core/machine.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../../guest/digest.js";
 import { countBits, nextSetBit } from "../../guest/memory.js";
+import { cpusToRecord } from "../../guest/cpu.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../../guest/page.js";
 import { BatchBuilder } from "./batch.js";
 import { DEFAULT_PREPAGE_PAGES, postcopy, type PostcopyHost } from "./postcopy.js";
@@ -133,6 +134,7 @@ class SourceSession implements PostcopyHost, ControlTarget {
     const memory = live.guest.memory;
     this.checksums = new PageChecksums(memory.pageCount);
     this.report = newReport(options.workload, memory.bytes, this.limitMs, options.bandwidth);
+    this.report.cpus = live.guest.cpus.length;
     this.report.technique = options.technique ?? "precopy";
     this.stop = stopConditions(options, this.limitMs, this.maxRounds, memory.bytes);
   }
@@ -318,10 +320,10 @@ class SourceSession implements PostcopyHost, ControlTarget {
   capture(): CapturedState {
     const { guest } = this.live;
     const exits = guest.machine.exits();
-    this.report.exits = { total: exits.total, byReason: exits.byReason };
+    this.report.exits = { total: exits.total, byReason: exits.byReason, byCpu: exits.byCpu };
     try {
       const devices = (this.pausedDevices = guest.machine.capture());
-      return (this.captured = { cpu: encodeRecord(guest.pause().toRecord()), devices: encodeRecord(devices) });
+      return (this.captured = { cpu: encodeRecord(cpusToRecord(guest.pause())), devices: encodeRecord(devices) });
     } catch (e) {
       if (e instanceof DeviceStateError) throw new MigrationFailure("state", e.message);
       throw e;

@@ -22,17 +22,17 @@ import { DEFAULT_CONFIG, POLICIES, type Machine, type MachineConfig, type Policy
 import { pageChecksum } from "../../guest/digest.js";
 import { PAGE_SIZE } from "../../guest/page.js";
 
-/** The state of a paused guest, ready to go: its CPU and device records. */
+/** The state of a paused guest, ready to go: the record of all its CPUs and the device record. */
 export interface CapturedState {
   cpu: Uint8Array;
   devices: Uint8Array;
 }
 
 export const PROTOCOL_MAGIC = "blmv-migrate";
-/** The version this build speaks. */
-export const PROTOCOL_VERSION = 1;
+/** The version this build speaks: 2 carries every CPU's record in `state` and `handoff`. */
+export const PROTOCOL_VERSION = 2;
 /** The oldest peer version this build still accepts; a newer build raises it to drop one. */
-export const MIN_PROTOCOL_VERSION = 1;
+export const MIN_PROTOCOL_VERSION = 2;
 /** Optional features: each side announces what it can do and uses the common ones. */
 export const CAPABILITIES = ["zero-pages", "xbzrle", "postcopy", "outcome-query", "acks"] as const;
 
@@ -48,8 +48,8 @@ export const MAX_BATCH_PAGES = 1 << 16;
 export const MAX_RUNS = 4096;
 export const MAX_ROUNDS = 1000;
 export const DIGEST_BYTES = 32;
-/** Largest encoded CPU or device record. */
-export const MAX_RECORD_BYTES = 64 * 1024;
+/** Largest encoded CPU or device record (64 CPUs' records take about 80 KiB). */
+export const MAX_RECORD_BYTES = 256 * 1024;
 /** Pages in one `deltas` frame, and the largest delta sent for one page (else the page goes whole). */
 export const MAX_DELTA_PAGES = 4096;
 export const MAX_DELTA_BYTES = PAGE_SIZE / 2;
@@ -93,7 +93,7 @@ export interface Prepared { t: "prepared" }
  * `crc` is the CRC-32 of the batch's (page, page CRC-32) list, see batchChecksum.
  */
 export interface Pages { t: "pages"; round: number; seq: number; runs: number[]; zeros: number[]; data: Uint8Array; crc: number }
-/** Stop-and-copy is done: the CPU and device records (msgpack each), and the digest of all. */
+/** Stop-and-copy is done: the CPU records (every CPU's, see guest/cpu.ts) and the device record (msgpack each), and the digest of all. */
 export interface State { t: "state"; batches: number; cpu: Uint8Array; devices: Uint8Array; digest: Uint8Array }
 export interface Ready { t: "ready"; digest: Uint8Array }
 /** The guest is the destination's; `timerPhases` are the source's APIC timer phases, one per CPU (Machine.probeTimerPhases), in ns. */
