@@ -39,6 +39,7 @@ const NOT_RUN: Record<string, string> = {
   "npx blmv migrate listen --port 7000 --once": "waits for a source in another terminal (the demo runs both ends here)",
   "BLMV_TOKEN=Az_hXPSKGErR5iKMdzbg1NYIY8mOqxMH npx blmv migrate send --to ws://127.0.0.1:7000 --memory 16M --workload hot --interrupts pic --duration 2 --verify":
     "needs the listener of the other terminal",
+  "traces/qemu-state/record.sh": "boots Linux under QEMU six times (needs qemu-system-x86 and apt); the tests read the streams it recorded",
   "npx blmv demo --http 8080": "serves the page of a migration for a browser to watch, on a fixed port (test/monitor.test.ts and the browser tests serve it on a free one)",
   "export BLMV_TOKEN=$(node -e 'console.log(require(\"crypto\").randomBytes(24).toString(\"base64url\"))')": "sets the shell's token for the two commands that follow, in their terminals",
   "npx blmv migrate listen --port 9000 --http 8081": "waits for a source in another terminal, serving its page",

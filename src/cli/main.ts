@@ -10,6 +10,7 @@ import { packageInfo } from "../core/package.js";
 import { replay } from "./replay.js";
 import { compile } from "./compile.js";
 import { importQemu } from "./import-qemu.js";
+import { importQemuStateCommand } from "./import-qemu-state.js";
 import { record } from "./record.js";
 import { listenCommand, sendCommand } from "./migrate.js";
 import { demo } from "./demo.js";
@@ -32,6 +33,7 @@ const COMMANDS: readonly (Command | CommandGroup)[] = [
   replay,
   compile,
   importQemu,
+  importQemuStateCommand,
   record,
   { name: "migrate", summary: "live migration between two processes or hosts", subcommands: [listenCommand, sendCommand, ...CONTROL_COMMANDS] },
   resume,

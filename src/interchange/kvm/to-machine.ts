@@ -95,9 +95,11 @@ export function recordFromKvm(s: KvmState): KvmRecord {
  * reads back differently (a state the register interface cannot reach from a reset machine,
  * such as a count that would have been loaded before time 0).
  */
-export function machineFromKvm(s: KvmState, options: { policy?: Policy } = {}): { machine: Machine; exceptions: KvmException[] } {
+export function machineFromKvm(s: KvmState, options: { policy?: Policy; timerPhases?: readonly number[] } = {}): { machine: Machine; exceptions: KvmException[] } {
   const { record, exceptions } = recordFromKvm(s);
-  const machine = Machine.reconstruct(record, options);
+  // Timer phases known from elsewhere (no KVM field holds one), one per CPU, restart the rebuilt
+  // timers at them as a migration's resume does; without them none is applied.
+  const machine = Machine.resume(record, options.timerPhases ?? s.cpus.map(() => 0), options);
   try {
     for (const d of differences(record, machine.capture()).filter(({ field }) => describesPresentDevice(record.config, field))) {
       exceptions.push({ kind: "unreachable", field: d.field, reason: `the rebuild reads back ${d.after} where the structs give ${d.before}` });
