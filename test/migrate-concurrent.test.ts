@@ -49,7 +49,9 @@ describe("several migrations into one destination", () => {
   it("a guest that does not fit the memory budget is refused as busy, and fits once the other is gone", async () => {
     const spec: GuestRunSpec = { workload: "idle", interrupts: "apic", memoryBytes: 8 * MiB, seed: 3, endNs: 300 * MS };
     const dest = await Destination.start("t", ["--memory-budget", "12M"]);
-    const first = bootAndMigrate(spec, { url: dest.url, token: dest.token, migrateAtNs: 100 * MS });
+    // The first guest runs on at the destination for seconds, so it still holds its memory
+    // when the second arrives, however slowly the machine boots that one.
+    const first = bootAndMigrate({ ...spec, endNs: 3000 * MS }, { url: dest.url, token: dest.token, migrateAtNs: 100 * MS });
     await dest.waitFor((e) => e.event === "ready");
     const second = await bootAndMigrate({ ...spec, seed: 4 }, { url: dest.url, token: dest.token, migrateAtNs: 100 * MS });
     expect(second.report).toMatchObject({ status: "failed", failedAt: "prepared", error: { code: "busy", message: expect.stringMatching(/does not fit: 8388608 of 12582912 bytes are held/) } });
