@@ -62,7 +62,7 @@ async function runCompare({ values }: Parsed<typeof COMPARE_OPTIONS>): Promise<n
 
   const destination = await startDestinationProcess(false);
   try {
-    if (!json) console.log(`destination process ${destination.child.pid} listens on ${destination.url}; ${techniques.length} techniques × ${settings.length} settings\n`);
+    if (!json) console.log(`destination process ${destination.child.pid} listens on ${destination.url}; ${plural(techniques.length, "technique")} × ${plural(settings.length, "setting")}\n`);
     const rows = await compareTechniques(destination, techniques, settings, (row) => {
       if (!json) console.error(`  ${row.setting || "run"} ${row.technique}: ${row.status}${row.digestEqual ? ", digest equal" : ""}`);
     });
@@ -117,3 +117,5 @@ function readable(key: Varied, text: string): string {
   if (key === "latency") return `${text} ms`;
   return text;
 }
+
+const plural = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
