@@ -16,7 +16,7 @@ import fc from "fast-check";
 import { pack, unpack } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { Machine, type Policy } from "../src/core/machine.js";
-import type { LapicState } from "./arbitraries/apic.js";
+import { type LapicState, PERIODIC, REG, readReg, writeReg } from "./arbitraries/apic.js";
 import { applySmpStep, prepareSmp, smpProgram } from "./arbitraries/smp.js";
 
 const RUNS = Number(process.env.SMP_RUNS ?? (process.env.DEEP ? 100_000 : 1000));
@@ -119,8 +119,6 @@ describe("several CPUs: capture and reconstruction properties", () => {
 });
 
 describe("several CPUs: timer phases", () => {
-  const LAPIC = 0xfee00000;
-  const reg = { lvtTimer: 0x320, initialCount: 0x380, currentCount: 0x390, divide: 0x3e0 };
   const cpus = 4;
 
   /** Periodic timers dividing by 16 (a count lasts 16 ns), started at different ns on CPUs 0–2. */
@@ -129,9 +127,9 @@ describe("several CPUs: timer phases", () => {
     prepareSmp(m);
     for (let k = 0; k < cpus - 1; k++) {
       m.selectCpu(k);
-      m.writel(LAPIC + reg.divide, 0x3);
-      m.writel(LAPIC + reg.lvtTimer, (1 << 17) | (0x40 + k));
-      m.writel(LAPIC + reg.initialCount, 1000 + 7 * k);
+      writeReg(m, REG.divide, 0x3);
+      writeReg(m, REG.lvtTimer, PERIODIC | (0x40 + k));
+      writeReg(m, REG.initialCount, 1000 + 7 * k);
       m.advanceTo(m.now() + 5 + 3 * k);
     }
     m.selectCpu(0);
@@ -142,7 +140,7 @@ describe("several CPUs: timer phases", () => {
   const counts = (m: Machine) =>
     Array.from({ length: cpus - 1 }, (_, k) => {
       m.selectCpu(k);
-      return m.readl(LAPIC + reg.currentCount);
+      return readReg(m, REG.currentCount);
     });
 
   it("a source left for good measures every CPU's phase: each divided timer continues in step", () => {
