@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Machine } from "../src/core/machine.js";
+import { INTA_NMI, Machine } from "../src/core/machine.js";
 import { IOAPIC_EOI, IOREGSEL, IOWIN, ioEntry, ioRead, ioWrite } from "./arbitraries/apic-registers.js";
 
 const LAPIC_SVR = 0xfee000f0;
@@ -117,6 +117,21 @@ describe("I/O APIC delivery (datasheet)", () => {
     m.writel(LAPIC_EOI, 0);
     expect(remoteIrr(m, 9)).toBe(false);
     expect(m.inta()).toBe(-1);
+  });
+
+  it("treats an NMI entry programmed level-triggered as edge-triggered: one NMI per asserting edge, no remote IRR", () => {
+    const m = machine();
+    m.setGsi(10, 1);
+    ioEntry(m, 10, LEVEL | (4 << 8)); // unmasked with the line already high: no edge, nothing sent
+    expect(m.inta()).toBe(-1);
+    m.setGsi(10, 0);
+    m.setGsi(10, 1);
+    expect(remoteIrr(m, 10)).toBe(false);
+    expect(m.inta()).toBe(INTA_NMI);
+    expect(m.inta()).toBe(-1); // the line stays high: no second NMI
+    m.setGsi(10, 0);
+    m.setGsi(10, 1);
+    expect(m.inta()).toBe(INTA_NMI);
   });
 
   it("clears remote IRR through the EOI register only for the entry's vector", () => {

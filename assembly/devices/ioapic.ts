@@ -8,7 +8,9 @@
 // level differs from the entry's polarity bit (1 = active low). An edge entry sends one message
 // per asserting transition while unmasked; an edge on a masked pin is ignored, not held. A level
 // entry sends whenever the pin is asserted, unmasked and remote IRR is clear; remote IRR is set
-// when a local APIC accepts the message and cleared by an EOI carrying the entry's vector.
+// when a local APIC accepts the message and cleared by an EOI carrying the entry's vector. Only
+// fixed and lowest-priority entries can be level-triggered: SMI, NMI, INIT and ExtINT ones are
+// treated as edge-triggered whatever their trigger-mode bit says (82093AA, delivery mode).
 //
 // QEMU 7.2 (hw/intc/ioapic.c), with compatQemu, differs as marked "QEMU:" below.
 
@@ -46,6 +48,12 @@ const DEFINED_LOW: u32 = 0x0001_ffff;
 /** High word: only the destination field (bits 56–63) is defined. */
 const DEFINED_HIGH: u32 = 0xff00_0000;
 const DEST_SHIFT: u32 = 24;
+
+/** Datasheet: whether an entry is level-triggered in effect (fixed or lowest priority, trigger bit set). */
+@inline
+function levelTriggered(low: u32): bool {
+  return (low & LEVEL_TRIGGERED) != 0 && ((low >>> DELIVERY_MODE_SHIFT) & 7) <= 1;
+}
 
 export class IoApic {
   sink!: ApicMessageSink;
@@ -111,7 +119,7 @@ export class IoApic {
       this.qemuSetPin(pin, bit, level, low);
       return;
     }
-    if ((low & LEVEL_TRIGGERED) != 0) {
+    if (levelTriggered(low)) {
       this.serviceLevel(pin);
     } else if (level != wasHigh && level != ((low & ACTIVE_LOW) != 0) && (low & MASKED) == 0) {
       this.send(pin, low);
@@ -127,7 +135,7 @@ export class IoApic {
       if (this.compatQemu && (low & LEVEL_TRIGGERED) == 0) continue;
       unchecked((this.entryLow[pin] = low & ~REMOTE_IRR));
       if (this.compatQemu) this.qemuService();
-      else if ((low & LEVEL_TRIGGERED) != 0) this.serviceLevel(pin);
+      else if (levelTriggered(low)) this.serviceLevel(pin);
     }
   }
 
@@ -163,7 +171,7 @@ export class IoApic {
     // re-examines only this pin: a level pin may now be deliverable; a changed polarity or
     // mask is not an edge, since edges are detected only on input transitions.
     if (this.compatQemu) this.qemuService();
-    else if ((low & LEVEL_TRIGGERED) != 0) this.serviceLevel(pin);
+    else if (levelTriggered(low)) this.serviceLevel(pin);
   }
 
   // QEMU: keeps the reserved bits of an entry as written; the datasheet's read 0.
