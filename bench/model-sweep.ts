@@ -10,6 +10,7 @@ import { BATCH_DATA_BYTES } from "../src/migrate/wire/protocol.js";
 import { DEFAULT_DOWNTIME_LIMIT_MS, DEFAULT_MAX_ROUNDS } from "../src/migrate/source/source.js";
 import { forecast, tcpPayloadBytesPerSecond, type Forecast, type ForecastInput } from "../src/migrate/report/forecast.js";
 import type { MigrationReport } from "../src/migrate/report/metrics.js";
+import type { GuestRunSpec } from "../src/migrate/run/guest-run.js";
 import { migrateOnce, pagesFrameBytes, spec, withDestination, type DestinationPlace } from "./migration.js";
 import { median, type BenchResult } from "./result.js";
 
@@ -96,34 +97,39 @@ function pointResult(c: PointConfig, p: Forecast, r: MigrationReport): PointResu
 /**
  * The model's fixed and per-page costs, measured here on migrations of their own (never on a
  * point it predicts), each over an unlimited loopback link: an empty guest (the fixed cost), an
- * all-zero one (per zero page), and two sizes of a guest full of random data (per page with
- * data, when the link is not what limits: the slope between the two, since the first hundreds
- * of milliseconds of a fast transfer go slower while both processes warm up).
+ * all-zero one (per zero page), and two sizes of a guest full of random data (round 0's cost
+ * per page with data, when the link is not what limits: the slope between the two, since the
+ * first hundreds of milliseconds go slower while both processes warm up). The larger one's guest
+ * dirties half its memory meanwhile, so that its later rounds give the cost of a page sent
+ * again. A first migration, which warms up this process, goes before them and is not counted.
  */
 async function calibrate(quick: boolean): Promise<Cost & { runs: number }> {
-  let runs = 0;
-  const measure = async (memoryBytes: number, random: boolean, repeat = 1): Promise<MigrationReport[]> => {
+  let runs = -1;
+  const repeat = quick ? 1 : 3;
+  const measure = async (run: GuestRunSpec, random: boolean, times = repeat): Promise<MigrationReport[]> => {
     const reports: MigrationReport[] = [];
-    for (let i = 0; i < repeat; i++, runs++) {
-      const run = spec(memoryBytes, "idle", { dirtyBytesPerSecond: 0 });
-      reports.push(await withDestination((d) => migrateOnce(d, { spec: run, randomMemory: random })));
-    }
+    for (let i = 0; i < times; i++, runs++) reports.push(await withDestination((d) => migrateOnce(d, { spec: run, randomMemory: random })));
     return reports;
   };
-  const empty = await measure(2 * MiB, false, quick ? 1 : 3);
+  const idle = (memoryBytes: number): GuestRunSpec => spec(memoryBytes, "idle", { dirtyBytesPerSecond: 0 });
+  await measure(idle(2 * MiB), false, 1);
+  const empty = await measure(idle(2 * MiB), false);
   const fixedMs = median(empty.map((r) => r.totalMs));
   const fixedDowntimeMs = median(empty.map((r) => r.downtimeMs));
-  const zeroBytes = quick ? 32 * MiB : 128 * MiB;
-  const [zero] = await measure(zeroBytes, false);
+  const zeroBytes = quick ? 16 * MiB : 128 * MiB;
+  const [zero] = await measure(idle(zeroBytes), false, 1);
   const zeroPageMs = Math.max(0, zero.totalMs - fixedMs) / (zeroBytes / PAGE_SIZE);
-  // A line through the two sizes: its slope is the cost per page, what it adds at zero pages the warm-up.
-  const [small, large] = quick ? [8 * MiB, 24 * MiB] : [32 * MiB, 128 * MiB];
-  const dataMs = async (bytes: number): Promise<number> => median((await measure(bytes, true, quick ? 1 : 3)).map((r) => r.totalMs)) - fixedMs;
-  const [a, b] = [await dataMs(small), await dataMs(large)];
-  const [pagesA, pagesB] = [small, large].map((bytes) => randomPages(2 * bytes) + BOOT_DATA_PAGES);
-  const dataPageMs = Math.max(0, b - a) / (pagesB - pagesA);
-  const warmupMs = Math.max(0, a - pagesA * dataPageMs - (small / PAGE_SIZE - pagesA) * zeroPageMs);
-  return { fixedMs, fixedDowntimeMs, zeroPageMs, dataPageMs, warmupMs, runs };
+  const [small, large] = quick ? [4 * MiB, 12 * MiB] : [32 * MiB, 128 * MiB];
+  const smallRuns = await measure(idle(small), true);
+  const largeRuns = await measure(spec(large, "uniform", { workingSetBytes: large / 2, dirtyBytesPerSecond: 32 * MiB }), true);
+  // A line through round 0 of the two sizes: its slope is the cost per page, what it adds at zero pages the warm-up.
+  const round0 = (reports: readonly MigrationReport[]): { ms: number; pages: number } => ({ ms: median(reports.map((r) => r.roundStats[0].durationMs)), pages: reports[0].roundStats[0].pages });
+  const [a, b] = [round0(smallRuns), round0(largeRuns)];
+  const dataPageMs = Math.max(0, b.ms - a.ms) / (b.pages - a.pages);
+  const warmupMs = Math.max(0, a.ms - a.pages * dataPageMs);
+  const resent = largeRuns.flatMap((r) => r.roundStats.slice(1).filter((s) => !s.stopAndCopy && s.pages > 0));
+  const resentPageMs = resent.length > 0 ? median(resent.map((s) => s.durationMs / s.pages)) : dataPageMs;
+  return { fixedMs, fixedDowntimeMs, zeroPageMs, dataPageMs, warmupMs, resentPageMs, runs };
 }
 
 /** Runs `fn` with a network namespace joined to this one by a veth pair whose outbound end tc shapes to `linkBits`; or says why it cannot. */
@@ -172,10 +178,10 @@ export async function benchModel(quick: boolean): Promise<BenchResult> {
     ? [{ linkBits: 1e9, memoryBytes: 16 * MiB }]
     : [
         { linkBits: 100e6, memoryBytes: 24 * MiB },
-        { linkBits: 400e6, memoryBytes: 80 * MiB },
+        { linkBits: 300e6, memoryBytes: 64 * MiB },
         { linkBits: 1e9, memoryBytes: 192 * MiB },
       ];
-  const factors = quick ? [0, 1.5] : DIRTY_FACTORS;
+  const factors = quick ? [1.5] : DIRTY_FACTORS;
   const points: PointResult[] = [];
   for (const link of links) for (const dirtyFactor of factors) points.push(await runPoint({ ...link, dirtyFactor, kernel: false }, cost));
   const kernelConfig: PointConfig = { linkBits: 100e6, memoryBytes: quick ? 8 * MiB : 24 * MiB, dirtyFactor: 0.5, kernel: true };

@@ -34,10 +34,15 @@ export interface ForecastInput {
     fixedDowntimeMs: number;
     /** The sender's time per zero page (CRC and scan; nothing on the wire). */
     zeroPageMs: number;
-    /** The sender's and receiver's time per page with data when the link is not the limit: a page never goes faster. */
+    /**
+     * The two processes' time per page with data in round 0, when the link is not the limit: a
+     * page never goes faster. The destination writes each page into fresh memory then.
+     */
     dataPageMs: number;
-    /** What the first pages cost on top of that while both processes warm up (round 0, when the link is not the limit). */
+    /** What round 0's first pages cost on top of that while both processes warm up. */
     warmupMs: number;
+    /** As dataPageMs for a page sent again (later rounds, stop-and-copy): its memory is in place at the destination. */
+    resentPageMs: number;
   };
   /** The source's stop rules, and whether it throttles a guest that outruns the link (auto-converge). */
   stop: StopLimits & { autoConverge: boolean };
@@ -109,7 +114,7 @@ export function forecast(input: ForecastInput): Forecast {
     const first = rounds.length === 0;
     const bytesPerPage = first ? link.denseBytesPerPage : link.sparseBytesPerPage;
     const linkMs = (pages * bytesPerPage * 1000) / link.bytesPerSecond;
-    const cpuMs = pages * cost.dataPageMs + (first ? cost.warmupMs : 0);
+    const cpuMs = first ? cost.warmupMs + pages * cost.dataPageMs : pages * cost.resentPageMs;
     const durationMs = Math.max(linkMs, cpuMs) + (first ? input.zeroPages * cost.zeroPageMs : 0);
     const dirtiedPages = distinctPagesDirtied(writesPerMs * (1 - throttle) * durationMs, workingSetPages, workload.pattern);
     rounds.push({ pages, durationMs, dirtiedPages, throttle });
@@ -126,7 +131,7 @@ export function forecast(input: ForecastInput): Forecast {
     pages = dirtiedPages;
   }
   const stopCopyPages = pages;
-  const stopCopyMs = stopCopyPages * Math.max((link.sparseBytesPerPage * 1000) / link.bytesPerSecond, cost.dataPageMs);
+  const stopCopyMs = stopCopyPages * Math.max((link.sparseBytesPerPage * 1000) / link.bytesPerSecond, cost.resentPageMs);
   wireBytes += stopCopyPages * link.sparseBytesPerPage;
   return {
     rounds,
