@@ -116,10 +116,10 @@ async function calibrate(quick: boolean): Promise<Cost & { runs: number }> {
   const empty = await measure(idle(2 * MiB), false);
   const fixedMs = median(empty.map((r) => r.totalMs));
   const fixedDowntimeMs = median(empty.map((r) => r.downtimeMs));
-  const zeroBytes = quick ? 16 * MiB : 128 * MiB;
+  const zeroBytes = quick ? 16 * MiB : 96 * MiB;
   const [zero] = await measure(idle(zeroBytes), false, 1);
   const zeroPageMs = Math.max(0, zero.totalMs - fixedMs) / (zeroBytes / PAGE_SIZE);
-  const [small, large] = quick ? [4 * MiB, 12 * MiB] : [32 * MiB, 128 * MiB];
+  const [small, large] = quick ? [4 * MiB, 12 * MiB] : [24 * MiB, 96 * MiB];
   const smallRuns = await measure(idle(small), true);
   const largeRuns = await measure(spec(large, "uniform", { workingSetBytes: large / 2, dirtyBytesPerSecond: 32 * MiB }), true);
   // A line through round 0 of the two sizes: its slope is the cost per page, what it adds at zero pages the warm-up.
@@ -172,14 +172,14 @@ function why(e: unknown): string {
 
 export async function benchModel(quick: boolean): Promise<BenchResult> {
   const cost = await calibrate(quick);
-  // Guest sizes chosen so that round 0 takes about a second on each link. A loaded machine of
+  // Guest sizes chosen so that round 0 takes most of a second on each link. A loaded machine of
   // two cores moves pages at about 1 Gbit/s: there the calibrated per-page cost may set the pace.
   const links = quick
     ? [{ linkBits: 1e9, memoryBytes: 16 * MiB }]
     : [
         { linkBits: 100e6, memoryBytes: 24 * MiB },
-        { linkBits: 300e6, memoryBytes: 64 * MiB },
-        { linkBits: 1e9, memoryBytes: 192 * MiB },
+        { linkBits: 300e6, memoryBytes: 56 * MiB },
+        { linkBits: 1e9, memoryBytes: 160 * MiB },
       ];
   const factors = quick ? [1.5] : DIRTY_FACTORS;
   const points: PointResult[] = [];
@@ -194,7 +194,7 @@ export async function benchModel(quick: boolean): Promise<BenchResult> {
   const kernelNote = "ran" in kernel ? `tc point ${signed(kernel.ran.error)}` : "tc point not run";
   return {
     id: "B7",
-    what: `a-priori model vs ${points.length} live migrations: dirty rate ${factors.join("/")}× link, ${links.map((l) => `${l.linkBits / 1e6} Mbit/s`).join(", ")} + 100 Mbit/s tc tbf`,
+    what: `a-priori model vs ${points.length} live migrations: ${links.map((l) => `${l.memoryBytes / MiB} MiB at ${l.linkBits / 1e6} Mbit/s`).join(", ")}, dirtying ${factors.join("/")}× link; ${kernelConfig.memoryBytes / MiB} MiB at ${kernelConfig.linkBits / 1e6} Mbit/s tc tbf`,
     measured: medianError * 100,
     unit: "% median |error|",
     baseline: { what: `worst |error|; ${kernelNote}`, value: worstError * 100 },
