@@ -97,11 +97,9 @@ function pointResult(c: PointConfig, p: Forecast, r: MigrationReport): PointResu
 /**
  * The model's fixed and per-page costs, measured here on migrations of their own (never on a
  * point it predicts), each over an unlimited loopback link: an empty guest (the fixed cost), an
- * all-zero one (per zero page), and two sizes of a guest full of random data (round 0's cost
- * per page with data, when the link is not what limits: the slope between the two, since the
- * first hundreds of milliseconds go slower while both processes warm up). The larger one's guest
- * dirties half its memory meanwhile, so that its later rounds give the cost of a page sent
- * again. A first migration, which warms up this process, goes before them and is not counted.
+ * all-zero one (per zero page), and one full of random data that dirties half of it meanwhile
+ * (round 0's time per page with data, warm-up included, and the later rounds' time per page sent
+ * again). A first migration, which warms up this process, goes before them and is not counted.
  */
 async function calibrate(quick: boolean): Promise<Cost & { runs: number }> {
   let runs = -1;
@@ -119,17 +117,12 @@ async function calibrate(quick: boolean): Promise<Cost & { runs: number }> {
   const zeroBytes = quick ? 16 * MiB : 96 * MiB;
   const [zero] = await measure(idle(zeroBytes), false, 1);
   const zeroPageMs = Math.max(0, zero.totalMs - fixedMs) / (zeroBytes / PAGE_SIZE);
-  const [small, large] = quick ? [4 * MiB, 12 * MiB] : [24 * MiB, 96 * MiB];
-  const smallRuns = await measure(idle(small), true);
-  const largeRuns = await measure(spec(large, "uniform", { workingSetBytes: large / 2, dirtyBytesPerSecond: 32 * MiB }), true);
-  // A line through round 0 of the two sizes: its slope is the cost per page, what it adds at zero pages the warm-up.
-  const round0 = (reports: readonly MigrationReport[]): { ms: number; pages: number } => ({ ms: median(reports.map((r) => r.roundStats[0].durationMs)), pages: reports[0].roundStats[0].pages });
-  const [a, b] = [round0(smallRuns), round0(largeRuns)];
-  const dataPageMs = Math.max(0, b.ms - a.ms) / (b.pages - a.pages);
-  const warmupMs = Math.max(0, a.ms - a.pages * dataPageMs);
-  const resent = largeRuns.flatMap((r) => r.roundStats.slice(1).filter((s) => !s.stopAndCopy && s.pages > 0));
+  const dataBytes = quick ? 12 * MiB : 96 * MiB;
+  const data = await measure(spec(dataBytes, "uniform", { workingSetBytes: dataBytes / 2, dirtyBytesPerSecond: 32 * MiB }), true);
+  const dataPageMs = median(data.map((r) => r.roundStats[0].durationMs / r.roundStats[0].pages));
+  const resent = data.flatMap((r) => r.roundStats.slice(1).filter((s) => !s.stopAndCopy && s.pages > 0));
   const resentPageMs = resent.length > 0 ? median(resent.map((s) => s.durationMs / s.pages)) : dataPageMs;
-  return { fixedMs, fixedDowntimeMs, zeroPageMs, dataPageMs, warmupMs, resentPageMs, runs };
+  return { fixedMs, fixedDowntimeMs, zeroPageMs, dataPageMs, resentPageMs, runs };
 }
 
 /** Runs `fn` with a network namespace joined to this one by a veth pair whose outbound end tc shapes to `linkBits`; or says why it cannot. */

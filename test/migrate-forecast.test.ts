@@ -16,7 +16,7 @@ function input(over: { dirty?: number; ws?: number; link?: number; cost?: Partia
     pageSize: PAGE,
     workload: { dirtyBytesPerSecond: over.dirty ?? 0, workingSetBytes: over.ws ?? 16 * MiB, pattern: "uniform" },
     link: { bytesPerSecond: over.link ?? 100 * MiB, denseBytesPerPage: PAGE, sparseBytesPerPage: PAGE },
-    cost: { fixedMs: 50, fixedDowntimeMs: 10, zeroPageMs: 0, dataPageMs: 0, warmupMs: 0, resentPageMs: 0, ...over.cost },
+    cost: { fixedMs: 50, fixedDowntimeMs: 10, zeroPageMs: 0, dataPageMs: 0, resentPageMs: 0, ...over.cost },
     stop: { downtimeLimitMs: 300, maxRounds: 30, maxDataBytes: Infinity, minDirtyPages: 0, autoConverge: true, ...over.stop },
   };
 }
@@ -33,16 +33,16 @@ describe("a-priori model", () => {
     expect(f.convergesUnthrottled).toBe(true);
   });
 
-  it("charges zero pages only their own cost, and round 0 the warm-up when the processes, not the link, set the pace", () => {
+  it("charges zero pages only their own cost, and pages the processes' own cost when that, not the link, sets the pace", () => {
     expect(forecast(input({ cost: { zeroPageMs: 0.001 } })).totalMs).toBeCloseTo(50 + 640 + 16.384);
-    // 0.1 ms a page is 40 MiB/s: slower than the link, so the pages take that, plus the warm-up.
-    expect(forecast(input({ cost: { dataPageMs: 0.1, warmupMs: 100 } })).totalMs).toBeCloseTo(50 + 1638.4 + 100);
+    // 0.1 ms a page is 40 MiB/s: slower than the link, so the pages take that.
+    expect(forecast(input({ cost: { dataPageMs: 0.1 } })).totalMs).toBeCloseTo(50 + 1638.4);
     // Pages sent again cost their own figure: 8 MiB/s over round 0's 640 ms leaves ~1100 pages for the stop-and-copy, at 0.2 ms each.
     const slowResend = forecast(input({ dirty: 8 * MiB, cost: { resentPageMs: 0.2 } }));
     expect(slowResend.stopCopyPages).toBeGreaterThan(1000);
     expect(slowResend.downtimeMs).toBeCloseTo(10 + slowResend.stopCopyPages * 0.2);
-    // A warm-up hidden under a slow link costs nothing.
-    expect(forecast(input({ link: 10 * MiB, cost: { dataPageMs: 0.01, warmupMs: 100 } })).totalMs).toBeCloseTo(50 + 6400);
+    // A cost below the link's is hidden under it.
+    expect(forecast(input({ link: 10 * MiB, cost: { dataPageMs: 0.3 } })).totalMs).toBeCloseTo(50 + 6400);
   });
 
   it("counts the distinct pages of uniform writes with the saturating curve, not linearly", () => {

@@ -35,12 +35,10 @@ export interface ForecastInput {
     /** The sender's time per zero page (CRC and scan; nothing on the wire). */
     zeroPageMs: number;
     /**
-     * The two processes' time per page with data in round 0, when the link is not the limit: a
-     * page never goes faster. The destination writes each page into fresh memory then.
+     * The two processes' time per page with data in round 0 when the link is not the limit (a page
+     * never goes faster): the destination writes each page into fresh memory then, and both warm up.
      */
     dataPageMs: number;
-    /** What round 0's first pages cost on top of that while both processes warm up. */
-    warmupMs: number;
     /** As dataPageMs for a page sent again (later rounds, stop-and-copy): its memory is in place at the destination. */
     resentPageMs: number;
   };
@@ -114,7 +112,7 @@ export function forecast(input: ForecastInput): Forecast {
     const first = rounds.length === 0;
     const bytesPerPage = first ? link.denseBytesPerPage : link.sparseBytesPerPage;
     const linkMs = (pages * bytesPerPage * 1000) / link.bytesPerSecond;
-    const cpuMs = first ? cost.warmupMs + pages * cost.dataPageMs : pages * cost.resentPageMs;
+    const cpuMs = pages * (first ? cost.dataPageMs : cost.resentPageMs);
     const durationMs = Math.max(linkMs, cpuMs) + (first ? input.zeroPages * cost.zeroPageMs : 0);
     const dirtiedPages = distinctPagesDirtied(writesPerMs * (1 - throttle) * durationMs, workingSetPages, workload.pattern);
     rounds.push({ pages, durationMs, dirtiedPages, throttle });
