@@ -4,7 +4,7 @@
 // on other runs. docs/performance.md says how it is measured.
 
 import { execFileSync } from "node:child_process";
-import { BOOT_DATA_PAGES } from "../src/guest/layout.js";
+import { BOOT_DATA_PAGES, WORK_BASE_PAGE } from "../src/guest/layout.js";
 import { PAGE_SIZE } from "../src/guest/page.js";
 import { BATCH_DATA_BYTES } from "../src/migrate/wire/protocol.js";
 import { DEFAULT_DOWNTIME_LIMIT_MS, DEFAULT_MAX_ROUNDS } from "../src/migrate/source/source.js";
@@ -15,7 +15,7 @@ import { migrateOnce, pagesFrameBytes, spec, withDestination, type DestinationPl
 import { median, type BenchResult } from "./result.js";
 
 const MiB = 2 ** 20;
-/** The dirty rates of the sweep, as multiples of the link's payload rate. */
+/** The dirty rates of the sweep, as multiples of the link's rate. */
 const DIRTY_FACTORS = [0, 0.25, 0.5, 0.75, 1, 1.5];
 /** The target: the median |error| of the points. */
 const MEDIAN_ERROR_TARGET = 0.1;
@@ -45,7 +45,7 @@ interface PointResult {
   verdictHeld: boolean;
 }
 
-const randomPages = (memoryBytes: number): number => memoryBytes / 2 / PAGE_SIZE - (2 ** 20 / PAGE_SIZE);
+const randomPages = (memoryBytes: number): number => memoryBytes / 2 / PAGE_SIZE - WORK_BASE_PAGE;
 const workingSetBytes = (memoryBytes: number): number => randomPages(memoryBytes) * PAGE_SIZE;
 
 /** What the model knows before the run. */
@@ -132,6 +132,14 @@ async function withShapedLink<T>(linkBits: number, fn: (place: DestinationPlace)
   const [outside, inside] = [`b7o${tag}`, `b7i${tag}`];
   const subnet = `10.233.${process.pid % 250}`;
   const sh = (...args: string[]): void => void execFileSync(args[0], args.slice(1), { stdio: ["ignore", "ignore", "pipe"] });
+  const removeNamespace = (): void => {
+    try {
+      // Deleting the namespace deletes the veth pair with it.
+      sh("ip", "netns", "del", netns);
+    } catch (e) {
+      process.stderr.write(`B7: could not remove network namespace ${netns}: ${why(e)}\n`);
+    }
+  };
   try {
     if (process.getuid?.() !== 0) return { notRun: "needs root to create a network namespace and shape its link" };
     sh("ip", "netns", "add", netns);
@@ -147,14 +155,13 @@ async function withShapedLink<T>(linkBits: number, fn: (place: DestinationPlace)
     // The pages flow outward from here: shape that direction, as a token bucket in the kernel.
     sh("tc", "qdisc", "add", "dev", outside, "root", "tbf", "rate", `${linkBits}bit`, "burst", "64kb", "latency", "100ms");
   } catch (e) {
-    sh("ip", "netns", "del", netns);
+    removeNamespace();
     return { notRun: `cannot set up the shaped veth link: ${why(e)}` };
   }
   try {
     return { ran: await fn({ netns, host: `${subnet}.2` }) };
   } finally {
-    // Deleting the namespace deletes the veth pair with it.
-    sh("ip", "netns", "del", netns);
+    removeNamespace();
   }
 }
 
