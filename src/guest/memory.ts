@@ -190,12 +190,17 @@ export class GuestMemory {
     return harvested;
   }
 
+  /** The pages that may hold a non-zero byte now (bit p of word p>>>5), as a copy: every other page is zero. */
+  touchedPages(): Uint32Array {
+    return this.touched.slice();
+  }
+
   /** Every page's checksum, computed now. */
   pageHashes(): PageChecksums {
     return PageChecksums.of(this);
   }
 
-  /** SHA-256 (hex) over the per-page checksums in page order. */
+  /** The digest of the per-page checksums (guest/digest.ts). */
   digest(): string {
     return memoryDigest(this);
   }

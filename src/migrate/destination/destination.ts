@@ -245,11 +245,11 @@ export class DestinationSession {
     if (batchChecksum(pairs, n) !== m.crc) throw new ProtocolError("checksum", `batch ${m.seq} of round ${m.round} does not match its checksum`);
     // Data pages run by run: one copy per run.
     for (let i = 0, offset = 0; i < m.runs.length; offset += m.runs[i + 1] * PAGE_SIZE, i += 2) memory.writePages(m.runs[i], m.runs[i + 1], m.data, offset);
-    for (let k = 0; k < dataPages; k++) checksums.crcs[pairs[2 * k]] = pairs[2 * k + 1];
+    for (let k = 0; k < dataPages; k++) checksums.set(pairs[2 * k], pairs[2 * k + 1]);
     // Zero pages run by run: a page never written is zero already and costs a bit test.
     for (let i = 0; i < m.zeros.length; i += 2) {
       memory.zeroPages(m.zeros[i], m.zeros[i + 1]);
-      checksums.crcs.fill(ZERO_PAGE_CRC, m.zeros[i], m.zeros[i] + m.zeros[i + 1]);
+      checksums.fill(ZERO_PAGE_CRC, m.zeros[i], m.zeros[i] + m.zeros[i + 1]);
     }
     this.stored(m);
   }

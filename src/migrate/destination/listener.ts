@@ -8,7 +8,7 @@
 import { createServer, type Server } from "node:https";
 import { isIP, type AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
-import { Machine } from "../../core/machine.js";
+import { prepareRebuild } from "./rebuild.js";
 import { Admission, DEFAULT_LIMITS, type AdmissionLimits } from "./admission.js";
 import { DestinationSession, type DestinationOptions } from "./destination.js";
 import { MAX_UNAUTHENTICATED_PAYLOAD } from "../wire/protocol.js";
@@ -64,8 +64,8 @@ export interface Listener {
 }
 
 export async function listen(options: ListenOptions): Promise<Listener> {
-  // Prepared now, the core is ready when a migration's downtime starts.
-  Machine.prepare();
+  // Prepared now, the core and the rebuild are ready when a migration's downtime starts.
+  prepareRebuild();
   const admission = new Admission({ ...DEFAULT_LIMITS, ...options.limits });
   const busy = (address: string): { status: number; message: string } | undefined => {
     const full = admission.makeRoom(address);

@@ -22,6 +22,13 @@ export interface ConnectOptions extends ChannelOptions {
   pin?: string;
 }
 
+/**
+ * The masking key of every frame the source sends: all zero, which ws sends without XOR-ing (and
+ * so without copying) the payload. Masking keeps a browser's script from steering what an
+ * intermediary proxy caches; a migration source is no browser, and its link is authenticated.
+ */
+const zeroMask = (mask: Buffer): void => void mask.fill(0);
+
 const PIN = /^sha256:((?:[0-9a-f]{2}:?){31}[0-9a-f]{2})$/i;
 
 /** The pin's fingerprint as Node spells it (upper-case hex pairs joined by colons), or undefined when malformed. */
@@ -34,7 +41,7 @@ export function openChannel(o: ConnectOptions): Channel {
   const fingerprint = o.pin === undefined ? undefined : parsePin(o.pin);
   if (o.pin !== undefined && fingerprint === undefined) throw new MigrationFailure("auth", `bad certificate pin ${JSON.stringify(o.pin)}: expected sha256: and 64 hex digits`);
   const trust = { ...(o.ca ? { ca: o.ca } : {}), ...(fingerprint && !o.ca ? { rejectUnauthorized: false } : {}) };
-  const ws = new WebSocket(o.url, { maxPayload: MAX_PAYLOAD, perMessageDeflate: false, handshakeTimeout: o.timeoutMs, ...trust });
+  const ws = new WebSocket(o.url, { maxPayload: MAX_PAYLOAD, perMessageDeflate: false, handshakeTimeout: o.timeoutMs, generateMask: zeroMask, ...trust });
   const channel = new Channel(ws, o);
   if (fingerprint !== undefined) {
     // The upgrade's response comes before `open`: nothing of ours has crossed the link yet.
