@@ -3,7 +3,8 @@
 // is told the destination is busy); optionally it stops after the first guest it received has
 // run to its end. Browsers (an Origin header), unknown Host names and other paths are refused
 // before the upgrade; until a peer authenticates its frames may not exceed the handshake's.
-// docs/security.md.
+// With `preallocBytes` it allocates and faults in guest memory before it opens its port and
+// lends it to the sessions (docs/migration.md, "Preallocated guest memory"). docs/security.md.
 
 import { createServer, type Server } from "node:https";
 import { isIP, type AddressInfo } from "node:net";
