@@ -76,7 +76,7 @@ async function runPoint(c: PointConfig, cost: Cost, place?: DestinationPlace): P
   const run = spec(c.memoryBytes, "uniform", { workingSetBytes: workingSetBytes(c.memoryBytes), dirtyBytesPerSecond: dirtyRate(c) });
   const report = await withDestination(
     (d) => migrateOnce(d, { spec: run, randomMemory: true, randomPages: randomPages(c.memoryBytes), bandwidth: c.kernel ? undefined : c.linkBits / 8 }),
-    place,
+    { place },
   );
   return pointResult(c, predicted, report);
 }

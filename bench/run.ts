@@ -7,7 +7,7 @@ import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
 import { benchDeviceMigration, benchDeviceMigrationSmp, benchPropertyThroughput } from "./devices.js";
-import { benchHotSet, benchIdle, benchIncompressible } from "./migration.js";
+import { benchFootprint, benchHotSet, benchIdle, benchIncompressible } from "./migration.js";
 import { benchModel } from "./model-sweep.js";
 import { benchReplay, benchReplaySmp } from "./replay.js";
 import { machineInfo, table, type BenchResult } from "./result.js";
@@ -23,6 +23,7 @@ const BENCHES: Record<string, Bench> = {
   B7: benchModel,
   B8: benchReplaySmp,
   B9: benchDeviceMigrationSmp,
+  B10: benchFootprint,
 };
 
 const USAGE = "usage: npm run bench [-- --quick] [--only B1,B2,...] [--json FILE]";
