@@ -7,7 +7,8 @@ import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
 import { benchDeviceMigration, benchDeviceMigrationSmp, benchPropertyThroughput } from "./devices.js";
-import { benchFootprint, benchHotSet, benchIdle, benchIncompressible, benchModel } from "./migration.js";
+import { benchFootprint, benchHotSet, benchIdle, benchIncompressible } from "./migration.js";
+import { benchModel } from "./model-sweep.js";
 import { benchReplay, benchReplaySmp } from "./replay.js";
 import { machineInfo, table, type BenchResult } from "./result.js";
 
