@@ -18,6 +18,7 @@ import { describe, expect, it } from "vitest";
 import { Machine, type Policy } from "../src/core/machine.js";
 import { type LapicState, PERIODIC, REG, readReg, writeReg } from "./arbitraries/apic.js";
 import { applySmpStep, prepareSmp, smpProgram } from "./arbitraries/smp.js";
+import { expectEqual, expectIs } from "./expect-same.js";
 
 const RUNS = Number(process.env.SMP_RUNS ?? (process.env.DEEP ? 100_000 : 1000));
 const TIMEOUT_MS = process.env.DEEP ? 4 * 3_600_000 : 300_000;
@@ -80,8 +81,8 @@ for (const compatQemu of [false, true]) {
           const inspected = m.inspect();
           const shadows = m.shadows();
           m.capture();
-          expect(m.inspect()).toEqual(inspected);
-          expect(m.shadows()).toEqual(shadows);
+          expectEqual(m.inspect(), inspected);
+          expectEqual(m.shadows(), shadows);
           release(m);
         }),
         { numRuns: RUNS },
@@ -93,7 +94,7 @@ for (const compatQemu of [false, true]) {
         fc.property(runs(compatQemu), ([settings, before]) => {
           const src = source(settings, before);
           const dst = migrate(src);
-          expect(state(dst)).toEqual(state(src));
+          expectEqual(state(dst), state(src));
           release(src, dst);
         }),
         { numRuns: RUNS },
@@ -105,12 +106,12 @@ for (const compatQemu of [false, true]) {
         fc.property(runs(compatQemu), ([settings, before, after]) => {
           const src = source(settings, before);
           const dst = migrate(src);
-          for (const [i, s] of after.entries()) expect(applySmpStep(dst, s), `step ${i}: ${JSON.stringify(s)}`).toEqual(applySmpStep(src, s));
+          for (const [i, s] of after.entries()) expectEqual(applySmpStep(dst, s), applySmpStep(src, s), () => `step ${i}: ${JSON.stringify(s)}`);
           for (const m of [src, dst]) m.advanceTo(m.now() + 100_000);
           for (let k = 0; k < settings.cpus; k++) {
             src.selectCpu(k);
             dst.selectCpu(k);
-            for (let n = 0; n < 4; n++) expect(dst.inta(), `cpu ${k}`).toBe(src.inta());
+            for (let n = 0; n < 4; n++) expectIs(dst.inta(), src.inta(), () => `cpu ${k}`);
           }
           release(src, dst);
         }),
@@ -128,10 +129,10 @@ for (const compatQemu of [false, true]) {
             const hidden = m.inspect().pic as Record<string, Record<string, unknown>>;
             const shadows = m.shadows().pic as Record<string, Record<string, unknown>>;
             for (const chip of ["master", "slave"]) {
-              for (const key of ["icw1", "icw2", "icw3", "icw4", "initStep", "specialMask", "rotateInAeoi"]) expect(shadows[chip][key], `${chip}.${key}`).toBe(hidden[chip][key]);
+              for (const key of ["icw1", "icw2", "icw3", "icw4", "initStep", "specialMask", "rotateInAeoi"]) expectIs(shadows[chip][key], hidden[chip][key], () => `${chip}.${key}`);
             }
           }
-          expect(dst.shadows()).toEqual(src.shadows());
+          expectEqual(dst.shadows(), src.shadows());
           release(src, dst);
         }),
         { numRuns: RUNS },
