@@ -118,7 +118,9 @@ function datasheetExceptions(c: PitChannelState, i: number): string[] {
   const lsbLost = c.rwMode === 1 && (c.count > 0xff || (c.count === 0 && c.countsWritten > 0));
   if (!untouched && (lsbLost || (c.rwMode === 2 && (c.count & 0xff) !== 0))) found.push(BYTE_LOST);
   const periodic = mode === 2 || mode === 3;
-  if (mode === 3 && c.out && c.nullCount && c.counting && (c.count === 0 || c.halfOdd !== (reload & 1))) found.push(PARITY_GUESSED);
+  // The parity is guessed from the count as it reads back: an LSB-only (MSB-only) channel shows one byte of it.
+  const readable = c.rwMode === 1 ? c.count & 0xff : c.rwMode === 2 ? c.count & 0xff00 : c.count;
+  if (mode === 3 && c.out && c.nullCount && c.counting && (readable === 0 || c.halfOdd !== (reload & 1))) found.push(PARITY_GUESSED);
   const loaded = c.countsWritten > 0 && !c.nullCount && !c.loadPending;
   if (mode === 4 && loaded && c.out && c.armed !== +(whole <= reload)) found.push(STROBE_GUESSED);
   if (mode === 5 && i === 2 && c.countsWritten > 0 && c.out && c.armed !== +(!c.nullCount && whole <= reload)) found.push(STROBE_GUESSED);
