@@ -1,7 +1,6 @@
-// Assertions for property loops: `expect(actual, label).toBe(expected)` and `.toEqual(expected)`,
-// with vitest's matcher (and the label) called only when a plain comparison finds a difference.
-// A property case compares hundreds of values and each expect() costs microseconds; the verdict
-// and the failure message are still vitest's own. docs/performance.md (B6).
+// `expect(actual, label).toBe / .toEqual(expected)` for property loops: vitest's matcher (and the
+// label) runs only on a difference, so verdicts and messages stay vitest's without the cost of an
+// expect() per equal value a case compares (hundreds per case). docs/performance.md (B6).
 
 import { isDeepStrictEqual } from "node:util";
 import { expect } from "vitest";
