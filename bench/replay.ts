@@ -7,29 +7,45 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { Machine } from "../src/core/machine.js";
-import { readCompiledChunks, RECORD_SIZE } from "../src/trace/compiled.js";
+import { RecordChecker, readCompiledChunks } from "../src/trace/compiled.js";
 import { replayCompiled } from "../src/trace/replay.js";
 import { median, type BenchResult } from "./result.js";
 import { writeBenchTrace } from "./trace-gen.js";
 
 const RUNS = 3;
 
-/** Reads the trace chunk by chunk into a core and decodes every record there. */
-async function decodeOnly(path: string): Promise<{ records: number; checksum: number }> {
+/** What the decode-only pass took: the whole pass, and the core's decode loop alone within it. */
+interface DecodePass {
+  records: number;
+  checksum: number;
+  coreDecodeMs: number;
+}
+
+/**
+ * The replay's reading without its executing: reads the trace chunk by chunk straight into a
+ * core, checks every record there as the replay does, and decodes every field of each.
+ */
+async function decodeOnly(path: string): Promise<DecodePass> {
   const trace = await readCompiledChunks(path);
   const machine = Machine.create({ ...trace.header.machine, cpus: trace.header.cpus, policy: "blmvisor" });
   const core = machine.core;
+  const checker = new RecordChecker(trace);
   let records = 0;
   let checksum = 0;
-  for await (const chunk of trace.chunks) {
-    const n = chunk.length / RECORD_SIZE;
-    const at = core.replayScratch(chunk.length); // may grow the memory: take the buffer after
-    new Uint8Array(core.memory.buffer, at, chunk.length).set(chunk);
+  let coreDecodeMs = 0;
+  let at = 0;
+  const place = (bytes: number): Uint8Array => {
+    at = core.replayScratch(bytes); // may grow the memory: take the buffer after
+    return new Uint8Array(core.memory.buffer, at, bytes);
+  };
+  for (let n; (n = await trace.readRecords(place)) > 0; records += n) {
+    checker.check(core, at, n);
+    const t = performance.now();
     checksum += core.decodeRecords(0, n);
-    records += n;
+    coreDecodeMs += performance.now() - t;
   }
   machine.release();
-  return { records, checksum };
+  return { records, checksum, coreDecodeMs };
 }
 
 export function benchReplay(quick: boolean): Promise<BenchResult> {
