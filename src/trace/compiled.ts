@@ -429,7 +429,7 @@ export class RecordChecker {
   private checked = 0;
   private readonly scope: RecordScope;
 
-  constructor(private readonly trace: Pick<CompiledTrace, "file" | "labels" | "header">) {
+  constructor(private readonly trace: { file: string; labels: readonly string[]; header: Pick<TraceHeader, "cpus"> }) {
     this.scope = { labelCount: trace.labels.length, cpus: trace.header.cpus };
   }
 
