@@ -492,6 +492,24 @@ describe("LINT0 and the PIC", () => {
     expect(readReg(m, REG.lvtLint0)).toBe(LEVEL | 0x55);
     expect(m.inta()).toBe(-1);
   });
+
+  it("QEMU: LINT0 falling withdraws the held timer's vector and the timer runs on from then, the clock firing it", () => {
+    const q = withPic(true);
+    writeReg(q, REG.svr, 0x1ff);
+    writeReg(q, REG.lvtLint0, LEVEL | 0x40);
+    writeReg(q, REG.lvtTimer, PERIODIC | 0x40);
+    writeReg(q, REG.initialCount, 1000);
+    q.advanceTo(q.nextTimerEvent());
+    expect(irrHas(q, 0x40)).toBe(true);
+    q.setIrq(1, 1);
+    q.outb(0x21, 0x02); // the PIC masks IRQ1: INT, and with it LINT0, falls and takes 0x40 out of IRR
+    expect(irrHas(q, 0x40)).toBe(false);
+    const next = q.nextTimerEvent();
+    expect(next).toBeGreaterThan(q.now());
+    // Running the clock past the released timer's next expiry fires it, with no register access in between.
+    q.advanceTo(next);
+    expect(irrHas(q, 0x40)).toBe(true);
+  });
 });
 
 describe("software and global disable", () => {

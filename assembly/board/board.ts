@@ -431,7 +431,13 @@ export class Board {
     if (level == this.intr) return;
     this.intr = level;
     if (!this.config.lapic) return;
-    for (let k = 0, n = this.config.cpus; k < n; k++) unchecked(this.lapics[k]).setLint0(level);
+    // QEMU: LINT0 falling may take a held timer's vector out of IRR and so release the timer.
+    for (let k = 0, n = this.config.cpus; k < n; k++) {
+      const apic = unchecked(this.lapics[k]);
+      const timer = apic.nextTimerEvent();
+      apic.setLint0(level);
+      this.lapicTimerMoved(apic, timer);
+    }
   }
 
   private forwardEoiBroadcast(): void {
