@@ -16,7 +16,7 @@ const SEABIOS_DEBUG_PORT = "0x402";
 const UNLIMITED_BANDWIDTH = 64 * 2 ** 30;
 
 export interface QemuDeadlines {
-  /** QEMU started and its QMP greeting read. */
+  /** QEMU started (its machine built, the loader's file read) and its QMP greeting read. */
   startMs: number;
   /** Any one QMP command answered. */
   commandMs: number;
@@ -30,7 +30,7 @@ export interface QemuDeadlines {
   pollMs: number;
 }
 
-export const DEFAULT_DEADLINES: QemuDeadlines = { startMs: 15_000, commandMs: 10_000, firmwareMs: 60_000, migrationMs: 120_000, stallMs: 10_000, pollMs: 10 };
+export const DEFAULT_DEADLINES: QemuDeadlines = { startMs: 60_000, commandMs: 10_000, firmwareMs: 60_000, migrationMs: 120_000, stallMs: 10_000, pollMs: 10 };
 
 export interface QemuGuest {
   memoryMiB: number;

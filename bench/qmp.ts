@@ -54,7 +54,10 @@ export class QmpClient {
     socket.on("close", () => this.fail(new Error(`QMP ${path}: QEMU closed the connection`)));
   }
 
-  /** Connects (retrying until the socket exists), reads the greeting and leaves capabilities negotiation mode. */
+  /**
+   * Connects (retrying until the socket exists), reads the greeting and leaves capabilities
+   * negotiation mode, all within `connectTimeoutMs`: QEMU answers only once its machine is built.
+   */
   static async connect(path: string, options: QmpConnectOptions): Promise<QmpClient> {
     const deadline = Date.now() + options.connectTimeoutMs;
     const socket = await reach(path, deadline, options.signal);
@@ -64,7 +67,7 @@ export class QmpClient {
       if (typeof greeting !== "object" || greeting === null || !("QMP" in greeting)) {
         throw new Error(`QMP ${path}: expected a greeting with a "QMP" member, got ${JSON.stringify(greeting).slice(0, 200)}`);
       }
-      await client.execute("qmp_capabilities");
+      await client.execute("qmp_capabilities", undefined, Math.max(1, deadline - Date.now()));
       return client;
     } catch (e) {
       client.close();
@@ -73,14 +76,14 @@ export class QmpClient {
   }
 
   /** Runs `command` and resolves with its `return` value; rejects on an error reply, a bad reply, a closed connection or the deadline. */
-  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = this.commandTimeoutMs): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
     const id = `c${this.nextId++}`;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         // The stream may still deliver this reply later, out of turn: no later command can trust it.
-        this.fail(new Error(`QMP ${command}: no reply within ${this.commandTimeoutMs} ms`));
-      }, this.commandTimeoutMs);
+        this.fail(new Error(`QMP ${command}: no reply within ${timeoutMs} ms`));
+      }, timeoutMs);
       this.pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, timer });
       this.socket.write(`${JSON.stringify(args ? { execute: command, arguments: args, id } : { execute: command, id })}\n`);
     });

@@ -26,7 +26,7 @@ interface Command {
 }
 
 /** A QMP server that greets with `greeting` and hands every command to `answer`, which writes what it likes. */
-async function fakeQmp(answer: (command: Command, send: (line: string) => void) => void, greeting = GREETING): Promise<{ path: string; received: Command[]; server: Server }> {
+async function fakeQmp(answer: (command: Command, send: (line: string) => void) => void, greeting = GREETING, capabilitiesDelayMs = 0): Promise<{ path: string; received: Command[]; server: Server }> {
   const path = join(dir, `qmp-${sockets++}.sock`);
   const received: Command[] = [];
   const server = createServer((socket: Socket) => {
@@ -41,7 +41,7 @@ async function fakeQmp(answer: (command: Command, send: (line: string) => void) 
         const command = JSON.parse(buffered.slice(0, end)) as Command;
         buffered = buffered.slice(end + 1);
         received.push(command);
-        if (command.execute === "qmp_capabilities") send(JSON.stringify({ return: {}, id: command.id }));
+        if (command.execute === "qmp_capabilities") setTimeout(() => send(JSON.stringify({ return: {}, id: command.id })), capabilitiesDelayMs);
         else answer(command, send);
       }
     });
@@ -111,6 +111,16 @@ describe("QMP client", () => {
     await new Promise<void>((r) => mute.listen(silent, r));
     await expect(QmpClient.connect(silent, { connectTimeoutMs: 150, commandTimeoutMs: 150 })).rejects.toThrow(/no greeting within/);
     mute.close();
+  });
+
+  it("waits for the capabilities answer as long as the start may take, not one command's deadline", async () => {
+    // QEMU answers only once its machine is built (a large file to load, a loaded host).
+    const { path, server } = await fakeQmp((c, send) => send(reply(c, {})), GREETING, 300);
+    const qmp = await QmpClient.connect(path, { connectTimeoutMs: 3000, commandTimeoutMs: 100 });
+    await expect(qmp.execute("query-status")).resolves.toEqual({});
+    qmp.close();
+    await expect(QmpClient.connect(path, { connectTimeoutMs: 150, commandTimeoutMs: 100 })).rejects.toThrow(/QMP qmp_capabilities: no reply within/);
+    server.close();
   });
 
   it("fails the waiting command when QEMU closes the connection", async () => {
