@@ -67,7 +67,7 @@ function qemuVersion(binary: string): string {
 }
 
 /** Runs QEMU's migrations in a private temporary directory, removed (and QEMU killed) however it ends, Ctrl-C included. */
-async function measureQemu(quick: boolean): Promise<{ setup: QemuSetup; version: string; idle: QemuCase; random: QemuCase }> {
+async function measureQemu(quick: boolean): Promise<{ setup: QemuSetup; version: string; memoryMiB: number; idle: QemuCase; random: QemuCase }> {
   const binary = findQemu();
   if (!binary) throw new Error(INSTALL_QEMU);
   const dir = mkdtempSync(join(tmpdir(), "blmv-peer-qemu-"));
@@ -96,7 +96,7 @@ async function measureQemu(quick: boolean): Promise<{ setup: QemuSetup; version:
       if (f.normalBytes < loadBytes) throw new Error(`QEMU sent ${f.normalBytes} bytes of non-zero pages, fewer than the ${loadBytes} random bytes loaded: the guest did not hold them`);
       random.push(f);
     }
-    return { setup, version: qemuVersion(binary), idle: qemuCase(idle), random: qemuCase(random) };
+    return { setup, version: qemuVersion(binary), memoryMiB, idle: qemuCase(idle), random: qemuCase(random) };
   } finally {
     process.off("SIGINT", interrupted);
     process.off("SIGTERM", interrupted);
@@ -114,7 +114,7 @@ function ours(results: readonly BenchResult[], id: string): BenchResult {
 export async function qemuPeerRows(quick: boolean, results: readonly BenchResult[]): Promise<BenchResult[]> {
   const b2 = ours(results, "B2");
   const b3 = ours(results, "B3");
-  const { setup, version, idle, random } = await measureQemu(quick);
+  const { setup, version, memoryMiB, idle, random } = await measureQemu(quick);
   const qemu = `QEMU ${version} (${setup.accel}), median of ${RUNS}`;
   const details = { qemuVersion: version, accelerator: setup.accel, runs: { idle: idle.runs, random: random.runs } };
   const qemuThroughput = random.median((f) => f.payloadMiBps);
@@ -125,7 +125,7 @@ export async function qemuPeerRows(quick: boolean, results: readonly BenchResult
   return [
     {
       id: "B2 vs QEMU",
-      what: `${b2.what}: this project vs QEMU, max-bandwidth lifted`,
+      what: `payload throughput, ${memoryMiB} MiB incompressible guest: B2 vs QEMU, bandwidth limit lifted`,
       measured: b2.measured,
       unit: b2.unit,
       baseline: { what: qemu, value: qemuThroughput },
@@ -137,7 +137,7 @@ export async function qemuPeerRows(quick: boolean, results: readonly BenchResult
     },
     {
       id: "B3 vs QEMU",
-      what: `${b3.what}, total time: this project vs QEMU (SeaBIOS halted)`,
+      what: `total time, idle ${memoryMiB} MiB guest: B3 vs QEMU (SeaBIOS halted)`,
       measured: b3.measured,
       unit: b3.unit,
       baseline: { what: qemu, value: qemuTotal },
@@ -149,7 +149,7 @@ export async function qemuPeerRows(quick: boolean, results: readonly BenchResult
     },
     {
       id: "B3 downtime vs QEMU",
-      what: `downtime of the same idle migration: this project vs QEMU`,
+      what: `downtime, idle ${memoryMiB} MiB guest: B3 vs QEMU`,
       measured: ourDowntime,
       unit: "ms",
       baseline: { what: qemu, value: qemuDowntime },
