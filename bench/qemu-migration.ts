@@ -143,7 +143,10 @@ async function startQemu(setup: QemuSetup, name: string, args: string[]): Promis
     running.delete(child);
     exited.abort();
   });
-  child.once("error", () => exited.abort());
+  child.once("error", (e) => {
+    stderr += `${e.message}\n`;
+    exited.abort();
+  });
   try {
     const qmp = await QmpClient.connect(socket, { connectTimeoutMs: setup.deadlines.startMs, commandTimeoutMs: setup.deadlines.commandMs, signal: exited.signal });
     return { child, qmp, stderr: () => stderr.trim() };
