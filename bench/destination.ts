@@ -1,12 +1,14 @@
 // The benchmark's destination process: a migration listener and, beside it, a plain WebSocket
 // sink that counts what it receives, so raw ws throughput is measured between the very same
 // two processes as the migration. It prints one JSON line with both addresses, then events.
+// `--prealloc BYTES` gives the listener that much preallocated guest memory (listen --prealloc).
 
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { WebSocketServer } from "ws";
 import { listen } from "../src/migrate/destination/listener.js";
 import { MAX_PAYLOAD } from "../src/migrate/wire/protocol.js";
+import { peakRssBytes, resetPeakRss } from "./footprint.js";
 
 const token = process.env.BLMV_TOKEN;
 if (!token) {
@@ -22,7 +24,14 @@ const cpuMs = (): { user: number; system: number } => {
   const { user, system } = process.cpuUsage();
   return { user: user / 1000, system: system / 1000 };
 };
-const listener = await listen({ host: "127.0.0.1", port: 0, token, maxMemoryBytes: 2 ** 31, onEvent: (e) => say({ ...e, cpuMs: cpuMs() }) });
+const preallocAt = process.argv.indexOf("--prealloc");
+const preallocBytes = preallocAt > 0 ? Number(process.argv[preallocAt + 1]) : undefined;
+// Each event also carries the peak resident set since the migration's connection (the raw sink's phase before it left out).
+const onEvent = (e: { event: string }): void => {
+  if (e.event === "session") resetPeakRss();
+  say({ ...e, cpuMs: cpuMs(), peakRssBytes: peakRssBytes() });
+};
+const listener = await listen({ host: "127.0.0.1", port: 0, token, maxMemoryBytes: 2 ** 31, preallocBytes, onEvent });
 const sink = new WebSocketServer({ host: "127.0.0.1", port: 0, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
 await once(sink, "listening");
 // Binary frames are counted; a text frame asks for the count so far.

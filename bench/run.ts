@@ -8,7 +8,7 @@ import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
 import { benchDeviceMigration, benchDeviceMigrationSmp, benchPropertyThroughput } from "./devices.js";
-import { benchHotSet, benchIdle, benchIncompressible, benchModel } from "./migration.js";
+import { benchFootprint, benchHotSet, benchIdle, benchIncompressible, benchModel } from "./migration.js";
 import { PEER_COMPARES, parsePeer, peerUnavailable, qemuPeerRows, type Peer } from "./peer.js";
 import { benchReplay, benchReplaySmp } from "./replay.js";
 import { machineInfo, table, type BenchResult } from "./result.js";
@@ -24,6 +24,7 @@ const BENCHES: Record<string, Bench> = {
   B7: benchModel,
   B8: benchReplaySmp,
   B9: benchDeviceMigrationSmp,
+  B10: benchFootprint,
 };
 
 const USAGE = "usage: npm run bench [-- --quick] [--only B1,B2,...] [--json FILE] [--peer qemu]";

@@ -157,7 +157,31 @@ describe("digests", () => {
     expect(b.digest()).toBe(a.digest());
     b.write32(2 * MiB, 1);
     expect(b.digest()).not.toBe(a.digest());
-    expect(new PageChecksums(3).crcs).toEqual(new Uint32Array([ZERO_PAGE_CRC, ZERO_PAGE_CRC, ZERO_PAGE_CRC]));
+    expect([0, 1, 2].map((p) => new PageChecksums(3).crc(p))).toEqual([ZERO_PAGE_CRC, ZERO_PAGE_CRC, ZERO_PAGE_CRC]);
+  });
+
+  it("keeps its digest page by page: any order of changes gives the digest of the CRCs they leave, and it tells pages apart", () => {
+    const fresh = (): PageChecksums => new PageChecksums(64);
+    const a = fresh();
+    const b = fresh();
+    a.set(5, 0x1234);
+    a.set(9, 0xabcd);
+    a.set(5, 0x7777);
+    b.set(9, 0xabcd);
+    b.set(5, 0x7777);
+    expect(a.digest()).toBe(b.digest());
+    // A page changed and changed back, or set to the zero page's CRC, leaves no trace.
+    b.set(20, 1);
+    b.set(20, ZERO_PAGE_CRC);
+    expect(b.digest()).toBe(a.digest());
+    // The same CRCs at other pages, or swapped between pages, differ.
+    const swapped = fresh();
+    swapped.set(5, 0xabcd);
+    swapped.set(9, 0x7777);
+    expect(swapped.digest()).not.toBe(a.digest());
+    expect(fresh().digest()).not.toBe(a.digest());
+    // The page count is part of the digest: a memory one page larger differs even when all zero.
+    expect(new PageChecksums(65).digest()).not.toBe(fresh().digest());
   });
 });
 

@@ -10,7 +10,7 @@ import { Admission, DEFAULT_LIMITS, type AdmissionLimits } from "../src/migrate/
 import { listen, type Listener } from "../src/migrate/destination/listener.js";
 import type { DestinationEvent } from "../src/migrate/destination/destination.js";
 import { newNonce, proof } from "../src/migrate/transport/auth.js";
-import { PROTOCOL_MAGIC } from "../src/migrate/wire/protocol.js";
+import { PROTOCOL_MAGIC, PROTOCOL_VERSION } from "../src/migrate/wire/protocol.js";
 import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
 import { bootAndMigrate } from "../src/migrate/run/run.js";
 import { BareClient, testToken } from "./migrate-harness.js";
@@ -32,7 +32,7 @@ async function start(limits: Partial<AdmissionLimits> = {}, events: DestinationE
   return l;
 }
 
-const hello = () => ({ t: "hello", magic: PROTOCOL_MAGIC, version: 2, minVersion: 2, capabilities: [], nonce: newNonce() });
+const hello = () => ({ t: "hello", magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, minVersion: PROTOCOL_VERSION, capabilities: [], nonce: newNonce() });
 
 /** A connection that has said hello and got its challenge, ready to send a proof. */
 async function challenged(url: string, localAddress = "127.0.0.1"): Promise<{ c: BareClient; prove: (token: string) => void }> {
@@ -43,7 +43,7 @@ async function challenged(url: string, localAddress = "127.0.0.1"): Promise<{ c:
   c.send(h);
   const challenge = await c.next();
   expect(challenge.t).toBe("challenge");
-  return { c, prove: (token) => c.send({ t: "auth", proof: proof(token, "source", 2, h.nonce, challenge.nonce as Uint8Array) }) };
+  return { c, prove: (token) => c.send({ t: "auth", proof: proof(token, "source", PROTOCOL_VERSION, h.nonce, challenge.nonce as Uint8Array) }) };
 }
 
 /** How an upgrade request ends: the HTTP status of a refusal, or "open". */

@@ -38,8 +38,10 @@ describe("live migration between two processes", () => {
         // The report adds up.
         expect(report.rounds).toBeGreaterThanOrEqual(1);
         expect(report.roundStats.filter((r) => r.stopAndCopy)).toHaveLength(1);
-        expect(report.pages.normal + report.pages.zero).toBeGreaterThanOrEqual(s.memoryBytes / 4096);
-        expect(report.pages.zero).toBeGreaterThan(0);
+        // Every page that holds data went at least once; never-written pages need not go at all.
+        let written = 0;
+        for (let p = 0; p < guest.memory.pageCount; p++) if (!guest.memory.isZero(p)) written++;
+        expect(report.pages.normal).toBeGreaterThanOrEqual(written);
         expect(report.bytes.total).toBeGreaterThan(report.pages.normal * 4096);
         expect(report.downtimeMs).toBeGreaterThan(0);
         expect(report.downtimeMs).toBeLessThan(report.totalMs);

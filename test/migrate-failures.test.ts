@@ -11,7 +11,7 @@ import { unpack } from "msgpackr";
 import { WebSocketServer } from "ws";
 import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
 import { bootAndMigrate } from "../src/migrate/run/run.js";
-import { MAX_UNAUTHENTICATED_PAYLOAD, PROTOCOL_MAGIC, encode, type Message } from "../src/migrate/wire/protocol.js";
+import { MAX_UNAUTHENTICATED_PAYLOAD, PROTOCOL_MAGIC, PROTOCOL_VERSION, encode, type Message } from "../src/migrate/wire/protocol.js";
 import { newNonce, proof } from "../src/migrate/transport/auth.js";
 import { BareClient, FaultProxy, Destination, killChildren } from "./migrate-harness.js";
 
@@ -50,7 +50,7 @@ async function fakeDestination(reply: (m: Record<string, unknown>) => Message | 
   return `ws://127.0.0.1:${(server.address() as { port: number }).port}`;
 }
 
-const hello = (version = 2, minVersion = 2) => ({ t: "hello", magic: PROTOCOL_MAGIC, version, minVersion, capabilities: ["zero-pages"], nonce: newNonce() });
+const hello = (version = PROTOCOL_VERSION, minVersion = PROTOCOL_VERSION) => ({ t: "hello", magic: PROTOCOL_MAGIC, version, minVersion, capabilities: ["zero-pages"], nonce: newNonce() });
 
 describe("refusals", () => {
   it("a source and a destination with different tokens do not migrate, and the source runs on", async () => {
@@ -69,9 +69,9 @@ describe("refusals", () => {
     const h = hello();
     c.send(h);
     const challenge = await c.next();
-    expect(challenge).toMatchObject({ t: "challenge", version: 2 });
+    expect(challenge).toMatchObject({ t: "challenge", version: PROTOCOL_VERSION });
     expect(challenge).not.toHaveProperty("proof");
-    c.send({ t: "auth", proof: proof("guess", "source", 2, h.nonce, challenge.nonce as Uint8Array) });
+    c.send({ t: "auth", proof: proof("guess", "source", PROTOCOL_VERSION, h.nonce, challenge.nonce as Uint8Array) });
     expect(await c.next()).toMatchObject({ t: "error", code: "auth" });
     expect(await c.waitClosed()).toBe(true);
   });
@@ -79,22 +79,23 @@ describe("refusals", () => {
   it.each([
     [99, 99],
     [0, 0],
+    [PROTOCOL_VERSION - 1, PROTOCOL_VERSION - 1],
   ])("a source speaking only protocol versions %i..%i is refused with a version error", async (version, minVersion) => {
     const dest = await Destination.start();
     const c = await BareClient.connect(dest.url);
     c.send(hello(version, minVersion));
     const reply = await c.next();
     expect(reply).toMatchObject({ t: "error", code: "version" });
-    expect(reply.message).toMatch(/this destination 2\.\.2/);
+    expect(reply.message).toMatch(new RegExp(`this destination ${PROTOCOL_VERSION}\\.\\.${PROTOCOL_VERSION}`));
     expect(await c.waitClosed()).toBe(true);
     await dest.waitFor((e) => e.event === "aborted" && e.code === "version");
   });
 
-  it("a newer source that still accepts version 2 is answered in version 2", async () => {
+  it("a newer source that still accepts this version is answered in it", async () => {
     const dest = await Destination.start();
     const c = await BareClient.connect(dest.url);
-    c.send(hello(5, 2));
-    expect(await c.next()).toMatchObject({ t: "challenge", version: 2 });
+    c.send(hello(PROTOCOL_VERSION + 3, PROTOCOL_VERSION));
+    expect(await c.next()).toMatchObject({ t: "challenge", version: PROTOCOL_VERSION });
   });
 
   it("the source refuses a destination that picks a version it does not speak", async () => {
@@ -109,7 +110,7 @@ describe("refusals", () => {
     const seen: string[] = [];
     const url = await fakeDestination((m) => {
       seen.push(m.t as string);
-      if (m.t === "hello") return { t: "challenge", version: 2, capabilities: [], nonce: newNonce() };
+      if (m.t === "hello") return { t: "challenge", version: PROTOCOL_VERSION, capabilities: [], nonce: newNonce() };
       if (m.t === "auth") return { t: "accepted", proof: new Uint8Array(32) };
       return undefined;
     });
@@ -145,7 +146,7 @@ describe("refusals", () => {
       const h = hello();
       c.send(h);
       const challenge = await c.next();
-      c.send({ t: "auth", proof: proof(dest.token, "source", 2, h.nonce, challenge.nonce as Uint8Array) });
+      c.send({ t: "auth", proof: proof(dest.token, "source", PROTOCOL_VERSION, h.nonce, challenge.nonce as Uint8Array) });
       sessions.push(await c.next());
     }
     expect(sessions[0]).toMatchObject({ t: "accepted" });
@@ -182,9 +183,9 @@ describe("after a failure", () => {
       if (m.t === "hello") {
         connections++;
         sourceNonce = m.nonce as Uint8Array;
-        return { t: "challenge", version: 2, capabilities: ["zero-pages"], nonce: destinationNonce };
+        return { t: "challenge", version: PROTOCOL_VERSION, capabilities: ["zero-pages"], nonce: destinationNonce };
       }
-      if (m.t === "auth") return { t: "accepted", proof: proof("t", "destination", 2, sourceNonce!, destinationNonce) };
+      if (m.t === "auth") return { t: "accepted", proof: proof("t", "destination", PROTOCOL_VERSION, sourceNonce!, destinationNonce) };
       if (m.t === "config") return { t: "prepared" };
       if (m.t === "state") return { t: "ready", digest: m.digest as Uint8Array };
       return m.t === "commit" ? "close" : undefined;

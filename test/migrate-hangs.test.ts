@@ -6,7 +6,7 @@ import { unpack } from "msgpackr";
 import { WebSocketServer, type WebSocket } from "ws";
 import { afterAll, describe, expect, it } from "vitest";
 import { newNonce, proof } from "../src/migrate/transport/auth.js";
-import { encode } from "../src/migrate/wire/protocol.js";
+import { PROTOCOL_VERSION, encode } from "../src/migrate/wire/protocol.js";
 import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
 import { bootAndMigrate } from "../src/migrate/run/run.js";
 
@@ -29,9 +29,9 @@ describe("a destination that stops reading", () => {
         const m = unpack(d) as Record<string, unknown>;
         if (m.t === "hello") {
           sourceNonce = m.nonce as Uint8Array;
-          ws.send(encode({ t: "challenge", version: 2, capabilities: [], nonce: destinationNonce }));
+          ws.send(encode({ t: "challenge", version: PROTOCOL_VERSION, capabilities: [], nonce: destinationNonce }));
         } else if (m.t === "auth") {
-          ws.send(encode({ t: "accepted", proof: proof(TOKEN, "destination", 2, sourceNonce, destinationNonce) }));
+          ws.send(encode({ t: "accepted", proof: proof(TOKEN, "destination", PROTOCOL_VERSION, sourceNonce, destinationNonce) }));
         } else if (m.t === "config") {
           ws.send(encode({ t: "prepared" }));
           (ws as unknown as { _socket: { pause(): void } })._socket.pause();

@@ -18,6 +18,7 @@ import {
   MAX_RECORD_BYTES,
   MAX_RUNS,
   PROTOCOL_MAGIC,
+  PROTOCOL_VERSION,
   ProtocolError,
   batchChecksum,
   encode,
@@ -32,8 +33,8 @@ const nonce = new Uint8Array(32).fill(7);
 const machine = { pic: true, pit: true, lapic: true, ioapic: true, cpus: 2, pitIrq0: true, compatQemu: false, apicBusHz: 1e9, tscHz: 1e9, policy: "blmvisor" as const };
 
 const VALID: Message[] = [
-  { t: "hello", magic: PROTOCOL_MAGIC, version: 2, minVersion: 2, capabilities: ["zero-pages"], nonce },
-  { t: "challenge", version: 2, capabilities: [], nonce },
+  { t: "hello", magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, minVersion: PROTOCOL_VERSION, capabilities: ["zero-pages"], nonce },
+  { t: "challenge", version: PROTOCOL_VERSION, capabilities: [], nonce },
   { t: "auth", proof: new Uint8Array(32).fill(1) },
   { t: "accepted", proof: new Uint8Array(32).fill(2) },
   { t: "config", memoryBytes: 16 << 20, pageSize: PAGE_SIZE, machine, workload: "hot", endNs: 4e9 },

@@ -14,7 +14,7 @@ import { Admission, DEFAULT_LIMITS } from "../src/migrate/destination/admission.
 import { newNonce, proof } from "../src/migrate/transport/auth.js";
 import { DestinationSession, HANDSHAKE_TIMEOUT_MS } from "../src/migrate/destination/destination.js";
 import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
-import { PROTOCOL_MAGIC } from "../src/migrate/wire/protocol.js";
+import { PROTOCOL_MAGIC, PROTOCOL_VERSION } from "../src/migrate/wire/protocol.js";
 import { bootAndMigrate } from "../src/migrate/run/run.js";
 import { BareClient, CLI, Destination, killChildren, runCli, testToken } from "./migrate-harness.js";
 import { MemorySocket } from "./migrate-stream.js";
@@ -28,7 +28,7 @@ const dir = mkdtempSync(join(tmpdir(), "blmv-security-"));
 afterEach(killChildren);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const hello = () => ({ t: "hello", magic: PROTOCOL_MAGIC, version: 2, minVersion: 2, capabilities: [], nonce: newNonce() });
+const hello = () => ({ t: "hello", magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, minVersion: PROTOCOL_VERSION, capabilities: [], nonce: newNonce() });
 
 /** Sends a hello and an auth proof made with `token`, from `localAddress`; returns the reply to the auth (or the refusal). */
 async function tryToken(url: string, token: string, localAddress = "127.0.0.1"): Promise<Record<string, unknown>> {
@@ -38,7 +38,7 @@ async function tryToken(url: string, token: string, localAddress = "127.0.0.1"):
   c.send(h);
   const challenge = await c.next();
   if (challenge.t !== "challenge") return challenge;
-  c.send({ t: "auth", proof: proof(token, "source", 2, h.nonce, challenge.nonce as Uint8Array) });
+  c.send({ t: "auth", proof: proof(token, "source", PROTOCOL_VERSION, h.nonce, challenge.nonce as Uint8Array) });
   const reply = await c.next();
   ws.terminate();
   return reply;

@@ -13,7 +13,7 @@ import { unpack } from "msgpackr";
 import { WebSocketServer } from "ws";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { newNonce, proof } from "../src/migrate/transport/auth.js";
-import { encode, type Message } from "../src/migrate/wire/protocol.js";
+import { PROTOCOL_VERSION, encode, type Message } from "../src/migrate/wire/protocol.js";
 import { referenceDigest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
 import { bootAndMigrate } from "../src/migrate/run/run.js";
 import { loadSnapshot } from "../src/migrate/run/snapshot.js";
@@ -42,8 +42,8 @@ async function dyingDestination(): Promise<string> {
     ws.on("message", (d: Buffer) => {
       const m = unpack(d) as Record<string, unknown>;
       const reply = (r: Message): void => ws.send(encode(r));
-      if (m.t === "hello") (sourceNonce = m.nonce as Uint8Array), reply({ t: "challenge", version: 2, capabilities: ["zero-pages"], nonce: destinationNonce });
-      else if (m.t === "auth") reply({ t: "accepted", proof: proof(TOKEN, "destination", 2, sourceNonce, destinationNonce) });
+      if (m.t === "hello") (sourceNonce = m.nonce as Uint8Array), reply({ t: "challenge", version: PROTOCOL_VERSION, capabilities: ["zero-pages"], nonce: destinationNonce });
+      else if (m.t === "auth") reply({ t: "accepted", proof: proof(TOKEN, "destination", PROTOCOL_VERSION, sourceNonce, destinationNonce) });
       else if (m.t === "config") reply({ t: "prepared" });
       else if (m.t === "state") reply({ t: "ready", digest: m.digest as Uint8Array });
       else if (m.t === "commit") ws.terminate();

@@ -11,7 +11,7 @@ import { proof } from "../src/migrate/transport/auth.js";
 import { BatchBuilder } from "../src/migrate/source/batch.js";
 import { bootGuest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
 import { cpusToRecord } from "../src/guest/cpu.js";
-import { PROTOCOL_MAGIC, encode, encodeRecord, machineSpecOf, stateDigest, type Message } from "../src/migrate/wire/protocol.js";
+import { PROTOCOL_MAGIC, PROTOCOL_VERSION, encode, encodeRecord, machineSpecOf, stateDigest, type Message } from "../src/migrate/wire/protocol.js";
 
 /** Pages per `pages` frame here, so that a small guest still takes several frames. */
 const PAGES_PER_BATCH = 64;
@@ -36,7 +36,7 @@ export function validStream(spec: GuestRunSpec, atNs: number, token: string): St
   const memory = guest.memory;
   const checksums = new PageChecksums(memory.pageCount);
   const messages: Message[] = [
-    { t: "hello", magic: PROTOCOL_MAGIC, version: 2, minVersion: 2, capabilities: ["zero-pages", "outcome-query"], nonce: HELLO_NONCE },
+    { t: "hello", magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, minVersion: PROTOCOL_VERSION, capabilities: ["zero-pages", "outcome-query"], nonce: HELLO_NONCE },
     { t: "auth", proof: new Uint8Array(32) },
     { t: "config", memoryBytes: memory.bytes, pageSize: PAGE_SIZE, machine: machineSpecOf(guest.machine), workload: spec.workload, endNs: guest.now() },
   ];
@@ -46,7 +46,7 @@ export function validStream(spec: GuestRunSpec, atNs: number, token: string): St
     const zero = memory.isZero(p);
     const crc = zero ? ZERO_PAGE_CRC : pageChecksum(memory.page(p));
     batch.add(p, zero ? ZERO_PAGE : memory.page(p), crc, zero);
-    checksums.crcs[p] = crc;
+    checksums.set(p, crc);
     if ((p + 1) % PAGES_PER_BATCH === 0 || p === memory.pageCount - 1) {
       const m = batch.take(0, seq++);
       messages.push({ ...m, data: Uint8Array.from(m.data), runs: [...m.runs], zeros: [...m.zeros] });
@@ -110,7 +110,7 @@ export function play(socket: MemorySocket, frames: readonly (Uint8Array | "auth"
     if (frame === "auth") {
       const challenge = socket.sent.find((m) => m.t === "challenge");
       const nonce = challenge?.nonce instanceof Uint8Array ? challenge.nonce : new Uint8Array(32);
-      socket.deliver(encode({ t: "auth", proof: proof(token, "source", 2, HELLO_NONCE, nonce) }));
+      socket.deliver(encode({ t: "auth", proof: proof(token, "source", PROTOCOL_VERSION, HELLO_NONCE, nonce) }));
     } else {
       socket.deliver(frame);
     }

@@ -17,6 +17,7 @@ import { progressReporter } from "../migrate/report/progress.js";
 import { cancelOnInterrupt } from "./interrupt.js";
 import { bootAndMigrate, migrateLive, type LiveMigrationResult } from "../migrate/run/run.js";
 import { formatBytes, parseSize } from "../migrate/report/units.js";
+import { PAGE_SIZE } from "../guest/page.js";
 import { defineCommand, type OptionTable, type Parsed } from "./command.js";
 import { GUEST_OPTIONS, MIGRATION_OPTIONS, REPORT_OPTIONS, parseGuestAndLink, progressMode, tokenOption } from "./migrate-options.js";
 import { EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, checkWritable, fileProblem, integerOption, readInput } from "./usage.js";
@@ -38,6 +39,11 @@ const LISTEN_OPTIONS = {
   key: { type: "string", value: "F", help: "PEM private key of --cert" },
   "max-memory": { type: "string", value: "SIZE", default: "4G", help: "largest guest memory accepted" },
   "memory-budget": { type: "string", value: "SIZE", default: "16G", help: "guest memory all guests here may hold together" },
+  prealloc: {
+    type: "string",
+    value: "SIZE",
+    help: "allocate and fault in this much guest memory at start-up and keep it between guests: pages that arrive into it cost no page faults",
+  },
   "max-sessions": { type: "string", value: "N", default: String(DEFAULT_LIMITS.maxSessions), help: "guests received or running at once" },
   "max-auth-failures": {
     type: "string",
@@ -88,6 +94,11 @@ async function runListen({ values }: Parsed<typeof LISTEN_OPTIONS>): Promise<num
   if (port > 65535) throw new UsageError(`${command}: --port must be at most 65535, got ${port}`);
   const maxMemoryBytes = sizeOption(command, "max-memory", values["max-memory"]);
   const memoryBudgetBytes = sizeOption(command, "memory-budget", values["memory-budget"]);
+  const preallocBytes = values.prealloc === undefined ? undefined : sizeOption(command, "prealloc", values.prealloc);
+  if (preallocBytes !== undefined && preallocBytes % PAGE_SIZE !== 0) throw new UsageError(`${command}: --prealloc expects a size in whole 4 KiB pages, like 1G, got ${JSON.stringify(values.prealloc)}`);
+  if (preallocBytes !== undefined && preallocBytes > memoryBudgetBytes) {
+    throw new UsageError(`${command}: --prealloc ${values.prealloc} is more than --memory-budget ${values["memory-budget"]} lets guests hold`);
+  }
   const maxSessions = integerOption(command, "max-sessions", values["max-sessions"], 1)!;
   const maxAuthFailures = integerOption(command, "max-auth-failures", values["max-auth-failures"], 1)!;
   if ((values.cert === undefined) !== (values.key === undefined)) throw new UsageError(`${command}: --cert and --key go together`);
@@ -108,16 +119,20 @@ async function runListen({ values }: Parsed<typeof LISTEN_OPTIONS>): Promise<num
       say(e, describeEvent(e));
       monitor?.record(e);
     };
-    listener = await listen({ host: values.host, port, token: secret, maxMemoryBytes, timeoutMs, once: values.once, tls, limits, allowOrigins, allowHosts, onEvent });
+    listener = await listen({ host: values.host, port, token: secret, maxMemoryBytes, timeoutMs, once: values.once, tls, limits, allowOrigins, allowHosts, preallocBytes, onEvent });
   } catch (e) {
     throw new UsageError(`${command}: cannot listen on ${values.host}:${port}: ${(e as Error).message}`);
   }
   const loopback = values.host === "127.0.0.1" || values.host === "::1" || values.host === "localhost";
   const fingerprint = tls ? `sha256:${new X509Certificate(tls.cert).fingerprint256.replaceAll(":", "").toLowerCase()}` : undefined;
   say(
-    { event: "listening", url: listener.url, host: listener.host, port: listener.port, ...(fingerprint ? { fingerprint } : {}), ...(given ? {} : { token: secret }) },
+    {
+      event: "listening", url: listener.url, host: listener.host, port: listener.port, ...(fingerprint ? { fingerprint } : {}), ...(given ? {} : { token: secret }),
+      ...(listener.preallocatedBytes ? { preallocatedBytes: listener.preallocatedBytes } : {}),
+    },
     `listening on ${listener.url} ${loopback ? "(this host only; --host 0.0.0.0 accepts other hosts)" : "(other hosts may connect)"}, ${tls ? "TLS" : "not encrypted: use --cert/--key across a network"}; ` +
-      `up to ${maxSessions} guests at once, each up to ${formatBytes(maxMemoryBytes)}, ${formatBytes(memoryBudgetBytes)} in all`,
+      `up to ${maxSessions} guests at once, each up to ${formatBytes(maxMemoryBytes)}, ${formatBytes(memoryBudgetBytes)} in all` +
+      (listener.preallocatedBytes ? `; ${formatBytes(listener.preallocatedBytes)} of guest memory preallocated` : ""),
   );
   if (fingerprint && !json) console.log(`certificate: ${fingerprint}\n  (a source can pin it: migrate send --pin ${fingerprint})`);
   if (!given && !json) console.log(`token: ${secret}\n  (none was given: pass this one to the source with --token-file or ${TOKEN_ENV})`);

@@ -4,7 +4,9 @@
 // cannot exceed 4 GiB in Node 20, and a guest of many GiB that has touched little of its memory
 // should cost little. A page that was never written (or was zeroed since) has its "touched" bit
 // clear: it reads as zero, is known to be zero without a scan, and is handed out as one shared,
-// read-only-by-contract zero page.
+// read-only-by-contract zero page. A SlabPool holds slabs allocated and faulted in ahead of the
+// guests that will use them, and takes them back when a guest is released (docs/migration.md,
+// "Preallocated guest memory").
 
 import { PageChecksums, memoryDigest } from "./digest.js";
 import { PAGE_SIZE, ZERO_PAGE } from "./page.js";
@@ -15,6 +17,8 @@ const WORDS_PER_PAGE = PAGE_SIZE / 4;
 const SLAB_PAGE_SHIFT = 16;
 const SLAB_PAGES = 1 << SLAB_PAGE_SHIFT;
 const SLAB_PAGE_MASK = SLAB_PAGES - 1;
+/** Pages a pool zeroes in one step while it cleans a returned slab between other work. */
+const CLEAN_STEP_PAGES = 1024;
 /** The bitmaps (1 bit per page) are allocated up front: 2 × 32 MiB at this size. */
 export const MAX_MEMORY_BYTES = 2 ** 40;
 
@@ -56,6 +60,108 @@ function setBits(bitmap: Uint32Array, first: number, count: number): void {
   for (; p < end; p++) bitmap[p >>> 5] |= 1 << (p & 31);
 }
 
+/**
+ * Guest memory allocated ahead of need and kept between guests, as a hypervisor that
+ * preallocates guest RAM does: every page of every slab is written once when the pool is made,
+ * so the kernel has mapped it before a migration stores into it, and storing a page costs a
+ * copy instead of a page fault. The pool holds whole slabs and, for the rest of its size, one
+ * smaller slab, which serves a guest's last (partial) slab or a small guest. A slab given back
+ * is zeroed (only its pages that were written) in steps between other work before it is handed
+ * out again; one taken before that is zeroed at once.
+ */
+export class SlabPool {
+  readonly bytes: number;
+  private readonly owned = new Set<Uint32Array>();
+  private readonly clean: Uint32Array[] = [];
+  /** Returned slabs and the pages of each that may hold a non-zero byte, cleaned from `next` on. */
+  private readonly returned: { slab: Uint32Array; touched: Uint32Array; next: number }[] = [];
+  private cleaning = false;
+
+  /** Allocates and faults in `bytes` of guest memory, in whole pages. */
+  constructor(bytes: number) {
+    if (!Number.isSafeInteger(bytes) || bytes < PAGE_SIZE || bytes % PAGE_SIZE !== 0 || bytes > MAX_MEMORY_BYTES) {
+      throw new RangeError(`preallocated memory must be a positive multiple of ${PAGE_SIZE} bytes up to ${MAX_MEMORY_BYTES}, got ${bytes}`);
+    }
+    for (let left = bytes / PAGE_SIZE; left > 0; left -= SLAB_PAGES) {
+      const slab = allocateSlab(Math.min(left, SLAB_PAGES), bytes);
+      // A store into each page has the kernel map it now (a load would map only the shared zero page).
+      for (let w = 0; w < slab.length; w += WORDS_PER_PAGE) slab[w] = 0;
+      this.clean.push(slab);
+      this.owned.add(slab);
+    }
+    this.bytes = bytes;
+  }
+
+  /** Slabs no guest uses (some may still be being zeroed). */
+  get free(): number {
+    return this.clean.length + this.returned.length;
+  }
+
+  /** Whether `slab` is one of this pool's. */
+  owns(slab: Uint32Array): boolean {
+    return this.owned.has(slab);
+  }
+
+  /** The smallest zeroed slab of at least `pages` pages, or undefined when none is free. */
+  take(pages: number): Uint32Array | undefined {
+    const words = pages * WORDS_PER_PAGE;
+    const fit = (slab: Uint32Array, best: Uint32Array | undefined): boolean => slab.length >= words && (best === undefined || slab.length < best.length);
+    let best: Uint32Array | undefined;
+    for (const slab of this.clean) if (fit(slab, best)) best = slab;
+    if (best !== undefined) {
+      this.clean.splice(this.clean.indexOf(best), 1);
+      return best;
+    }
+    let returned: (typeof this.returned)[number] | undefined;
+    for (const r of this.returned) if (fit(r.slab, returned?.slab)) returned = r;
+    if (returned === undefined) return undefined;
+    this.returned.splice(this.returned.indexOf(returned), 1);
+    zeroTouchedPages(returned.slab, returned.touched, returned.next);
+    return returned.slab;
+  }
+
+  /** Takes back one of its slabs, whose pages set in `touched` (bit p: page p of the slab) may be non-zero. */
+  give(slab: Uint32Array, touched: Uint32Array): void {
+    this.returned.push({ slab, touched, next: 0 });
+    if (!this.cleaning) {
+      this.cleaning = true;
+      setImmediate(() => this.cleanStep());
+    }
+  }
+
+  /** Zeroes the next few pages of the oldest returned slab; goes on later until none is left. */
+  private cleanStep(): void {
+    const r = this.returned[0];
+    if (r === undefined) {
+      this.cleaning = false;
+      return;
+    }
+    const pages = r.slab.length / WORDS_PER_PAGE;
+    const end = Math.min(pages, r.next + CLEAN_STEP_PAGES);
+    zeroTouchedPages(r.slab, r.touched, r.next, end);
+    r.next = end;
+    if (end === pages) this.clean.push(this.returned.shift()!.slab);
+    setImmediate(() => this.cleanStep());
+  }
+}
+
+/** A slab of `pages` pages for a pool of `total` bytes, or an error saying the pool does not fit. */
+function allocateSlab(pages: number, total: number): Uint32Array {
+  try {
+    return new Uint32Array(pages * WORDS_PER_PAGE);
+  } catch (e) {
+    throw new RangeError(`cannot preallocate ${total} bytes of guest memory: ${(e as Error).message}`);
+  }
+}
+
+/** Zeroes the pages of a slab from `from` up to `end` whose bits are set in `touched`, 32 clean pages at a test. */
+function zeroTouchedPages(slab: Uint32Array, touched: Uint32Array, from: number, end = slab.length / WORDS_PER_PAGE): void {
+  for (let p = from; p < end; p++) {
+    if ((p & 31) === 0 && p + 32 <= end && touched[p >>> 5] === 0) p += 31;
+    else if ((touched[p >>> 5] & (1 << (p & 31))) !== 0) slab.fill(0, p * WORDS_PER_PAGE, (p + 1) * WORDS_PER_PAGE);
+  }
+}
+
 export class GuestMemory {
   readonly bytes: number;
   readonly pageCount: number;
@@ -65,8 +171,13 @@ export class GuestMemory {
   private readonly touched: Uint32Array;
   private dirty: Uint32Array;
   private logging = false;
+  private released = false;
 
-  constructor(bytes: number) {
+  /** `pool`: where slabs come from (and go back to on release) while it has any; else they are allocated. */
+  constructor(
+    bytes: number,
+    private readonly pool?: SlabPool,
+  ) {
     if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % PAGE_SIZE !== 0 || bytes > MAX_MEMORY_BYTES) {
       throw new RangeError(`guest memory size must be a positive multiple of ${PAGE_SIZE} up to ${MAX_MEMORY_BYTES} bytes, got ${bytes}`);
     }
@@ -190,14 +301,38 @@ export class GuestMemory {
     return harvested;
   }
 
+  /** The pages that may hold a non-zero byte now (bit p of word p>>>5), as a copy: every other page is zero. */
+  touchedPages(): Uint32Array {
+    return this.touched.slice();
+  }
+
   /** Every page's checksum, computed now. */
   pageHashes(): PageChecksums {
     return PageChecksums.of(this);
   }
 
-  /** SHA-256 (hex) over the per-page checksums in page order. */
+  /** The digest of the per-page checksums (guest/digest.ts). */
   digest(): string {
     return memoryDigest(this);
+  }
+
+  /**
+   * Gives the memory's slabs back to its pool (or to the garbage collector); the memory is empty
+   * afterwards and refuses to be written. Views handed out by page() must not be used any more.
+   */
+  release(): void {
+    for (let s = 0; s < this.slabs.length; s++) {
+      const slab = this.slabs[s];
+      if (slab === undefined) continue;
+      this.slabs[s] = undefined;
+      if (this.pool?.owns(slab)) {
+        const touched = new Uint32Array(bitmapWords(slab.length / WORDS_PER_PAGE));
+        touched.set(this.touched.subarray((s * SLAB_PAGES) >>> 5, (s * SLAB_PAGES) / 32 + touched.length));
+        this.pool.give(slab, touched);
+      }
+    }
+    this.touched.fill(0);
+    this.released = true;
   }
 
   private isTouched(p: number): boolean {
@@ -208,9 +343,10 @@ export class GuestMemory {
     const s = p >>> SLAB_PAGE_SHIFT;
     let slab = this.slabs[s];
     if (slab === undefined) {
-      // The last slab holds only the pages that exist.
+      if (this.released) throw new Error("guest memory was released: it cannot be written any more");
+      // An allocated last slab holds only the pages that exist; a pool's is whole.
       const pages = Math.min(SLAB_PAGES, this.pageCount - s * SLAB_PAGES);
-      slab = this.slabs[s] = new Uint32Array(pages * WORDS_PER_PAGE);
+      slab = this.slabs[s] = this.pool?.take(pages) ?? new Uint32Array(pages * WORDS_PER_PAGE);
     }
     return slab;
   }

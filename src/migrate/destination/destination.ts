@@ -13,6 +13,7 @@ import { Machine } from "../../core/machine.js";
 import type { CpuState } from "../../guest/cpu.js";
 import { PageChecksums, ZERO_PAGE_CRC, pageChecksum } from "../../guest/digest.js";
 import { PAGE_SIZE } from "../../guest/page.js";
+import type { SlabPool } from "../../guest/memory.js";
 import { Guest } from "../../guest/workload.js";
 import {
   CAPABILITIES, MAX_BATCH_PAGES, MAX_DELTA_PAGES, MAX_PAYLOAD, MAX_UNAUTHENTICATED_PAYLOAD, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError,
@@ -40,6 +41,8 @@ export interface DestinationOptions {
   maxMemoryBytes: number;
   /** Longest wait for the source's next message before the commit. */
   timeoutMs?: number;
+  /** Preallocated guest memory the sessions take their slabs from while it lasts (the listener's --prealloc). */
+  memoryPool?: SlabPool;
   onEvent?: (e: DestinationEvent) => void;
 }
 
@@ -215,7 +218,7 @@ export class DestinationSession {
     if (c.machine.policy === "none") throw new ProtocolError("config", 'policy "none" keeps no device shadows: the guest could not be migrated again');
     const full = this.admission.reserve(this.holding, c.memoryBytes);
     if (full) throw new ProtocolError("busy", full);
-    const memory = new DemandMemory(c.memoryBytes);
+    const memory = new DemandMemory(c.memoryBytes, this.options.memoryPool);
     this.staging = { memory, checksums: new PageChecksums(memory.pageCount), pairs: new Uint32Array(2 * MAX_BATCH_PAGES) };
     this.config = c;
     this.send({ t: "prepared" });
@@ -245,11 +248,11 @@ export class DestinationSession {
     if (batchChecksum(pairs, n) !== m.crc) throw new ProtocolError("checksum", `batch ${m.seq} of round ${m.round} does not match its checksum`);
     // Data pages run by run: one copy per run.
     for (let i = 0, offset = 0; i < m.runs.length; offset += m.runs[i + 1] * PAGE_SIZE, i += 2) memory.writePages(m.runs[i], m.runs[i + 1], m.data, offset);
-    for (let k = 0; k < dataPages; k++) checksums.crcs[pairs[2 * k]] = pairs[2 * k + 1];
+    for (let k = 0; k < dataPages; k++) checksums.set(pairs[2 * k], pairs[2 * k + 1]);
     // Zero pages run by run: a page never written is zero already and costs a bit test.
     for (let i = 0; i < m.zeros.length; i += 2) {
       memory.zeroPages(m.zeros[i], m.zeros[i + 1]);
-      checksums.crcs.fill(ZERO_PAGE_CRC, m.zeros[i], m.zeros[i] + m.zeros[i + 1]);
+      checksums.fill(ZERO_PAGE_CRC, m.zeros[i], m.zeros[i] + m.zeros[i + 1]);
     }
     this.stored(m);
   }
@@ -400,7 +403,14 @@ export class DestinationSession {
     return Buffer.from(this.destinationNonce!).toString("hex");
   }
 
+  /** Lets go of the staged guest: its memory goes back to the pool (or to the garbage collector). */
+  private dropStaging(): void {
+    this.staging?.memory.release();
+    this.staging = undefined;
+  }
+
   private end(outcome: SessionOutcome): void {
+    this.dropStaging();
     if (this.checkPending) this.admission.proofChecked(false);
     this.checkPending = false;
     this.admission.release(this.holding);
@@ -415,7 +425,7 @@ export class DestinationSession {
     const step = this.expecting;
     this.expecting = "nothing";
     clearTimeout(this.timer);
-    this.staging = undefined;
+    this.dropStaging();
     this.config = undefined;
     if (step === "commit") this.admission.decide(this.id, "dropped");
     if (!f.byPeer && f.code !== "connection") this.send({ t: "error", code: f.code, message: f.message });
@@ -435,7 +445,7 @@ export class DestinationSession {
     closeSoon(this.ws);
     const virtualNs = this.handoffRecords!.machine.now();
     this.emit({ event: "lost", peer: this.peer, workload: this.config!.workload, virtualNs, missingPages: memory.missingPages, code: f.code, message: f.message });
-    this.staging = undefined;
+    this.dropStaging();
     this.end("aborted");
   }
 

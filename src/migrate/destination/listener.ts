@@ -3,12 +3,14 @@
 // is told the destination is busy); optionally it stops after the first guest it received has
 // run to its end. Browsers (an Origin header), unknown Host names and other paths are refused
 // before the upgrade; until a peer authenticates its frames may not exceed the handshake's.
-// docs/security.md.
+// With `preallocBytes` it allocates and faults in guest memory before it opens its port and
+// lends it to the sessions (docs/migration.md, "Preallocated guest memory"). docs/security.md.
 
 import { createServer, type Server } from "node:https";
 import { isIP, type AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
-import { Machine } from "../../core/machine.js";
+import { prepareRebuild } from "./rebuild.js";
+import { SlabPool } from "../../guest/memory.js";
 import { Admission, DEFAULT_LIMITS, type AdmissionLimits } from "./admission.js";
 import { DestinationSession, type DestinationOptions } from "./destination.js";
 import { MAX_UNAUTHENTICATED_PAYLOAD } from "../wire/protocol.js";
@@ -27,6 +29,8 @@ export interface ListenOptions extends DestinationOptions {
   allowOrigins?: readonly string[];
   /** Host names a source may address this listener by, besides IP addresses, localhost and `host`. */
   allowHosts?: readonly string[];
+  /** Guest memory to allocate and fault in now and keep between guests (rounded up to whole slabs). */
+  preallocBytes?: number;
 }
 
 /** Why an upgrade request is refused (HTTP status and text), or undefined when it may proceed. */
@@ -55,6 +59,8 @@ export interface Listener {
   readonly port: number;
   readonly url: string;
   readonly admission: Admission;
+  /** Guest memory allocated and faulted in at start-up, kept between guests (0 without). */
+  readonly preallocatedBytes: number;
   /** Resolves when the server has stopped (after `close()`, or after its one guest with `once`). */
   readonly closed: Promise<void>;
   /** Takes a connection as if it had arrived on the port (the server's own entry point). */
@@ -64,8 +70,11 @@ export interface Listener {
 }
 
 export async function listen(options: ListenOptions): Promise<Listener> {
-  // Prepared now, the core is ready when a migration's downtime starts.
-  Machine.prepare();
+  // Prepared now, the core and the rebuild are ready when a migration's downtime starts.
+  prepareRebuild();
+  // Faulted in now, before any source connects: a migration then stores its pages without page faults.
+  const memoryPool = options.preallocBytes ? new SlabPool(options.preallocBytes) : undefined;
+  const sessionOptions = { ...options, memoryPool };
   const admission = new Admission({ ...DEFAULT_LIMITS, ...options.limits });
   const busy = (address: string): { status: number; message: string } | undefined => {
     const full = admission.makeRoom(address);
@@ -114,7 +123,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     });
 
   const accept = (ws: WebSocket, peer: string): void => {
-    const session = new DestinationSession(ws, peer, options, admission);
+    const session = new DestinationSession(ws, peer, sessionOptions, admission);
     sessions.add(session);
     void session.done.then((outcome) => {
       sessions.delete(session);
@@ -124,5 +133,5 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   server.on("connection", (ws: WebSocket, request) => accept(ws, `${request.socket.remoteAddress}:${request.socket.remotePort}`));
 
   const shown = options.host.includes(":") ? `[${options.host}]` : options.host;
-  return { host: options.host, port, url: `${options.tls ? "wss" : "ws"}://${shown}:${port}`, admission, closed, accept, close };
+  return { host: options.host, port, url: `${options.tls ? "wss" : "ws"}://${shown}:${port}`, admission, preallocatedBytes: memoryPool?.bytes ?? 0, closed, accept, close };
 }

@@ -4,7 +4,7 @@
 // timer phase are the protocol's own messages, checked on load as a destination checks them,
 // and a digest covers memory and records as in a migration. docs/migration.md.
 //
-// Layout: "BLMVSNAP", u32 version (2), u32 0, u64 body length, the body (msgpack: config,
+// Layout: "BLMVSNAP", u32 version (3: the memory digest of guest/digest.ts), u32 0, u64 body length, the body (msgpack: config,
 // state and commit frames, runs of non-zero pages and their bytes), SHA-256 of all before it.
 
 import { createHash } from "node:crypto";
@@ -19,7 +19,7 @@ import { decode } from "../wire/decode.js";
 import { asState, rebuildRecords } from "../destination/rebuild.js";
 
 const MAGIC = "BLMVSNAP";
-const VERSION = 2;
+const VERSION = 3;
 const HEAD = 24;
 const DIGEST = 32;
 const packr = new Packr({ useRecords: false });

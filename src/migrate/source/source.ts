@@ -1,6 +1,7 @@
-// The pre-copy engine on the source. Round 0 sends all memory while the guest runs; each
-// further round sends the pages the guest dirtied meanwhile, until the expected downtime
-// (remaining dirty bytes ÷ measured bandwidth) fits the limit or the round cap is reached.
+// The pre-copy engine on the source. Round 0 sends all memory (with zero pages elided: every
+// page the guest ever wrote) while the guest runs; each further round sends the pages the guest
+// dirtied meanwhile, until the expected downtime (remaining dirty bytes ÷ measured bandwidth)
+// fits the limit or the round cap is reached.
 // With a destination that acknowledges batches, a round ends once all of it has arrived, and
 // the bandwidth is what arrived per second (transport/ack-window.ts).
 // A guest that dirties memory faster than the link drains it is throttled step by step
@@ -122,6 +123,7 @@ class SourceSession implements PostcopyHost, ControlTarget {
   private config?: Config;
   private captured?: CapturedState;
   private timerPhases: number[] = [];
+  private exitsRecorded = false;
 
   constructor(
     private readonly live: LiveGuest,
@@ -316,11 +318,9 @@ class SourceSession implements PostcopyHost, ControlTarget {
     this.report.expectedDowntimeMs = this.expectedDowntimeMs;
   }
 
-  /** The paused guest's CPU and device records; the source's exit counts go into the report. */
+  /** The paused guest's CPU and device records. */
   capture(): CapturedState {
     const { guest } = this.live;
-    const exits = guest.machine.exits();
-    this.report.exits = { total: exits.total, byReason: exits.byReason, byCpu: exits.byCpu };
     try {
       const devices = (this.pausedDevices = guest.machine.capture());
       return (this.captured = { cpu: encodeRecord(cpusToRecord(guest.pause())), devices: encodeRecord(devices) });
@@ -378,6 +378,18 @@ class SourceSession implements PostcopyHost, ControlTarget {
     this.step = "resumed";
     await channel.expect("resumed");
     this.report.downtimeMs = performance.now() - this.pausedAt;
+    this.recordExits();
+  }
+
+  /**
+   * The source's exit counts at the pause, into the report: read once the downtime is over (the
+   * guest has not run here since the pause, and probing the timers causes no exit).
+   */
+  private recordExits(): void {
+    if (this.exitsRecorded) return;
+    this.exitsRecorded = true;
+    const exits = this.live.guest.machine.exits();
+    this.report.exits = { total: exits.total, byReason: exits.byReason, byCpu: exits.byCpu };
   }
 
   /** Pauses and sends the last dirty pages (all memory when `dirty` is undefined: non-live migration) with the state. */
@@ -406,11 +418,16 @@ class SourceSession implements PostcopyHost, ControlTarget {
     this.report.destination = { virtualNs: f.virtualNs, digest: f.digest, ticks: f.ticks, exits: f.exits };
   }
 
-  /** Sends `pages` (every page when undefined) as batches; returns the round's statistics. */
-  private async sendRound(round: number, pages: Uint32Array | undefined, stopAndCopy: boolean): Promise<RoundStat> {
+  /**
+   * Sends `pages` (all memory when undefined) as batches; returns the round's statistics. With
+   * zero pages elided, all memory means the pages the guest ever wrote: the destination's memory
+   * starts zero, and a page written from now on is in the dirty log.
+   */
+  private async sendRound(round: number, dirty: Uint32Array | undefined, stopAndCopy: boolean): Promise<RoundStat> {
     const stat: RoundStat = { round, stopAndCopy, pages: 0, zeroPages: 0, bytes: 0, durationMs: 0, dirtiedPages: 0, expectedDowntimeMs: 0, throttlePercent: Math.round(this.live.throttle * 100) };
     this.report.roundStats.push(stat);
     this.roundStart = performance.now();
+    const pages = dirty ?? (this.zeroPages ? this.live.guest.memory.touchedPages() : undefined);
     const total = pages ? countBits(pages) : this.live.guest.memory.pageCount;
     let done = 0;
     // Pages in order: every page, or the set bits of `pages`. Only a full batch waits.
@@ -450,11 +467,11 @@ class SourceSession implements PostcopyHost, ControlTarget {
     // Only a page with the zero page's CRC can be zero: every other page skips the scan.
     if (this.zeroPages && crc === ZERO_PAGE_CRC && memory.isZero(p)) {
       this.batch.add(p, ZERO_PAGE, ZERO_PAGE_CRC, true);
-      this.checksums.crcs[p] = ZERO_PAGE_CRC;
+      this.checksums.set(p, ZERO_PAGE_CRC);
       this.xbzrle?.forget(p);
       return false;
     }
-    this.checksums.crcs[p] = crc;
+    this.checksums.set(p, crc);
     if (!this.xbzrle?.add(p, page, crc, resent)) this.batch.add(p, page, crc, false);
     return true;
   }
@@ -473,7 +490,7 @@ class SourceSession implements PostcopyHost, ControlTarget {
     const round = stat.round;
     if (!this.batch.empty) {
       const message = this.batch.take(round, this.seq++);
-      const size = await this.channel.send(message);
+      const size = await this.channel.send(message, { beyondWindow: stat.stopAndCopy });
       stat.pages += message.data.length / PAGE_SIZE;
       stat.zeroPages += countPages(message.zeros);
       stat.bytes += size;
@@ -481,7 +498,7 @@ class SourceSession implements PostcopyHost, ControlTarget {
     }
     if (this.xbzrle && !this.xbzrle.empty) {
       const message = this.xbzrle.take(round, this.seq++);
-      const size = await this.channel.send(message);
+      const size = await this.channel.send(message, { beyondWindow: stat.stopAndCopy });
       stat.pages += message.pages.length;
       stat.bytes += size;
       this.report.bytes.memory += size;
@@ -524,6 +541,7 @@ class SourceSession implements PostcopyHost, ControlTarget {
       return;
     }
     this.openChannel?.close(f);
+    if (this.pausedAt > 0) this.recordExits();
     if (this.handedOver) {
       // Post-copy: the guest resumed on the destination before all its memory arrived there
       // (source/postcopy.ts); neither copy can run alone any more.

@@ -56,10 +56,13 @@ export class AckWindow {
     return this.count === 0;
   }
 
-  /** Whether a batch of `bytes` may go now; one always may when nothing is in flight. */
-  fits(bytes: number): boolean {
+  /**
+   * Whether a batch of `bytes` may go now; one always may when nothing is in flight. One sent
+   * `beyondWindow` needs only a free place among the batches in flight.
+   */
+  fits(bytes: number, beyondWindow = false): boolean {
     if (this.count === 0) return true;
-    return this.count < MAX_BATCHES_IN_FLIGHT && this.inFlightBytes + bytes <= this.windowBytes;
+    return this.count < MAX_BATCHES_IN_FLIGHT && (beyondWindow || this.inFlightBytes + bytes <= this.windowBytes);
   }
 
   /** Batch `seq` of `bytes` went to the socket at `nowMs`. */

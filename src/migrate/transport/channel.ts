@@ -80,12 +80,16 @@ export class Channel {
     this.check();
   }
 
-  /** Puts a message on the wire once the link has room; returns the frame's size. */
-  async send(message: Message): Promise<number> {
+  /**
+   * Puts a message on the wire once the link has room; returns the frame's size. A batch sent
+   * `beyondWindow` (the paused guest's last pages, which must all go anyway) does not wait for
+   * the acknowledgement window, though it counts in flight until acknowledged.
+   */
+  async send(message: Message, { beyondWindow = false } = {}): Promise<number> {
     const seq = message.t === "pages" || message.t === "deltas" ? message.seq : -1;
     const { frame, release } = seq >= 0 ? this.frames.encode(message) : { frame: encode(message), release: undefined };
     const batch = seq >= 0 ? this.window : undefined;
-    if (batch && !batch.fits(frame.length)) await this.waitUntil(() => batch.fits(frame.length), "acknowledgement");
+    if (batch && !batch.fits(frame.length, beyondWindow)) await this.waitUntil(() => batch.fits(frame.length, beyondWindow), "acknowledgement");
     for (;;) {
       this.check();
       // A peer that stops reading fails the send after the timeout, like any other wait on it.

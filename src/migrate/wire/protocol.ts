@@ -29,10 +29,13 @@ export interface CapturedState {
 }
 
 export const PROTOCOL_MAGIC = "blmv-migrate";
-/** The version this build speaks: 2 carries every CPU's record in `state` and `handoff`. */
-export const PROTOCOL_VERSION = 2;
+/**
+ * The version this build speaks: 2 carries every CPU's record in `state` and `handoff`; 3 has the
+ * memory digest kept page by page (guest/digest.ts), which a version-2 peer computes otherwise.
+ */
+export const PROTOCOL_VERSION = 3;
 /** The oldest peer version this build still accepts; a newer build raises it to drop one. */
-export const MIN_PROTOCOL_VERSION = 2;
+export const MIN_PROTOCOL_VERSION = 3;
 /** Optional features: each side announces what it can do and uses the common ones. */
 export const CAPABILITIES = ["zero-pages", "xbzrle", "postcopy", "outcome-query", "acks"] as const;
 

@@ -191,7 +191,7 @@ export function applyDeltas(memory: GuestMemory, checksums: PageChecksums, pairs
         pairs[2 * k + 1] = crc;
       } else {
         memory.writePage(p, scratch);
-        checksums.crcs[p] = crc;
+        checksums.set(p, crc);
       }
     }
     if (pass === 0 && batchChecksum(pairs, m.pages.length) !== m.crc) throw new ProtocolError("checksum", `deltas batch ${m.seq} of round ${m.round} does not match its checksum`);
