@@ -36,6 +36,8 @@ export interface QemuGuest {
   memoryMiB: number;
   /** A raw file QEMU's generic loader copies into guest RAM at `address` before the firmware starts. */
   load?: { file: string; address: number };
+  /** The destination faults its guest RAM in at start-up (`-mem-prealloc`), as B2's destination preallocates. */
+  preallocateDestination?: boolean;
 }
 
 /** What QEMU's `query-migrate` on the source says of a completed migration. */
@@ -253,7 +255,7 @@ export async function qemuMigrateOnce(setup: QemuSetup, guest: QemuGuest, run: n
   let destination: Qemu | undefined;
   let source: Qemu | undefined;
   try {
-    destination = await startQemu(setup, `destination-${run}`, [...machineArgs(setup, guest, destinationLog), "-incoming", "defer"]);
+    destination = await startQemu(setup, `destination-${run}`, [...machineArgs(setup, guest, destinationLog), ...(guest.preallocateDestination ? ["-mem-prealloc"] : []), "-incoming", "defer"]);
     await destination.qmp.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
     const listening = (await destination.qmp.execute<MigrateInfo>("query-migrate"))["socket-address"]?.find((a) => a.type === "inet");
     if (!listening?.port) throw new Error("destination QEMU: query-migrate names no TCP address it listens on");
