@@ -31,8 +31,10 @@ const onEvent = (e: { event: string }): void => {
   if (e.event === "session") resetPeakRss();
   say({ ...e, cpuMs: cpuMs(), peakRssBytes: peakRssBytes() });
 };
-const listener = await listen({ host: "127.0.0.1", port: 0, token, maxMemoryBytes: 2 ** 31, preallocBytes, onEvent });
-const sink = new WebSocketServer({ host: "127.0.0.1", port: 0, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
+// BLMV_BENCH_HOST: the address to listen on (a network namespace's), 127.0.0.1 by default.
+const host = process.env.BLMV_BENCH_HOST ?? "127.0.0.1";
+const listener = await listen({ host, port: 0, token, maxMemoryBytes: 2 ** 31, preallocBytes, onEvent });
+const sink = new WebSocketServer({ host, port: 0, maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
 await once(sink, "listening");
 // Binary frames are counted; a text frame asks for the count so far.
 sink.on("connection", (ws) => {
@@ -42,4 +44,4 @@ sink.on("connection", (ws) => {
     else ws.send(String(bytes));
   });
 });
-say({ event: "listening", migrate: listener.url, sink: `ws://127.0.0.1:${(sink.address() as AddressInfo).port}` });
+say({ event: "listening", migrate: listener.url, sink: `ws://${host}:${(sink.address() as AddressInfo).port}` });

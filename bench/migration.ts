@@ -1,6 +1,6 @@
-// B2, B3, B4, B7, B10: live migrations of a running guest from this process to a destination
+// B2, B3, B4, B10: live migrations of a running guest from this process to a destination
 // process over loopback WebSockets, (B2) raw ws throughput between the same two processes, and
-// (B10) the resident memory both processes need for B2's migration.
+// (B10) the resident memory both processes need for B2's migration. B7 (model-sweep.ts) uses the same helpers.
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, randomFillSync } from "node:crypto";
@@ -32,7 +32,7 @@ const MIGRATE_AT_NS = 50_000_000;
 const RUN_END_NS = 600_000_000_000;
 const DESTINATION = fileURLToPath(new URL("./destination.js", import.meta.url));
 
-interface Destination {
+export interface Destination {
   child: ChildProcess;
   migrateUrl: string;
   sinkUrl: string;
@@ -49,14 +49,23 @@ interface DestinationEvent {
   peakRssBytes: number;
 }
 
+/** Where a destination process runs: by default here, on 127.0.0.1; else in network namespace `netns`, listening on `host`. */
+export interface DestinationPlace {
+  netns: string;
+  host: string;
+}
+
 /**
  * Runs `fn` with a fresh destination process (same Node flags: `node --cpu-prof` profiles both),
  * stopped afterwards whatever happens; `preallocBytes` gives its listener preallocated guest memory.
  */
-async function withDestination<T>(fn: (d: Destination) => Promise<T>, preallocBytes?: number): Promise<T> {
+export async function withDestination<T>(fn: (d: Destination) => Promise<T>, options: { preallocBytes?: number; place?: DestinationPlace } = {}): Promise<T> {
+  const { preallocBytes, place } = options;
   const token = randomBytes(16).toString("hex");
-  const args = preallocBytes === undefined ? [] : ["--prealloc", String(preallocBytes)];
-  const child = spawn(process.execPath, [...process.execArgv, DESTINATION, ...args], { env: { ...process.env, BLMV_TOKEN: token }, stdio: ["ignore", "pipe", "inherit"] });
+  const node = [process.execPath, ...process.execArgv, DESTINATION, ...(preallocBytes === undefined ? [] : ["--prealloc", String(preallocBytes)])];
+  const [command, ...args] = place ? ["ip", "netns", "exec", place.netns, ...node] : node;
+  const env = { ...process.env, BLMV_TOKEN: token, ...(place && { BLMV_BENCH_HOST: place.host }) };
+  const child = spawn(command, args, { env, stdio: ["ignore", "pipe", "inherit"] });
   try {
     const lines = createInterface({ input: child.stdout! });
     const first = await new Promise<{ migrate: string; sink: string }>((resolve, reject) => {
@@ -89,10 +98,12 @@ async function withDestination<T>(fn: (d: Destination) => Promise<T>, preallocBy
   }
 }
 
-interface MigrationRun {
+export interface MigrationRun {
   spec: GuestRunSpec;
   /** Fill guest memory from 1 MiB up with random bytes before the guest starts. */
   randomMemory: boolean;
+  /** With randomMemory: only this many pages from 1 MiB up (default: all of them). */
+  randomPages?: number;
   bandwidth?: number;
   downtimeLimitMs?: number;
   /** Called once the guest runs, just before its migration starts. */
@@ -100,9 +111,9 @@ interface MigrationRun {
 }
 
 /** Boots the guest here, lets it run, migrates it to `d` while it keeps running. */
-async function migrateOnce(d: Destination, run: MigrationRun): Promise<MigrationReport> {
+export async function migrateOnce(d: Destination, run: MigrationRun): Promise<MigrationReport> {
   const guest = bootGuest(run.spec);
-  if (run.randomMemory) fillRandom(guest.memory);
+  if (run.randomMemory) fillRandom(guest.memory, run.randomPages);
   const live = new LiveGuest(guest, run.spec.endNs);
   live.resume();
   let handedOver = false;
@@ -117,16 +128,17 @@ async function migrateOnce(d: Destination, run: MigrationRun): Promise<Migration
   return report;
 }
 
-function fillRandom(memory: GuestMemory): void {
+function fillRandom(memory: GuestMemory, pages = memory.pageCount - WORK_BASE_PAGE): void {
   const chunk = Buffer.allocUnsafe(64 * MiB);
-  for (let p = WORK_BASE_PAGE; p < memory.pageCount; p += chunk.length / PAGE_SIZE) {
+  const end = WORK_BASE_PAGE + pages;
+  for (let p = WORK_BASE_PAGE; p < end; p += chunk.length / PAGE_SIZE) {
     randomFillSync(chunk);
-    const n = Math.min(chunk.length / PAGE_SIZE, memory.pageCount - p);
+    const n = Math.min(chunk.length / PAGE_SIZE, end - p);
     memory.writePages(p, n, chunk, 0);
   }
 }
 
-function spec(memoryBytes: number, workload: string, extra: Partial<GuestRunSpec> = {}): GuestRunSpec {
+export function spec(memoryBytes: number, workload: string, extra: Partial<GuestRunSpec> = {}): GuestRunSpec {
   return { workload, interrupts: "apic", memoryBytes, seed: 7, endNs: RUN_END_NS, ...extra };
 }
 
@@ -158,11 +170,11 @@ function pageStoreRates(bytes: number): { freshMiBps: number; touchedMiBps: numb
   return { freshMiBps: median(fresh), touchedMiBps: median(touched) };
 }
 
-/** The size of a full `pages` frame of data pages: what the migration puts on the wire. */
-function pagesFrameBytes(): number {
+/** The size of a full `pages` frame of data pages, `stride` pages apart: what the migration puts on the wire. */
+export function pagesFrameBytes(stride = 1): number {
   const batch = new BatchBuilder();
   const page = randomBytes(PAGE_SIZE);
-  for (let p = 0; p < BATCH_DATA_BYTES / PAGE_SIZE; p++) batch.add(WORK_BASE_PAGE + p, page, 0, false);
+  for (let p = 0; p < BATCH_DATA_BYTES / PAGE_SIZE; p++) batch.add(WORK_BASE_PAGE + p * stride, page, 0, false);
   return encode(batch.take(0, 0)).length;
 }
 
@@ -237,7 +249,7 @@ function incompressibleRun(memoryBytes: number, frameBytes: number, preallocByte
       destinationPeakRssBytes: to.peakRssBytes,
       sourceRssBytes: { before, peak, peakReset },
     };
-  }, preallocBytes);
+  }, { preallocBytes });
 }
 
 /** B2's measurements, made once for B2 and B10 together. */
@@ -389,28 +401,5 @@ export async function benchHotSet(quick: boolean): Promise<BenchResult> {
       stopCopyMs: runs.map((r) => r.roundStats[r.roundStats.length - 1].durationMs),
       rounds: runs.map((r) => r.rounds),
     },
-  };
-}
-
-export async function benchModel(quick: boolean): Promise<BenchResult> {
-  const memoryBytes = quick ? 32 * MiB : GiB;
-  const bandwidth = 1e9 / 8;
-  const dirty = 16 * MiB;
-  const run = spec(memoryBytes, "uniform", { workingSetBytes: memoryBytes / 2, dirtyBytesPerSecond: dirty });
-  const report = await withDestination((d) => migrateOnce(d, { spec: run, randomMemory: true, bandwidth }));
-  const predicted = report.model?.prediction.totalMs;
-  if (predicted === undefined) throw new Error("B7: the migration report carries no model prediction");
-  const ratio = report.totalMs / predicted;
-  return {
-    id: "B7",
-    what: `total time vs model, ${memoryBytes / MiB} MiB guest dirtying ${dirty / MiB} MiB/s, 1 Gbit/s link`,
-    measured: report.totalMs,
-    unit: "ms",
-    baseline: { what: "model's prediction", value: predicted },
-    ratio,
-    ratioOf: "of prediction",
-    target: "within ±10 % of the model",
-    met: Math.abs(ratio - 1) <= 0.1,
-    details: { model: report.model, rounds: report.rounds, downtimeMs: report.downtimeMs, setupMs: report.setupMs, dirtyRateBytesPerSec: report.dirtyRateBytesPerSec },
   };
 }

@@ -96,6 +96,19 @@ describe("token bucket", () => {
     // An idle link fills the bucket up to the burst only.
     expect(bucket.take(200, 10_000)).toBeCloseTo(100);
   });
+
+  it("keeps up to a burst of the time a sender came back late for a large frame", () => {
+    const bucket = new TokenBucket(1000, 100, 0);
+    expect(bucket.take(500, 0)).toBeCloseTo(400);
+    // Back 50 ms late: the link carried 50 bytes more meanwhile, and the next 50 go at once.
+    expect(bucket.take(500, 450)).toBe(0);
+    expect(bucket.take(50, 450)).toBe(0);
+    expect(bucket.take(500, 450)).toBeCloseTo(500);
+    // Back very late: no more than the burst is kept.
+    expect(bucket.take(500, 10_000)).toBe(0);
+    expect(bucket.take(100, 10_000)).toBe(0);
+    expect(bucket.take(1, 10_000)).toBeCloseTo(1);
+  });
 });
 
 describe("sizes and rates", () => {

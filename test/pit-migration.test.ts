@@ -196,6 +196,8 @@ class Reprogramming {
   private readonly bytes = [0, 0, 0];
   private readonly awaitingTrigger = [false, false, false];
   private readonly latchedInexact = [false, false, false];
+  /** The edge at which the last count written transfers (datasheet model, no trigger needed). */
+  private readonly pendingLoad = [-Infinity, -Infinity, -Infinity];
 
   private gate: number;
 
@@ -243,10 +245,20 @@ class Reprogramming {
       this.bytes[ch] = 0;
       if (this.compatQemu) this.exactAt(ch, now);
       else if (this.loadsAtTrigger(ch)) this.awaitingTrigger[ch] = true;
-      else this.exactAt(ch, edgeTime(edgesAt(now) + 2));
+      else {
+        this.pendingLoad[ch] = edgesAt(now) + 1;
+        this.exactAt(ch, edgeTime(edgesAt(now) + 2));
+      }
     } else if (s.port === 0x61) {
       const rises = (s.value & 1) === 1 && this.gate === 0;
+      const falls = (s.value & 1) === 0 && this.gate === 1;
       this.gate = s.value & 1;
+      // Datasheet model: a mode 2/3 count not yet transferred when gate 2 falls waits for the
+      // next trigger, and the counting element keeps the bits it had: as inexact as it was.
+      if (falls && !this.compatQemu && !this.exact(2, now) && this.pendingLoad[2] > edgesAt(now) && [2, 3].includes(effectiveMode(this.mode[2]))) {
+        this.exactFrom[2] = Infinity;
+        this.awaitingTrigger[2] = true;
+      }
       if (!rises) return;
       if (this.awaitingTrigger[2]) this.exactAt(2, edgeTime(edgesAt(now) + 2));
       const restarts = [1, 2, 3, 5].includes(this.mode[2]);

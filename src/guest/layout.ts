@@ -8,6 +8,8 @@ import { GuestMemory, PAGE_SIZE } from "./memory.js";
 import { MAX_CPUS } from "../../assembly/abi/codes.js";
 
 const DATA_PAGE = 1;
+/** Pages below the working set that hold data once the guest has booted: the data page alone (the rest is zero). */
+export const BOOT_DATA_PAGES = 1;
 /** The working set starts at 1 MiB, above the legacy low-memory area. */
 export const WORK_BASE_PAGE = 0x100000 / PAGE_SIZE;
 

@@ -1,4 +1,5 @@
-// The analytic pre-copy model of the live-migration literature, to set beside a measurement.
+// The analytic pre-copy model of the live-migration literature, to set beside a measurement: the
+// report applies it post hoc, to the M, B and d the run measured (forecast.ts predicts before the run).
 // Memory M goes first (V₀ = M); while round i carries Vᵢ at bandwidth B the guest dirties
 // d·Vᵢ/B, which the next round carries: Vᵢ = M·(d/B)ⁱ. The source stops when the next round
 // would fit the downtime limit (or at the round cap) and sends that round with the guest

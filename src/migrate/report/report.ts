@@ -82,7 +82,7 @@ export function formatReport(r: MigrationReport): string {
   if (r.roundStats.length > 0) lines.push("", ...roundTable(r.roundStats));
   if (r.model) {
     const { input: i, prediction: p } = r.model;
-    lines.push("", `  model (M = ${formatBytes(i.memoryBytes)}, B = ${formatRate(i.bandwidth)}, d = ${formatRate(i.dirtyRate)}, d/B = ${p.ratio.toFixed(3)}):`);
+    lines.push("", `  post-hoc model (measured M = ${formatBytes(i.memoryBytes)}, B = ${formatRate(i.bandwidth)}, d = ${formatRate(i.dirtyRate)}, d/B = ${p.ratio.toFixed(3)}):`);
     lines.push(`    predicted  ${plural(p.rounds, "round")}, downtime ${formatMs(p.downtimeMs)}, total ${formatMs(p.totalMs)}; M/(B−d) = ${formatMs(p.closedFormTotalMs)}${p.meetsLimit ? "" : "; the limit is not met before the round cap"}`);
     lines.push(`    measured   ${plural(r.rounds, "round")}, downtime ${formatMs(r.downtimeMs)}, total ${formatMs(r.totalMs)} (memory rounds ${formatMs(r.roundStats.reduce((a, s) => a + s.durationMs, 0))})`);
     lines.push(`    per round  predicted ${volumes(p.roundBytes)}`);

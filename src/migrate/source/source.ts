@@ -26,6 +26,7 @@ import { countBits, nextSetBit } from "../../guest/memory.js";
 import { cpusToRecord } from "../../guest/cpu.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../../guest/page.js";
 import { BatchBuilder } from "./batch.js";
+import { needsThrottle, raisedThrottle } from "./throttle.js";
 import { DEFAULT_PREPAGE_PAGES, postcopy, type PostcopyHost } from "./postcopy.js";
 import type { StopConditions } from "./stop-conditions.js";
 import { negotiate, roundCap, stopConditions, type TechniqueOptions } from "./techniques.js";
@@ -45,10 +46,6 @@ import { saveSnapshot } from "../run/snapshot.js";
 export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
 export const DEFAULT_MAX_ROUNDS = 30;
 export const DEFAULT_TIMEOUT_MS = 10_000;
-/** Auto-converge (as QEMU's): the first throttle, each further step, the ceiling. */
-export const THROTTLE_INITIAL = 0.2;
-export const THROTTLE_STEP = 0.1;
-export const THROTTLE_MAX = 0.99;
 
 export interface SourceOptions extends TechniqueOptions {
   /** ws://host:port or wss://host:port of a listening destination. */
@@ -245,7 +242,7 @@ class SourceSession implements PostcopyHost, ControlTarget {
         return dirty;
       }
       // Auto-converge: the guest dirtied more than half of what the round could carry.
-      if (this.options.autoConverge !== false && remaining > (stat.pages * PAGE_SIZE) / 2) this.raiseThrottle();
+      if (this.options.autoConverge !== false && needsThrottle(stat.dirtiedPages, stat.pages)) this.raiseThrottle();
       pages = dirty;
     }
   }
@@ -521,7 +518,7 @@ class SourceSession implements PostcopyHost, ControlTarget {
 
   private raiseThrottle(): void {
     const t = this.live.throttle;
-    this.live.throttle = t === 0 ? THROTTLE_INITIAL : Math.min(THROTTLE_MAX, Math.round((t + THROTTLE_STEP) * 100) / 100);
+    this.live.throttle = raisedThrottle(t);
     if (this.live.throttle !== t) this.report.throttleSteps++;
   }
 

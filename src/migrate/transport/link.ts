@@ -22,10 +22,12 @@ export class TokenBucket {
    * how many milliseconds to wait before asking again. A frame larger than the burst cannot
    * fit the bucket, so while that frame waits (asked for again with the same size) the bucket
    * may fill up to its size: it goes after the time the link needs to carry it, and that time
-   * is charged to it rather than to the next frame.
+   * is charged to it rather than to the next frame. A sender that comes back late for it (a
+   * busy event loop, a descheduled process) keeps up to a burst of what the link carried
+   * meanwhile, as a real link drains its send buffer while the sender is away.
    */
   take(bytes: number, nowMs = performance.now()): number {
-    const cap = bytes === this.waiting ? Math.max(this.burst, bytes) : this.burst;
+    const cap = bytes === this.waiting ? this.burst + bytes : this.burst;
     this.tokens = Math.min(cap, this.tokens + ((nowMs - this.lastMs) * this.rate) / 1000);
     this.lastMs = nowMs;
     if (this.tokens >= bytes) {
