@@ -1,35 +1,56 @@
 // B1: replay of a compiled trace of busy-guest device accesses under blmvisor, against a
-// decode-only pass that reads the same file the same way and loads every record's fields
-// without executing any. B8: the same on four CPUs with IPIs in the mix.
+// decode-only pass that reads and checks the same file the same way and loads every record's
+// fields without executing any, and against the core's decode loop alone within that pass.
+// B8: the same on four CPUs with IPIs in the mix. docs/performance.md.
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { Machine } from "../src/core/machine.js";
-import { readCompiledChunks, RECORD_SIZE } from "../src/trace/compiled.js";
+import { RecordChecker, readCompiledChunks } from "../src/trace/compiled.js";
 import { replayCompiled } from "../src/trace/replay.js";
-import { median, type BenchResult } from "./result.js";
+import { figure, median, type BenchResult } from "./result.js";
 import { writeBenchTrace } from "./trace-gen.js";
 
 const RUNS = 3;
 
-/** Reads the trace chunk by chunk into a core and decodes every record there. */
-async function decodeOnly(path: string): Promise<{ records: number; checksum: number }> {
+/** What the decode-only pass took: the whole pass, and the core's decode loop alone within it. */
+interface DecodePass {
+  records: number;
+  checksum: number;
+  coreDecodeMs: number;
+}
+
+/**
+ * The replay's reading without its executing: reads the trace chunk by chunk straight into a
+ * core, checks every record there as the replay does, and decodes every field of each.
+ */
+async function decodeOnly(path: string): Promise<DecodePass> {
   const trace = await readCompiledChunks(path);
   const machine = Machine.create({ ...trace.header.machine, cpus: trace.header.cpus, policy: "blmvisor" });
   const core = machine.core;
+  const checker = new RecordChecker(trace);
   let records = 0;
   let checksum = 0;
-  for await (const chunk of trace.chunks) {
-    const n = chunk.length / RECORD_SIZE;
-    const at = core.replayScratch(chunk.length); // may grow the memory: take the buffer after
-    new Uint8Array(core.memory.buffer, at, chunk.length).set(chunk);
+  let coreDecodeMs = 0;
+  let at = 0;
+  const place = (bytes: number): Uint8Array => {
+    at = core.replayScratch(bytes); // may grow the memory: take the buffer after
+    return new Uint8Array(core.memory.buffer, at, bytes);
+  };
+  for (let n; (n = await trace.readRecords(place)) > 0; records += n) {
+    checker.check(core, at, n);
+    const t = performance.now();
     checksum += core.decodeRecords(0, n);
-    records += n;
+    coreDecodeMs += performance.now() - t;
   }
   machine.release();
-  return { records, checksum };
+  return { records, checksum, coreDecodeMs };
+}
+
+function cpuMs(used: NodeJS.CpuUsage): number {
+  return (used.user + used.system) / 1000;
 }
 
 export function benchReplay(quick: boolean): Promise<BenchResult> {
@@ -49,19 +70,29 @@ async function replayBench(quick: boolean, bench: { id: string; cpus: number }):
     const records = await writeBenchTrace(path, quick ? 200_000 : 10_000_000, cpus);
     const replayMs: number[] = [];
     const decodeMs: number[] = [];
+    const coreDecodeMs: number[] = [];
     const bareMs: number[] = [];
+    // CPU time of the process (every thread, user and system) beside the wall time: a figure
+    // that other work on a shared machine blurs less.
+    const replayCpuMs: number[] = [];
+    const decodeCpuMs: number[] = [];
     let last;
     for (let i = 0; i < RUNS; i++) {
       let t = performance.now();
+      let cpu = process.cpuUsage();
       last = await replayCompiled(path, { policy: "blmvisor" });
       replayMs.push(performance.now() - t);
+      replayCpuMs.push(cpuMs(process.cpuUsage(cpu)));
       // The same devices with no hypervisor at all: what the traps and shadows add.
       t = performance.now();
       await replayCompiled(path, { policy: "none" });
       bareMs.push(performance.now() - t);
       t = performance.now();
+      cpu = process.cpuUsage();
       const decoded = await decodeOnly(path);
       decodeMs.push(performance.now() - t);
+      decodeCpuMs.push(cpuMs(process.cpuUsage(cpu)));
+      coreDecodeMs.push(decoded.coreDecodeMs);
       if (decoded.records !== records) throw new Error(`${id}: decode-only pass saw ${decoded.records} of ${records} records`);
     }
     const report = last!;
@@ -70,22 +101,30 @@ async function replayBench(quick: boolean, bench: { id: string; cpus: number }):
     }
     const replay = median(replayMs);
     const decode = median(decodeMs);
+    const coreDecode = median(coreDecodeMs);
     const rate = records / replay / 1000;
-    const ratio = replay / decode;
+    const passRatio = replay / decode;
     return {
       id,
-      what: `compiled-trace replay under blmvisor, ${(records / 1e6).toFixed(1)} M accesses${cpus > 1 ? `, ${cpus} CPUs with IPIs` : ""}`,
+      what: `compiled-trace replay under blmvisor, ${(records / 1e6).toFixed(1)} M accesses${cpus > 1 ? `, ${cpus} CPUs with IPIs` : ""}; decode-only pass ${figure(records / decode / 1000)} M/s, replay ${passRatio.toFixed(2)}× its time`,
       measured: rate,
       unit: "M accesses/s",
-      baseline: { what: "decode-only pass", value: records / decode / 1000 },
-      ratio,
-      ratioOf: "decode time",
-      target: "≥ 20 M/s and ≤ 3× decode",
-      met: rate >= 20 && ratio <= 3,
+      baseline: { what: "the core's decode loop alone", value: records / coreDecode / 1000 },
+      ratio: replay / coreDecode,
+      ratioOf: "core decode time",
+      target: "≥ 20 M/s and ≤ 3× the decode-only pass",
+      met: rate >= 20 && passRatio <= 3,
       details: {
         records,
         replayMs,
-        decodeMs,
+        replayCpuMs,
+        decodeOnlyPassMs: decodeMs,
+        decodeOnlyPassCpuMs: decodeCpuMs,
+        decodeOnlyPassMRecordsPerSec: records / decode / 1000,
+        replayToDecodeOnlyPass: passRatio,
+        coreDecodeLoopMs: coreDecodeMs,
+        coreDecodeLoopMRecordsPerSec: records / coreDecode / 1000,
+        replayToCoreDecodeLoop: replay / coreDecode,
         noHypervisorMs: bareMs,
         noHypervisorMAccessesPerSec: records / median(bareMs) / 1000,
         checkedExpectations: report.checked,

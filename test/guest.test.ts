@@ -417,6 +417,7 @@ describe("Guest workload", () => {
         for (const t of [...cuts].sort((a, b) => a - b)) g.runUntil(t);
         g.runUntil(end);
         expect(g.digest()).toBe(reference.get(setup));
+        g.machine.release();
       }),
       { numRuns: 12 },
     );
@@ -503,9 +504,11 @@ describe("Guest workload", () => {
             const source = booted(cfg);
             source.runUntil(at);
             const dest = migrate(source);
+            source.machine.release();
             expect(dest.now()).toBe(at);
             dest.runUntil(end);
             expectSameEnd(dest);
+            dest.machine.release();
           }),
           { numRuns: 8 },
         );
@@ -558,6 +561,7 @@ describe("Guest workload", () => {
             const source = booted(config("uniform", setup, 42, cpus));
             source.runUntil(at);
             const dest = migrate(source);
+            source.machine.release();
             const waiting = dest.perCpuCounters().filter((c) => !c.online).length;
             expect(waiting).toBe(Math.max(0, cpus - 1 - Math.floor(at / (2 * MS))));
             dest.machine.selectCpu(cpus - 1);
@@ -565,6 +569,7 @@ describe("Guest workload", () => {
             dest.machine.selectCpu(0);
             dest.runUntil(smpEnd);
             expectSameSmpEnd(dest, ref);
+            dest.machine.release();
           }),
           { numRuns: 6 },
         );

@@ -5,6 +5,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { GuestMemory, PAGE_SIZE, nextSetBit } from "../src/guest/memory.js";
 import { DemandMemory } from "../src/migrate/destination/demand-memory.js";
+import { expectEqual, expectIs } from "./expect-same.js";
 
 /** A page whose every byte says which page and which write it came from. */
 function pattern(p: number, write: number): Uint8Array {
@@ -19,7 +20,7 @@ describe("nextSetBit", () => {
         for (let p = 0; p < 32 * words.length; p++) if ((words[p >>> 5] >>> (p & 31)) & 1) expected.push(p);
         const seen: number[] = [];
         for (let p = nextSetBit(words, 0); p >= 0; p = nextSetBit(words, p + 1)) seen.push(p);
-        expect(seen).toEqual(expected);
+        expectEqual(seen, expected);
       }),
     );
   });
@@ -42,7 +43,7 @@ describe("GuestMemory.zeroPages", () => {
         mem.zeroPages(first, count);
         for (let p = 0; p < 200; p++) {
           const inRun = p >= first && p < first + count;
-          expect(mem.isZero(p), `page ${p}`).toBe(inRun || !written.includes(p));
+          expectIs(mem.isZero(p), inRun || !written.includes(p), () => `page ${p}`);
         }
       }),
     );
@@ -75,8 +76,8 @@ describe("GuestMemory.writePages", () => {
             for (let k = 0; k < count; k++) single.writePage(BASE + first + k, pattern(BASE + first + k, write));
           });
           for (let p = BASE - 1; p < BASE + PAGES; p++) {
-            expect(bulk.isZero(p), `page ${p}`).toBe(single.isZero(p));
-            expect(Buffer.compare(bulk.page(p), single.page(p)), `page ${p}`).toBe(0);
+            expectIs(bulk.isZero(p), single.isZero(p), () => `page ${p}`);
+            expectIs(Buffer.compare(bulk.page(p), single.page(p)), 0, () => `page ${p}`);
           }
         },
       ),

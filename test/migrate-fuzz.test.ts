@@ -46,6 +46,17 @@ const mutated = (i: number, change: (m: Record<string, unknown>) => void): (Uint
   return replaced(i, encode(m as unknown as Message));
 };
 const refused = (kind: string, frames: (Uint8Array | "auth")[]): Case => ({ kind, expect: "refused", frames, digest: stream.digest });
+/** Frame i zero-padded to one byte over its limit, made once per frame: nothing writes to a frame, so cases share it. */
+const oversizedFrames = new Map<number, Uint8Array>();
+function oversized(i: number): Uint8Array {
+  let frame = oversizedFrames.get(i);
+  if (!frame) {
+    frame = new Uint8Array((i < 2 ? MAX_UNAUTHENTICATED_PAYLOAD : MAX_PAYLOAD) + 1);
+    frame.set(frameAt(i));
+    oversizedFrames.set(i, frame);
+  }
+  return frame;
+}
 
 /** A value of another type than `v`'s. */
 const wrongType = (v: unknown) =>
@@ -108,11 +119,7 @@ const MUTATIONS: fc.Arbitrary<Case>[] = [
     if (keys.length === 0) return fc.constant(refused("wrong field type", mutated(i, (c) => (c.t = 7))));
     return fc.constantFrom(...keys).chain((k) => wrongType(m[k]).map((w) => refused("wrong field type", mutated(i, (c) => (c[k] = w)))));
   }),
-  index().map((i) => {
-    const limit = i < 2 ? MAX_UNAUTHENTICATED_PAYLOAD : MAX_PAYLOAD;
-    const frame = Buffer.concat([frameAt(i), Buffer.alloc(limit + 1 - frameAt(i).length)]);
-    return refused("oversized frame", replaced(i, frame));
-  }),
+  index().map((i) => refused("oversized frame", replaced(i, oversized(i)))),
   fc.tuple(pagesIndex, fc.constantFrom("runs", "zeros"), fc.integer({ min: -2, max: stream.pageCount + 2 }), fc.integer({ min: -1, max: stream.pageCount + 1 })).filter(([, , first, count]) => first < 0 || count < 1 || first + count > stream.pageCount).map(([i, list, first, count]) =>
     refused("pages outside guest memory", mutated(i, (m) => ((m[list] as number[]).length ? (m[list] as number[]).splice(0, 2, first, count) : (m[list] = [first, count])))),
   ),

@@ -20,6 +20,7 @@ import { decode } from "../src/migrate/wire/decode.js";
 import { MAX_DELTA_BYTES, ProtocolError, encode, type Message } from "../src/migrate/wire/protocol.js";
 import { StopConditions } from "../src/migrate/source/stop-conditions.js";
 import { XbzrleEncoder, applyDelta, applyDeltas, encodeDelta } from "../src/migrate/wire/xbzrle.js";
+import { expectEqual, expectIs } from "./expect-same.js";
 
 const MiB = 2 ** 20;
 const MS = 1_000_000;
@@ -115,8 +116,8 @@ describe("XBZRLE", () => {
         if (n < 0) return; // too many changes for a delta
         const back = old.slice();
         applyDelta(back, out.subarray(0, n));
-        expect(back).toEqual(page);
-        expect(n === 0).toBe(changes.every(([i]) => page[i] === old[i]));
+        expectEqual(back, page);
+        expectIs(n === 0, changes.every(([i]) => page[i] === old[i]));
       }),
     );
   });

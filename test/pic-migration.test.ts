@@ -26,6 +26,7 @@ import {
   picMachine, picScenario,
 } from "./arbitraries/pic.js";
 import { type Step, applyStep } from "./arbitraries/steps.js";
+import { expectEqual, expectIs } from "./expect-same.js";
 
 const RUNS = process.env.DEEP ? 100_000 : 1000;
 const PROPERTY_TIMEOUT_MS = process.env.DEEP ? 4 * 3_600_000 : 60_000;
@@ -155,7 +156,7 @@ function expectShadowMirrors(src: Source): void {
   for (const chip of CHIPS) {
     for (const f of PIC_HIDDEN_FIELDS) {
       if (f === "lowestPriority" && src.unseen(chip)) continue;
-      expect(shadow[chip][f], `${chip}.${f}`).toBe(pic[chip][f]);
+      expectIs(shadow[chip][f], pic[chip][f], () => `${chip}.${f}`);
     }
   }
 }
@@ -369,9 +370,9 @@ describe("PIC migration properties", () => {
         src.run(steps);
         const exceptions = src.exceptions();
         const d = migrate(src.m, policy);
-        expect(comparable(picOf(d), exceptions)).toEqual(comparable(picOf(src.m), exceptions));
-        expect(d.inspect().board).toEqual(src.m.inspect().board);
-        expect(d.shadows().pic).toEqual(src.m.shadows().pic);
+        expectEqual(comparable(picOf(d), exceptions), comparable(picOf(src.m), exceptions));
+        expectEqual(d.inspect().board, src.m.inspect().board);
+        expectEqual(d.shadows().pic, src.m.shadows().pic);
         // Passed: both cores can serve the next case's machines.
         src.m.release();
         d.release();
@@ -387,7 +388,8 @@ describe("PIC migration properties", () => {
         src.run(steps);
         const before = { state: src.m.inspect(), shadows: src.m.shadows(), exits: src.m.exits() };
         src.m.capture();
-        expect({ state: src.m.inspect(), shadows: src.m.shadows(), exits: src.m.exits() }).toEqual(before);
+        expectEqual({ state: src.m.inspect(), shadows: src.m.shadows(), exits: src.m.exits() }, before);
+        src.m.release();
       }),
       { numRuns: RUNS },
     );
@@ -406,10 +408,12 @@ describe("PIC migration properties", () => {
           const d = migrate(src.m, policy);
           for (const [i, s] of continuation.flat().entries()) {
             if (open.some((e) => dependsOn(s, e))) break;
-            expect(applyStep(d, s), `step ${i}: ${JSON.stringify(s)}`).toBe(src.step(s));
+            expectIs(applyStep(d, s), src.step(s), () => `step ${i}: ${JSON.stringify(s)}`);
             open = open.filter((e) => !(e.name === ROTATION_UNSEEN && pointerKnownAfter(s, e.chip)));
           }
-          expect(comparable(picOf(d), open)).toEqual(comparable(picOf(src.m), open));
+          expectEqual(comparable(picOf(d), open), comparable(picOf(src.m), open));
+          src.m.release();
+          d.release();
         },
       ),
       { numRuns: RUNS },
@@ -424,6 +428,7 @@ describe("PIC migration properties", () => {
           src.step(s);
           expectShadowMirrors(src);
         }
+        src.m.release();
       }),
       { numRuns: RUNS },
     );

@@ -1,19 +1,21 @@
 // Hostile compiled traces: sizes and offsets meant to wrap or to make the reader allocate the
 // whole file, records with operands no text trace may hold, invalid UTF-8, and a fuzzer that
 // flips bits in and cuts compiled files. Every file is either refused with a TraceError naming
-// the file and the record, or holds exactly the events its text form holds.
+// the file and the record, or holds exactly the events its text form holds; and the core's
+// record check refuses exactly the records the host's own check words a problem for.
 
 import { open, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { HeaderField, HeaderFlag, RECORD_SIZE, compileTrace, decodeRecord, readCompiledChunks } from "../src/trace/compiled.js";
+import { HeaderField, HeaderFlag, RECORD_SIZE, RecordChecker, compileTrace, decodeRecord, readCompiledChunks, recordProblem } from "../src/trace/compiled.js";
+import { Machine } from "../src/core/machine.js";
 import { TraceError, readTraceFile } from "../src/trace/reader.js";
 import { TraceParser } from "../src/trace/parse.js";
 import { formatEvent, formatHeader } from "../src/trace/writer.js";
 import { RecordField } from "../assembly/abi/codes.js";
-import type { TraceEvent, TraceHeader } from "../src/trace/event.js";
+import { Check, Op, type TraceEvent, type TraceHeader } from "../src/trace/event.js";
 
 const CASES = process.env.DEEP ? 20_000 : 1_500;
 const TRACE = `blmv-trace 1
@@ -187,4 +189,62 @@ describe("compiled trace reader against hostile files", () => {
     // Flips of the line numbers and of bits that change a value within its range are legal.
     expect(accepted).toBeGreaterThan(0);
   }, 120_000);
+
+  it(`the core's record check refuses exactly the records the host can say something is wrong with (${CASES} cases)`, () => {
+    const word = fc.constantFrom(0, 1, 2, 3, 4, 7, 15, 16, 23, 24, 63, 64, 0xff, 0x100, 0xffff, 0x1_0000, 0x7fff_ffff, 0xffff_ffff);
+    const record = fc.record({
+      op: fc.oneof({ weight: 9, arbitrary: fc.integer({ min: 1, max: Op.Sipi }) }, { weight: 1, arbitrary: fc.constantFrom(0, Op.Sipi + 1, 31, 32, 255) }),
+      check: fc.oneof({ weight: 3, arbitrary: fc.constant(Check.None) }, { weight: 3, arbitrary: fc.integer({ min: Check.Value, max: Check.Nmi }) }, { weight: 1, arbitrary: fc.constantFrom(4, 255) }),
+      reserved: fc.oneof({ weight: 19, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constantFrom(1, 0x100) }),
+      // Operands a and b often at or near a limit; the expectation's fields mostly 0.
+      fields: fc.tuple(...[1, 2, 12, 12, 12, 12].map((zeros) => fc.oneof({ weight: zeros, arbitrary: fc.constant(0) }, { weight: 2, arbitrary: word }))),
+      timeStep: fc.oneof({ weight: 19, arbitrary: fc.nat(1000) }, { weight: 1, arbitrary: fc.constantFrom(-1, 2 ** 53) }),
+    });
+    const machine = Machine.create({ lapic: true, cpus: 4 });
+    const trace = { file: "t.btrace", labels: ["one", "two"], header: { cpus: 4 } } as const;
+    const verdicts = { accepted: 0, refused: 0 };
+    try {
+      fc.assert(
+        fc.property(fc.array(record, { minLength: 1, maxLength: 2 }), (records) => {
+          const core = machine.core;
+          const at = core.replayScratch(records.length * RECORD_SIZE);
+          const view = new DataView(core.memory.buffer, at, records.length * RECORD_SIZE);
+          let time = 0;
+          records.forEach((r, i) => {
+            const o = i * RECORD_SIZE;
+            view.setUint8(o + RecordField.Op, r.op);
+            view.setUint8(o + RecordField.Check, r.check);
+            view.setUint16(o + RecordField.Reserved, r.reserved, true);
+            view.setUint32(o + RecordField.Line, i + 1, true);
+            [RecordField.A, RecordField.B, RecordField.High, RecordField.Value, RecordField.Mask, RecordField.MaskHigh].forEach((f, k) => view.setUint32(o + f, r.fields[k], true));
+            time = Math.max(0, time + r.timeStep);
+            view.setBigUint64(o + RecordField.Time, BigInt(time), true);
+          });
+          // The host's verdict, record by record.
+          let expected: string | null = null;
+          let last = 0;
+          for (let i = 0; i < records.length && expected === null; i++) {
+            const e = {} as TraceEvent;
+            const problem = recordProblem(view, i * RECORD_SIZE, e, last, { labelCount: 2, cpus: 4 });
+            if (problem !== null) expected = `compiled record ${i}: ${problem}`;
+            last = e.time;
+          }
+          let refused: string | null = null;
+          try {
+            new RecordChecker(trace).check(core, at, records.length);
+          } catch (e) {
+            expect(e).toBeInstanceOf(TraceError);
+            refused = (e as TraceError).reason;
+          }
+          expect(refused).toBe(expected);
+          verdicts[refused === null ? "accepted" : "refused"]++;
+        }),
+        { numRuns: CASES },
+      );
+    } finally {
+      machine.release();
+    }
+    expect(verdicts.accepted).toBeGreaterThan(CASES / 50);
+    expect(verdicts.refused).toBeGreaterThan(CASES / 50);
+  });
 });

@@ -148,5 +148,37 @@ export const enum RecordField {
   Size = 40,
 }
 
+/**
+ * The rule table checkRecords applies (recordRules): one row of RecordRule.Size u32 words per
+ * op code below RECORD_RULE_ROWS, written by the host from the trace format's operand table.
+ */
+export const enum RecordRule {
+  /** The largest operand a (unless the row's flags name the label table or the CPUs). */
+  AMax = 0,
+  /** The largest operand b. */
+  BMax = 1,
+  /** The largest expected value and mask of a value check. */
+  Width = 2,
+  /** RuleFlag bits. */
+  Flags = 3,
+  Size = 4,
+}
+
+/** Op codes the rule table has rows for (every other code is unknown). */
+export const RECORD_RULE_ROWS = 32;
+
+/** Bits of a rule row's flags. Bit n below CheckBits allows TraceCheck n. */
+export const enum RuleFlag {
+  CheckBits = 4,
+  /** a indexes the label table (mark). */
+  ALabel = 1 << 4,
+  /** a names a CPU of the board (cpu). */
+  ACpu = 1 << 5,
+  /** The high word is an operand (wrmsr's value bits 63..32). */
+  HighOperand = 1 << 6,
+  /** A value check may use the high words (rdmsr). */
+  HighExpected = 1 << 7,
+}
+
 /** The most CPUs a board can have (the trace format's limit too). */
 export const MAX_CPUS = 64;

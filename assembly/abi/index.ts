@@ -19,7 +19,7 @@ import { MAX_CPUS } from "./codes";
 import { board, hypervisor } from "./instance";
 import { resetReplay } from "./replay";
 
-export { replayRecords, decodeRecords, replayStatus, replayScratch } from "./replay";
+export { replayRecords, decodeRecords, checkRecords, recordRules, replayStatus, replayScratch } from "./replay";
 
 const fields = new FieldIO();
 const record = new DeviceRecord();

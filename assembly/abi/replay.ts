@@ -4,7 +4,7 @@
 // src/trace/compiled.ts; a test checks the two agree.
 
 import { hypervisor } from "./instance";
-import { InterruptAnswer, RecordField, ReplayCounter, ReplayStop, SipiState, TraceCheck, TraceOp } from "./codes";
+import { InterruptAnswer, RECORD_RULE_ROWS, RecordField, RecordRule, ReplayCounter, ReplayStop, RuleFlag, SipiState, TraceCheck, TraceOp } from "./codes";
 
 let scratch = new StaticArray<u8>(0);
 let stopReason: ReplayStop = ReplayStop.End;
@@ -13,6 +13,10 @@ let actualHigh: u32 = 0;
 let reads: f64 = 0;
 let checked: f64 = 0;
 let interrupts: f64 = 0;
+/** The rule table checkRecords applies: static memory the host fills once per instance. */
+const RULES: usize = memory.data(RECORD_RULE_ROWS * RecordRule.Size * 4, 16);
+/** The largest time a record may carry: 2^53 - 1 ns, exact as an f64 on both sides. */
+const MAX_TIME: u64 = 0x1f_ffff_ffff_ffff;
 
 /** Power-on: the counters start again (a reused instance keeps its scratch buffer). */
 export function resetReplay(): void {
@@ -142,6 +146,51 @@ export function replayRecords(from: i32, to: i32): i32 {
   }
   stopReason = ReplayStop.End;
   return to;
+}
+
+/** Where the host writes the rule table (RecordRule rows, one per op code). */
+export function recordRules(): usize {
+  return RULES;
+}
+
+/**
+ * Checks records 0 .. `count` - 1 of the scratch buffer against the rule table: known op, a
+ * check the op allows, reserved bytes 0, operands within their limits (a label index below
+ * `labelCount`, a CPU below `cpus`), expectations within the op's width and unused fields 0,
+ * times non-decreasing from `lastTime` and below 2^53. Returns the index of the first record
+ * that fails (the host words the reason), or `count`.
+ */
+export function checkRecords(count: i32, labelCount: u32, cpus: u32, lastTime: f64): i32 {
+  const base = changetype<usize>(scratch);
+  let last = <u64>lastTime;
+  for (let i = 0; i < count; i++) {
+    const r = base + <usize>(i * RecordField.Size);
+    const op = <u32>load<u8>(r, RecordField.Op);
+    const check = <u32>load<u8>(r, RecordField.Check);
+    if (op >= <u32>RECORD_RULE_ROWS || check >= <u32>RuleFlag.CheckBits) return i;
+    const rule = RULES + <usize>(op * RecordRule.Size * 4);
+    const flags = load<u32>(rule, RecordRule.Flags * 4);
+    if (((flags >>> check) & 1) == 0 || load<u16>(r, RecordField.Reserved) != 0) return i;
+    const a = <u64>load<u32>(r, RecordField.A);
+    const aLimit: u64 = flags & RuleFlag.ALabel ? <u64>labelCount : flags & RuleFlag.ACpu ? <u64>cpus : <u64>load<u32>(rule, RecordRule.AMax * 4) + 1;
+    if (a >= aLimit || load<u32>(r, RecordField.B) > load<u32>(rule, RecordRule.BMax * 4)) return i;
+    const time = load<u64>(r, RecordField.Time);
+    if (time < last || time > MAX_TIME) return i;
+    last = time;
+    const high = load<u32>(r, RecordField.High);
+    const value = load<u32>(r, RecordField.Value);
+    const mask = load<u32>(r, RecordField.Mask);
+    const maskHigh = load<u32>(r, RecordField.MaskHigh);
+    if (check == TraceCheck.Value) {
+      const width = load<u32>(rule, RecordRule.Width * 4);
+      if (value > width || mask > width) return i;
+      if ((high | maskHigh) != 0 && (flags & RuleFlag.HighExpected) == 0) return i;
+    } else {
+      if ((value | mask | maskHigh) != 0) return i;
+      if (high != 0 && (flags & RuleFlag.HighOperand) == 0) return i;
+    }
+  }
+  return count;
 }
 
 /**

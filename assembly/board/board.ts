@@ -100,11 +100,15 @@ export class Board {
   /**
    * The earliest timer event, remembered so that advancing the clock between accesses costs a
    * compare. Forgotten by every operation that can move a timer: PIT writes other than latch
-   * commands, local APIC MMIO and MSR writes, local APIC acknowledges, line changes, reset.
-   * Port reads, PIC and I/O APIC writes, MMIO reads and PIC acknowledges cannot.
+   * commands, local APIC MMIO and MSR writes, acknowledges and deliveries that change that
+   * APIC's next timer event, line changes, reset. Port reads, PIC and I/O APIC writes, MMIO
+   * reads and PIC acknowledges cannot. The PIT's next event is remembered on its own, so that
+   * an operation moving only a local APIC timer does not make the next advance work it out again.
    */
   private nextEvent: i64 = NEVER;
   private nextEventKnown: bool = false;
+  private nextPit: i64 = NEVER;
+  private nextPitKnown: bool = false;
 
   constructor() {
     this.router = new ApicBusRouter(this);
@@ -150,7 +154,7 @@ export class Board {
   reset(start: i64): void {
     const c = this.config;
     this.now = start;
-    this.nextEventKnown = false;
+    this.timersTouched();
     this.isaDriven = 0;
     this.isaLevels = 0;
     this.gsiDriven = 0;
@@ -193,14 +197,21 @@ export class Board {
   /** advanceTo() when a timer event may fall on the way: fires them all, then finds the next. */
   private runTimersTo(t: i64): void {
     while (true) {
-      const tp = this.nextPitEvent();
+      if (!this.nextPitKnown) {
+        this.nextPit = this.nextPitEvent();
+        this.nextPitKnown = true;
+      }
+      const tp = this.nextPit;
       const tl = this.nextLapicEvent();
       const tn = tp < tl ? tp : tl;
       if (tn > t) {
         this.nextEvent = tn;
         break;
       }
+      // A local APIC timer's expiry leaves the PIT's schedule as it was; anything it sets off
+      // that could move the PIT forgets it (timersTouched).
       if (tp == tn) {
+        this.nextPitKnown = false;
         this.pit.syncTo(tn);
         this.followPitOut0();
       }
@@ -214,6 +225,16 @@ export class Board {
   @inline
   private timersTouched(): void {
     this.nextEventKnown = false;
+    this.nextPitKnown = false;
+  }
+
+  /**
+   * After an operation on `apic` whose next timer event was `before`: if it moved, the next
+   * advance looks at the local APIC timers again (not at the PIT, which did not move).
+   */
+  @inline
+  private lapicTimerMoved(apic: LocalApic, before: i64): void {
+    if (apic.nextTimerEvent() != before) this.nextEventKnown = false;
   }
 
   /** The earliest pending device timer event (PIT OUT0 change or local APIC timer). */
@@ -303,8 +324,9 @@ export class Board {
 
   mmioWrite(addr: u32, value: u32): void {
     if (this.isLapicAddr(addr)) {
-      this.timersTouched();
+      const timer = this.lapic.nextTimerEvent();
       this.lapic.mmioWrite(addr & 0xfff, value, this.now);
+      this.lapicTimerMoved(this.lapic, timer);
       this.forwardEoiBroadcast();
     } else if (this.isIoapicAddr(addr)) {
       this.ioapic.mmioWrite(addr & 0xfff, value);
@@ -322,12 +344,15 @@ export class Board {
   }
 
   wrmsr(msr: u32, value: u64): void {
-    this.timersTouched();
     if (this.config.lapic && (msr == MSR_APIC_BASE || msr == MSR_TSC_DEADLINE || isX2ApicMsr(msr))) {
+      const timer = this.lapic.nextTimerEvent();
       this.lapic.wrmsr(msr, value, this.now);
+      this.lapicTimerMoved(this.lapic, timer);
       if (msr == MSR_APIC_BASE) {
-        // A globally disabled APIC hands the PIC's INT straight to the CPU, and back.
+        // A globally disabled APIC hands the PIC's INT straight to the CPU, and back; LINT0
+        // changing on every CPU may release a held timer anywhere.
         this.followPicInt();
+        this.timersTouched();
       } else {
         this.forwardEoiBroadcast();
       }
@@ -477,8 +502,9 @@ export class Board {
   /** Message `m` reaches CPU `k`: its APIC takes it; INIT and start-up act on the CPU. */
   private deliverTo(k: i32, m: ApicMessage): bool {
     const apic = unchecked(this.lapics[k]);
-    this.timersTouched();
+    const timer = apic.nextTimerEvent();
     const accepted = apic.receive(m.mode, m.vector, m.level);
+    this.lapicTimerMoved(apic, timer);
     if (m.mode == DeliveryMode.INIT) this.signals.init(k);
     else if (m.mode == DeliveryMode.StartUp && unchecked(this.sipi[k]) == SipiState.Waiting) this.signals.startUp(k, m.vector & 0xff);
     return accepted;
@@ -534,8 +560,10 @@ export class Board {
       if (!(this.config.pic && this.lapic.extIntPending())) {
         if (!this.lapic.interruptPending()) return InterruptAnswer.None;
         // Taking the timer's own request lets a held timer count again.
-        this.timersTouched();
-        return this.lapic.acknowledge();
+        const timer = this.lapic.nextTimerEvent();
+        const vector = this.lapic.acknowledge();
+        this.lapicTimerMoved(this.lapic, timer);
+        return vector;
       }
     } else if (!this.intr || !this.config.pic) {
       return InterruptAnswer.None;

@@ -60,6 +60,8 @@ export interface CoreExports extends ASUtil {
   replayScratch(bytes: number): number;
   replayRecords(from: number, to: number): number;
   decodeRecords(from: number, to: number): number;
+  checkRecords(count: number, labelCount: number, cpus: number, lastTime: number): number;
+  recordRules(): number;
   replayStatus(which: ReplayCounter): number;
   MAX_TIMER_PHASE: WebAssembly.Global;
 }

@@ -222,15 +222,21 @@ export class Machine {
     reconstructWindowNs ??= instantiateCore().reconstructWindow();
     const startTime = Math.max(0, time - reconstructWindowNs);
     const m = Machine.create({ ...config, policy: options.policy, startTime });
-    const schema = m.schema("record", () => m.core.recordSchema());
-    const count = objectToFields(schema, body, m.fieldView(schema.names.length), "record");
-    const status = m.core.reconstructState(count);
-    if (status === StateResult.BadRecord) {
-      const i = m.core.fieldError();
-      const where = i >= 0 && i < schema.names.length ? `record.${schema.names[i]}` : "record.time";
-      throw new DeviceStateError(`${where}: value out of range for the register it describes`);
+    try {
+      const schema = m.schema("record", () => m.core.recordSchema());
+      const count = objectToFields(schema, body, m.fieldView(schema.names.length), "record");
+      const status = m.core.reconstructState(count);
+      if (status === StateResult.BadRecord) {
+        const i = m.core.fieldError();
+        const where = i >= 0 && i < schema.names.length ? `record.${schema.names[i]}` : "record.time";
+        throw new DeviceStateError(`${where}: value out of range for the register it describes`);
+      }
+      if (status !== StateResult.Ok) throw new DeviceStateError(`record does not match the machine it describes (status ${status})`);
+    } catch (e) {
+      // Refused: the core serves the next machine (a bad record costs no new instance).
+      m.release();
+      throw e;
     }
-    if (status !== StateResult.Ok) throw new DeviceStateError(`record does not match the machine it describes (status ${status})`);
     return m;
   }
 

@@ -37,11 +37,12 @@
 //
 // An expectation compares (result & mask) with (value & mask). Unused fields are 0.
 
-import { MAX_CLOCK_HZ } from "../core/machine.js";
+import { MAX_CLOCK_HZ, Machine } from "../core/machine.js";
+import type { CoreExports } from "../core/core.js";
 import { open, type FileHandle } from "node:fs/promises";
-import { RecordField } from "../../assembly/abi/codes.js";
-import { Check, Op, type TraceEvent, type TraceHeader } from "./event.js";
-import { eventProblem, labelProblem, sourceProblem } from "./operands.js";
+import { RECORD_RULE_ROWS, RecordField, RecordRule, RuleFlag } from "../../assembly/abi/codes.js";
+import { Check, Op, valueWidthMask, type TraceEvent, type TraceHeader } from "./event.js";
+import { LAST_OP, OPERANDS, eventProblem, labelProblem, sourceProblem, type OperandScope } from "./operands.js";
 import { TraceError } from "./parse.js";
 import { MAX_LINE_BYTES, openTrace } from "./reader.js";
 
@@ -238,12 +239,18 @@ export interface CompiledTrace {
   labels: string[];
   recordCount: number;
   /**
+   * Reads the next records, at most a chunk of them, straight into the memory `place(bytes)`
+   * gives (a core's scratch buffer), unchecked: a RecordChecker checks them there. Returns how
+   * many it read, 0 at the end (which releases the file).
+   */
+  readRecords(place: (bytes: number) => Uint8Array): Promise<number>;
+  /**
    * The records in chunks of whole records (the last may be shorter), each a fresh buffer the
-   * caller may keep. Every record is checked first: known op, a check the op allows, label
-   * index in range, times non-decreasing and below 2^53. Can be iterated once.
+   * caller may keep, every record checked first (RecordChecker). Read either this or
+   * readRecords, once.
    */
   chunks: AsyncIterable<Uint8Array>;
-  /** Releases the file early; reading `chunks` to the end (or an error) releases it too. */
+  /** Releases the file early; reading to the end (or an error) releases it too. */
   close(): Promise<void>;
 }
 
@@ -306,18 +313,34 @@ export async function readCompiledChunks(path: string, recordsPerChunk: number =
       if (open) await file.close();
       open = false;
     };
-    const chunks = recordChunks(path, file, { offset: recordsOffset, count: recordCount, labelCount: labels.length, cpus }, Math.max(1, Math.floor(recordsPerChunk)), release);
-    return {
+    const perChunk = Math.max(1, Math.floor(recordsPerChunk));
+    let next = 0;
+    const readRecords = async (place: (bytes: number) => Uint8Array): Promise<number> => {
+      const n = Math.min(perChunk, recordCount - next);
+      if (n <= 0 || !open) {
+        await release();
+        return 0;
+      }
+      try {
+        const bytes = n * RECORD_SIZE;
+        if ((await readFully(file, place(bytes), recordsOffset + next * RECORD_SIZE)) !== bytes) throw new TraceError(path, 0, "records cut short");
+      } catch (e) {
+        await release();
+        throw e;
+      }
+      next += n;
+      return n;
+    };
+    const trace: CompiledTrace = {
       file: path,
       header,
       labels,
       recordCount,
-      chunks,
-      close: async () => {
-        await chunks.return(undefined);
-        await release();
-      },
+      readRecords,
+      chunks: { [Symbol.asyncIterator]: () => checkedChunks(trace) },
+      close: release,
     };
+    return trace;
   } catch (e) {
     await file.close();
     throw e;
@@ -358,44 +381,125 @@ async function readAt(file: FileHandle, position: number, length: number): Promi
   return bytes.subarray(0, bytesRead);
 }
 
-/** Where the records are and what their operands may name. */
-interface RecordSpan {
-  offset: number;
-  count: number;
-  labelCount: number;
-  cpus: number;
+/** Reads into `into` from `position` until it is full or the file ends; returns the bytes read. */
+async function readFully(file: FileHandle, into: Uint8Array, position: number): Promise<number> {
+  let done = 0;
+  while (done < into.length) {
+    const { bytesRead } = await file.read(into, done, into.length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
 }
 
-async function* recordChunks(path: string, file: FileHandle, span: RecordSpan, perChunk: number, release: () => Promise<void>): AsyncGenerator<Uint8Array> {
+/** Each chunk read into a core, checked there, and handed out as a copy. */
+async function* checkedChunks(trace: CompiledTrace): AsyncGenerator<Uint8Array> {
+  const machine = Machine.create();
   try {
-    let lastTime = 0;
-    for (let first = 0; first < span.count; first += perChunk) {
-      const n = Math.min(perChunk, span.count - first);
-      const bytes = await readAt(file, span.offset + first * RECORD_SIZE, n * RECORD_SIZE);
-      if (bytes.length !== n * RECORD_SIZE) throw new TraceError(path, 0, "records cut short");
-      lastTime = checkRecords(path, bytes, first, span, lastTime);
-      yield bytes;
+    const checker = new RecordChecker(trace);
+    const core = machine.core;
+    let at = 0;
+    for (;;) {
+      const n = await trace.readRecords((bytes) => {
+        at = core.replayScratch(bytes); // may grow the memory: take the buffer after
+        return new Uint8Array(core.memory.buffer, at, bytes);
+      });
+      if (n === 0) return;
+      checker.check(core, at, n);
+      yield new Uint8Array(core.memory.buffer, at, n * RECORD_SIZE).slice();
     }
   } finally {
-    await release();
+    machine.release();
+    await trace.close();
   }
 }
 
-/** Checks every record of a chunk (see CompiledTrace.chunks); returns the last time. */
-function checkRecords(path: string, bytes: Buffer, firstIndex: number, span: RecordSpan, lastTime: number): number {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  const e = makeScratchEvent();
-  for (let offset = 0; offset < bytes.length; offset += RECORD_SIZE) {
-    readRaw(view, offset, e);
-    const reserved = view.getUint16(offset + RecordField.Reserved, true);
-    const problem =
-      reserved !== 0 ? `reserved bytes 0x${reserved.toString(16)} are not 0`
-      : e.time < lastTime || e.time > Number.MAX_SAFE_INTEGER ? `time ${e.time} out of order`
-      : eventProblem(e, span);
-    if (problem !== null) throw new TraceError(path, e.line, `compiled record ${firstIndex + offset / RECORD_SIZE}: ${problem}`);
-    lastTime = e.time;
+/** The core's rule table (checkRecords), loaded into each core once. */
+const RULES = recordRuleTable();
+const rulesLoaded = new WeakSet<CoreExports>();
+
+/**
+ * Checks a trace's records where they are replayed, in a core's scratch buffer, chunk after
+ * chunk in file order: known op, a check the op allows, label index and CPU in range, unused
+ * fields 0, times non-decreasing and below 2^53. The core finds the first bad record; the
+ * host says what is wrong with it, naming the file, the record and its source line.
+ */
+export class RecordChecker {
+  private lastTime = 0;
+  private checked = 0;
+  private readonly scope: RecordScope;
+
+  constructor(private readonly trace: { file: string; labels: readonly string[]; header: Pick<TraceHeader, "cpus"> }) {
+    this.scope = { labelCount: trace.labels.length, cpus: trace.header.cpus };
   }
-  return lastTime;
+
+  /** Checks the next `count` records of the file, which sit at `at` in `core`'s scratch buffer. Throws TraceError. */
+  check(core: CoreExports, at: number, count: number): void {
+    if (!rulesLoaded.has(core)) {
+      new Uint32Array(core.memory.buffer, core.recordRules(), RULES.length).set(RULES);
+      rulesLoaded.add(core);
+    }
+    const bad = core.checkRecords(count, this.scope.labelCount, this.scope.cpus, this.lastTime);
+    const view = new DataView(core.memory.buffer, at, count * RECORD_SIZE);
+    if (bad < count) throw this.refusal(view, bad);
+    if (count > 0) this.lastTime = readTime(view, (count - 1) * RECORD_SIZE);
+    this.checked += count;
+  }
+
+  private refusal(view: DataView, index: number): TraceError {
+    const e = makeScratchEvent();
+    const lastTime = index > 0 ? readTime(view, (index - 1) * RECORD_SIZE) : this.lastTime;
+    const problem = recordProblem(view, index * RECORD_SIZE, e, lastTime, this.scope) ?? "refused by the core's record check, which the host's disagrees with";
+    return new TraceError(this.trace.file, e.line, `compiled record ${this.checked + index}: ${problem}`);
+  }
+}
+
+/** What the trace's header lets records name. */
+type RecordScope = OperandScope;
+
+/** Why the record at `offset` (read into `e`), following one at `lastTime`, is not valid, or null. */
+export function recordProblem(view: DataView, offset: number, e: TraceEvent, lastTime: number, scope: RecordScope): string | null {
+  readRaw(view, offset, e);
+  const reserved = view.getUint16(offset + RecordField.Reserved, true);
+  return reserved !== 0 ? `reserved bytes 0x${reserved.toString(16)} are not 0`
+    : e.time < lastTime || e.time > Number.MAX_SAFE_INTEGER ? `time ${e.time} out of order`
+    : eventProblem(e, scope);
+}
+
+/**
+ * The rule rows of every op code, worked out from recordProblem itself: each check and each
+ * use of the high word is allowed if a probe record using it passes; the operand limits are
+ * the operand table's, the expectation's width the op's.
+ */
+function recordRuleTable(): Uint32Array {
+  const rows = new Uint32Array(RECORD_RULE_ROWS * RecordRule.Size);
+  const probe = new DataView(new ArrayBuffer(RECORD_SIZE));
+  const e = makeScratchEvent();
+  const passes = (op: number, check: number, high: number): boolean => {
+    new Uint8Array(probe.buffer).fill(0);
+    probe.setUint8(RecordField.Op, op);
+    probe.setUint8(RecordField.Check, check);
+    probe.setUint32(RecordField.High, high, true);
+    probe.setUint32(RecordField.MaskHigh, op === Op.Wrmsr ? 0 : high, true);
+    return recordProblem(probe, 0, e, 0, { labelCount: 1, cpus: 1 }) === null;
+  };
+  for (let op = 1; op <= LAST_OP; op++) {
+    const row = op * RecordRule.Size;
+    let flags = 0;
+    for (let check = 0; check < RuleFlag.CheckBits; check++) if (passes(op, check, 0)) flags |= 1 << check;
+    if (passes(op, Check.None, 1)) flags |= RuleFlag.HighOperand;
+    if (passes(op, Check.Value, 1)) flags |= RuleFlag.HighExpected;
+    for (const o of OPERANDS[op]) {
+      if (o.field === "a") rows[row + RecordRule.AMax] = o.max;
+      else if (o.field === "b") rows[row + RecordRule.BMax] = o.max;
+      else if (o.field === "u64") rows[row + RecordRule.BMax] = 0xffff_ffff;
+      else flags |= RuleFlag.ALabel;
+    }
+    if (op === Op.Cpu) flags |= RuleFlag.ACpu;
+    rows[row + RecordRule.Width] = valueWidthMask(op);
+    rows[row + RecordRule.Flags] = flags;
+  }
+  return rows;
 }
 
 function makeScratchEvent(): TraceEvent {

@@ -7,7 +7,7 @@ import { Packr } from "msgpackr";
 import { INTA_NMI, Machine, type DeviceRecord, type Policy } from "../core/machine.js";
 import { EXIT_REASONS, type ExitReport } from "../core/exits.js";
 import { Check, OP_NAMES, Op, isCpuAccess, msrExpectation, msrValue, valueWidthMask, type TraceEvent, type TraceHeader } from "./event.js";
-import { RECORD_SIZE, decodeRecord, readCompiledChunks } from "./compiled.js";
+import { RECORD_SIZE, RecordChecker, decodeRecord, readCompiledChunks } from "./compiled.js";
 import { ReplayCounter, ReplayStop, SipiState } from "../../assembly/abi/codes.js";
 
 export interface MigrationPoints {
@@ -108,6 +108,8 @@ export class Replayer {
   private readonly finishedExits: ExitReport[] = [];
   private readonly started = performance.now();
   private readonly migrationTimes = new MedianCounter();
+  /** Where the records being replayed sit in the running machine's scratch buffer. */
+  private loaded = { at: 0, bytes: 0 };
 
   constructor(header: TraceHeader, private readonly options: ReplayOptions = {}) {
     const policy = options.policy ?? "blmvisor";
@@ -144,13 +146,24 @@ export class Replayer {
   }
 
   /**
-   * Runs a chunk of compiled records inside the core, one call per stretch between the points
-   * where the host must act: a mismatch to report, a mark or a migration point.
+   * Room for `bytes` bytes of compiled records in the running machine's scratch buffer, for
+   * the reader to fill; runLoaded then checks and runs them there.
    */
-  runRecords(chunk: Uint8Array, labels: readonly string[]): void {
-    const count = chunk.length / RECORD_SIZE;
-    const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    let loaded = this.load(chunk);
+  scratch(bytes: number): Uint8Array {
+    const core = this.machine.core;
+    this.loaded = { at: core.replayScratch(bytes), bytes };
+    return new Uint8Array(core.memory.buffer, this.loaded.at, bytes);
+  }
+
+  /**
+   * Checks the records placed in the scratch buffer and runs them inside the core, one call
+   * per stretch between the points where the host must act: a mismatch to report, a mark or a
+   * migration point. Throws TraceError on a bad record, before running any of them.
+   */
+  runLoaded(checker: RecordChecker, labels: readonly string[]): void {
+    const count = this.loaded.bytes / RECORD_SIZE;
+    checker.check(this.machine.core, this.loaded.at, count);
+    const record = (index: number): TraceEvent => decodeRecord(new DataView(this.machine.core.memory.buffer, this.loaded.at), index * RECORD_SIZE, labels);
     let i = 0;
     while (i < count) {
       const core = this.machine.core;
@@ -162,25 +175,16 @@ export class Replayer {
       let migrate = this.migrationDue();
       if (stoppedAt < to) {
         const reason: ReplayStop = core.replayStatus(ReplayCounter.StopReason);
-        const e = decodeRecord(view, stoppedAt * RECORD_SIZE, labels);
+        const e = record(stoppedAt);
         if (reason === ReplayStop.Mismatch) this.compiledMismatch(e, core.replayStatus(ReplayCounter.ActualLow), core.replayStatus(ReplayCounter.ActualHigh));
         else if (reason === ReplayStop.CpuWaiting) this.waitingCpuMismatch(e);
         else if (reason === ReplayStop.Migrate) migrate = true;
         else if (reason === ReplayStop.Mark) migrate ||= this.atLabel(e.label);
         if (migrate) this.migrate(e);
       } else if (migrate && to > 0) {
-        this.migrate(decodeRecord(view, (to - 1) * RECORD_SIZE, labels));
+        this.migrate(record(to - 1));
       }
-      if (this.machine.core !== loaded) loaded = this.load(chunk);
     }
-  }
-
-  /** Copies records into the running machine's scratch buffer; returns that machine's core. */
-  private load(chunk: Uint8Array) {
-    const core = this.machine.core;
-    const ptr = core.replayScratch(chunk.length);
-    new Uint8Array(core.memory.buffer, ptr, chunk.length).set(chunk);
-    return core;
   }
 
   /** Events that may run before the next --migrate-at / --migrate-every point. */
@@ -338,8 +342,12 @@ export class Replayer {
     const t2 = performance.now();
     this.finishedExits.push(this.machine.exits());
     this.absorbCoreCounters(this.machine);
-    this.machine.release();
+    // The rest of the records go along: the new core replays them from its own scratch buffer.
+    const source = this.machine;
+    const records = new Uint8Array(source.core.memory.buffer, this.loaded.at, this.loaded.bytes);
     this.machine = next;
+    this.scratch(records.length).set(records);
+    source.release();
     const stat = {
       event: r.events,
       line: e.line,
@@ -398,12 +406,17 @@ export class Replayer {
   }
 }
 
-/** Replays a compiled (.btrace) trace inside the core. */
+/** Replays a compiled (.btrace) trace inside the core, reading it chunk by chunk straight into the core's memory. */
 export async function replayCompiled(path: string, options: ReplayOptions = {}): Promise<ReplayReport> {
   const trace = await readCompiledChunks(path);
-  const replayer = new Replayer(trace.header, options);
-  for await (const chunk of trace.chunks) replayer.runRecords(chunk, trace.labels);
-  return replayer.finish();
+  try {
+    const replayer = new Replayer(trace.header, options);
+    const checker = new RecordChecker(trace);
+    while ((await trace.readRecords((bytes) => replayer.scratch(bytes))) > 0) replayer.runLoaded(checker, trace.labels);
+    return replayer.finish();
+  } finally {
+    await trace.close();
+  }
 }
 
 /** Replays a whole event stream. */

@@ -86,7 +86,25 @@ export function smpStep(cpus: number): fc.Arbitrary<SmpStep> {
   );
 }
 
-export const smpProgram = (cpus: number, max: number) => fc.array(smpStep(cpus), { maxLength: max });
+export interface SmpOptions {
+  /**
+   * Include LVT timer writes that no new initial count on the same CPU follows. A QEMU-mode
+   * continuation leaves them out (QEMU_LOAD_TIME: QEMU re-derives the count from its load time,
+   * and the destination's differs); drivers reload the count.
+   */
+  timerChangesWithoutCount?: boolean;
+}
+
+/** One guest action: a step, or an LVT timer write and the new count that goes with it. */
+function smpAction(cpus: number, { timerChangesWithoutCount = true }: SmpOptions): fc.Arbitrary<SmpStep[]> {
+  return smpStep(cpus).chain((s): fc.Arbitrary<SmpStep[]> => {
+    if (timerChangesWithoutCount || s.op !== "write" || s.offset !== REG.lvtTimer) return fc.constant([s]);
+    return registerValue(REG.initialCount).map((value): SmpStep[] => [s, { op: "write", cpu: s.cpu, offset: REG.initialCount, value }]);
+  });
+}
+
+export const smpProgram = (cpus: number, max: number, options: SmpOptions = {}): fc.Arbitrary<SmpStep[]> =>
+  fc.array(smpAction(cpus, options), { maxLength: max }).map((actions) => actions.flat());
 
 const x2 = (m: Machine) => (m.rdmsr(MSR_APIC_BASE) & 0x400n) !== 0n;
 

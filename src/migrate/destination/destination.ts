@@ -284,7 +284,12 @@ export class DestinationSession {
     this.checkArrived(m.batches, digest, m.digest);
     this.asState(() => {
       const { cpus, machine } = this.records(m.cpu, m.devices);
-      staging.guest = Guest.resume(staging.memory, cpus, machine);
+      try {
+        staging.guest = Guest.resume(staging.memory, cpus, machine);
+      } catch (e) {
+        machine.release();
+        throw e;
+      }
     });
     this.ready(digest);
   }
@@ -425,6 +430,9 @@ export class DestinationSession {
     const step = this.expecting;
     this.expecting = "nothing";
     clearTimeout(this.timer);
+    // A rebuilt machine's core serves the next session's reconstruction (a new one costs far more).
+    (this.staging?.guest?.machine ?? this.handoffRecords?.machine)?.release();
+    this.handoffRecords = undefined;
     this.dropStaging();
     this.config = undefined;
     if (step === "commit") this.admission.decide(this.id, "dropped");

@@ -31,7 +31,10 @@ export function rebuildRecords(config: Config, cpuRecord: Uint8Array, devices: U
     const cpus = cpusFromRecord(decodeRecord(cpuRecord, "CPU"), config.machine.cpus);
     const machine = Machine.reconstruct(decodeRecord(devices, "device"), { policy: config.machine.policy });
     for (const k of Object.keys(DEFAULT_CONFIG) as (keyof MachineConfig)[]) {
-      if (machine.config[k] !== config.machine[k]) throw new ProtocolError("state", `device record: ${k} is ${machine.config[k]}, the configuration said ${config.machine[k]}`);
+      if (machine.config[k] !== config.machine[k]) {
+        machine.release();
+        throw new ProtocolError("state", `device record: ${k} is ${machine.config[k]}, the configuration said ${config.machine[k]}`);
+      }
     }
     return { cpus, machine };
   });
