@@ -34,6 +34,7 @@ const NOT_RUN: Record<string, string> = {
   "npm run bench": "builds, then runs the benchmarks at full size for a minute; `node dist/bench/run.js --quick` runs here",
   "npm run bench -- --quick": "builds first (test/bench.test.ts runs the quick mode)",
   "npm run bench -- --only B1,B5": "builds first, then runs two full-size benchmarks",
+  "npm run bench -- --peer qemu": "needs QEMU installed and runs six 1 GiB QEMU migrations beside B2 and B3; test/bench-peer.test.ts checks the option and the QMP client",
   "sudo scripts/netns-migrate.sh": "needs root to create network namespaces",
   "npm pack": "builds the package again (its prepare script); test/package.test.ts packs and installs it",
   "npx blmv migrate listen --port 7000 --once": "waits for a source in another terminal (the demo runs both ends here)",
