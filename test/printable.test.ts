@@ -29,15 +29,20 @@ describe("printable", () => {
   it("the listener's log escapes what a peer without the token says", async () => {
     const child = spawn(process.execPath, [CLI, "migrate", "listen", "--port", "0"], { env: { ...process.env, BLMV_TOKEN: testToken("log") }, stdio: ["ignore", "pipe", "inherit"] });
     const lines: string[] = [];
-    const url = await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).on("line", (l) => (lines.push(l), l.startsWith("listening on ") && resolve(l.split(" ")[2]))));
-    const c = await BareClient.connect(url);
-    c.send({ t: "error", code: "internal", message: "\x1b[2J\n12:00:00.000 forged: the guest is lost\x07" });
-    await c.waitClosed();
-    const deadline = Date.now() + 5000;
-    while (!lines.some((l) => l.includes("aborted")) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    const aborted = lines.find((l) => l.includes("aborted"))!;
-    expect(aborted).toContain("\\e[2J\\n12:00:00.000 forged: the guest is lost\\u{7}");
-    expect(lines.join("\n")).not.toMatch(/\x1b|\x07/);
-    expect(lines.some((l) => l.startsWith("12:00:00.000 forged"))).toBe(false);
+    try {
+      const url = await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).on("line", (l) => (lines.push(l), l.startsWith("listening on ") && resolve(l.split(" ")[2]))));
+      const c = await BareClient.connect(url);
+      c.send({ t: "error", code: "internal", message: "\x1b[2J\n12:00:00.000 forged: the guest is lost\x07" });
+      await c.waitClosed();
+      const deadline = Date.now() + 5000;
+      while (!lines.some((l) => l.includes("aborted")) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      const aborted = lines.find((l) => l.includes("aborted"))!;
+      expect(aborted).toContain("\\e[2J\\n12:00:00.000 forged: the guest is lost\\u{7}");
+      expect(lines.join("\n")).not.toMatch(/\x1b|\x07/);
+      expect(lines.some((l) => l.startsWith("12:00:00.000 forged"))).toBe(false);
+    } finally {
+      // The listener would outlive the test and keep the runner from exiting.
+      child.kill("SIGKILL");
+    }
   });
 });
