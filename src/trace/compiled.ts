@@ -427,7 +427,7 @@ const rulesLoaded = new WeakSet<CoreExports>();
 export class RecordChecker {
   private lastTime = 0;
   private checked = 0;
-  private readonly scope: RecordScope;
+  private readonly scope: OperandScope;
 
   constructor(private readonly trace: { file: string; labels: readonly string[]; header: Pick<TraceHeader, "cpus"> }) {
     this.scope = { labelCount: trace.labels.length, cpus: trace.header.cpus };
@@ -454,11 +454,8 @@ export class RecordChecker {
   }
 }
 
-/** What the trace's header lets records name. */
-type RecordScope = OperandScope;
-
 /** Why the record at `offset` (read into `e`), following one at `lastTime`, is not valid, or null. */
-export function recordProblem(view: DataView, offset: number, e: TraceEvent, lastTime: number, scope: RecordScope): string | null {
+export function recordProblem(view: DataView, offset: number, e: TraceEvent, lastTime: number, scope: OperandScope): string | null {
   readRaw(view, offset, e);
   const reserved = view.getUint16(offset + RecordField.Reserved, true);
   return reserved !== 0 ? `reserved bytes 0x${reserved.toString(16)} are not 0`

@@ -6,6 +6,7 @@
 import { DEFAULT_CONFIG, DeviceStateError, Machine, type MachineConfig } from "../../core/machine.js";
 import { FieldError } from "../../core/fields.js";
 import { CpuStateError, cpusFromRecord, cpusToRecord, type CpuState } from "../../guest/cpu.js";
+import { PAGE_SIZE } from "../../guest/page.js";
 import { Guest } from "../../guest/workload.js";
 import { ProtocolError, decodeRecord, encodeRecord, machineSpecOf, type Config } from "../wire/protocol.js";
 import { bootGuest } from "../run/guest-run.js";
@@ -55,7 +56,7 @@ export function prepareRebuild(): void {
   guest.runUntil(REHEARSAL_NS);
   const cpu = encodeRecord(cpusToRecord(guest.pause()));
   const devices = encodeRecord(guest.machine.capture());
-  const config: Config = { t: "config", memoryBytes: REHEARSAL_MEMORY_BYTES, pageSize: 4096, machine: machineSpecOf(guest.machine), workload: "idle", endNs: REHEARSAL_NS };
+  const config: Config = { t: "config", memoryBytes: REHEARSAL_MEMORY_BYTES, pageSize: PAGE_SIZE, machine: machineSpecOf(guest.machine), workload: "idle", endNs: REHEARSAL_NS };
   const { cpus, machine } = rebuildRecords(config, cpu, devices);
   Guest.resume(guest.memory, cpus, machine);
   machine.release();
