@@ -54,7 +54,10 @@ const REHEARSAL_MEMORY_BYTES = 2 * 1024 * 1024;
  * be compiled in a real downtime.
  */
 const rehearsalRunsNs = (): number[] => [0.5, 1.5].map((f) => Math.round(f * Machine.reconstructWindowNs));
-/** A listener's rehearsals at start-up: run this often, the pause's code is optimized, not only compiled. */
+/**
+ * A listener's rehearsals at start-up: after this many the first real rebuild costs about two
+ * thirds of what it costs after two, and no less after a hundred (docs/performance.md, B3).
+ */
 export const LISTENER_REHEARSALS = 10;
 
 /**
