@@ -75,8 +75,8 @@ export class Board {
    */
   lapics: Array<LocalApic> = new Array<LocalApic>();
   private router!: ApicBusRouter;
-  /** The current CPU's local APIC: the one its accesses and acknowledges reach. */
-  lapic!: LocalApic;
+  /** The current CPU's local APIC: the one its accesses and acknowledges reach (CPU 0's to begin with). */
+  lapic: LocalApic = new LocalApic();
   /** The CPU whose accesses and acknowledges the board is performing. */
   cpu: i32 = 0;
   /** Whether the current CPU runs (is not waiting for a start-up IPI). */
@@ -100,9 +100,9 @@ export class Board {
   /**
    * The earliest timer event, remembered so that advancing the clock between accesses costs a
    * compare. Forgotten by every operation that can move a timer: PIT writes other than latch
-   * commands, local APIC MMIO and MSR writes, acknowledges and deliveries that change that
-   * APIC's next timer event, line changes, reset. Port reads, PIC and I/O APIC writes, MMIO
-   * reads and PIC acknowledges cannot. The PIT's next event is remembered on its own, so that
+   * commands, local APIC MMIO and MSR writes and acknowledges that change that APIC's next
+   * timer event, line changes, reset. Port reads, PIC and I/O APIC writes, MMIO reads, PIC
+   * acknowledges and message deliveries cannot. The PIT's next event is remembered on its own, so that
    * an operation moving only a local APIC timer does not make the next advance work it out again.
    */
   private nextEvent: i64 = NEVER;
@@ -113,17 +113,17 @@ export class Board {
   constructor() {
     this.router = new ApicBusRouter(this);
     this.ioapic.sink = this.router;
-    this.addLapics(1);
-    this.lapic = unchecked(this.lapics[0]);
+    this.addLapic(this.lapic);
     this.signals = new CpuSignals(this);
   }
 
   private addLapics(count: i32): void {
-    while (this.lapics.length < count) {
-      const apic = new LocalApic();
-      apic.attach(this.lapics.length, this.router);
-      this.lapics.push(apic);
-    }
+    while (this.lapics.length < count) this.addLapic(new LocalApic());
+  }
+
+  private addLapic(apic: LocalApic): void {
+    apic.attach(this.lapics.length, this.router);
+    this.lapics.push(apic);
   }
 
   /** Number of CPUs on the board. */
@@ -440,6 +440,7 @@ export class Board {
     }
   }
 
+  @inline
   private forwardEoiBroadcast(): void {
     const vector = this.lapic.takeEoiBroadcast();
     if (vector >= 0 && this.config.ioapic) this.ioapic.eoi(<u32>vector);
@@ -467,6 +468,7 @@ export class Board {
   }
 
   /** Whether message `m` reaches CPU `k`'s (globally enabled) local APIC. */
+  @inline
   private reaches(k: i32, m: ApicMessage): bool {
     const apic = unchecked(this.lapics[k]);
     if (!apic.enabled()) return false;
@@ -505,12 +507,12 @@ export class Board {
     return best;
   }
 
-  /** Message `m` reaches CPU `k`: its APIC takes it; INIT and start-up act on the CPU. */
+  /**
+   * Message `m` reaches CPU `k`: its APIC takes it (into IRR, ESR or the CPU's pending events,
+   * never moving its timer); INIT and start-up act on the CPU.
+   */
   private deliverTo(k: i32, m: ApicMessage): bool {
-    const apic = unchecked(this.lapics[k]);
-    const timer = apic.nextTimerEvent();
-    const accepted = apic.receive(m.mode, m.vector, m.level);
-    this.lapicTimerMoved(apic, timer);
+    const accepted = unchecked(this.lapics[k]).receive(m.mode, m.vector, m.level);
     if (m.mode == DeliveryMode.INIT) this.signals.init(k);
     else if (m.mode == DeliveryMode.StartUp && unchecked(this.sipi[k]) == SipiState.Waiting) this.signals.startUp(k, m.vector & 0xff);
     return accepted;
@@ -564,10 +566,10 @@ export class Board {
       // The acknowledge carries no time: bring the APIC timer up to now first.
       this.lapic.syncTo(this.now);
       if (!(this.config.pic && this.lapic.extIntPending())) {
-        if (!this.lapic.interruptPending()) return InterruptAnswer.None;
         // Taking the timer's own request lets a held timer count again.
         const timer = this.lapic.nextTimerEvent();
         const vector = this.lapic.acknowledge();
+        if (vector < 0) return InterruptAnswer.None;
         this.lapicTimerMoved(this.lapic, timer);
         return vector;
       }

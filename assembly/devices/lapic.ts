@@ -207,9 +207,14 @@ export class LocalApic {
     return this.timerHeld ? NEVER : this.timer.nextEvent;
   }
 
+  /** Shows the APIC the time `now`: a timer expiry due by then delivers. */
+  @inline
   syncTo(now: i64): void {
     if (now > this.now) this.now = now;
-    if (this.timerHeld || this.timer.nextEvent > now) return;
+    if (!this.timerHeld && this.timer.nextEvent <= now) this.expireTimer(now);
+  }
+
+  private expireTimer(now: i64): void {
     this.timer.expire(now);
     this.localInterrupt(LVT_TIMER);
     const entry = unchecked(this.lvt[LVT_TIMER]);
@@ -507,16 +512,17 @@ export class LocalApic {
     return (<u32>v & 0xf0) > (ppr & 0xf0) ? v : -1;
   }
 
-  /** The CPU's interrupt acknowledge: the vector moves from IRR to ISR, or the spurious vector. */
+  /** The CPU's interrupt acknowledge: the deliverable vector moves from IRR to ISR; -1 if none is. */
   acknowledge(): i32 {
     const v = this.deliverableVector();
-    if (v < 0) return <i32>(this.svr & VECTOR_MASK);
+    if (v < 0) return -1;
     this.irr.unset(<u32>v);
     this.isr.set(<u32>v);
     if (<u32>v == (unchecked(this.lvt[LVT_TIMER]) & VECTOR_MASK)) this.releaseTimer();
     return v;
   }
 
+  @inline
   takeEoiBroadcast(): i32 {
     const v = this.eoiBroadcast;
     this.eoiBroadcast = -1;

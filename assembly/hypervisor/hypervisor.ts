@@ -125,8 +125,13 @@ export class Hypervisor {
 
   // ---- port I/O ---------------------------------------------------------------------------
 
+  @inline
   portIn(port: u32, size: i32): u32 {
     if (!this.intercepts(port, size, TRAP_READ)) return this.board.portRead(port, size);
+    return this.trappedIn(port, size);
+  }
+
+  private trappedIn(port: u32, size: i32): u32 {
     this.exits.io(port, false);
     let v: u32 = 0;
     const pit = this.board.config.pit;
@@ -141,11 +146,13 @@ export class Hypervisor {
     return v;
   }
 
+  @inline
   portOut(port: u32, value: u32, size: i32): void {
-    if (!this.intercepts(port, size, TRAP_WRITE)) {
-      this.board.portWrite(port, value, size);
-      return;
-    }
+    if (!this.intercepts(port, size, TRAP_WRITE)) this.board.portWrite(port, value, size);
+    else this.trappedOut(port, value, size);
+  }
+
+  private trappedOut(port: u32, value: u32, size: i32): void {
     this.exits.io(port, true);
     for (let i = 0; i < size; i++) {
       const p = (port + <u32>i) & 0xffff;
@@ -205,8 +212,13 @@ export class Hypervisor {
     return MmioRegion.Other;
   }
 
+  @inline
   readl(addr: u32): u32 {
     if (!this.mmioIntercepted(addr)) return this.board.mmioRead(addr);
+    return this.trappedReadl(addr);
+  }
+
+  private trappedReadl(addr: u32): u32 {
     this.exits.mmio(this.regionOf(addr), addr & 0xfff, false);
     const fixup = this.fixup;
     if (fixup && (addr & 0xfffff000) == this.lapicPage) {
@@ -216,11 +228,13 @@ export class Hypervisor {
     return this.board.mmioRead(addr);
   }
 
+  @inline
   writel(addr: u32, value: u32): void {
-    if (!this.mmioIntercepted(addr)) {
-      this.board.mmioWrite(addr, value);
-      return;
-    }
+    if (!this.mmioIntercepted(addr)) this.board.mmioWrite(addr, value);
+    else this.trappedWritel(addr, value);
+  }
+
+  private trappedWritel(addr: u32, value: u32): void {
     this.exits.mmio(this.regionOf(addr), addr & 0xfff, true);
     this.board.mmioWrite(addr, value);
     const fixup = this.fixup;
