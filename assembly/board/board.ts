@@ -270,6 +270,7 @@ export class Board {
   // ---- port I/O -------------------------------------------------------------------------
 
   /** One byte from an I/O port; unassigned ports float high. */
+  @inline
   inByte(port: u32): u32 {
     const c = this.config;
     if (c.pic && isPicPort(port)) return this.pic.ioRead(port);
@@ -511,6 +512,7 @@ export class Board {
    * Message `m` reaches CPU `k`: its APIC takes it (into IRR, ESR or the CPU's pending events,
    * never moving its timer); INIT and start-up act on the CPU.
    */
+  @inline
   private deliverTo(k: i32, m: ApicMessage): bool {
     const accepted = unchecked(this.lapics[k]).receive(m.mode, m.vector, m.level);
     if (m.mode == DeliveryMode.INIT) this.signals.init(k);

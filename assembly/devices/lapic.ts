@@ -420,6 +420,7 @@ export class LocalApic {
   // ---- interrupt acceptance -------------------------------------------------------------
 
   /** Whether a message's destination field (no shorthand) names this APIC. */
+  @inline
   isDestination(m: ApicMessage): bool {
     if (this.x2apic()) return this.isX2Destination(m.wide ? m.dest : m.dest & 0xff, m.logical, m.wide);
     return this.isXDestination(m.dest & 0xff, m.logical);
@@ -450,6 +451,7 @@ export class LocalApic {
    * An interrupt of delivery `mode` reaches this APIC. Fixed ones go to IRR, an NMI waits for
    * the CPU; INIT and start-up are only counted here (the board acts on the CPU).
    */
+  @inline
   receive(mode: u32, vector: u32, level: bool): bool {
     if (mode == DeliveryMode.Fixed || mode == DeliveryMode.LowestPriority) return this.requestVector(vector & VECTOR_MASK, level);
     if (mode == DeliveryMode.ExtINT && this.qemu) return this.requestVector(vector & VECTOR_MASK, level); // QEMU: ExtINT sets IRR
@@ -573,6 +575,7 @@ export class LocalApic {
   }
 
   /** Hands one IPI to the board, which routes it to every CPU it reaches. */
+  @inline
   private send(shorthand: u32, mode: u32, vector: u32, dest: u32, level: bool): void {
     const m = this.message;
     m.source = this.cpu;

@@ -185,6 +185,7 @@ export class Hypervisor {
   }
 
   /** Shows a trapped access to the shadow of its device, which may re-arm its traps. */
+  @inline
   private observe(port: u32, value: u32, write: bool): void {
     const c = this.board.config;
     if (c.pic && isPicPort(port)) {
@@ -297,8 +298,14 @@ export class Hypervisor {
    * The CPU takes an interrupt; a commodity VMM exits on it to inject it itself, and so sees
    * the vector of every PIC acknowledge: a rotation in automatic-EOI mode follows from it.
    */
+  @inline
   inta(): i32 {
     if (this.policy != Policy.Full || !this.board.interruptRequested()) return this.board.inta();
+    return this.exitingInta();
+  }
+
+  /** inta() when it exits: the pin is asserted under `full`. */
+  private exitingInta(): i32 {
     this.exits.externalInterrupt();
     const pic = this.picShadow;
     if (!this.board.config.pic || !pic.followsAcknowledges()) return this.board.inta();

@@ -99,6 +99,7 @@ export class PitShadow extends DeviceShadow {
     }
   }
 
+  @inline
   observeRead(port: u32, value: u32): void {
     if (!isDataPort(port)) return;
     const i = <i32>(port - FIRST_DATA_PORT);
@@ -172,6 +173,7 @@ export class PitShadow extends DeviceShadow {
   }
 
   /** After a trapped access to `port`: a data port changes only its own channel's needs. */
+  @inline
   armPortTraps(port: u32, traps: IoTraps): void {
     if (isDataPort(port)) this.armChannelTraps(<i32>(port - FIRST_DATA_PORT), traps);
     else this.armTraps(traps);
