@@ -98,12 +98,16 @@ export class Board {
   private pitRouted: bool = true;
   private intr: bool = false;
   /**
-   * The earliest timer event, remembered so that advancing the clock between accesses costs a
-   * compare. Forgotten by every operation that can move a timer: PIT writes other than latch
-   * commands, local APIC MMIO and MSR writes and acknowledges that change that APIC's next
-   * timer event, line changes, reset. Port reads, PIC and I/O APIC writes, MMIO reads, PIC
-   * acknowledges and message deliveries cannot. The PIT's next event is remembered on its own, so that
-   * an operation moving only a local APIC timer does not make the next advance work it out again.
+   * A time no later than the earliest timer event, remembered so that advancing the clock
+   * between accesses costs a compare: an advance short of it fires nothing; one that reaches it
+   * works the timers out again (firing what is due) and remembers the next event exactly.
+   * Forgotten by every operation that can move the PIT or every timer at once: PIT writes other
+   * than latch commands, line changes, IA32_APIC_BASE writes, reset. An operation on one local
+   * APIC (an MMIO or MSR write, an acknowledge, a LINT0 change) lowers it to that APIC's next
+   * timer event if that is earlier; an event moved later leaves it early, which costs one look
+   * at the timers when the clock gets there. Port reads, PIC and I/O APIC writes, MMIO reads,
+   * PIC acknowledges and message deliveries move no timer. The PIT's next event is remembered on
+   * its own, so that looking at the timers again does not work it out again.
    */
   private nextEvent: i64 = NEVER;
   private nextEventKnown: bool = false;
@@ -228,13 +232,11 @@ export class Board {
     this.nextPitKnown = false;
   }
 
-  /**
-   * After an operation on `apic` whose next timer event was `before`: if it moved, the next
-   * advance looks at the local APIC timers again (not at the PIT, which did not move).
-   */
+  /** After an operation on `apic` that may have moved its timer: keeps nextEvent no later than it. */
   @inline
-  private lapicTimerMoved(apic: LocalApic, before: i64): void {
-    if (apic.nextTimerEvent() != before) this.nextEventKnown = false;
+  private followLapicTimer(apic: LocalApic): void {
+    const t = apic.nextTimerEvent();
+    if (t < this.nextEvent) this.nextEvent = t;
   }
 
   /** The earliest pending device timer event (PIT OUT0 change or local APIC timer). */
@@ -317,17 +319,18 @@ export class Board {
     return this.config.ioapic && addr >>> 12 == IOAPIC_PAGE;
   }
 
+  @inline
   mmioRead(addr: u32): u32 {
     if (this.isLapicAddr(addr)) return this.lapic.mmioRead(addr & 0xfff, this.now);
     if (this.isIoapicAddr(addr)) return this.ioapic.mmioRead(addr & 0xfff);
     return 0xffffffff;
   }
 
+  @inline
   mmioWrite(addr: u32, value: u32): void {
     if (this.isLapicAddr(addr)) {
-      const timer = this.lapic.nextTimerEvent();
       this.lapic.mmioWrite(addr & 0xfff, value, this.now);
-      this.lapicTimerMoved(this.lapic, timer);
+      this.followLapicTimer(this.lapic);
       this.forwardEoiBroadcast();
     } else if (this.isIoapicAddr(addr)) {
       this.ioapic.mmioWrite(addr & 0xfff, value);
@@ -346,9 +349,8 @@ export class Board {
 
   wrmsr(msr: u32, value: u64): void {
     if (this.config.lapic && (msr == MSR_APIC_BASE || msr == MSR_TSC_DEADLINE || isX2ApicMsr(msr))) {
-      const timer = this.lapic.nextTimerEvent();
       this.lapic.wrmsr(msr, value, this.now);
-      this.lapicTimerMoved(this.lapic, timer);
+      this.followLapicTimer(this.lapic);
       if (msr == MSR_APIC_BASE) {
         // A globally disabled APIC hands the PIC's INT straight to the CPU, and back; LINT0
         // changing on every CPU may release a held timer anywhere.
@@ -435,9 +437,8 @@ export class Board {
     // QEMU: LINT0 falling may take a held timer's vector out of IRR and so release the timer.
     for (let k = 0, n = this.config.cpus; k < n; k++) {
       const apic = unchecked(this.lapics[k]);
-      const timer = apic.nextTimerEvent();
       apic.setLint0(level);
-      this.lapicTimerMoved(apic, timer);
+      this.followLapicTimer(apic);
     }
   }
 
@@ -568,11 +569,10 @@ export class Board {
       // The acknowledge carries no time: bring the APIC timer up to now first.
       this.lapic.syncTo(this.now);
       if (!(this.config.pic && this.lapic.extIntPending())) {
-        // Taking the timer's own request lets a held timer count again.
-        const timer = this.lapic.nextTimerEvent();
         const vector = this.lapic.acknowledge();
         if (vector < 0) return InterruptAnswer.None;
-        this.lapicTimerMoved(this.lapic, timer);
+        // Taking the timer's own request lets a held timer count again.
+        this.followLapicTimer(this.lapic);
         return vector;
       }
     } else if (!this.intr || !this.config.pic) {
@@ -620,12 +620,14 @@ export class Board {
   }
 }
 
+/** 0x20–0x21 (master), 0xa0–0xa1 (slave), 0x4d0–0x4d1 (ELCR). */
 @inline
 export function isPicPort(port: u32): bool {
-  return port == 0x20 || port == 0x21 || port == 0xa0 || port == 0xa1 || port == 0x4d0 || port == 0x4d1;
+  return (port & ~0x81) == 0x20 || (port & ~1) == 0x4d0;
 }
 
+/** 0x40–0x43 (the channels and the control port), 0x61 (gate 2, speaker, OUT2). */
 @inline
 export function isPitPort(port: u32): bool {
-  return (port >= 0x40 && port <= 0x43) || port == 0x61;
+  return (port & ~3) == 0x40 || port == 0x61;
 }

@@ -234,6 +234,7 @@ export class LocalApic {
 
   // ---- register page -------------------------------------------------------------------
 
+  @inline
   mmioRead(offset: u32, now: i64): u32 {
     this.syncTo(now);
     const index = (offset >>> 4) & 0xff;
@@ -260,6 +261,7 @@ export class LocalApic {
     return 0;
   }
 
+  @inline
   mmioWrite(offset: u32, value: u32, now: i64): void {
     this.syncTo(now);
     const index = (offset >>> 4) & 0xff;

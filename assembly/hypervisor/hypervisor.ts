@@ -134,13 +134,19 @@ export class Hypervisor {
   private trappedIn(port: u32, size: i32): u32 {
     this.exits.io(port, false);
     let v: u32 = 0;
-    const pit = this.board.config.pit;
+    const c = this.board.config;
     for (let i = 0; i < size; i++) {
       const p = (port + <u32>i) & 0xffff;
-      // A latch this hypervisor took over at a capture is answered here, not by the chip.
-      const held = pit ? this.pitShadow.heldRead(p) : -1;
-      const b = held >= 0 ? <u32>held : this.board.inByte(p);
-      this.observe(p, b, false);
+      let b: u32;
+      if (c.pit && isPitPort(p)) {
+        // A latch this hypervisor took over at a capture is answered here, not by the chip.
+        const held = this.pitShadow.heldRead(p);
+        b = held >= 0 ? <u32>held : this.board.inByte(p);
+        this.observePit(p, b, false);
+      } else {
+        b = this.board.inByte(p);
+        if (c.pic && isPicPort(p)) this.observePic(p, b, false);
+      }
       v |= b << (<u32>i * 8);
     }
     return v;
@@ -154,18 +160,25 @@ export class Hypervisor {
 
   private trappedOut(port: u32, value: u32, size: i32): void {
     this.exits.io(port, true);
+    const c = this.board.config;
     for (let i = 0; i < size; i++) {
       const p = (port + <u32>i) & 0xffff;
       const b = (value >>> (<u32>i * 8)) & 0xff;
-      // A rotate-on-EOI or a poll command changes hidden state that only the registers as they
-      // stand around the write can tell: the PIC shadow reads them (bus reads, no exits).
-      const pic = this.board.config.pic && isPicPort(p);
-      if (pic) this.picShadow.prepareWrite(this.bus, p, b);
-      if (p == PORT_61 && this.board.config.pit) this.pitShadow.prepareGateWrite(this.bus, b);
-      if (p == PIT_CONTROL_PORT && this.board.config.pit) this.forwardPitCommand(b);
-      else this.board.outByte(p, b);
-      if (pic) this.picShadow.completeWrite(this.bus, p);
-      this.observe(p, b, true);
+      if (c.pit && isPitPort(p)) {
+        if (p == PORT_61) this.pitShadow.prepareGateWrite(this.bus, b);
+        if (p == PIT_CONTROL_PORT) this.forwardPitCommand(b);
+        else this.board.outByte(p, b);
+        this.observePit(p, b, true);
+      } else if (c.pic && isPicPort(p)) {
+        // A rotate-on-EOI or a poll command changes hidden state that only the registers as
+        // they stand around the write can tell: the PIC shadow reads them (bus reads, no exits).
+        this.picShadow.prepareWrite(this.bus, p, b);
+        this.board.outByte(p, b);
+        this.picShadow.completeWrite(this.bus, p);
+        this.observePic(p, b, true);
+      } else {
+        this.board.outByte(p, b);
+      }
     }
   }
 
@@ -184,20 +197,21 @@ export class Hypervisor {
     return false;
   }
 
-  /** Shows a trapped access to the shadow of its device, which may re-arm its traps. */
+  /** Shows a trapped PIC access to the PIC shadow, which may re-arm its traps. */
   @inline
-  private observe(port: u32, value: u32, write: bool): void {
-    const c = this.board.config;
-    if (c.pic && isPicPort(port)) {
-      if (write) this.picShadow.observeWrite(port, value);
-      else this.picShadow.observeRead(port, value);
-      if (this.policy == Policy.Blmvisor) this.picShadow.armChipTraps(port, this.traps);
-    } else if (c.pit && isPitPort(port)) {
-      this.pitShadow.now = this.board.now;
-      if (write) this.pitShadow.observeWrite(port, value);
-      else this.pitShadow.observeRead(port, value);
-      if (this.policy == Policy.Blmvisor) this.pitShadow.armPortTraps(port, this.traps);
-    }
+  private observePic(port: u32, value: u32, write: bool): void {
+    if (write) this.picShadow.observeWrite(port, value);
+    else this.picShadow.observeRead(port, value);
+    if (this.policy == Policy.Blmvisor) this.picShadow.armChipTraps(port, this.traps);
+  }
+
+  /** Shows a trapped PIT access to the PIT shadow, which may re-arm its traps. */
+  @inline
+  private observePit(port: u32, value: u32, write: bool): void {
+    this.pitShadow.now = this.board.now;
+    if (write) this.pitShadow.observeWrite(port, value);
+    else this.pitShadow.observeRead(port, value);
+    if (this.policy == Policy.Blmvisor) this.pitShadow.armPortTraps(port, this.traps);
   }
 
   // ---- MMIO -------------------------------------------------------------------------------
