@@ -211,7 +211,7 @@ export class Hypervisor {
     this.pitShadow.now = this.board.now;
     if (write) this.pitShadow.observeWrite(port, value);
     else this.pitShadow.observeRead(port, value);
-    if (this.policy == Policy.Blmvisor) this.pitShadow.armPortTraps(port, this.traps);
+    if (this.policy == Policy.Blmvisor) this.pitShadow.armPortTraps(port, value, this.traps);
   }
 
   // ---- MMIO -------------------------------------------------------------------------------
