@@ -22,7 +22,7 @@ const MSR_TSC: u32 = 0x10;
 const MSR_APIC_BASE: u32 = 0x1b;
 const MSR_TSC_DEADLINE: u32 = 0x6e0;
 
-/** Messages from the I/O APIC and IPIs reach the local APICs through the board. */
+/** Messages from the I/O APIC reach the local APICs through the board. */
 class ApicBusRouter extends ApicMessageSink {
   private fromBus: ApicMessage = new ApicMessage();
   constructor(private board: Board) {
@@ -39,9 +39,6 @@ class ApicBusRouter extends ApicMessageSink {
     m.vector = vector;
     m.level = level;
     return this.board.routeMessage(m);
-  }
-  route(message: ApicMessage): bool {
-    return this.board.routeMessage(message);
   }
 }
 
@@ -126,7 +123,7 @@ export class Board {
   }
 
   private addLapic(apic: LocalApic): void {
-    apic.attach(this.lapics.length, this.router);
+    apic.attach(this.lapics.length);
     this.lapics.push(apic);
   }
 
@@ -330,6 +327,7 @@ export class Board {
   mmioWrite(addr: u32, value: u32): void {
     if (this.isLapicAddr(addr)) {
       this.lapic.mmioWrite(addr & 0xfff, value, this.now);
+      this.routeSentMessage();
       this.followLapicTimer(this.lapic);
       this.forwardEoiBroadcast();
     } else if (this.isIoapicAddr(addr)) {
@@ -350,6 +348,7 @@ export class Board {
   wrmsr(msr: u32, value: u64): void {
     if (this.config.lapic && (msr == MSR_APIC_BASE || msr == MSR_TSC_DEADLINE || isX2ApicMsr(msr))) {
       this.lapic.wrmsr(msr, value, this.now);
+      this.routeSentMessage();
       this.followLapicTimer(this.lapic);
       if (msr == MSR_APIC_BASE) {
         // A globally disabled APIC hands the PIC's INT straight to the CPU, and back; LINT0
@@ -440,6 +439,13 @@ export class Board {
       apic.setLint0(level);
       this.followLapicTimer(apic);
     }
+  }
+
+  /** An IPI (or, QEMU, an MSI) the current CPU's APIC sent in the register write just done. */
+  @inline
+  private routeSentMessage(): void {
+    const m = this.lapic.takeSentMessage();
+    if (m) this.routeMessage(m);
   }
 
   @inline

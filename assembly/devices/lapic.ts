@@ -34,7 +34,7 @@ import {
   SVR_ENABLE, Shorthand, VECTOR_MASK, timerModeOf, APIC_BASE_X2APIC, apicBaseAtReset,
   MSR_X2APIC_FIRST, X2APIC_BROADCAST, X2APIC_ICR, X2APIC_SELF_IPI, XAPIC_BROADCAST, x2ApicLogicalId,
 } from "../registers/lapic";
-import { ApicMessage, ApicMessageSink, DeliveryMode, FROM_BUS } from "./apic-message";
+import { ApicMessage, DeliveryMode, FROM_BUS } from "./apic-message";
 import { ApicTimer } from "./lapic-timer";
 import { VectorRegister } from "./apic-vectors";
 
@@ -61,9 +61,9 @@ const INDEX_DFR: u32 = 0x0e;
 export class LocalApic {
   /** The CPU this APIC belongs to: its number is the APIC ID at reset. */
   private cpu: i32 = 0;
-  /** Where IPIs go (the board). */
-  private sink: ApicMessageSink | null = null;
+  /** The message this APIC sent during the operation in progress, for the board to route. */
   private message: ApicMessage = new ApicMessage();
+  private sent: bool = false;
   /** An NMI waits for the CPU's next acknowledge (CPU state, kept here beside its source). */
   private nmiPending: bool = false;
   private timer: ApicTimer = new ApicTimer();
@@ -121,10 +121,9 @@ export class LocalApic {
     this.timer.tscHz = hz;
   }
 
-  /** Wires this APIC to CPU `cpu` and to the bus its IPIs go out on. */
-  attach(cpu: i32, sink: ApicMessageSink): void {
+  /** Makes this the APIC of CPU `cpu`. */
+  attach(cpu: i32): void {
     this.cpu = cpu;
-    this.sink = sink;
   }
 
   reset(): void {
@@ -314,8 +313,7 @@ export class LocalApic {
     m.mode = (data >>> MODE_SHIFT) & 7;
     m.vector = data & VECTOR_MASK;
     m.level = (data & ICR_LEVEL) != 0;
-    const sink = this.sink;
-    if (sink) sink.route(m);
+    this.sent = true;
   }
 
   private vectorRegister(index: u32): u32 {
@@ -576,7 +574,7 @@ export class LocalApic {
     this.send(shorthand, mode, vector, dest, false); // IPIs are edge-triggered
   }
 
-  /** Hands one IPI to the board, which routes it to every CPU it reaches. */
+  /** Sends one IPI: the board routes it to every CPU it reaches once the register write ends. */
   @inline
   private send(shorthand: u32, mode: u32, vector: u32, dest: u32, level: bool): void {
     const m = this.message;
@@ -588,8 +586,15 @@ export class LocalApic {
     m.mode = mode;
     m.vector = vector;
     m.level = level;
-    const sink = this.sink;
-    if (sink) sink.route(m);
+    this.sent = true;
+  }
+
+  /** The message the register write just made sent (once), or null. */
+  @inline
+  takeSentMessage(): ApicMessage | null {
+    if (!this.sent) return null;
+    this.sent = false;
+    return this.message;
   }
 
   // ---- local vector table ----------------------------------------------------------------
