@@ -433,6 +433,7 @@ export class LocalApic {
     return dest >>> 16 == this.ldr >>> 16 && (dest & this.ldr & 0xffff) != 0;
   }
 
+  @inline
   private isXDestination(dest: u32, logical: bool): bool {
     if (!logical) return dest == XAPIC_BROADCAST || dest == this.id >>> 24;
     const ldr = this.ldr >>> 24;
@@ -531,6 +532,7 @@ export class LocalApic {
     return v;
   }
 
+  @inline
   private eoi(): void {
     const v = this.isr.highest();
     if (v < 0) return;
@@ -549,6 +551,7 @@ export class LocalApic {
 
   // ---- ICR -------------------------------------------------------------------------------
 
+  @inline
   private sendIpi(): void {
     const low = this.icrLow;
     const mode = (low >>> MODE_SHIFT) & 7;
