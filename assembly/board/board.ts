@@ -567,21 +567,23 @@ export class Board {
    */
   inta(): i32 {
     if (!this.cpuRunning) return InterruptAnswer.None;
-    if (this.config.lapic && this.lapic.nmiWaiting()) {
-      this.lapic.takeNmi();
+    const c = this.config;
+    const lapic = this.lapic;
+    if (c.lapic && lapic.nmiWaiting()) {
+      lapic.takeNmi();
       return InterruptAnswer.Nmi;
     }
     if (this.apicActive()) {
       // The acknowledge carries no time: bring the APIC timer up to now first.
-      this.lapic.syncTo(this.now);
-      if (!(this.config.pic && this.lapic.extIntPending())) {
-        const vector = this.lapic.acknowledge();
+      lapic.syncTo(this.now);
+      if (!(c.pic && lapic.extIntPending())) {
+        const vector = lapic.acknowledge();
         if (vector < 0) return InterruptAnswer.None;
         // Taking the timer's own request lets a held timer count again.
-        this.followLapicTimer(this.lapic);
+        this.followLapicTimer(lapic);
         return vector;
       }
-    } else if (!this.intr || !this.config.pic) {
+    } else if (!this.intr || !c.pic) {
       return InterruptAnswer.None;
     }
     const vector = this.pic.acknowledge();
