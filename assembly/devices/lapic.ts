@@ -264,12 +264,6 @@ export class LocalApic {
   mmioWrite(offset: u32, value: u32, now: i64): void {
     this.syncTo(now);
     const index = (offset >>> 4) & 0xff;
-    if (index >= 0x32 && index < 0x38) {
-      this.writeLvt(<i32>index - 0x32, value, now);
-      return;
-    }
-    // Read-only registers ignore writes without an error.
-    if ((index >= 0x10 && index < 0x28) || index == 0x03 || index == 0x09 || index == 0x0a || index == 0x39) return;
     switch (index) {
       case 0x00:
         // QEMU: the page doubles as the MSI window; a write here is an interrupt message
@@ -299,6 +293,12 @@ export class LocalApic {
         this.timer.writeDivideConfig(value & DIVIDE_WRITABLE, now);
         return;
     }
+    if (index >= 0x32 && index < 0x38) {
+      this.writeLvt(<i32>index - 0x32, value, now);
+      return;
+    }
+    // Read-only registers ignore writes without an error.
+    if ((index >= 0x10 && index < 0x28) || index == 0x03 || index == 0x09 || index == 0x0a || index == 0x39) return;
     this.signalError(ESR_ILLEGAL_REGISTER);
   }
 
