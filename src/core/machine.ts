@@ -211,6 +211,14 @@ export class Machine {
   }
 
   /**
+   * How long before a record's time reconstruction starts the rebuilt machine's clock (at 0 for
+   * a record younger than that): the device history it replays.
+   */
+  static get reconstructWindowNs(): number {
+    return (reconstructWindowNs ??= instantiateCore().reconstructWindow());
+  }
+
+  /**
    * Rebuilds `record` on a freshly reset machine of the record's configuration, using only the
    * hardware interface; the machine resumes at the record's time. Rejects a malformed record
    * before touching any device.
@@ -219,8 +227,7 @@ export class Machine {
     const body = checkEnvelope(record);
     const config = recordConfig(body);
     const time = wideNumber(body.time, "record.time");
-    reconstructWindowNs ??= instantiateCore().reconstructWindow();
-    const startTime = Math.max(0, time - reconstructWindowNs);
+    const startTime = Math.max(0, time - Machine.reconstructWindowNs);
     const m = Machine.create({ ...config, policy: options.policy, startTime });
     try {
       const schema = m.schema("record", () => m.core.recordSchema());
