@@ -7,7 +7,7 @@
 import { performance } from "node:perf_hooks";
 import type WebSocket from "ws";
 import { AckWindow } from "./ack-window.js";
-import { FramePool } from "../wire/frame-pool.js";
+import { framePool } from "../wire/frame-pool.js";
 import { TokenBucket } from "./link.js";
 import { decode } from "../wire/decode.js";
 import { ProtocolError, encode, type Message, type MessageType } from "../wire/protocol.js";
@@ -41,7 +41,6 @@ export class Channel {
   window?: AckWindow;
   /** When the peer last showed progress (an acknowledgement). */
   private progressAt = 0;
-  private readonly frames = new FramePool();
 
   constructor(
     private readonly ws: WebSocket,
@@ -87,7 +86,7 @@ export class Channel {
    */
   async send(message: Message, { beyondWindow = false } = {}): Promise<number> {
     const seq = message.t === "pages" || message.t === "deltas" ? message.seq : -1;
-    const { frame, release } = seq >= 0 ? this.frames.encode(message) : { frame: encode(message), release: undefined };
+    const { frame, release } = seq >= 0 ? framePool.encode(message) : { frame: encode(message), release: undefined };
     const batch = seq >= 0 ? this.window : undefined;
     if (batch && !batch.fits(frame.length, beyondWindow)) await this.waitUntil(() => batch.fits(frame.length, beyondWindow), "acknowledgement");
     for (;;) {
