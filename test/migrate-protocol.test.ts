@@ -9,7 +9,8 @@ import { ZERO_PAGE_CRC, pageChecksum } from "../src/guest/digest.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../src/guest/page.js";
 import { BatchBuilder } from "../src/migrate/source/batch.js";
 import { decode } from "../src/migrate/wire/decode.js";
-import { PAGES_DATA_OFFSET, framePool } from "../src/migrate/wire/frame-pool.js";
+import { PAGES_FRAGMENT_BYTES, framePool } from "../src/migrate/wire/frame-pool.js";
+import { chunksOf } from "../src/migrate/wire/page-bytes.js";
 import { cpusToRecord } from "../src/guest/cpu.js";
 import { bootGuest } from "../src/migrate/run/guest-run.js";
 import { rebuildRecords } from "../src/migrate/destination/rebuild.js";
@@ -18,6 +19,7 @@ import {
   MAX_PAYLOAD,
   MAX_RECORD_BYTES,
   MAX_RUNS,
+  PAGES_DATA_OFFSET,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
   ProtocolError,
@@ -203,28 +205,65 @@ describe("frames built in place", () => {
     for (const p of zeros) b.add(p, ZERO_PAGE, ZERO_PAGE_CRC, true);
     return b.take(2, 9);
   };
-  /** A pages message with its data as a plain copy, to compare messages whatever buffers they view. */
-  const plain = (m: Message) => (m.t === "pages" ? { ...m, data: Uint8Array.from(m.data) } : m);
+  /** A message with a batch's page bytes joined into one plain array, to compare messages whatever buffers they view. */
+  const plain = (m: Message) => (m.t === "pages" ? { ...m, data: Uint8Array.from(Buffer.concat(chunksOf(m.data))) } : m);
+  /** What decoding gives: the message, or that it was refused with a ProtocolError. */
+  const outcome = (frame: Uint8Array | Uint8Array[]) => {
+    try {
+      return plain(decode(frame, BOUNDS));
+    } catch (e) {
+      expect(e).toBeInstanceOf(ProtocolError);
+      return "refused";
+    }
+  };
 
-  it("carry the page bytes where the batch builder copied them, and decode to the batch", () => {
-    const m = batchOf([1, 2, 3, 7, 300], [4, 5, 9]);
-    const { frame, release } = framePool.encode(m);
-    // The frame is the buffer the pages were copied into: no copy of the page bytes on encoding.
-    expect(frame.buffer).toBe(m.data.buffer);
-    expect(m.data.byteOffset - frame.byteOffset).toBe(PAGES_DATA_OFFSET);
-    const decoded = plain(decode(frame, BOUNDS));
-    expect(decoded).toEqual(plain(m));
-    // The same batch encoded by msgpackr alone decodes to the same message.
-    expect(plain(decode(encode(m), BOUNDS))).toEqual(decoded);
+  it("carry the page bytes where the batch builder copied them, in fragments the destination reads in place", () => {
+    const m = batchOf([1, 2, 3, 7, 300, ...Array.from({ length: 20 }, (_, i) => 1000 + i)], [4, 5, 9]);
+    const { fragments, bytes, release } = framePool.encode(m);
+    const joined = Buffer.concat(fragments);
+    expect(joined.length).toBe(bytes);
+    // The page fragments are the buffer the pages were copied into: no copy on encoding.
+    const data = fragments.slice(1, -1);
+    expect(data.every((f) => f.buffer === m.data.buffer && f.length % PAGE_SIZE === 0 && f.length <= PAGES_FRAGMENT_BYTES)).toBe(true);
+    expect(Buffer.concat(data).equals(m.data)).toBe(true);
+    // Read from its fragments, the batch's pages are those fragments.
+    const received = decode(fragments, BOUNDS);
+    expect(received.t === "pages" && chunksOf(received.data)).toEqual(data);
+    expect(plain(received)).toEqual(plain(m));
+    // The frame joined, and the same batch encoded by msgpackr alone, decode to the same message.
+    expect(plain(decode(joined, BOUNDS))).toEqual(plain(m));
+    expect(plain(decode(encode(m), BOUNDS))).toEqual(plain(m));
     release();
+  });
+
+  it("decode from any fragments as from the frame they join into, whatever their bytes", () => {
+    const frameOf = (data: number[], zeros: number[]) => Buffer.concat(framePool.encode(batchOf(data, zeros.filter((p) => !data.includes(p)))).fragments);
+    const pages = fc.uniqueArray(fc.integer({ min: 0, max: 4095 }), { maxLength: 40 });
+    // Changed bytes land mostly in the prefix and in the fields after the pages, where the reading differs.
+    const place = fc.oneof(fc.nat(2 * PAGES_DATA_OFFSET).map((at) => (f: Buffer) => at % f.length), fc.nat(300).map((back) => (f: Buffer) => Math.max(0, f.length - 1 - back)), fc.nat().map((at) => (f: Buffer) => at % f.length));
+    fc.assert(
+      fc.property(pages, pages, fc.array(fc.nat(), { maxLength: 12 }), fc.array(fc.tuple(place, fc.nat(255)), { maxLength: 3 }), (data, zeros, cuts, changes) => {
+        const frame = frameOf(data, zeros);
+        for (const [at, byte] of changes) frame[at(frame)] = byte;
+        // Fragments as the source sends them (re-split the same way) or cut anywhere, as an intermediary may.
+        const sent = framePool.encode(batchOf(data, zeros.filter((p) => !data.includes(p)))).fragments;
+        const bounds = [...new Set([0, ...cuts.map((c) => c % frame.length), frame.length])].sort((a, b) => a - b);
+        const anywhere = bounds.slice(1).map((end, i) => frame.subarray(bounds[i], end));
+        let at = 0;
+        const asSent = sent.map((f) => frame.subarray(at, (at += f.length)));
+        expect(outcome(asSent)).toEqual(outcome(frame));
+        expect(outcome(anywhere)).toEqual(outcome(frame));
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it("round-trip whatever the batch holds: full, zero pages only, up to the run limit", () => {
     fc.assert(
       fc.property(fc.uniqueArray(fc.integer({ min: 0, max: 4095 }), { maxLength: 256 }), fc.uniqueArray(fc.integer({ min: 0, max: 4095 }), { maxLength: 300 }), (data, zeros) => {
         const m = batchOf(data, zeros.filter((p) => !data.includes(p)));
-        const { frame, release } = framePool.encode(m);
-        expect(plain(decode(frame, BOUNDS))).toEqual(plain(m));
+        const { fragments, release } = framePool.encode(m);
+        expect(plain(decode(fragments, BOUNDS))).toEqual(plain(m));
         release();
       }),
       { numRuns: 200 },
@@ -235,9 +274,9 @@ describe("frames built in place", () => {
     for (let p = 1024; !b.full; p += 2) b.add(p, ZERO_PAGE, ZERO_PAGE_CRC, true);
     const m = b.take(0, 0);
     expect([m.runs.length, m.zeros.length]).toEqual([2 * 255, 2 * MAX_RUNS]);
-    const { frame, release } = framePool.encode(m);
-    expect(frame.length).toBeLessThan(MAX_PAYLOAD);
-    expect(plain(decode(frame, { pageCount: 1 << 20 }))).toEqual(plain(m));
+    const { fragments, bytes, release } = framePool.encode(m);
+    expect(bytes).toBeLessThan(MAX_PAYLOAD);
+    expect(plain(decode(fragments, { pageCount: 1 << 20 }))).toEqual(plain(m));
     release();
   });
 });

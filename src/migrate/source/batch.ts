@@ -4,8 +4,8 @@
 // the frame that will carry them (wire/frame-pool.ts).
 
 import { PAGE_SIZE } from "../../guest/page.js";
-import { PAGES_DATA_OFFSET, framePool } from "../wire/frame-pool.js";
-import { BATCH_DATA_BYTES, MAX_BATCH_PAGES, MAX_RUNS, batchChecksum, type Pages } from "../wire/protocol.js";
+import { framePool } from "../wire/frame-pool.js";
+import { BATCH_DATA_BYTES, MAX_BATCH_PAGES, MAX_RUNS, PAGES_DATA_OFFSET, batchChecksum, type Pages } from "../wire/protocol.js";
 
 const BATCH_DATA_PAGES = BATCH_DATA_BYTES / PAGE_SIZE;
 
@@ -57,11 +57,11 @@ export class BatchBuilder {
    * The batch of what was added, then empties the builder. Its data is the page bytes in place in
    * a pool buffer, which the channel encodes the frame around and hands back once it is written.
    */
-  take(round: number, seq: number): Pages {
+  take(round: number, seq: number): Pages & { data: Uint8Array } {
     const pairs = this.pairs;
     pairs.set(this.dataPairs.subarray(0, 2 * this.dataPages));
     pairs.set(this.zeroPairs.subarray(0, 2 * this.zeroPages), 2 * this.dataPages);
-    const message: Pages = {
+    const message: Pages & { data: Uint8Array } = {
       t: "pages",
       round,
       seq,

@@ -6,20 +6,24 @@
 // A `pages` frame is built in place: the batch builder copies each page from guest memory
 // straight to PAGES_DATA_OFFSET of a pool buffer, and encoding writes the rest of the frame
 // around those bytes — a map whose first fields are `t` and `data` (as bin 32), then the others
-// as msgpackr encodes them. The page bytes are copied once on their way to the socket.
-// docs/migration.md, "The wire".
+// as msgpackr encodes them. The page bytes are copied once on their way to the socket. Such a
+// frame goes as a fragmented WebSocket message: its prefix, its pages PAGES_FRAGMENT_BYTES at a
+// time, then the rest, so that the destination can take the pages from the buffers its socket
+// reads filled, where they arrived (page-bytes.ts). docs/migration.md, "The wire".
 
 import { Packr } from "msgpackr";
-import { BATCH_DATA_BYTES, MAX_RUNS, PACK_OPTIONS, type Message, type Pages } from "./protocol.js";
+import { BATCH_DATA_BYTES, MAX_RUNS, PACK_OPTIONS, PAGES_DATA_OFFSET, PAGES_PREFIX, type Message, type Pages } from "./protocol.js";
 
-/** A `pages` frame's first bytes: a map of its 7 fields, "t": "pages", then "data" as bin 32 (its length follows). */
-const PAGES_PREFIX = Buffer.from([0x87, 0xa1, ...Buffer.from("t"), 0xa5, ...Buffer.from("pages"), 0xa4, ...Buffer.from("data"), 0xc6]);
-/** Where the page bytes of a `pages` frame built in place start. */
-export const PAGES_DATA_OFFSET = PAGES_PREFIX.length + 4;
 /** The rest of a `pages` frame at most: `round`, `seq`, `crc`, and the two run lists (9 bytes a number at most). */
 const PAGES_TRAILER_BYTES = 64 + 2 * (5 + 2 * MAX_RUNS * 9);
 /** A full batch built in place fits, and so does any frame msgpackr encodes of a full batch. */
 const FRAME_BUFFER_BYTES = PAGES_DATA_OFFSET + BATCH_DATA_BYTES + PAGES_TRAILER_BYTES;
+/**
+ * Page bytes per WebSocket fragment of a `pages` frame: a whole number of pages, small beside the
+ * 64 KiB the receiver's socket reads return, so that most fragments lie within one read and ws
+ * hands them over as views of it rather than copies (a larger one always straddles two reads).
+ */
+export const PAGES_FRAGMENT_BYTES = 32 * 1024;
 /** Free buffers kept: more than the frames ever in flight at once (channel's high water and ack window). */
 const MAX_FREE_BUFFERS = 8;
 
@@ -39,16 +43,24 @@ export class FramePool {
     return buffer;
   }
 
-  /** The frame, and what hands its buffer back once the frame has been written. */
-  encode(message: Message): { frame: Uint8Array; release: () => void } {
-    if (message.t === "pages" && this.builtInPlace(message.data)) {
+  /**
+   * The frame as the WebSocket fragments to send it in (one, but for a `pages` frame built in
+   * place), its size, and what hands its buffer back once it has been written.
+   */
+  encode(message: Message): { fragments: Uint8Array[]; bytes: number; release: () => void } {
+    if (message.t === "pages" && message.data instanceof Uint8Array && this.builtInPlace(message.data)) {
       const buffer = Buffer.from(message.data.buffer, 0, FRAME_BUFFER_BYTES);
-      return { frame: this.finishPages(buffer, message), release: () => this.give(buffer) };
+      const frame = this.finishPages(buffer, message.data.length, message);
+      const fragments = [frame.subarray(0, PAGES_DATA_OFFSET)];
+      const dataEnd = PAGES_DATA_OFFSET + message.data.length;
+      for (let at = PAGES_DATA_OFFSET; at < dataEnd; at += PAGES_FRAGMENT_BYTES) fragments.push(frame.subarray(at, Math.min(dataEnd, at + PAGES_FRAGMENT_BYTES)));
+      fragments.push(frame.subarray(dataEnd));
+      return { fragments, bytes: frame.length, release: () => this.give(buffer) };
     }
     const buffer = this.take();
     this.packr.useBuffer(buffer);
     const frame = this.packr.pack(message);
-    return { frame, release: () => this.give(buffer) };
+    return { fragments: [frame], bytes: frame.length, release: () => this.give(buffer) };
   }
 
   /** Whether `data` sits where a batch builder puts page bytes in one of this pool's buffers. */
@@ -57,13 +69,13 @@ export class FramePool {
   }
 
   /** Writes the prefix before the page bytes and the other fields after them; returns the frame. */
-  private finishPages(buffer: Buffer, m: Pages): Buffer {
-    PAGES_PREFIX.copy(buffer, 0);
-    buffer.writeUInt32BE(m.data.length, PAGES_PREFIX.length);
+  private finishPages(buffer: Buffer, dataBytes: number, m: Pages): Buffer {
+    buffer.set(PAGES_PREFIX, 0);
+    buffer.writeUInt32BE(dataBytes, PAGES_PREFIX.length);
     const rest = this.trailer.pack({ round: m.round, seq: m.seq, runs: m.runs, zeros: m.zeros, crc: m.crc });
     // `rest` is a map of those 5 fields: its pairs follow the data, after its own map header.
     const pairs = rest.subarray(mapHeaderBytes(rest, 5));
-    const end = PAGES_DATA_OFFSET + m.data.length;
+    const end = PAGES_DATA_OFFSET + dataBytes;
     buffer.set(pairs, end);
     return buffer.subarray(0, end + pairs.length);
   }
