@@ -258,6 +258,19 @@ describe("frames built in place", () => {
     );
   });
 
+  it("leave msgpackr writing other messages elsewhere than into a pool buffer a batch fills next", () => {
+    const deltas: Message = { t: "deltas", round: 1, seq: 0, pages: [3], lengths: [4], data: new Uint8Array(4), crc: 0 };
+    const { release } = framePool.encode(deltas);
+    // Its buffer goes back to the pool, and the next batch's pages are copied into it.
+    release();
+    const b = new BatchBuilder();
+    const page = new Uint8Array(PAGE_SIZE).fill(0xab);
+    b.add(7, page, pageChecksum(page), false);
+    for (let seq = 0; seq < 100; seq++) encode({ t: "ack", seq });
+    const m = b.take(0, 1);
+    expect(Buffer.from(m.data).equals(Buffer.from(page))).toBe(true);
+  });
+
   it("round-trip whatever the batch holds: full, zero pages only, up to the run limit", () => {
     fc.assert(
       fc.property(fc.uniqueArray(fc.integer({ min: 0, max: 4095 }), { maxLength: 256 }), fc.uniqueArray(fc.integer({ min: 0, max: 4095 }), { maxLength: 300 }), (data, zeros) => {

@@ -24,6 +24,8 @@ const FRAME_BUFFER_BYTES = PAGES_DATA_OFFSET + BATCH_DATA_BYTES + PAGES_TRAILER_
  * hands them over as views of it rather than copies (a larger one always straddles two reads).
  */
 export const PAGES_FRAGMENT_BYTES = 32 * 1024;
+/** The buffer msgpackr's packers go on with once a frame was packed into a pool buffer (it grows its own as needed). */
+const MSGPACKR_BUFFER_BYTES = 64 * 1024;
 /** Free buffers kept: more than the frames ever in flight at once (channel's high water and ack window). */
 const MAX_FREE_BUFFERS = 8;
 
@@ -60,6 +62,9 @@ export class FramePool {
     const buffer = this.take();
     this.packr.useBuffer(buffer);
     const frame = this.packr.pack(message);
+    // msgpackr's packers all write into one buffer of its module: point it at one of its own
+    // again, or the next message packed anywhere would be written into this pool buffer.
+    this.packr.useBuffer(Buffer.allocUnsafeSlow(MSGPACKR_BUFFER_BYTES));
     return { fragments: [frame], bytes: frame.length, release: () => this.give(buffer) };
   }
 
