@@ -1,7 +1,8 @@
 // The benchmark's destination process: a migration listener and, beside it, a plain WebSocket
 // sink that counts what it receives, so raw ws throughput is measured between the very same
 // two processes as the migration. It prints one JSON line with both addresses, then events.
-// `--prealloc BYTES` gives the listener that much preallocated guest memory (listen --prealloc).
+// `--prealloc BYTES` gives the listener that much preallocated guest memory (listen --prealloc);
+// `--footprint` adds the peak resident set to each event (B10).
 
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
@@ -26,10 +27,14 @@ const cpuMs = (): { user: number; system: number } => {
 };
 const preallocAt = process.argv.indexOf("--prealloc");
 const preallocBytes = preallocAt > 0 ? Number(process.argv[preallocAt + 1]) : undefined;
-// Each event also carries the peak resident set since the migration's connection (the raw sink's phase before it left out), and what memory is made of then.
+// With --footprint each event also carries the peak resident set since the migration's connection
+// (the raw sink's phase before it left out) and what memory is made of then. Reading them costs
+// reads of /proc at each event, in a downtime too (`ready`, `resumed`), so only the benchmarks
+// that need them ask for them.
+const footprint = process.argv.includes("--footprint");
 const onEvent = (e: { event: string }): void => {
-  if (e.event === "session") resetPeakRss();
-  say({ ...e, cpuMs: cpuMs(), peakRssBytes: peakRssBytes(), memory: memoryMakeup() });
+  if (footprint && e.event === "session") resetPeakRss();
+  say({ ...e, cpuMs: cpuMs(), ...(footprint && { peakRssBytes: peakRssBytes(), memory: memoryMakeup() }) });
 };
 // BLMV_BENCH_HOST: the address to listen on (a network namespace's), 127.0.0.1 by default.
 const host = process.env.BLMV_BENCH_HOST ?? "127.0.0.1";

@@ -8,7 +8,7 @@
 // export's nor the import's exceptions name.
 
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { describe, it } from "vitest";
 import { Machine, type MachineOptions } from "../src/core/machine.js";
 import { NOT_CARRIED, exportKvmState } from "../src/interchange/kvm/from-capture.js";
 import {
@@ -23,6 +23,7 @@ import { picScenario } from "./arbitraries/pic.js";
 import { pitScenario } from "./arbitraries/pit.js";
 import { applySmpStep, prepareSmp, smpProgram } from "./arbitraries/smp.js";
 import { applyStep, type Step } from "./arbitraries/steps.js";
+import { expectEqual, expectIsNot, expectMatch, expectNoMatch } from "./expect-same.js";
 
 const RUNS = Number(process.env.KVM_RUNS ?? (process.env.DEEP ? 20_000 : 700));
 const SMP_RUNS = Math.ceil(RUNS / 2);
@@ -94,10 +95,10 @@ function roundTrip(m: Machine): string[] {
     const exceptions = [...lost, ...imported];
     const own = exceptions.some((e) => e.kind === "unreachable") ? ownExceptions(record, m.policy) : new Set<string>();
     for (const e of exceptions) {
-      expect(e.reason, e.field).not.toBe(NOT_CARRIED);
-      if (!(e.kind === "unreachable" && own.has(e.field))) expect(e.field, `${e.kind}: ${e.reason}`).toMatch(ALLOWED[e.kind]);
+      expectIsNot(e.reason, NOT_CARRIED, e.field);
+      if (!(e.kind === "unreachable" && own.has(e.field))) expectMatch(e.field, ALLOWED[e.kind], () => `${e.kind}: ${e.reason}`);
       // KVM's PIT formula is QEMU's: on a QEMU-mode board the structs carry the counter exactly.
-      if (record.config.compatQemu && e.kind === "lost") expect(e.field, e.reason).not.toMatch(/^pit\.channels\./);
+      if (record.config.compatQemu && e.kind === "lost") expectNoMatch(e.field, /^pit\.channels\./, e.reason);
     }
     return unexplained(record, machine.capture(), exceptions);
   } finally {
@@ -129,7 +130,7 @@ describe("KVM structs: capture → structs → rebuild through the interface →
         const m = Machine.create(options);
         try {
           for (const s of interleave(programs, order)) applyStep(m, s);
-          expect(roundTrip(m)).toEqual([]);
+          expectEqual(roundTrip(m), []);
         } finally {
           m.release();
         }
@@ -146,7 +147,7 @@ describe("KVM structs: capture → structs → rebuild through the interface →
         try {
           prepareSmp(m);
           for (const s of program) applySmpStep(m, s);
-          expect(roundTrip(m)).toEqual([]);
+          expectEqual(roundTrip(m), []);
         } finally {
           m.release();
         }

@@ -9,6 +9,7 @@ import {
   decodePitState2, decodeSregs, decodeVcpuEvents, encodeIoapicState, encodeLapicState, encodeMsrs, encodePicState,
   encodePitState2, encodeSregs, encodeVcpuEvents, redirectionFields,
 } from "../src/interchange/kvm/layout.js";
+import { expectEqual } from "./expect-same.js";
 
 const offsetOf = (layout: StructLayout, name: string): number => {
   const f = layout.fields.find((x) => x.name === name);
@@ -94,14 +95,14 @@ describe("KVM uapi struct layouts", () => {
       fc.property(fc.uint8Array({ minLength: 1024, maxLength: 1024 }), (page) => {
         const lapic = decodeLapicState(page);
         const again = encodeLapicState(lapic);
-        for (const f of KVM_LAPIC_STATE.fields) expect(again.subarray(f.offset, f.offset + 4)).toEqual(page.subarray(f.offset, f.offset + 4));
+        for (const f of KVM_LAPIC_STATE.fields) expectEqual(again.subarray(f.offset, f.offset + 4), page.subarray(f.offset, f.offset + 4), f.name);
       }),
       { numRuns: 200 },
     );
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 216, maxLength: 216 }), (bytes) => {
         bytes.fill(0, 20, 24); // the pad word is not carried
-        expect(encodeIoapicState(decodeIoapicState(bytes))).toEqual(bytes);
+        expectEqual(encodeIoapicState(decodeIoapicState(bytes)), bytes);
       }),
       { numRuns: 200 },
     );

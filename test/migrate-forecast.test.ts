@@ -82,12 +82,25 @@ describe("a-priori model", () => {
 
   it("at exactly the link's rate, converges only through the working set's saturation: slowly, or not before the round cap", () => {
     // Vₙ₊₁ = ws·(1 − e^(−Vₙ/ws)) shrinks by about Vₙ²/2ws a round: under 30 MiB (300 ms at 100 MiB/s) from 64 MiB in two rounds…
-    const fast = forecast(input({ dirty: 100 * MiB, ws: 64 * MiB, stop: { autoConverge: false } }));
+    const fast = forecast(input({ dirty: 100 * MiB, ws: 64 * MiB, cost: { fixedDowntimeMs: 0 }, stop: { autoConverge: false } }));
     expect(fast.stopReason).toBe("downtime");
     expect(fast.rounds).toHaveLength(2);
     // …but not to 3 MiB (300 ms at 10 MiB/s) within 30 rounds.
     const slow = forecast(input({ dirty: 10 * MiB, ws: 64 * MiB, link: 10 * MiB }));
     expect(slow.convergesUnthrottled).toBe(false);
+  });
+
+  it("counts the pause's fixed part in the stop rule, as the source does", () => {
+    // The second round leaves a little under 30 MiB: 300 ms of pages fit the limit alone, not beside 10 ms more.
+    const bare = forecast(input({ dirty: 100 * MiB, ws: 64 * MiB, cost: { fixedDowntimeMs: 0 }, stop: { autoConverge: false } }));
+    const fixed = forecast(input({ dirty: 100 * MiB, ws: 64 * MiB, cost: { fixedDowntimeMs: 10 }, stop: { autoConverge: false } }));
+    const left = bare.rounds[1].dirtiedPages * PAGE;
+    expect(left / (100 * MiB)).toBeGreaterThan(0.29);
+    expect(left / (100 * MiB)).toBeLessThanOrEqual(0.3);
+    expect(bare.rounds).toHaveLength(2);
+    expect(fixed.rounds.length).toBeGreaterThan(2);
+    expect(fixed.stopReason).toBe("downtime");
+    expect(fixed.downtimeMs).toBeLessThanOrEqual(300);
   });
 
   it("converges without a throttle when the whole working set fits the downtime limit, whatever the rate", () => {

@@ -11,7 +11,7 @@ import { proof } from "../src/migrate/transport/auth.js";
 import { BatchBuilder } from "../src/migrate/source/batch.js";
 import { bootGuest, type GuestRunSpec } from "../src/migrate/run/guest-run.js";
 import { cpusToRecord } from "../src/guest/cpu.js";
-import { PROTOCOL_MAGIC, PROTOCOL_VERSION, encode, encodeRecord, machineSpecOf, stateDigest, type Message } from "../src/migrate/wire/protocol.js";
+import { PROTOCOL_MAGIC, PROTOCOL_VERSION, encode, encodeRecord, machineSpecOf, stateDigest, type Message, type State } from "../src/migrate/wire/protocol.js";
 
 /** Pages per `pages` frame here, so that a small guest still takes several frames. */
 const PAGES_PER_BATCH = 64;
@@ -55,15 +55,13 @@ export function validStream(spec: GuestRunSpec, atNs: number, token: string): St
   const cpuRecord = cpusToRecord(cpus) as unknown as Record<string, unknown>;
   const deviceRecord = guest.machine.capture() as unknown as Record<string, unknown>;
   const memoryDigest = checksums.digest();
-  const state = withRecords(memoryDigest, seq, cpuRecord, deviceRecord);
+  const state = withRecords(memoryDigest, seq, encodeRecord(cpuRecord), encodeRecord(deviceRecord));
   messages.push(state);
   return { token, messages, digest: Buffer.from(state.digest), cpuRecord, deviceRecord, memoryDigest, pageCount: memory.pageCount };
 }
 
-/** A `state` message for these records, with the digest a source would compute for them. */
-export function withRecords(memoryDigest: string, batches: number, cpuRecord: unknown, deviceRecord: unknown): Extract<Message, { t: "state" }> {
-  const cpu = encodeRecord(cpuRecord);
-  const devices = encodeRecord(deviceRecord);
+/** A `state` message carrying these encoded records (encodeRecord), with the digest a source would compute for them. */
+export function withRecords(memoryDigest: string, batches: number, cpu: Uint8Array, devices: Uint8Array): State {
   return { t: "state", batches, cpu, devices, digest: stateDigest(memoryDigest, cpu, devices) };
 }
 

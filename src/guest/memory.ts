@@ -339,6 +339,15 @@ export class GuestMemory {
     return (this.touched[p >>> 5] & (1 << (p & 31))) !== 0;
   }
 
+  /**
+   * Allocates (or takes from the pool) the slab that holds page p now, ahead of its first write:
+   * an allocation this large sets off a garbage collection, which then runs at a time the caller chose.
+   */
+  reserveSlab(p: number): void {
+    this.checkPage(p);
+    this.slabFor(p);
+  }
+
   private slabFor(p: number): Uint32Array {
     const s = p >>> SLAB_PAGE_SHIFT;
     let slab = this.slabs[s];

@@ -111,17 +111,37 @@ export function machineFromKvm(s: KvmState, options: { policy?: Policy; timerPha
   return { machine, exceptions };
 }
 
-/** The leaves of a record by path ("pit.channels.0.count"). */
-function leaves(value: unknown, path: string, out: Map<string, unknown>): Map<string, unknown> {
-  if (value !== null && typeof value === "object") for (const [k, v] of Object.entries(value)) leaves(v, path ? `${path}.${k}` : k, out);
-  else out.set(path, value);
+export interface FieldDifference {
+  /** The field's path in the record ("pit.channels.0.count"). */
+  field: string;
+  before: string;
+  after: string;
+}
+
+/**
+ * The fields (leaves) of record `before` whose value `after` does not have at the same path;
+ * where `after` has no such field, or an object there, its value is undefined. Both records are
+ * walked side by side; a path is spelled out only for a field that differs.
+ */
+export function differences(before: unknown, after: unknown): FieldDifference[] {
+  const out: FieldDifference[] = [];
+  compareFields(before, after, [], out);
   return out;
 }
 
-/** The fields of record `before` whose value `after` does not have. */
-export function differences(before: unknown, after: unknown): { field: string; before: string; after: string }[] {
-  const a = leaves(after, "", new Map());
-  return [...leaves(before, "", new Map())].filter(([path, v]) => a.get(path) !== v).map(([field, v]) => ({ field, before: String(v), after: String(a.get(field)) }));
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object";
+
+function compareFields(before: unknown, after: unknown, path: string[], out: FieldDifference[]): void {
+  if (isObject(before)) {
+    for (const [k, v] of Object.entries(before)) {
+      path.push(k);
+      compareFields(v, isObject(after) && Object.prototype.propertyIsEnumerable.call(after, k) ? after[k] : undefined, path, out);
+      path.pop();
+    }
+    return;
+  }
+  const other = isObject(after) ? undefined : after;
+  if (other !== before) out.push({ field: path.join("."), before: String(before), after: String(other) });
 }
 
 // ---- PIC ------------------------------------------------------------------------------------

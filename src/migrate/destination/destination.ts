@@ -225,6 +225,9 @@ export class DestinationSession {
     const memory = new DemandMemory(c.memoryBytes, this.options.memoryPool);
     this.staging = { memory, checksums: new PageChecksums(memory.pageCount), pairs: new Uint32Array(2 * MAX_BATCH_PAGES) };
     this.config = c;
+    // Every guest's first batch writes its first slab (the boot data page): allocated now, the
+    // collection its size sets off runs before the first pages instead of in a downtime soon after.
+    memory.reserveSlab(0);
     this.send({ t: "prepared" });
     this.expecting = "pages";
   }

@@ -9,7 +9,7 @@
 import { createServer, type Server } from "node:https";
 import { isIP, type AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
-import { prepareRebuild } from "./rebuild.js";
+import { LISTENER_REHEARSALS, prepareRebuild } from "./rebuild.js";
 import { SlabPool } from "../../guest/memory.js";
 import { Admission, DEFAULT_LIMITS, type AdmissionLimits } from "./admission.js";
 import { DestinationSession, type DestinationOptions } from "./destination.js";
@@ -71,7 +71,7 @@ export interface Listener {
 
 export async function listen(options: ListenOptions): Promise<Listener> {
   // Prepared now, the core and the rebuild are ready when a migration's downtime starts.
-  prepareRebuild();
+  prepareRebuild(LISTENER_REHEARSALS);
   // Faulted in now, before any source connects: a migration then stores its pages without page faults.
   const memoryPool = options.preallocBytes ? new SlabPool(options.preallocBytes) : undefined;
   const sessionOptions = { ...options, memoryPool };

@@ -3,7 +3,7 @@
 // cost calibrated on other runs. docs/migration.md ("The a-priori model") states every term.
 
 import type { DirtyPattern } from "../../guest/config.js";
-import { StopConditions, type StopLimits, type StopReason } from "../source/stop-conditions.js";
+import { StopConditions, expectedDowntimeMs, type StopLimits, type StopReason } from "../source/stop-conditions.js";
 import { needsThrottle, raisedThrottle } from "../source/throttle.js";
 
 export interface ForecastInput {
@@ -90,7 +90,8 @@ export function tcpPayloadBytesPerSecond(bitsPerSecond: number, mtu = 1500): num
  * Plays the source's rules (source/source.ts, source/stop-conditions.ts) forward on the
  * expected figures: round 0 sends every page with data and elides the zero ones; each later
  * round sends what the guest dirtied during the one before; the source estimates the downtime
- * from the bandwidth it has seen so far, stops once that fits the limit or at the round cap,
+ * from the bandwidth it has seen so far and the pause's fixed part (here F_d, fixedDowntimeMs),
+ * stops once that fits the limit or at the round cap,
  * and raises the throttle after a round that left more than half its own volume dirty.
  */
 export function forecast(input: ForecastInput): Forecast {
@@ -118,9 +119,9 @@ export function forecast(input: ForecastInput): Forecast {
     rounds.push({ pages, durationMs, dirtiedPages, throttle });
     wireBytes += pages * bytesPerPage;
     elapsedMs += durationMs;
-    // The source's estimate: what is left, over the memory bytes per second of the rounds so far.
-    const expectedDowntimeMs = wireBytes > 0 ? (dirtiedPages * pageSize * elapsedMs) / wireBytes : 0;
-    stopReason = rules.check({ rounds: rounds.length, expectedDowntimeMs, sentBytes: wireBytes, dirtyPages: dirtiedPages });
+    // The source's estimate: what is left, over the memory bytes per second of the rounds so far, and the pause's fixed part.
+    const expected = wireBytes > 0 ? expectedDowntimeMs(dirtiedPages * pageSize, (wireBytes * 1000) / elapsedMs, cost.fixedDowntimeMs) : cost.fixedDowntimeMs;
+    stopReason = rules.check({ rounds: rounds.length, expectedDowntimeMs: expected, sentBytes: wireBytes, dirtyPages: dirtiedPages });
     if (stopReason === undefined && stop.autoConverge && needsThrottle(dirtiedPages, pages)) {
       const raised = raisedThrottle(throttle);
       if (raised !== throttle) throttleSteps++;

@@ -35,7 +35,7 @@ export interface PostcopyHost {
   readonly batchEmpty: boolean;
   /** Names the protocol step under way (a failure reports it). */
   enter(step: string): void;
-  pause(dirty: Uint32Array | undefined): void;
+  pause(): Uint32Array | undefined;
   capture(): CapturedState;
   /** Sends the state with the bitmap of the pages still to come; returns when it is on the wire. */
   sendHandoff(missing: Uint8Array, state: CapturedState, digest: Buffer): Promise<void>;
@@ -55,10 +55,10 @@ export interface PostcopyHost {
   finish(memoryDigest: string, stats: PostcopyStats): void;
 }
 
-export async function postcopy(s: PostcopyHost, dirty: Uint32Array | undefined): Promise<void> {
+export async function postcopy(s: PostcopyHost): Promise<void> {
   const { channel, pageCount } = s;
   s.enter("handoff");
-  s.pause(dirty);
+  const dirty = s.pause();
   const state = s.capture();
   const pending = dirty ?? allPages(pageCount);
   const missing = new Uint8Array(pending.buffer, pending.byteOffset, Math.ceil(pageCount / 8)).slice();

@@ -28,7 +28,7 @@ import { PAGE_SIZE, ZERO_PAGE } from "../../guest/page.js";
 import { BatchBuilder } from "./batch.js";
 import { needsThrottle, raisedThrottle } from "./throttle.js";
 import { DEFAULT_PREPAGE_PAGES, postcopy, type PostcopyHost } from "./postcopy.js";
-import type { StopConditions } from "./stop-conditions.js";
+import { expectedDowntimeMs, type StopConditions } from "./stop-conditions.js";
 import { negotiate, roundCap, stopConditions, type TechniqueOptions } from "./techniques.js";
 import type { XbzrleEncoder } from "../wire/xbzrle.js";
 import { Channel } from "../transport/channel.js";
@@ -42,10 +42,15 @@ import { newReport, summarize, type MigrationReport, type PostcopyStats, type Ro
 import { countPages } from "../wire/decode.js";
 import { MAX_ROUNDS, encodeRecord, machineSpecOf, stateDigest, type CapturedState, type Config } from "../wire/protocol.js";
 import { saveSnapshot } from "../run/snapshot.js";
+import { prepareRebuild } from "../destination/rebuild.js";
 
 export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
 export const DEFAULT_MAX_ROUNDS = 30;
 export const DEFAULT_TIMEOUT_MS = 10_000;
+/** Rounds of the pause's work the first migration of a process rehearses (destination/rebuild.ts). */
+const SOURCE_REHEARSALS = 2;
+/** The pause's work on both sides as this process's rehearsal timed it; undefined before its first migration. */
+let rehearsedPauseMs: number | undefined;
 
 export interface SourceOptions extends TechniqueOptions {
   /** ws://host:port or wss://host:port of a listening destination. */
@@ -115,6 +120,8 @@ class SourceSession implements PostcopyHost, ControlTarget {
   private memoryMs = 0;
   private roundStart?: number;
   private expectedDowntimeMs = Infinity;
+  /** The config → prepared exchange. */
+  private configRttMs = 0;
   private readonly stop: StopConditions;
   /** What a snapshot of the paused guest needs, as the destination got it; the timer phase measured at the commit. */
   private config?: Config;
@@ -147,14 +154,10 @@ class SourceSession implements PostcopyHost, ControlTarget {
       }
       await this.setup();
       this.report.setupMs = performance.now() - start;
-      const technique = this.report.technique;
-      if (technique === "stop-and-copy") {
-        await this.stopAndCopy(undefined);
-      } else {
-        const dirty = technique === "postcopy" ? undefined : await this.precopy();
-        if (this.report.technique === "precopy") await this.stopAndCopy(dirty!);
-        else await postcopy(this, dirty);
-      }
+      if (this.report.technique === "precopy" || this.report.technique === "hybrid") await this.precopy();
+      // Pre-copy turns hybrid when the user switches to post-copy while it runs.
+      if (this.report.technique === "postcopy" || this.report.technique === "hybrid") await postcopy(this);
+      else await this.stopAndCopy();
       this.report.status = "completed";
       this.report.totalMs = performance.now() - start;
       if (this.options.awaitFinish) await this.awaitFinish();
@@ -178,8 +181,10 @@ class SourceSession implements PostcopyHost, ControlTarget {
   // ---- steps ----------------------------------------------------------------------------------
 
   private async setup(): Promise<void> {
-    // Capture and the exit report then run warm inside the downtime.
-    Machine.prepare();
+    // The first migration of a process rehearses the pause's work, whose code then runs warm in
+    // every downtime, and times it; later ones only get the core ready for capture and the exit report.
+    if (rehearsedPauseMs === undefined) rehearsedPauseMs = prepareRebuild(SOURCE_REHEARSALS);
+    else Machine.prepare();
     this.progress("setup", 0, 0);
     const channel = (this.openChannel = openChannel(this.connectOptions()));
     if (this.cancelRequested) channel.cancel();
@@ -209,41 +214,42 @@ class SourceSession implements PostcopyHost, ControlTarget {
       workload: this.options.workload,
       endNs: this.live.endNs,
     };
+    const configSent = performance.now();
     await channel.send(this.config);
     this.step = "prepared";
     await channel.expect("prepared");
+    this.configRttMs = performance.now() - configSent;
   }
 
-  /** Pre-copy rounds; returns the dirty pages left when it is time to stop. */
-  private async precopy(): Promise<Uint32Array> {
+  /** Pre-copy rounds, until a stop rule holds; the pages they leave dirty stay in the dirty log. */
+  private async precopy(): Promise<void> {
     const memory = this.live.guest.memory;
     memory.startDirtyLog();
     let pages: Uint32Array | undefined;
     for (let round = 0; ; round++) {
       this.step = `pre-copy round ${round}`;
       const stat = await this.sendRound(round, pages, false);
-      const dirty = memory.harvestDirty();
-      stat.dirtiedPages = countBits(dirty);
+      stat.dirtiedPages = memory.dirtyPageCount();
       const remaining = stat.dirtiedPages * PAGE_SIZE;
-      this.expectedDowntimeMs = (remaining / this.bandwidth()) * 1000;
+      this.expectedDowntimeMs = expectedDowntimeMs(remaining, this.bandwidth(), this.fixedDowntimeMs());
       stat.expectedDowntimeMs = this.expectedDowntimeMs;
       this.report.rounds = round + 1;
       this.progress("pre-copy", round, remaining);
       const reason = this.stop.check({ rounds: round + 1, expectedDowntimeMs: this.expectedDowntimeMs, sentBytes: this.report.bytes.memory, dirtyPages: stat.dirtiedPages });
       if (reason) {
         this.report.stopReason = reason;
-        return dirty;
+        return;
       }
       if (this.postcopyRequested) {
         // The user switched to post-copy: what the rounds so far left goes after the handoff.
         this.report.stopReason = "postcopy-requested";
         this.report.technique = "hybrid";
         this.maxRounds = round + 1;
-        return dirty;
+        return;
       }
       // Auto-converge: the guest dirtied more than half of what the round could carry.
       if (this.options.autoConverge !== false && needsThrottle(stat.dirtiedPages, stat.pages)) this.raiseThrottle();
-      pages = dirty;
+      pages = memory.harvestDirty();
     }
   }
 
@@ -305,14 +311,16 @@ class SourceSession implements PostcopyHost, ControlTarget {
     this.step = step;
   }
 
-  /** Pauses the guest; `dirty` (when given) gains the pages written since the last harvest. */
-  pause(dirty: Uint32Array | undefined): void {
+  /**
+   * Pauses the guest; returns the pages written since the pre-copy rounds' last harvest, or
+   * undefined when no round ran (all memory goes).
+   */
+  pause(): Uint32Array | undefined {
     this.pausedAt = performance.now();
     this.live.pause();
-    // Pages written since the last harvest: none unless the guest ran after it.
-    const late = this.live.guest.memory.harvestDirty();
-    if (dirty) for (let i = 0; i < dirty.length; i++) dirty[i] |= late[i];
     this.report.expectedDowntimeMs = this.expectedDowntimeMs;
+    const memory = this.live.guest.memory;
+    return memory.dirtyLogging ? memory.harvestDirty() : undefined;
   }
 
   /** The paused guest's CPU and device records. */
@@ -389,10 +397,10 @@ class SourceSession implements PostcopyHost, ControlTarget {
     this.report.exits = { total: exits.total, byReason: exits.byReason, byCpu: exits.byCpu };
   }
 
-  /** Pauses and sends the last dirty pages (all memory when `dirty` is undefined: non-live migration) with the state. */
-  private async stopAndCopy(dirty: Uint32Array | undefined): Promise<void> {
+  /** Pauses and sends the last dirty pages (all memory when no round ran: non-live migration) with the state. */
+  private async stopAndCopy(): Promise<void> {
     this.step = "stop-and-copy";
-    this.pause(dirty);
+    const dirty = this.pause();
     const stat = await this.sendRound(this.report.rounds, dirty, true);
     this.step = "state";
     const { cpu, devices } = this.capture();
@@ -514,6 +522,16 @@ class SourceSession implements PostcopyHost, ControlTarget {
     const ms = this.memoryMs + (this.roundStart === undefined ? 0 : performance.now() - this.roundStart);
     const bytes = this.openChannel?.window?.ackedBytes ?? this.report.bytes.memory;
     return ms > 0 ? (bytes * 1000) / ms : Infinity;
+  }
+
+  /**
+   * The pause's part that moves no pages: two exchanges (state → ready, commit → resumed), each
+   * as long as the shortest exchange seen — config → prepared, or a batch and its
+   * acknowledgement — and the work of a capture here and a rebuild there, as rehearsed.
+   */
+  private fixedDowntimeMs(): number {
+    const exchangeMs = Math.min(this.configRttMs, this.openChannel?.window?.minRttMs ?? Infinity);
+    return 2 * exchangeMs + (rehearsedPauseMs ?? 0);
   }
 
   private raiseThrottle(): void {

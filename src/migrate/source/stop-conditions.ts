@@ -24,6 +24,14 @@ export interface RoundEnd {
   dirtyPages: number;
 }
 
+/**
+ * The downtime a pause now would take: the pages left at the bandwidth seen so far, plus the
+ * pause's fixed part (capture, state, commit and resumed), which moves no pages.
+ */
+export function expectedDowntimeMs(remainingBytes: number, bytesPerSec: number, fixedMs: number): number {
+  return fixedMs + (remainingBytes / bytesPerSec) * 1000;
+}
+
 export class StopConditions {
   constructor(readonly limits: StopLimits) {
     if (!Number.isInteger(limits.maxRounds) || limits.maxRounds < 1) throw new RangeError(`the round cap must be a positive integer, got ${limits.maxRounds}`);
