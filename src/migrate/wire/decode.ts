@@ -11,8 +11,8 @@ import { DEFAULT_CONFIG, MAX_CPUS, POLICIES, type Policy } from "../../core/mach
 import { PAGE_SIZE } from "../../guest/page.js";
 import { PageFragments, type PageBytes } from "./page-bytes.js";
 import {
-  DIGEST_BYTES, MAX_BATCH_PAGES, PAGES_DATA_OFFSET, PAGES_PREFIX, MAX_DELTA_BYTES, MAX_DELTA_PAGES, MAX_PAYLOAD, MAX_RECORD_BYTES, MAX_ROUNDS, MAX_RUNS,
-  PACK_OPTIONS, PROTOCOL_MAGIC, ProtocolError,
+  DIGEST_BYTES, MAX_BATCH_PAGES, MAX_DELTA_BYTES, MAX_DELTA_PAGES, MAX_PAYLOAD, MAX_RECORD_BYTES, MAX_ROUNDS, MAX_RUNS,
+  PACK_OPTIONS, PAGES_DATA_OFFSET, PAGES_PREFIX, PROTOCOL_MAGIC, ProtocolError,
   type ErrorCode, type MachineSpec, type MemoryBounds, type Message, type MessageType, type SessionFate,
 } from "./protocol.js";
 
@@ -30,17 +30,16 @@ export function decode(frame: Uint8Array | readonly Uint8Array[], bounds?: Memor
     return (frame.length > 1 && fragmentedPages(frame, bounds)) || decode(frame.length === 1 ? frame[0] : Buffer.concat(frame, bytes), bounds);
   }
   if (frame.length > MAX_PAYLOAD) throw new ProtocolError("bad-message", `frame of ${frame.length} bytes exceeds ${MAX_PAYLOAD}`);
-  return validate(unpack(frame, "frame"), bounds);
-}
-
-function unpack(bytes: Uint8Array, what: string): unknown {
+  let value: unknown;
   try {
-    return unpackr.unpack(bytes);
+    value = unpackr.unpack(frame);
   } catch (e) {
-    throw new ProtocolError("bad-message", `${what} does not decode: ${(e as Error).message}`);
+    throw new ProtocolError("bad-message", `frame does not decode: ${(e as Error).message}`);
   }
+  return validate(value, bounds);
 }
 
+/** A decoded frame checked to be a message of a known type with exactly its fields, each valid. */
 function validate(value: unknown, bounds?: MemoryBounds): Message {
   const o = object(value, "message");
   const t = o.t;
@@ -73,7 +72,7 @@ function fragmentedPages(fragments: readonly Uint8Array[], bounds?: MemoryBounds
   } catch {
     return undefined;
   }
-  if (Object.keys(fields).length !== 5 || "t" in fields || "data" in fields) return undefined;
+  if (Object.keys(fields).length !== 5 || Object.hasOwn(fields, "t") || Object.hasOwn(fields, "data")) return undefined;
   return validate({ t: "pages", data: new PageFragments(fragments.slice(1, k), dataBytes), ...fields }, bounds);
 }
 

@@ -9,7 +9,7 @@
 // as msgpackr encodes them. The page bytes are copied once on their way to the socket. Such a
 // frame goes as a fragmented WebSocket message: its prefix, its pages PAGES_FRAGMENT_BYTES at a
 // time, then the rest, so that the destination can take the pages from the buffers its socket
-// reads filled, where they arrived (page-bytes.ts). docs/migration.md, "The wire".
+// reads filled, where they arrived (page-bytes.ts). docs/migration.md, "The link".
 
 import { Packr } from "msgpackr";
 import { BATCH_DATA_BYTES, MAX_RUNS, PACK_OPTIONS, PAGES_DATA_OFFSET, PAGES_PREFIX, type Message, type Pages } from "./protocol.js";

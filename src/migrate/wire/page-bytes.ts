@@ -1,6 +1,6 @@
 // The page bytes of a `pages` batch as the destination received them: in one buffer, or in the
 // WebSocket fragments the source sent them in (each a whole number of pages), viewed where they
-// arrived instead of joined into one buffer first. docs/migration.md, "The wire".
+// arrived instead of joined into one buffer first. docs/migration.md, "The link".
 
 import type { GuestMemory } from "../../guest/memory.js";
 import { PAGE_SIZE } from "../../guest/page.js";
