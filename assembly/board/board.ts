@@ -22,7 +22,7 @@ const MSR_TSC: u32 = 0x10;
 const MSR_APIC_BASE: u32 = 0x1b;
 const MSR_TSC_DEADLINE: u32 = 0x6e0;
 
-/** Messages from the I/O APIC and IPIs reach the local APICs through the board. */
+/** Messages from the I/O APIC reach the local APICs through the board. */
 class ApicBusRouter extends ApicMessageSink {
   private fromBus: ApicMessage = new ApicMessage();
   constructor(private board: Board) {
@@ -39,9 +39,6 @@ class ApicBusRouter extends ApicMessageSink {
     m.vector = vector;
     m.level = level;
     return this.board.routeMessage(m);
-  }
-  route(message: ApicMessage): bool {
-    return this.board.routeMessage(message);
   }
 }
 
@@ -75,8 +72,8 @@ export class Board {
    */
   lapics: Array<LocalApic> = new Array<LocalApic>();
   private router!: ApicBusRouter;
-  /** The current CPU's local APIC: the one its accesses and acknowledges reach. */
-  lapic!: LocalApic;
+  /** The current CPU's local APIC: the one its accesses and acknowledges reach (CPU 0's to begin with). */
+  lapic: LocalApic = new LocalApic();
   /** The CPU whose accesses and acknowledges the board is performing. */
   cpu: i32 = 0;
   /** Whether the current CPU runs (is not waiting for a start-up IPI). */
@@ -98,12 +95,16 @@ export class Board {
   private pitRouted: bool = true;
   private intr: bool = false;
   /**
-   * The earliest timer event, remembered so that advancing the clock between accesses costs a
-   * compare. Forgotten by every operation that can move a timer: PIT writes other than latch
-   * commands, local APIC MMIO and MSR writes, acknowledges and deliveries that change that
-   * APIC's next timer event, line changes, reset. Port reads, PIC and I/O APIC writes, MMIO
-   * reads and PIC acknowledges cannot. The PIT's next event is remembered on its own, so that
-   * an operation moving only a local APIC timer does not make the next advance work it out again.
+   * A time no later than the earliest timer event, remembered so that advancing the clock
+   * between accesses costs a compare: an advance short of it fires nothing; one that reaches it
+   * works the timers out again (firing what is due) and remembers the next event exactly.
+   * Forgotten by every operation that can move the PIT or every timer at once: PIT writes other
+   * than latch commands, line changes, IA32_APIC_BASE writes, reset. An operation on one local
+   * APIC (an MMIO or MSR write, an acknowledge, a LINT0 change) lowers it to that APIC's next
+   * timer event if that is earlier; an event moved later leaves it early, which costs one look
+   * at the timers when the clock gets there. Port reads, PIC and I/O APIC writes, MMIO reads,
+   * PIC acknowledges and message deliveries move no timer. The PIT's next event is remembered on
+   * its own, so that looking at the timers again does not work it out again.
    */
   private nextEvent: i64 = NEVER;
   private nextEventKnown: bool = false;
@@ -113,17 +114,17 @@ export class Board {
   constructor() {
     this.router = new ApicBusRouter(this);
     this.ioapic.sink = this.router;
-    this.addLapics(1);
-    this.lapic = unchecked(this.lapics[0]);
+    this.addLapic(this.lapic);
     this.signals = new CpuSignals(this);
   }
 
   private addLapics(count: i32): void {
-    while (this.lapics.length < count) {
-      const apic = new LocalApic();
-      apic.attach(this.lapics.length, this.router);
-      this.lapics.push(apic);
-    }
+    while (this.lapics.length < count) this.addLapic(new LocalApic());
+  }
+
+  private addLapic(apic: LocalApic): void {
+    apic.attach(this.lapics.length);
+    this.lapics.push(apic);
   }
 
   /** Number of CPUs on the board. */
@@ -228,13 +229,11 @@ export class Board {
     this.nextPitKnown = false;
   }
 
-  /**
-   * After an operation on `apic` whose next timer event was `before`: if it moved, the next
-   * advance looks at the local APIC timers again (not at the PIT, which did not move).
-   */
+  /** After an operation on `apic` that may have moved its timer: keeps nextEvent no later than it. */
   @inline
-  private lapicTimerMoved(apic: LocalApic, before: i64): void {
-    if (apic.nextTimerEvent() != before) this.nextEventKnown = false;
+  private followLapicTimer(apic: LocalApic): void {
+    const t = apic.nextTimerEvent();
+    if (t < this.nextEvent) this.nextEvent = t;
   }
 
   /** The earliest pending device timer event (PIT OUT0 change or local APIC timer). */
@@ -270,6 +269,7 @@ export class Board {
   // ---- port I/O -------------------------------------------------------------------------
 
   /** One byte from an I/O port; unassigned ports float high. */
+  @inline
   inByte(port: u32): u32 {
     const c = this.config;
     if (c.pic && isPicPort(port)) return this.pic.ioRead(port);
@@ -316,17 +316,19 @@ export class Board {
     return this.config.ioapic && addr >>> 12 == IOAPIC_PAGE;
   }
 
+  @inline
   mmioRead(addr: u32): u32 {
     if (this.isLapicAddr(addr)) return this.lapic.mmioRead(addr & 0xfff, this.now);
     if (this.isIoapicAddr(addr)) return this.ioapic.mmioRead(addr & 0xfff);
     return 0xffffffff;
   }
 
+  @inline
   mmioWrite(addr: u32, value: u32): void {
     if (this.isLapicAddr(addr)) {
-      const timer = this.lapic.nextTimerEvent();
       this.lapic.mmioWrite(addr & 0xfff, value, this.now);
-      this.lapicTimerMoved(this.lapic, timer);
+      this.routeSentMessage();
+      this.followLapicTimer(this.lapic);
       this.forwardEoiBroadcast();
     } else if (this.isIoapicAddr(addr)) {
       this.ioapic.mmioWrite(addr & 0xfff, value);
@@ -345,9 +347,9 @@ export class Board {
 
   wrmsr(msr: u32, value: u64): void {
     if (this.config.lapic && (msr == MSR_APIC_BASE || msr == MSR_TSC_DEADLINE || isX2ApicMsr(msr))) {
-      const timer = this.lapic.nextTimerEvent();
       this.lapic.wrmsr(msr, value, this.now);
-      this.lapicTimerMoved(this.lapic, timer);
+      this.routeSentMessage();
+      this.followLapicTimer(this.lapic);
       if (msr == MSR_APIC_BASE) {
         // A globally disabled APIC hands the PIC's INT straight to the CPU, and back; LINT0
         // changing on every CPU may release a held timer anywhere.
@@ -434,12 +436,19 @@ export class Board {
     // QEMU: LINT0 falling may take a held timer's vector out of IRR and so release the timer.
     for (let k = 0, n = this.config.cpus; k < n; k++) {
       const apic = unchecked(this.lapics[k]);
-      const timer = apic.nextTimerEvent();
       apic.setLint0(level);
-      this.lapicTimerMoved(apic, timer);
+      this.followLapicTimer(apic);
     }
   }
 
+  /** An IPI (or, QEMU, an MSI) the current CPU's APIC sent in the register write just done. */
+  @inline
+  private routeSentMessage(): void {
+    const m = this.lapic.takeSentMessage();
+    if (m) this.routeMessage(m);
+  }
+
+  @inline
   private forwardEoiBroadcast(): void {
     const vector = this.lapic.takeEoiBroadcast();
     if (vector >= 0 && this.config.ioapic) this.ioapic.eoi(<u32>vector);
@@ -467,6 +476,7 @@ export class Board {
   }
 
   /** Whether message `m` reaches CPU `k`'s (globally enabled) local APIC. */
+  @inline
   private reaches(k: i32, m: ApicMessage): bool {
     const apic = unchecked(this.lapics[k]);
     if (!apic.enabled()) return false;
@@ -505,12 +515,13 @@ export class Board {
     return best;
   }
 
-  /** Message `m` reaches CPU `k`: its APIC takes it; INIT and start-up act on the CPU. */
+  /**
+   * Message `m` reaches CPU `k`: its APIC takes it (into IRR, ESR or the CPU's pending events,
+   * never moving its timer); INIT and start-up act on the CPU.
+   */
+  @inline
   private deliverTo(k: i32, m: ApicMessage): bool {
-    const apic = unchecked(this.lapics[k]);
-    const timer = apic.nextTimerEvent();
-    const accepted = apic.receive(m.mode, m.vector, m.level);
-    this.lapicTimerMoved(apic, timer);
+    const accepted = unchecked(this.lapics[k]).receive(m.mode, m.vector, m.level);
     if (m.mode == DeliveryMode.INIT) this.signals.init(k);
     else if (m.mode == DeliveryMode.StartUp && unchecked(this.sipi[k]) == SipiState.Waiting) this.signals.startUp(k, m.vector & 0xff);
     return accepted;
@@ -556,22 +567,23 @@ export class Board {
    */
   inta(): i32 {
     if (!this.cpuRunning) return InterruptAnswer.None;
-    if (this.config.lapic && this.lapic.nmiWaiting()) {
-      this.lapic.takeNmi();
+    const c = this.config;
+    const lapic = this.lapic;
+    if (c.lapic && lapic.nmiWaiting()) {
+      lapic.takeNmi();
       return InterruptAnswer.Nmi;
     }
     if (this.apicActive()) {
       // The acknowledge carries no time: bring the APIC timer up to now first.
-      this.lapic.syncTo(this.now);
-      if (!(this.config.pic && this.lapic.extIntPending())) {
-        if (!this.lapic.interruptPending()) return InterruptAnswer.None;
+      lapic.syncTo(this.now);
+      if (!(c.pic && lapic.extIntPending())) {
+        const vector = lapic.acknowledge();
+        if (vector < 0) return InterruptAnswer.None;
         // Taking the timer's own request lets a held timer count again.
-        const timer = this.lapic.nextTimerEvent();
-        const vector = this.lapic.acknowledge();
-        this.lapicTimerMoved(this.lapic, timer);
+        this.followLapicTimer(lapic);
         return vector;
       }
-    } else if (!this.intr || !this.config.pic) {
+    } else if (!this.intr || !c.pic) {
       return InterruptAnswer.None;
     }
     const vector = this.pic.acknowledge();
@@ -616,12 +628,14 @@ export class Board {
   }
 }
 
+/** 0x20–0x21 (master), 0xa0–0xa1 (slave), 0x4d0–0x4d1 (ELCR). */
 @inline
 export function isPicPort(port: u32): bool {
-  return port == 0x20 || port == 0x21 || port == 0xa0 || port == 0xa1 || port == 0x4d0 || port == 0x4d1;
+  return (port & ~0x81) == 0x20 || (port & ~1) == 0x4d0;
 }
 
+/** 0x40–0x43 (the channels and the control port), 0x61 (gate 2, speaker, OUT2). */
 @inline
 export function isPitPort(port: u32): bool {
-  return (port >= 0x40 && port <= 0x43) || port == 0x61;
+  return (port & ~3) == 0x40 || port == 0x61;
 }

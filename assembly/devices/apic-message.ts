@@ -1,6 +1,8 @@
 // An interrupt message on the APIC bus (or the system bus, for xAPIC): what the I/O APIC and a
 // local APIC's ICR send, and what each local APIC accepts or ignores. Devices stay unaware of
-// each other; the board implements the sink and routes each message to the CPUs it reaches.
+// each other; the board routes each message to the CPUs it reaches: the I/O APIC hands its
+// messages to the sink the board implements, and the board takes a local APIC's IPI from it
+// once the register write that sent it is done.
 
 import { Shorthand } from "../registers/lapic";
 
@@ -40,6 +42,4 @@ export abstract class ApicMessageSink {
    * whether some local APIC accepted it.
    */
   abstract deliver(dest: u32, logical: bool, mode: u32, vector: u32, level: bool): bool;
-  /** Delivers a message a local APIC sends (an IPI). Returns whether some local APIC accepted it. */
-  abstract route(message: ApicMessage): bool;
 }

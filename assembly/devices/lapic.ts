@@ -34,7 +34,7 @@ import {
   SVR_ENABLE, Shorthand, VECTOR_MASK, timerModeOf, APIC_BASE_X2APIC, apicBaseAtReset,
   MSR_X2APIC_FIRST, X2APIC_BROADCAST, X2APIC_ICR, X2APIC_SELF_IPI, XAPIC_BROADCAST, x2ApicLogicalId,
 } from "../registers/lapic";
-import { ApicMessage, ApicMessageSink, DeliveryMode, FROM_BUS } from "./apic-message";
+import { ApicMessage, DeliveryMode, FROM_BUS } from "./apic-message";
 import { ApicTimer } from "./lapic-timer";
 import { VectorRegister } from "./apic-vectors";
 
@@ -61,9 +61,9 @@ const INDEX_DFR: u32 = 0x0e;
 export class LocalApic {
   /** The CPU this APIC belongs to: its number is the APIC ID at reset. */
   private cpu: i32 = 0;
-  /** Where IPIs go (the board). */
-  private sink: ApicMessageSink | null = null;
+  /** The message this APIC sent during the operation in progress, for the board to route. */
   private message: ApicMessage = new ApicMessage();
+  private sent: bool = false;
   /** An NMI waits for the CPU's next acknowledge (CPU state, kept here beside its source). */
   private nmiPending: bool = false;
   private timer: ApicTimer = new ApicTimer();
@@ -121,10 +121,9 @@ export class LocalApic {
     this.timer.tscHz = hz;
   }
 
-  /** Wires this APIC to CPU `cpu` and to the bus its IPIs go out on. */
-  attach(cpu: i32, sink: ApicMessageSink): void {
+  /** Makes this the APIC of CPU `cpu`. */
+  attach(cpu: i32): void {
     this.cpu = cpu;
-    this.sink = sink;
   }
 
   reset(): void {
@@ -207,9 +206,14 @@ export class LocalApic {
     return this.timerHeld ? NEVER : this.timer.nextEvent;
   }
 
+  /** Shows the APIC the time `now`: a timer expiry due by then delivers. */
+  @inline
   syncTo(now: i64): void {
     if (now > this.now) this.now = now;
-    if (this.timerHeld || this.timer.nextEvent > now) return;
+    if (!this.timerHeld && this.timer.nextEvent <= now) this.expireTimer(now);
+  }
+
+  private expireTimer(now: i64): void {
     this.timer.expire(now);
     this.localInterrupt(LVT_TIMER);
     const entry = unchecked(this.lvt[LVT_TIMER]);
@@ -229,6 +233,7 @@ export class LocalApic {
 
   // ---- register page -------------------------------------------------------------------
 
+  @inline
   mmioRead(offset: u32, now: i64): u32 {
     this.syncTo(now);
     const index = (offset >>> 4) & 0xff;
@@ -255,15 +260,10 @@ export class LocalApic {
     return 0;
   }
 
+  @inline
   mmioWrite(offset: u32, value: u32, now: i64): void {
     this.syncTo(now);
     const index = (offset >>> 4) & 0xff;
-    if (index >= 0x32 && index < 0x38) {
-      this.writeLvt(<i32>index - 0x32, value, now);
-      return;
-    }
-    // Read-only registers ignore writes without an error.
-    if ((index >= 0x10 && index < 0x28) || index == 0x03 || index == 0x09 || index == 0x0a || index == 0x39) return;
     switch (index) {
       case 0x00:
         // QEMU: the page doubles as the MSI window; a write here is an interrupt message
@@ -293,6 +293,12 @@ export class LocalApic {
         this.timer.writeDivideConfig(value & DIVIDE_WRITABLE, now);
         return;
     }
+    if (index >= 0x32 && index < 0x38) {
+      this.writeLvt(<i32>index - 0x32, value, now);
+      return;
+    }
+    // Read-only registers ignore writes without an error.
+    if ((index >= 0x10 && index < 0x28) || index == 0x03 || index == 0x09 || index == 0x0a || index == 0x39) return;
     this.signalError(ESR_ILLEGAL_REGISTER);
   }
 
@@ -307,8 +313,7 @@ export class LocalApic {
     m.mode = (data >>> MODE_SHIFT) & 7;
     m.vector = data & VECTOR_MASK;
     m.level = (data & ICR_LEVEL) != 0;
-    const sink = this.sink;
-    if (sink) sink.route(m);
+    this.sent = true;
   }
 
   private vectorRegister(index: u32): u32 {
@@ -415,6 +420,7 @@ export class LocalApic {
   // ---- interrupt acceptance -------------------------------------------------------------
 
   /** Whether a message's destination field (no shorthand) names this APIC. */
+  @inline
   isDestination(m: ApicMessage): bool {
     if (this.x2apic()) return this.isX2Destination(m.wide ? m.dest : m.dest & 0xff, m.logical, m.wide);
     return this.isXDestination(m.dest & 0xff, m.logical);
@@ -427,6 +433,7 @@ export class LocalApic {
     return dest >>> 16 == this.ldr >>> 16 && (dest & this.ldr & 0xffff) != 0;
   }
 
+  @inline
   private isXDestination(dest: u32, logical: bool): bool {
     if (!logical) return dest == XAPIC_BROADCAST || dest == this.id >>> 24;
     const ldr = this.ldr >>> 24;
@@ -445,6 +452,7 @@ export class LocalApic {
    * An interrupt of delivery `mode` reaches this APIC. Fixed ones go to IRR, an NMI waits for
    * the CPU; INIT and start-up are only counted here (the board acts on the CPU).
    */
+  @inline
   receive(mode: u32, vector: u32, level: bool): bool {
     if (mode == DeliveryMode.Fixed || mode == DeliveryMode.LowestPriority) return this.requestVector(vector & VECTOR_MASK, level);
     if (mode == DeliveryMode.ExtINT && this.qemu) return this.requestVector(vector & VECTOR_MASK, level); // QEMU: ExtINT sets IRR
@@ -507,22 +515,24 @@ export class LocalApic {
     return (<u32>v & 0xf0) > (ppr & 0xf0) ? v : -1;
   }
 
-  /** The CPU's interrupt acknowledge: the vector moves from IRR to ISR, or the spurious vector. */
+  /** The CPU's interrupt acknowledge: the deliverable vector moves from IRR to ISR; -1 if none is. */
   acknowledge(): i32 {
     const v = this.deliverableVector();
-    if (v < 0) return <i32>(this.svr & VECTOR_MASK);
+    if (v < 0) return -1;
     this.irr.unset(<u32>v);
     this.isr.set(<u32>v);
     if (<u32>v == (unchecked(this.lvt[LVT_TIMER]) & VECTOR_MASK)) this.releaseTimer();
     return v;
   }
 
+  @inline
   takeEoiBroadcast(): i32 {
     const v = this.eoiBroadcast;
     this.eoiBroadcast = -1;
     return v;
   }
 
+  @inline
   private eoi(): void {
     const v = this.isr.highest();
     if (v < 0) return;
@@ -541,6 +551,7 @@ export class LocalApic {
 
   // ---- ICR -------------------------------------------------------------------------------
 
+  @inline
   private sendIpi(): void {
     const low = this.icrLow;
     const mode = (low >>> MODE_SHIFT) & 7;
@@ -566,7 +577,8 @@ export class LocalApic {
     this.send(shorthand, mode, vector, dest, false); // IPIs are edge-triggered
   }
 
-  /** Hands one IPI to the board, which routes it to every CPU it reaches. */
+  /** Sends one IPI: the board routes it to every CPU it reaches once the register write ends. */
+  @inline
   private send(shorthand: u32, mode: u32, vector: u32, dest: u32, level: bool): void {
     const m = this.message;
     m.source = this.cpu;
@@ -577,8 +589,15 @@ export class LocalApic {
     m.mode = mode;
     m.vector = vector;
     m.level = level;
-    const sink = this.sink;
-    if (sink) sink.route(m);
+    this.sent = true;
+  }
+
+  /** The message the register write just made sent (once), or null. */
+  @inline
+  takeSentMessage(): ApicMessage | null {
+    if (!this.sent) return null;
+    this.sent = false;
+    return this.message;
   }
 
   // ---- local vector table ----------------------------------------------------------------

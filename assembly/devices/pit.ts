@@ -96,6 +96,7 @@ export class Pit8254 {
     }
   }
 
+  @inline
   ioRead(port: u32, now: i64): u32 {
     this.advance(now);
     if (port == PORT_61) return this.readPort61();

@@ -125,40 +125,60 @@ export class Hypervisor {
 
   // ---- port I/O ---------------------------------------------------------------------------
 
+  @inline
   portIn(port: u32, size: i32): u32 {
     if (!this.intercepts(port, size, TRAP_READ)) return this.board.portRead(port, size);
+    return this.trappedIn(port, size);
+  }
+
+  private trappedIn(port: u32, size: i32): u32 {
     this.exits.io(port, false);
     let v: u32 = 0;
-    const pit = this.board.config.pit;
+    const c = this.board.config;
     for (let i = 0; i < size; i++) {
       const p = (port + <u32>i) & 0xffff;
-      // A latch this hypervisor took over at a capture is answered here, not by the chip.
-      const held = pit ? this.pitShadow.heldRead(p) : -1;
-      const b = held >= 0 ? <u32>held : this.board.inByte(p);
-      this.observe(p, b, false);
+      let b: u32;
+      if (c.pit && isPitPort(p)) {
+        // A latch this hypervisor took over at a capture is answered here, not by the chip.
+        const held = this.pitShadow.heldRead(p);
+        b = held >= 0 ? <u32>held : this.board.inByte(p);
+        this.observePit(p, b, false);
+      } else {
+        b = this.board.inByte(p);
+        if (c.pic && isPicPort(p)) this.observePic(p, b, false);
+      }
       v |= b << (<u32>i * 8);
     }
     return v;
   }
 
+  @inline
   portOut(port: u32, value: u32, size: i32): void {
-    if (!this.intercepts(port, size, TRAP_WRITE)) {
-      this.board.portWrite(port, value, size);
-      return;
-    }
+    if (!this.intercepts(port, size, TRAP_WRITE)) this.board.portWrite(port, value, size);
+    else this.trappedOut(port, value, size);
+  }
+
+  private trappedOut(port: u32, value: u32, size: i32): void {
     this.exits.io(port, true);
+    const c = this.board.config;
     for (let i = 0; i < size; i++) {
       const p = (port + <u32>i) & 0xffff;
       const b = (value >>> (<u32>i * 8)) & 0xff;
-      // A rotate-on-EOI or a poll command changes hidden state that only the registers as they
-      // stand around the write can tell: the PIC shadow reads them (bus reads, no exits).
-      const pic = this.board.config.pic && isPicPort(p);
-      if (pic) this.picShadow.prepareWrite(this.bus, p, b);
-      if (p == PORT_61 && this.board.config.pit) this.pitShadow.prepareGateWrite(this.bus, b);
-      if (p == PIT_CONTROL_PORT && this.board.config.pit) this.forwardPitCommand(b);
-      else this.board.outByte(p, b);
-      if (pic) this.picShadow.completeWrite(this.bus, p);
-      this.observe(p, b, true);
+      if (c.pit && isPitPort(p)) {
+        if (p == PORT_61) this.pitShadow.prepareGateWrite(this.bus, b);
+        if (p == PIT_CONTROL_PORT) this.forwardPitCommand(b);
+        else this.board.outByte(p, b);
+        this.observePit(p, b, true);
+      } else if (c.pic && isPicPort(p)) {
+        // A rotate-on-EOI or a poll command changes hidden state that only the registers as
+        // they stand around the write can tell: the PIC shadow reads them (bus reads, no exits).
+        this.picShadow.prepareWrite(this.bus, p, b);
+        this.board.outByte(p, b);
+        this.picShadow.completeWrite(this.bus, p);
+        this.observePic(p, b, true);
+      } else {
+        this.board.outByte(p, b);
+      }
     }
   }
 
@@ -177,19 +197,21 @@ export class Hypervisor {
     return false;
   }
 
-  /** Shows a trapped access to the shadow of its device, which may re-arm its traps. */
-  private observe(port: u32, value: u32, write: bool): void {
-    const c = this.board.config;
-    if (c.pic && isPicPort(port)) {
-      if (write) this.picShadow.observeWrite(port, value);
-      else this.picShadow.observeRead(port, value);
-      if (this.policy == Policy.Blmvisor) this.picShadow.armChipTraps(port, this.traps);
-    } else if (c.pit && isPitPort(port)) {
-      this.pitShadow.now = this.board.now;
-      if (write) this.pitShadow.observeWrite(port, value);
-      else this.pitShadow.observeRead(port, value);
-      if (this.policy == Policy.Blmvisor) this.pitShadow.armPortTraps(port, this.traps);
-    }
+  /** Shows a trapped PIC access to the PIC shadow, which may re-arm its traps. */
+  @inline
+  private observePic(port: u32, value: u32, write: bool): void {
+    if (write) this.picShadow.observeWrite(port, value);
+    else this.picShadow.observeRead(port, value);
+    if (this.policy == Policy.Blmvisor) this.picShadow.armChipTraps(port, this.traps);
+  }
+
+  /** Shows a trapped PIT access to the PIT shadow, which may re-arm its traps. */
+  @inline
+  private observePit(port: u32, value: u32, write: bool): void {
+    this.pitShadow.now = this.board.now;
+    if (write) this.pitShadow.observeWrite(port, value);
+    else this.pitShadow.observeRead(port, value);
+    if (this.policy == Policy.Blmvisor) this.pitShadow.armPortTraps(port, value, this.traps);
   }
 
   // ---- MMIO -------------------------------------------------------------------------------
@@ -205,8 +227,13 @@ export class Hypervisor {
     return MmioRegion.Other;
   }
 
+  @inline
   readl(addr: u32): u32 {
     if (!this.mmioIntercepted(addr)) return this.board.mmioRead(addr);
+    return this.trappedReadl(addr);
+  }
+
+  private trappedReadl(addr: u32): u32 {
     this.exits.mmio(this.regionOf(addr), addr & 0xfff, false);
     const fixup = this.fixup;
     if (fixup && (addr & 0xfffff000) == this.lapicPage) {
@@ -216,11 +243,13 @@ export class Hypervisor {
     return this.board.mmioRead(addr);
   }
 
+  @inline
   writel(addr: u32, value: u32): void {
-    if (!this.mmioIntercepted(addr)) {
-      this.board.mmioWrite(addr, value);
-      return;
-    }
+    if (!this.mmioIntercepted(addr)) this.board.mmioWrite(addr, value);
+    else this.trappedWritel(addr, value);
+  }
+
+  private trappedWritel(addr: u32, value: u32): void {
     this.exits.mmio(this.regionOf(addr), addr & 0xfff, true);
     this.board.mmioWrite(addr, value);
     const fixup = this.fixup;
@@ -283,8 +312,14 @@ export class Hypervisor {
    * The CPU takes an interrupt; a commodity VMM exits on it to inject it itself, and so sees
    * the vector of every PIC acknowledge: a rotation in automatic-EOI mode follows from it.
    */
+  @inline
   inta(): i32 {
     if (this.policy != Policy.Full || !this.board.interruptRequested()) return this.board.inta();
+    return this.exitingInta();
+  }
+
+  /** inta() when it exits: the pin is asserted under `full`. */
+  private exitingInta(): i32 {
     this.exits.externalInterrupt();
     const pic = this.picShadow;
     if (!this.board.config.pic || !pic.followsAcknowledges()) return this.board.inta();

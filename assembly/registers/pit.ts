@@ -140,6 +140,7 @@ export class PitChannelRegisters {
   }
 
   /** One byte read from the channel's data port: latched status, latched count, or live count. */
+  @inline
   readData(): u32 {
     if (this.statusLatched) {
       this.statusLatched = false;

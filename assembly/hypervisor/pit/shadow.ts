@@ -86,7 +86,9 @@ export class PitShadow extends DeviceShadow {
       // A control word for channel 2 cancels a trigger its gate left pending.
       if (value >>> 6 == 2 && (value & 0x30) != 0) this.gate2RoseAt = NEVER;
       pitCommand(this.channels, value);
-      for (let i = 0; i < PIT_CHANNELS; i++) this.releaseConsumed(i);
+      // A control word or latch changes its own channel only; a read-back any of them.
+      if (value >>> 6 != 3) this.releaseConsumed(<i32>(value >>> 6));
+      else for (let i = 0; i < PIT_CHANNELS; i++) this.releaseConsumed(i);
     } else if (isDataPort(port)) {
       const i = <i32>(port - FIRST_DATA_PORT);
       const ch = unchecked(this.channels[i]);
@@ -99,6 +101,7 @@ export class PitShadow extends DeviceShadow {
     }
   }
 
+  @inline
   observeRead(port: u32, value: u32): void {
     if (!isDataPort(port)) return;
     const i = <i32>(port - FIRST_DATA_PORT);
@@ -171,9 +174,15 @@ export class PitShadow extends DeviceShadow {
     traps.put(PIT_CONTROL_PORT, TRAP_WRITE);
   }
 
-  /** After a trapped access to `port`: a data port changes only its own channel's needs. */
-  armPortTraps(port: u32, traps: IoTraps): void {
+  /**
+   * After a trapped access of `value` at `port`: a data port access, and a control word or
+   * latch for one channel, change only that channel's needs (the control port's own trap never
+   * changes); anything else may change any.
+   */
+  @inline
+  armPortTraps(port: u32, value: u32, traps: IoTraps): void {
     if (isDataPort(port)) this.armChannelTraps(<i32>(port - FIRST_DATA_PORT), traps);
+    else if (port == PIT_CONTROL_PORT && value >>> 6 != 3) this.armChannelTraps(<i32>(value >>> 6), traps);
     else this.armTraps(traps);
   }
 
