@@ -9,7 +9,7 @@ import type { AddressInfo } from "node:net";
 import { WebSocketServer } from "ws";
 import { listen } from "../src/migrate/destination/listener.js";
 import { MAX_PAYLOAD } from "../src/migrate/wire/protocol.js";
-import { peakRssBytes, resetPeakRss } from "./footprint.js";
+import { memoryMakeup, peakRssBytes, resetPeakRss } from "./footprint.js";
 
 const token = process.env.BLMV_TOKEN;
 if (!token) {
@@ -28,12 +28,13 @@ const cpuMs = (): { user: number; system: number } => {
 const preallocAt = process.argv.indexOf("--prealloc");
 const preallocBytes = preallocAt > 0 ? Number(process.argv[preallocAt + 1]) : undefined;
 // With --footprint each event also carries the peak resident set since the migration's connection
-// (the raw sink's phase before it left out). Reading it costs a read of /proc at each event, in
-// a downtime too (`ready`, `resumed`), so only the benchmarks that need it ask for it.
+// (the raw sink's phase before it left out) and what memory is made of then. Reading them costs
+// reads of /proc at each event, in a downtime too (`ready`, `resumed`), so only the benchmarks
+// that need them ask for them.
 const footprint = process.argv.includes("--footprint");
 const onEvent = (e: { event: string }): void => {
   if (footprint && e.event === "session") resetPeakRss();
-  say({ ...e, cpuMs: cpuMs(), ...(footprint && { peakRssBytes: peakRssBytes() }) });
+  say({ ...e, cpuMs: cpuMs(), ...(footprint && { peakRssBytes: peakRssBytes(), memory: memoryMakeup() }) });
 };
 // BLMV_BENCH_HOST: the address to listen on (a network namespace's), 127.0.0.1 by default.
 const host = process.env.BLMV_BENCH_HOST ?? "127.0.0.1";
@@ -48,4 +49,4 @@ sink.on("connection", (ws) => {
     else ws.send(String(bytes));
   });
 });
-say({ event: "listening", migrate: listener.url, sink: `ws://${host}:${(sink.address() as AddressInfo).port}` });
+say({ event: "listening", migrate: listener.url, sink: `ws://${host}:${(sink.address() as AddressInfo).port}`, memory: memoryMakeup() });

@@ -1,11 +1,11 @@
 // Resident memory of the benchmark's processes, for B10: the peak (VmHWM) and current (VmRSS)
-// resident set from /proc/self/status, and resetting the peak so a phase can be measured alone.
-// docs/performance.md.
+// resident set from /proc/self/status, and resetting the peak so a phase can be measured alone;
+// and what the resident set is made of. docs/performance.md.
 
 import { readFileSync, writeFileSync } from "node:fs";
 
 /** Bytes of a /proc/self/status field given in kB, or undefined where there is no such file. */
-function statusBytes(field: "VmHWM" | "VmRSS"): number | undefined {
+function statusBytes(field: "VmHWM" | "VmRSS" | "RssAnon" | "RssFile"): number | undefined {
   try {
     const line = readFileSync("/proc/self/status", "utf8").split("\n").find((l) => l.startsWith(`${field}:`));
     return line === undefined ? undefined : Number(/(\d+)/.exec(line)![1]) * 1024;
@@ -32,4 +32,21 @@ export function resetPeakRss(): boolean {
   } catch {
     return false;
   }
+}
+
+/** What this process's memory is now, in bytes: resident anonymous and file-backed pages (mostly the `node` binary's code), and Node's own account of its heap and of the buffers outside it. */
+export interface MemoryMakeup {
+  residentAnon?: number;
+  residentFile?: number;
+  /** The JavaScript heap in use. */
+  heapUsed: number;
+  /** Memory outside the JavaScript heap that JavaScript objects hold: ArrayBuffers (guest memory included), WebAssembly memories, native buffers. */
+  external: number;
+  /** Of `external`, ArrayBuffers and Node buffers. */
+  arrayBuffers: number;
+}
+
+export function memoryMakeup(): MemoryMakeup {
+  const { heapUsed, external, arrayBuffers } = process.memoryUsage();
+  return { residentAnon: statusBytes("RssAnon"), residentFile: statusBytes("RssFile"), heapUsed, external, arrayBuffers };
 }

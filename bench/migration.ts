@@ -20,7 +20,7 @@ import { BATCH_DATA_BYTES, MAX_PAYLOAD, encode } from "../src/migrate/wire/proto
 import { DEFAULT_DOWNTIME_LIMIT_MS, migrate, type SourceOptions } from "../src/migrate/source/source.js";
 import { clientMasking } from "../src/migrate/transport/connect.js";
 import { median, type BenchResult } from "./result.js";
-import { peakRssBytes, resetPeakRss, rssBytes } from "./footprint.js";
+import { peakRssBytes, resetPeakRss, rssBytes, type MemoryMakeup } from "./footprint.js";
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -37,6 +37,8 @@ export interface Destination {
   migrateUrl: string;
   sinkUrl: string;
   token: string;
+  /** What the destination process's memory was made of once it listened. */
+  listening: MemoryMakeup;
   /** The listener's next event named `event` (see bench/destination.ts). */
   event(event: string): Promise<DestinationEvent>;
 }
@@ -47,6 +49,8 @@ interface DestinationEvent {
   cpuMs: { user: number; system: number };
   /** The destination process's peak resident set since the migration's connection (with `footprint`). */
   peakRssBytes?: number;
+  /** What its memory was made of then (with `footprint`). */
+  memory?: MemoryMakeup;
 }
 
 /** Where a destination process runs: by default here, on 127.0.0.1; else in network namespace `netns`, listening on `host`. */
@@ -69,8 +73,8 @@ export async function withDestination<T>(fn: (d: Destination) => Promise<T>, opt
   const child = spawn(command, args, { env, stdio: ["ignore", "pipe", "inherit"] });
   try {
     const lines = createInterface({ input: child.stdout! });
-    const first = await new Promise<{ migrate: string; sink: string }>((resolve, reject) => {
-      lines.once("line", (line) => resolve(JSON.parse(line) as { migrate: string; sink: string }));
+    const first = await new Promise<{ migrate: string; sink: string; memory: MemoryMakeup }>((resolve, reject) => {
+      lines.once("line", (line) => resolve(JSON.parse(line) as { migrate: string; sink: string; memory: MemoryMakeup }));
       child.once("exit", (code) => reject(new Error(`bench destination exited (${code}) before listening`)));
     });
     const event = (name: string): Promise<DestinationEvent> => {
@@ -88,7 +92,7 @@ export async function withDestination<T>(fn: (d: Destination) => Promise<T>, opt
       next.catch(() => undefined);
       return next;
     };
-    return await fn({ child, migrateUrl: first.migrate, sinkUrl: first.sink, token, event });
+    return await fn({ child, migrateUrl: first.migrate, sinkUrl: first.sink, token, listening: first.memory, event });
   } finally {
     if (child.exitCode === null && child.signalCode === null) {
       const exited = once(child, "exit");
@@ -219,6 +223,8 @@ interface IncompressibleRun {
   sourceCpuMs: { user: number; system: number };
   /** The destination's peak resident set from the connection to its `ready`. */
   destinationPeakRssBytes: number;
+  /** What the destination's memory was made of once it listened, when the migration connected, and at its `ready`. */
+  destinationMemory: { listening: MemoryMakeup; session: MemoryMakeup; ready: MemoryMakeup };
   /** This (the source's) process: resident set when the migration started, peak during it. */
   sourceRssBytes: { before: number; peak: number; peakReset: boolean };
 }
@@ -248,6 +254,7 @@ function incompressibleRun(memoryBytes: number, frameBytes: number, preallocByte
       destinationCpuMs: { user: to.cpuMs.user - from.cpuMs.user, system: to.cpuMs.system - from.cpuMs.system },
       sourceCpuMs: { user: sourceCpu.user / 1000, system: sourceCpu.system / 1000 },
       destinationPeakRssBytes: to.peakRssBytes!,
+      destinationMemory: { listening: d.listening, session: from.memory!, ready: to.memory! },
       sourceRssBytes: { before, peak, peakReset },
     };
   }, { preallocBytes, footprint: true });
@@ -328,8 +335,10 @@ const FOOTPRINT_MARGIN_BYTES = 64 * MiB;
 
 export async function benchFootprint(quick: boolean): Promise<BenchResult> {
   const runs = await incompressibleRuns(quick);
-  const each = (run: IncompressibleRun): Record<string, number | boolean> => ({
+  const inMiB = (m: MemoryMakeup): Record<string, number | undefined> => Object.fromEntries(Object.entries(m).map(([k, v]) => [`${k}MiB`, v === undefined ? undefined : v / MiB]));
+  const each = (run: IncompressibleRun): Record<string, unknown> => ({
     destinationPeakMiB: run.destinationPeakRssBytes / MiB,
+    destinationMemory: { listening: inMiB(run.destinationMemory.listening), session: inMiB(run.destinationMemory.session), ready: inMiB(run.destinationMemory.ready) },
     sourceBeforeMiB: run.sourceRssBytes.before / MiB,
     sourcePeakMiB: run.sourceRssBytes.peak / MiB,
     sourceGrowthMiB: (run.sourceRssBytes.peak - run.sourceRssBytes.before) / MiB,

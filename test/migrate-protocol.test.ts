@@ -2,6 +2,7 @@
 // hostile or broken peer's frame is refused with a ProtocolError naming the problem — never a
 // crash, never an allocation beyond the stated bounds.
 
+import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { pack } from "msgpackr";
 import { describe, expect, it } from "vitest";
@@ -9,6 +10,8 @@ import { ZERO_PAGE_CRC, pageChecksum } from "../src/guest/digest.js";
 import { PAGE_SIZE, ZERO_PAGE } from "../src/guest/page.js";
 import { BatchBuilder } from "../src/migrate/source/batch.js";
 import { decode } from "../src/migrate/wire/decode.js";
+import { PAGES_FRAGMENT_BYTES, framePool } from "../src/migrate/wire/frame-pool.js";
+import { chunksOf } from "../src/migrate/wire/page-bytes.js";
 import { cpusToRecord } from "../src/guest/cpu.js";
 import { bootGuest } from "../src/migrate/run/guest-run.js";
 import { rebuildRecords } from "../src/migrate/destination/rebuild.js";
@@ -17,6 +20,7 @@ import {
   MAX_PAYLOAD,
   MAX_RECORD_BYTES,
   MAX_RUNS,
+  PAGES_DATA_OFFSET,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
   ProtocolError,
@@ -193,6 +197,108 @@ describe("batches", () => {
     }
     expect(b.full).toBe(true);
     expect(encode(b.take(0, 0)).length).toBeLessThan(MAX_PAYLOAD);
+  });
+});
+
+describe("frames built in place", () => {
+  // One builder for every batch here: take() empties it.
+  const b = new BatchBuilder();
+  const batchOf = (pages: number[], zeros: number[]) => {
+    for (const p of pages) {
+      const page = new Uint8Array(PAGE_SIZE).fill(p);
+      b.add(p, page, pageChecksum(page), false);
+    }
+    for (const p of zeros) b.add(p, ZERO_PAGE, ZERO_PAGE_CRC, true);
+    return b.take(2, 9);
+  };
+  /** A message with a batch's page bytes as their SHA-256, to compare messages whatever buffers they view (and fast). */
+  const plain = (m: Message) => (m.t === "pages" ? { ...m, data: createHash("sha256").update(Buffer.concat(chunksOf(m.data))).digest("hex") } : m);
+  /** What decoding gives: the message, or that it was refused with a ProtocolError. */
+  const outcome = (frame: Uint8Array | Uint8Array[]) => {
+    try {
+      return plain(decode(frame, BOUNDS));
+    } catch (e) {
+      expect(e).toBeInstanceOf(ProtocolError);
+      return "refused";
+    }
+  };
+
+  it("carry the page bytes where the batch builder copied them, in fragments the destination reads in place", () => {
+    const m = batchOf([1, 2, 3, 7, 300, ...Array.from({ length: 20 }, (_, i) => 1000 + i)], [4, 5, 9]);
+    const { fragments, bytes, release } = framePool.encode(m);
+    const joined = Buffer.concat(fragments);
+    expect(joined.length).toBe(bytes);
+    // The page fragments are the buffer the pages were copied into: no copy on encoding.
+    const data = fragments.slice(1, -1);
+    expect(data.every((f) => f.buffer === m.data.buffer && f.length % PAGE_SIZE === 0 && f.length <= PAGES_FRAGMENT_BYTES)).toBe(true);
+    expect(Buffer.concat(data).equals(m.data)).toBe(true);
+    // Read from its fragments, the batch's pages are those fragments.
+    const received = decode(fragments, BOUNDS);
+    const chunks = received.t === "pages" ? chunksOf(received.data) : [];
+    expect(chunks.length === data.length && chunks.every((c, i) => c === data[i])).toBe(true);
+    expect(plain(received)).toEqual(plain(m));
+    // The frame joined, and the same batch encoded by msgpackr alone, decode to the same message.
+    expect(plain(decode(joined, BOUNDS))).toEqual(plain(m));
+    expect(plain(decode(encode(m), BOUNDS))).toEqual(plain(m));
+    release();
+  });
+
+  it("decode from any fragments as from the frame they join into, whatever their bytes", () => {
+    // Up to 12 pages: two fragments of pages besides the prefix and the other fields.
+    const pages = fc.uniqueArray(fc.integer({ min: 0, max: 4095 }), { maxLength: 12 });
+    // Changed bytes land mostly in the prefix and in the fields after the pages, where the reading differs.
+    const place = fc.oneof(fc.nat(2 * PAGES_DATA_OFFSET).map((at) => (f: Buffer) => at % f.length), fc.nat(300).map((back) => (f: Buffer) => Math.max(0, f.length - 1 - back)), fc.nat().map((at) => (f: Buffer) => at % f.length));
+    fc.assert(
+      fc.property(pages, pages, fc.array(fc.nat(), { maxLength: 12 }), fc.array(fc.tuple(place, fc.nat(255)), { maxLength: 3 }), (data, zeros, cuts, changes) => {
+        const { fragments: sent, release } = framePool.encode(batchOf(data, zeros.filter((p) => !data.includes(p))));
+        const frame = Buffer.concat(sent);
+        const sizes = sent.map((f) => f.length);
+        release();
+        for (const [at, byte] of changes) frame[at(frame)] = byte;
+        // Fragments as the source sends them, or cut anywhere, as an intermediary may.
+        let at = 0;
+        const asSent = sizes.map((n) => frame.subarray(at, (at += n)));
+        const bounds = [...new Set([0, ...cuts.map((c) => c % frame.length), frame.length])].sort((a, b) => a - b);
+        const anywhere = bounds.slice(1).map((end, i) => frame.subarray(bounds[i], end));
+        const whole = outcome(frame);
+        expect(outcome(asSent)).toEqual(whole);
+        expect(outcome(anywhere)).toEqual(whole);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("leave msgpackr writing other messages elsewhere than into a pool buffer a batch fills next", () => {
+    const deltas: Message = { t: "deltas", round: 1, seq: 0, pages: [3], lengths: [4], data: new Uint8Array(4), crc: 0 };
+    const { release } = framePool.encode(deltas);
+    // Its buffer goes back to the pool, and the next batch's pages are copied into it.
+    release();
+    const page = new Uint8Array(PAGE_SIZE).fill(0xab);
+    b.add(7, page, pageChecksum(page), false);
+    for (let seq = 0; seq < 100; seq++) encode({ t: "ack", seq });
+    const m = b.take(0, 1);
+    expect(Buffer.from(m.data).equals(Buffer.from(page))).toBe(true);
+  });
+
+  it("round-trip whatever the batch holds: full, zero pages only, up to the run limit", () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.integer({ min: 0, max: 4095 }), { maxLength: 256 }), fc.uniqueArray(fc.integer({ min: 0, max: 4095 }), { maxLength: 300 }), (data, zeros) => {
+        const m = batchOf(data, zeros.filter((p) => !data.includes(p)));
+        const { fragments, release } = framePool.encode(m);
+        expect(plain(decode(fragments, BOUNDS))).toEqual(plain(m));
+        release();
+      }),
+      { numRuns: 200 },
+    );
+    // About the largest frame: 1 MiB of data but a page in 255 runs, then zero pages in runs up to the run limit.
+    for (let p = 1; p < 510; p += 2) b.add(p, new Uint8Array(PAGE_SIZE).fill(p), 0, false);
+    for (let p = 1024; !b.full; p += 2) b.add(p, ZERO_PAGE, ZERO_PAGE_CRC, true);
+    const m = b.take(0, 0);
+    expect([m.runs.length, m.zeros.length]).toEqual([2 * 255, 2 * MAX_RUNS]);
+    const { fragments, bytes, release } = framePool.encode(m);
+    expect(bytes).toBeLessThan(MAX_PAYLOAD);
+    expect(plain(decode(fragments, { pageCount: 1 << 20 }))).toEqual(plain(m));
+    release();
   });
 });
 

@@ -78,9 +78,13 @@ export class MemorySocket extends EventEmitter {
     if (this.readyState === this.OPEN) this.sent.push(unpack(data) as Record<string, unknown>);
   }
 
-  /** The peer's frame arrives. */
+  /** As ws's: "fragments" hands each message over as the list of its fragments. */
+  binaryType = "nodebuffer";
+
+  /** The peer's frame arrives, in one fragment. */
   deliver(frame: Uint8Array): void {
-    if (this.readyState === this.OPEN) this.emit("message", Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength), true);
+    const data = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
+    if (this.readyState === this.OPEN) this.emit("message", this.binaryType === "fragments" ? [data] : data, true);
   }
 
   close(): void {

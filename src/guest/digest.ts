@@ -1,20 +1,12 @@
-// Memory digests: a CRC-32 per page, and a digest over all of them kept up to date page by page.
+// Memory digests: a CRC-32 per page (IEEE 802.3, as zlib's; computed with the carry-less multiply
+// instructions where the CPU has them), and a digest over all of them kept up to date page by page.
 // Each page that is not a zero page adds a term mixing its number with its CRC; the digest sums
 // the terms in four 32-bit lanes (128 bits), so changing one page's CRC costs a few
 // multiplications and the whole-memory digest at a pause costs nothing more. docs/migration.md.
 
 import { createHash } from "node:crypto";
-import * as zlib from "node:zlib";
+import { crc32 } from "@node-rs/crc32";
 import { PAGE_SIZE, ZERO_PAGE, type PagedMemory } from "./page.js";
-
-// zlib.crc32 exists from Node 20.15 / 22.2 on; older typings do not declare it.
-const crc32 = zlibCrc32();
-
-function zlibCrc32(): (data: Uint8Array) => number {
-  const f = (zlib as { crc32?: (data: Uint8Array) => number }).crc32;
-  if (typeof f !== "function") throw new Error("node:zlib crc32 is missing: Node 20.15 or newer is required");
-  return f;
-}
 
 /** CRC-32 of a page of zero bytes. */
 export const ZERO_PAGE_CRC: number = crc32(new Uint8Array(PAGE_SIZE)) >>> 0;

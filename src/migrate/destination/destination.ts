@@ -21,6 +21,7 @@ import {
   type Config, type Deltas, type Handoff, type Message, type MessageType, type Pages, type Query, type SessionFate, type State,
 } from "../wire/protocol.js";
 import { decode } from "../wire/decode.js";
+import { chunksOf, storeRuns } from "../wire/page-bytes.js";
 import { DemandMemory } from "./demand-memory.js";
 import { PostcopyReceiver } from "./postcopy.js";
 import { applyDeltas } from "../wire/xbzrle.js";
@@ -104,7 +105,9 @@ export class DestinationSession {
   ) {
     this.done = new Promise((r) => (this.settle = r));
     admission.enter(this.holding, addressOf(peer), () => this.abort(new ProtocolError("busy", "closed to make room for newer connections: this one had not authenticated")));
-    ws.on("message", (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
+    // A message comes as the fragments it was sent in: a batch's pages are read where they arrived (wire/page-bytes.ts).
+    ws.binaryType = "fragments";
+    ws.on("message", (data: Buffer | Buffer[], isBinary: boolean) => this.onFrame(data, isBinary));
     ws.on("close", () => this.abort(new MigrationFailure("connection", "connection closed by the source")));
     ws.on("error", (e: Error) => this.abort(new MigrationFailure("connection", e.message)));
     this.emit({ event: "session", peer });
@@ -117,13 +120,14 @@ export class DestinationSession {
     this.abort(new MigrationFailure("cancelled", "the destination is shutting down"));
   }
 
-  private onFrame(data: Buffer, isBinary: boolean): void {
+  private onFrame(data: Buffer | Buffer[], isBinary: boolean): void {
     if (this.expecting === "nothing") return;
     try {
       if (!isBinary) throw new ProtocolError("bad-message", "text frame on a binary protocol");
       if (this.expecting === "checking") throw new ProtocolError("unexpected", `${isBinary ? "a message" : "a frame"} while its proof waits to be checked`);
       const authenticated = this.expecting !== "hello" && this.expecting !== "auth";
-      if (!authenticated && data.length > MAX_UNAUTHENTICATED_PAYLOAD) throw new ProtocolError("bad-message", `frame of ${data.length} bytes before authentication`);
+      const bytes = Array.isArray(data) ? data.reduce((n, f) => n + f.length, 0) : data.length;
+      if (!authenticated && bytes > MAX_UNAUTHENTICATED_PAYLOAD) throw new ProtocolError("bad-message", `frame of ${bytes} bytes before authentication`);
       const m = decode(data, this.staging && { pageCount: this.staging.memory.pageCount });
       if (m.t === "error") throw new MigrationFailure(m.code, m.message, true);
       this.armTimer();
@@ -232,16 +236,14 @@ export class DestinationSession {
   private load(m: Pages): void {
     const { memory, checksums, pairs } = this.staging!;
     this.checkOrder(m);
-    // A plain view per page costs less than a Buffer's subarray.
-    const { buffer, byteOffset } = m.data;
     let n = 0;
-    for (let i = 0; i < m.runs.length; i += 2) {
-      for (let p = m.runs[i]; p < m.runs[i] + m.runs[i + 1]; p++, n++) {
-        pairs[2 * n] = p;
-        pairs[2 * n + 1] = pageChecksum(new Uint8Array(buffer, byteOffset + n * PAGE_SIZE, PAGE_SIZE));
-      }
-    }
+    for (let i = 0; i < m.runs.length; i += 2) for (let p = m.runs[i]; p < m.runs[i] + m.runs[i + 1]; p++) pairs[2 * n++] = p;
     const dataPages = n;
+    // Each page's CRC where its bytes arrived; a plain view per page costs less than a Buffer's subarray.
+    n = 0;
+    for (const { buffer, byteOffset, length } of chunksOf(m.data)) {
+      for (let at = 0; at < length; at += PAGE_SIZE) pairs[2 * n++ + 1] = pageChecksum(new Uint8Array(buffer, byteOffset + at, PAGE_SIZE));
+    }
     for (let i = 0; i < m.zeros.length; i += 2) {
       for (let p = m.zeros[i]; p < m.zeros[i] + m.zeros[i + 1]; p++, n++) {
         pairs[2 * n] = p;
@@ -249,8 +251,8 @@ export class DestinationSession {
       }
     }
     if (batchChecksum(pairs, n) !== m.crc) throw new ProtocolError("checksum", `batch ${m.seq} of round ${m.round} does not match its checksum`);
-    // Data pages run by run: one copy per run.
-    for (let i = 0, offset = 0; i < m.runs.length; offset += m.runs[i + 1] * PAGE_SIZE, i += 2) memory.writePages(m.runs[i], m.runs[i + 1], m.data, offset);
+    // Data pages run by run: one copy per run (per part of a run within one fragment).
+    storeRuns(memory, m.runs, m.data);
     for (let k = 0; k < dataPages; k++) checksums.set(pairs[2 * k], pairs[2 * k + 1]);
     // Zero pages run by run: a page never written is zero already and costs a bit test.
     for (let i = 0; i < m.zeros.length; i += 2) {

@@ -4,10 +4,12 @@
 // `idle`, so the guest keeps running between the network's events. A wait times out after
 // `timeoutMs` without progress: an acknowledgement counts as progress.
 
+import type { IncomingMessage } from "node:http";
 import { performance } from "node:perf_hooks";
+import type { Duplex } from "node:stream";
 import type WebSocket from "ws";
 import { AckWindow } from "./ack-window.js";
-import { FramePool } from "../wire/frame-pool.js";
+import { framePool } from "../wire/frame-pool.js";
 import { TokenBucket } from "./link.js";
 import { decode } from "../wire/decode.js";
 import { ProtocolError, encode, type Message, type MessageType } from "../wire/protocol.js";
@@ -34,6 +36,8 @@ export class Channel {
   bytesSent = 0;
   private inflight = 0;
   private readonly queue: Message[] = [];
+  /** The connection's socket, once the upgrade has named it (a source's channel): corked while a fragmented frame is handed over. */
+  private socket?: Duplex;
   private failure?: MigrationFailure;
   private wake?: () => void;
   private bucket?: TokenBucket;
@@ -41,7 +45,6 @@ export class Channel {
   window?: AckWindow;
   /** When the peer last showed progress (an acknowledgement). */
   private progressAt = 0;
-  private readonly frames = new FramePool();
 
   constructor(
     private readonly ws: WebSocket,
@@ -51,6 +54,7 @@ export class Channel {
     // With emulated latency, what the peer sent (its close included) arrives that much later, in order.
     const latency = options.latencyMs ?? 0;
     const later = (f: () => void): unknown => (latency > 0 ? setTimeout(f, latency) : f());
+    ws.once("upgrade", (response: IncomingMessage) => (this.socket = response.socket));
     ws.on("message", (data: Buffer, isBinary: boolean) => later(() => this.receive(data, isBinary)));
     ws.on("close", (code: number, reason: Buffer) => later(() => this.fail(new MigrationFailure("connection", `connection closed (${code}${reason.length ? ` ${printable(reason.toString(), 100)}` : ""})`))));
     ws.on("error", (e: Error) => this.fail(new MigrationFailure("connection", e.message)));
@@ -87,33 +91,41 @@ export class Channel {
    */
   async send(message: Message, { beyondWindow = false } = {}): Promise<number> {
     const seq = message.t === "pages" || message.t === "deltas" ? message.seq : -1;
-    const { frame, release } = seq >= 0 ? this.frames.encode(message) : { frame: encode(message), release: undefined };
+    const encoded = seq >= 0 ? framePool.encode(message) : undefined;
+    const fragments = encoded?.fragments ?? [encode(message)];
+    const bytes = encoded?.bytes ?? fragments[0].length;
     const batch = seq >= 0 ? this.window : undefined;
-    if (batch && !batch.fits(frame.length, beyondWindow)) await this.waitUntil(() => batch.fits(frame.length, beyondWindow), "acknowledgement");
+    if (batch && !batch.fits(bytes, beyondWindow)) await this.waitUntil(() => batch.fits(bytes, beyondWindow), "acknowledgement");
     for (;;) {
       this.check();
       // A peer that stops reading fails the send after the timeout, like any other wait on it.
       if (this.inflight > HIGH_WATER) await this.waitUntil(() => this.inflight <= HIGH_WATER, "reading of what was sent");
-      const wait = this.bucket?.take(frame.length) ?? 0;
+      const wait = this.bucket?.take(bytes) ?? 0;
       if (wait === 0) break;
       await this.nap(wait);
     }
-    batch?.sent(seq, frame.length, performance.now());
-    this.inflight += frame.length;
-    this.bytesSent += frame.length;
+    batch?.sent(seq, bytes, performance.now());
+    this.inflight += bytes;
+    this.bytesSent += bytes;
+    const written = (e?: Error): void => {
+      encoded?.release();
+      this.inflight -= bytes;
+      if (e) this.fail(new MigrationFailure("connection", e.message));
+      this.wake?.();
+    };
     const put = (): void => {
       if (this.ws.readyState !== this.ws.OPEN) return;
-      this.ws.send(frame, { binary: true }, (e) => {
-        release?.();
-        this.inflight -= frame.length;
-        if (e) this.fail(new MigrationFailure("connection", e.message));
-        this.wake?.();
-      });
+      // The fragments of one message leave together: one write to the socket, not one each.
+      this.socket?.cork();
+      const last = fragments.length - 1;
+      for (let i = 0; i < last; i++) this.ws.send(fragments[i], { binary: true, fin: false });
+      this.ws.send(fragments[last], { binary: true, fin: true }, written);
+      this.socket?.uncork();
     };
     // Frames held for the same time leave in the order they were sent.
     if (this.options.latencyMs) setTimeout(put, this.options.latencyMs);
     else put();
-    return frame.length;
+    return bytes;
   }
 
   /** The peer's next message if one has arrived, without waiting; an `error` from the peer throws. */

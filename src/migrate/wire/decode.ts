@@ -1,15 +1,18 @@
 // Decoding an incoming frame: everything that arrives is hostile until this module has checked
 // it — its size, that it is a plain map of a known type with exactly that type's fields, and
 // every field's type and range (page numbers inside guest memory, sizes, counts) — so that no
-// receiver acts on, or allocates for, anything it has not validated.
+// receiver acts on, or allocates for, anything it has not validated. A frame may come as the
+// WebSocket fragments it was sent in: a `pages` frame laid out as this build sends it is then
+// read where its fragments arrived (page-bytes.ts), any other is joined and decoded as one.
 
 import { Unpackr } from "msgpackr";
 import { NONCE_BYTES, PROOF_BYTES } from "../transport/auth.js";
 import { DEFAULT_CONFIG, MAX_CPUS, POLICIES, type Policy } from "../../core/machine.js";
 import { PAGE_SIZE } from "../../guest/page.js";
+import { PageFragments, type PageBytes } from "./page-bytes.js";
 import {
   DIGEST_BYTES, MAX_BATCH_PAGES, MAX_DELTA_BYTES, MAX_DELTA_PAGES, MAX_PAYLOAD, MAX_RECORD_BYTES, MAX_ROUNDS, MAX_RUNS,
-  PACK_OPTIONS, PROTOCOL_MAGIC, ProtocolError,
+  PACK_OPTIONS, PAGES_DATA_OFFSET, PAGES_PREFIX, PROTOCOL_MAGIC, ProtocolError,
   type ErrorCode, type MachineSpec, type MemoryBounds, type Message, type MessageType, type SessionFate,
 } from "./protocol.js";
 
@@ -19,8 +22,13 @@ const ERROR_CODES: readonly ErrorCode[] = ["version", "auth", "busy", "bad-messa
 const FATES: readonly SessionFate[] = ["taken", "dropped", "unknown"];
 const unpackr = new Unpackr(PACK_OPTIONS);
 
-/** Decodes and validates one frame; `bounds` is required once memory may flow. */
-export function decode(frame: Uint8Array, bounds?: MemoryBounds): Message {
+/** Decodes and validates one frame, whole or in its fragments; `bounds` is required once memory may flow. */
+export function decode(frame: Uint8Array | readonly Uint8Array[], bounds?: MemoryBounds): Message {
+  if (!(frame instanceof Uint8Array)) {
+    const bytes = frame.reduce((n, f) => n + f.length, 0);
+    if (bytes > MAX_PAYLOAD) throw new ProtocolError("bad-message", `frame of ${bytes} bytes exceeds ${MAX_PAYLOAD}`);
+    return (frame.length > 1 && fragmentedPages(frame, bounds)) || decode(frame.length === 1 ? frame[0] : Buffer.concat(frame, bytes), bounds);
+  }
   if (frame.length > MAX_PAYLOAD) throw new ProtocolError("bad-message", `frame of ${frame.length} bytes exceeds ${MAX_PAYLOAD}`);
   let value: unknown;
   try {
@@ -28,12 +36,48 @@ export function decode(frame: Uint8Array, bounds?: MemoryBounds): Message {
   } catch (e) {
     throw new ProtocolError("bad-message", `frame does not decode: ${(e as Error).message}`);
   }
+  return validate(value, bounds);
+}
+
+/** A decoded frame checked to be a message of a known type with exactly its fields, each valid. */
+function validate(value: unknown, bounds?: MemoryBounds): Message {
   const o = object(value, "message");
   const t = o.t;
   if (typeof t !== "string" || !Object.hasOwn(VALIDATORS, t)) throw new ProtocolError("bad-message", `unknown message type ${show(t)}`);
   onlyFields(o, t, ["t", ...FIELDS[t as MessageType]]);
   return VALIDATORS[t as MessageType](o, bounds);
 }
+
+/**
+ * A `pages` frame sent as this build's frame pool sends one, read from its fragments without
+ * joining them: the first fragment is exactly the prefix up to the bin 32 length of `data`, the
+ * next ones hold those bytes, each a whole number of pages, and the rest are the frame's other
+ * five fields. Undefined when the fragments are not so (the caller then joins them and decodes
+ * the whole): this reading gives what decoding the joined frame would, or nothing.
+ */
+function fragmentedPages(fragments: readonly Uint8Array[], bounds?: MemoryBounds): Message | undefined {
+  const head = fragments[0];
+  if (head.length !== PAGES_DATA_OFFSET || PAGES_PREFIX.some((b, i) => head[i] !== b)) return undefined;
+  const dataBytes = new DataView(head.buffer, head.byteOffset).getUint32(PAGES_PREFIX.length);
+  let k = 1;
+  for (let got = 0; got < dataBytes; got += fragments[k++].length) {
+    if (k === fragments.length || fragments[k].length % PAGE_SIZE !== 0 || got + fragments[k].length > dataBytes) return undefined;
+  }
+  if (k === fragments.length) return undefined;
+  // The other fields, as the map of five they are once the prefix's two are taken away.
+  const rest = Buffer.concat([FIVE_FIELD_MAP, ...fragments.slice(k)]);
+  let fields: Fields;
+  try {
+    fields = object(unpackr.unpack(rest), "message");
+  } catch {
+    return undefined;
+  }
+  if (Object.keys(fields).length !== 5 || Object.hasOwn(fields, "t") || Object.hasOwn(fields, "data")) return undefined;
+  return validate({ t: "pages", data: new PageFragments(fragments.slice(1, k), dataBytes), ...fields }, bounds);
+}
+
+/** A msgpack map header for five fields. */
+const FIVE_FIELD_MAP = Uint8Array.of(0x85);
 
 /** The fields each message may carry besides `t`: anything else is refused, not ignored. */
 const FIELDS: Record<MessageType, readonly string[]> = {
@@ -116,7 +160,7 @@ const VALIDATORS: Record<MessageType, (o: Fields, bounds?: MemoryBounds) => Mess
       seq: uint(o.seq, "pages.seq", Number.MAX_SAFE_INTEGER),
       runs,
       zeros,
-      data: bytes(o.data, "pages.data", dataPages * PAGE_SIZE, dataPages * PAGE_SIZE),
+      data: pageBytes(o.data, "pages.data", dataPages * PAGE_SIZE),
       crc: uint(o.crc, "pages.crc", 0xffff_ffff),
     };
   },
@@ -302,6 +346,11 @@ function bytes(v: unknown, path: string, min: number, max: number): Uint8Array {
     throw new ProtocolError("bad-message", `${path}: expected ${want} bytes, got ${show(v)}`);
   }
   return v;
+}
+
+/** Page bytes, in one buffer or in fragments (read from a fragmented frame), of exactly `length` bytes. */
+function pageBytes(v: unknown, path: string, length: number): PageBytes {
+  return v instanceof PageFragments && v.length === length ? v : bytes(v, path, length, length);
 }
 
 function show(v: unknown): string {

@@ -21,6 +21,7 @@ import { NONCE_BYTES, PROOF_BYTES } from "../transport/auth.js";
 import { DEFAULT_CONFIG, POLICIES, type Machine, type MachineConfig, type Policy } from "../../core/machine.js";
 import { pageChecksum } from "../../guest/digest.js";
 import { PAGE_SIZE } from "../../guest/page.js";
+import type { PageBytes } from "./page-bytes.js";
 
 /** The state of a paused guest, ready to go: the record of all its CPUs and the device record. */
 export interface CapturedState {
@@ -43,6 +44,13 @@ export const CAPABILITIES = ["zero-pages", "xbzrle", "postcopy", "outcome-query"
 export const MAX_PAYLOAD = 4 * 1024 * 1024;
 /** Largest frame accepted before the peer has authenticated. */
 export const MAX_UNAUTHENTICATED_PAYLOAD = 1024;
+/**
+ * How this build lays out a `pages` frame: a map whose first fields are `t` ("pages") and `data`
+ * as bin 32, so that the page bytes start at PAGES_DATA_OFFSET (after this prefix and their
+ * 4-byte big-endian length), then the other fields. Any other valid encoding decodes the same.
+ */
+export const PAGES_PREFIX = Uint8Array.from([0x87, 0xa1, ...Buffer.from("t"), 0xa5, ...Buffer.from("pages"), 0xa4, ...Buffer.from("data"), 0xc6]);
+export const PAGES_DATA_OFFSET = PAGES_PREFIX.length + 4;
 /** Target size of the page data in one `pages` frame. */
 export const BATCH_DATA_BYTES = 1024 * 1024;
 /** Pages (sent and elided zero pages together) in one `pages` frame. */
@@ -95,7 +103,7 @@ export interface Prepared { t: "prepared" }
  * in order; `zeros` are [first, count] pairs of pages that are all zero and carry no bytes.
  * `crc` is the CRC-32 of the batch's (page, page CRC-32) list, see batchChecksum.
  */
-export interface Pages { t: "pages"; round: number; seq: number; runs: number[]; zeros: number[]; data: Uint8Array; crc: number }
+export interface Pages { t: "pages"; round: number; seq: number; runs: number[]; zeros: number[]; data: PageBytes; crc: number }
 /** Stop-and-copy is done: the CPU records (every CPU's, see guest/cpu.ts) and the device record (msgpack each), and the digest of all. */
 export interface State { t: "state"; batches: number; cpu: Uint8Array; devices: Uint8Array; digest: Uint8Array }
 export interface Ready { t: "ready"; digest: Uint8Array }
