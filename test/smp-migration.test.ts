@@ -196,3 +196,22 @@ describe("several CPUs: timer phases", () => {
     src.release();
   });
 });
+
+describe("several CPUs: a level-triggered broadcast waiting for its EOI", () => {
+  it("keeps the I/O APIC entry's remote IRR when every CPU holds the vector pending", () => {
+    // A level entry broadcast (physical 0xff) to all CPUs, its line high: the vector is pending
+    // with TMR on each CPU that accepts, and the entry waits for an EOI. The holders without the
+    // pin take the vector through the borrowed pin, whose EOI ends every entry of that vector.
+    for (const policy of ["blmvisor", "full"] as const) {
+      const src = source({ cpus: 7, policy, compatQemu: false }, [
+        { op: "entry", pin: 17, low: 0x8020, dest: 0xff },
+        { op: "gsi", pin: 17, level: 1 },
+      ] as Parameters<typeof applySmpStep>[1][]);
+      const entry = (m: Machine) => (m.inspect().ioapic as { entries: { low: number }[] }).entries[17].low;
+      expect(entry(src) & 0x4000).toBe(0x4000);
+      const dst = migrate(src);
+      expectEqual(state(dst), state(src));
+      release(src, dst);
+    }
+  });
+});

@@ -151,8 +151,11 @@ export function reconstructApics(bus: HardwareBus, rec: ApicRecord, gsiLevels: u
 }
 
 /**
- * Several CPUs: a pin waiting for an EOI is delivered by the first CPU whose record holds its
- * vector; a pin nobody holds is left to CPU 0 (its rebuild lets it pass, or leaves it for the end).
+ * Several CPUs: a pin waiting for an EOI is delivered by the last CPU (in rebuild order) whose
+ * record holds its vector. The other holders of that vector take it through the borrowed pin,
+ * whose freeing EOI ends every entry of the vector: rebuilt before the pin's own delivery, they
+ * leave its remote IRR set. A pin nobody holds is left to CPU 0 (its rebuild lets it pass, or
+ * leaves it for the end).
  */
 function sharePins(rebuilds: Array<LapicRebuild>): void {
   const all = unchecked(rebuilds[0]).pins;
@@ -163,7 +166,7 @@ function sharePins(rebuilds: Array<LapicRebuild>): void {
     const pin = <i32>ctz(pending);
     pending &= pending - 1;
     const vector = unchecked(rebuilds[0]).pinVector(pin);
-    for (let k = 0; k < rebuilds.length; k++) {
+    for (let k = rebuilds.length - 1; k >= 0; k--) {
       const r = unchecked(rebuilds[k]);
       if (!r.holds(vector)) continue;
       r.pins = r.pins | (1 << <u32>pin);
