@@ -13,7 +13,12 @@ import { replayCompiled } from "../src/trace/replay.js";
 import { figure, median, type BenchResult } from "./result.js";
 import { writeBenchTrace } from "./trace-gen.js";
 
-const RUNS = 3;
+/**
+ * Rounds of replay, replay without hypervisor and decode-only pass, interleaved. This virtual
+ * machine's CPU speed varies by up to 1.7× from one half-second to the next, so three rounds
+ * left the ratio of two medians to chance; seven settle it.
+ */
+const RUNS = 7;
 
 /** What the decode-only pass took: the whole pass, and the core's decode loop alone within it. */
 interface DecodePass {
