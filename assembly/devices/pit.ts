@@ -14,7 +14,7 @@
 
 import { pitEdgesAt } from "../common/clock";
 import { FieldIO } from "../common/fields";
-import { PIT_CHANNELS, PIT_CONTROL_PORT, pitCommand } from "../registers/pit";
+import { PIT_CHANNELS, PIT_CONTROL_PORT, pitCommand, pitCommandChannel } from "../registers/pit";
 import { DatasheetCounter } from "./pit-datasheet";
 import { PitCounter } from "./pit-counter";
 import { QemuCounter } from "./pit-qemu";
@@ -88,8 +88,9 @@ export class Pit8254 {
       this.channel(2).setGate((value & 1) != 0);
     } else if (port == PIT_CONTROL_PORT) {
       // A control word or latch touches one channel; only a read-back may touch all three.
-      if (value >>> 6 == 3) this.syncTo(now);
-      else this.channel(<i32>(value >>> 6));
+      const channel = pitCommandChannel(value);
+      if (channel < 0) this.syncTo(now);
+      else this.channel(channel);
       pitCommand(this.channels, value);
     } else {
       this.channel(<i32>(port & 3)).writeData(value);

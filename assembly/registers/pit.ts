@@ -215,11 +215,21 @@ export function pitCommandOnlyLatches(value: u32): bool {
   return value >>> 6 == 3 || (value & 0x30) == 0;
 }
 
+/**
+ * The one channel a control-port write addresses (bits 7:6: a control word or counter latch), or
+ * -1 for a read-back command (select 3), which may address any of them.
+ */
+@inline
+export function pitCommandChannel(value: u32): i32 {
+  const select = <i32>(value >>> 6);
+  return select == 3 ? -1 : select;
+}
+
 /** A write to the control port: control word, counter latch, or read-back command. */
 export function pitCommand<T extends PitChannelRegisters>(channels: StaticArray<T>, value: u32): void {
-  const select = value >>> 6;
-  if (select != 3) {
-    const ch = unchecked(channels[<i32>select]);
+  const select = pitCommandChannel(value);
+  if (select >= 0) {
+    const ch = unchecked(channels[select]);
     if ((value & 0x30) == 0) ch.latchCount();
     else ch.control(value);
     return;

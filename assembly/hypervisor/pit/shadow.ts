@@ -21,7 +21,7 @@
 
 import { NEVER, pitEdgesAt } from "../../common/clock";
 import { FieldIO } from "../../common/fields";
-import { LATCH_MSB, LATCH_NONE, PIT_CHANNELS, PIT_CONTROL_PORT, PitChannelRegisters, RW_WORD, effectiveMode, pitCommand } from "../../registers/pit";
+import { LATCH_MSB, LATCH_NONE, PIT_CHANNELS, PIT_CONTROL_PORT, PitChannelRegisters, RW_WORD, effectiveMode, pitCommand, pitCommandChannel } from "../../registers/pit";
 import { HardwareBus } from "../bus";
 import { DeviceShadow, IoTraps, TRAP_READ, TRAP_WRITE } from "../traps";
 
@@ -87,7 +87,8 @@ export class PitShadow extends DeviceShadow {
       if (value >>> 6 == 2 && (value & 0x30) != 0) this.gate2RoseAt = NEVER;
       pitCommand(this.channels, value);
       // A control word or latch changes its own channel only; a read-back any of them.
-      if (value >>> 6 != 3) this.releaseConsumed(<i32>(value >>> 6));
+      const channel = pitCommandChannel(value);
+      if (channel >= 0) this.releaseConsumed(channel);
       else for (let i = 0; i < PIT_CHANNELS; i++) this.releaseConsumed(i);
     } else if (isDataPort(port)) {
       const i = <i32>(port - FIRST_DATA_PORT);
@@ -181,8 +182,8 @@ export class PitShadow extends DeviceShadow {
    */
   @inline
   armPortTraps(port: u32, value: u32, traps: IoTraps): void {
-    if (isDataPort(port)) this.armChannelTraps(<i32>(port - FIRST_DATA_PORT), traps);
-    else if (port == PIT_CONTROL_PORT && value >>> 6 != 3) this.armChannelTraps(<i32>(value >>> 6), traps);
+    const channel = isDataPort(port) ? <i32>(port - FIRST_DATA_PORT) : port == PIT_CONTROL_PORT ? pitCommandChannel(value) : -1;
+    if (channel >= 0) this.armChannelTraps(channel, traps);
     else this.armTraps(traps);
   }
 
